@@ -1,0 +1,218 @@
+"""The Python API of a trained Patronus run.
+
+    from patronus_diffusion import Patronus
+    pat = Patronus.load("runs/demo/run")            # or "pretrained:fashion-mnist"
+    x = pat.load_images(indices=[0, 1, 2])          # test images, in [-1, 1]
+    enc = pat.encode(x)                             # enc.s (B, P), enc.location (B, P, 2)
+    x_T = pat.invert(x, steps=50)                   # deterministic DDIM inversion
+    rec = pat.decode(x_T, enc.s, steps=50)          # reconstruction
+    gen = pat.sample(enc.s, sampler="dpmpp-2m", steps=20, seed=0)
+
+Images are (B, C, H, W) tensors in [-1, 1] at the model's resolution; :meth:`Patronus.load_images`
+makes them from files or dataset indices. All calls are batched and run without autograd.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from .config import RunConfig
+from .data import DataError, load_dataset, pil_to_tensor
+from .diffusion.inversion import ddim_invert
+from .diffusion.samplers import get_sampler
+from .diffusion.schedule import NoiseSchedule
+from .models import build_model
+from .models.prototypes import PrototypeMatch
+from .training.checkpoint import (CheckpointError, latest_checkpoint, load_into, load_weights,
+                                  read_checkpoint_state, read_run_config)
+from .utils.device import pick_device
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def resolve_run(run: str | Path) -> Path:
+    """A run directory, or ``pretrained:NAME`` for a model shipped with the package."""
+    text = str(run)
+    if text.startswith("pretrained:"):
+        name = text.split(":", 1)[1]
+        path = PRETRAINED_DIR / name
+        if not (path / "config.json").exists():
+            known = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists()) \
+                if PRETRAINED_DIR.exists() else []
+            raise CheckpointError(f"no pretrained model {name!r}; shipped: {', '.join(known) or 'none'}")
+        return path
+    path = Path(text)
+    if not path.exists():
+        raise CheckpointError(f"run {path} does not exist; train one with `patronus train --out {path}` "
+                              f"or use pretrained:fashion-mnist")
+    return path
+
+
+def weights_file(run_dir: Path, weights: str) -> Path:
+    """EMA weights from the newest checkpoint (or the EMA export); ``raw`` for the un-averaged weights."""
+    if weights not in ("ema", "raw"):
+        raise ValueError("weights must be 'ema' or 'raw'")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        read_checkpoint_state(ckpt)  # verifies checksums
+        return ckpt / ("ema.safetensors" if weights == "ema" else "model.safetensors")
+    if weights == "ema" and (run_dir / "model.safetensors").exists():
+        return run_dir / "model.safetensors"
+    raise CheckpointError(f"{run_dir} has no {'checkpoint' if weights == 'raw' else 'weights'} to load")
+
+
+class Patronus:
+    def __init__(self, model: torch.nn.Module, config: RunConfig, device: torch.device,
+                 run_dir: Path | None = None, batch_size: int = 64):
+        self.model = model.eval().requires_grad_(False)
+        self.config = config
+        self.device = device
+        self.run_dir = run_dir
+        self.batch_size = batch_size
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, run: str | Path, weights: str = "ema", device: str | None = "auto",
+             batch_size: int = 64) -> "Patronus":
+        run_dir = resolve_run(run)
+        cfg = read_run_config(run_dir)
+        if cfg.family != "patronus":
+            raise CheckpointError(f"{run_dir} is a {cfg.family!r} run, not a Patronus model")
+        dev = pick_device(device)
+        model = build_model(cfg)
+        path = weights_file(run_dir, weights)
+        load_into(model, load_weights(path), path)
+        return cls(model.to(dev), cfg, dev, run_dir, batch_size)
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.config.prototypes.num_prototypes
+
+    @property
+    def receptive_field(self):
+        return self.model.prototypes.receptive_field
+
+    def info(self) -> dict:
+        meta = {}
+        if self.run_dir is not None and (self.run_dir / "train_summary.json").exists():
+            meta = json.loads((self.run_dir / "train_summary.json").read_text())
+        return {"run": str(self.run_dir), "preset": self.config.preset, "prototypes": self.num_prototypes,
+                "image_size": self.config.data.image_size, "channels": self.config.data.channels, **meta}
+
+    # ------------------------------------------------------------------ images in
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.config.data
+        want = (d.channels, d.image_size, d.image_size)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images of shape (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], got {got}; "
+                             f"load files with Patronus.load_images(paths=...) to convert and resize them")
+        if x.numel() and (x.min() < -1.5 or x.max() > 1.5):
+            raise ValueError(f"images must be scaled to [-1, 1] (got range [{float(x.min()):.2f}, "
+                             f"{float(x.max()):.2f}]); use x / 127.5 - 1 for uint8 pixels")
+        return x.float()
+
+    def dataset(self, split: str = "test"):
+        return load_dataset(self.config.data, split)
+
+    def load_images(self, paths: Sequence[str | Path] | None = None, indices: Sequence[int] | None = None,
+                    split: str = "test") -> torch.Tensor:
+        """Images from files (converted with the run's resize policy) or from dataset indices."""
+        d = self.config.data
+        if paths:
+            out = []
+            for p in paths:
+                try:
+                    with Image.open(p) as img:
+                        img.load()
+                        out.append(pil_to_tensor(img, d.channels, d.image_size, d.resize))
+                except FileNotFoundError:
+                    raise DataError(f"image {p} does not exist") from None
+                except (OSError, ValueError, SyntaxError) as e:
+                    raise DataError(f"cannot read image {p}: {e}") from None
+            return torch.stack(out)
+        if indices is not None:
+            ds = self.dataset(split)
+            bad = [i for i in indices if not 0 <= int(i) < len(ds)]
+            if bad:
+                raise DataError(f"indices {bad} are outside the {split} split (0 ... {len(ds) - 1})")
+            return ds.get_batch(list(indices))
+        raise ValueError("give paths or indices")
+
+    # ------------------------------------------------------------------ core calls
+    def _chunks(self, *tensors):
+        n = tensors[0].shape[0]
+        for i in range(0, n, self.batch_size):
+            yield [t[i:i + self.batch_size] if t is not None else None for t in tensors]
+
+    def model_fn(self, s: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """eps(x, t) with the condition s bound (batch sizes of x and s must match)."""
+        s = s.to(self.device, torch.float32)
+        return lambda x, t: self.model(x, t, s)
+
+    def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        s = torch.as_tensor(s, dtype=torch.float32)
+        if s.ndim != 2 or s.shape[1] != self.num_prototypes or (batch is not None and s.shape[0] != batch):
+            raise ValueError(f"s must have shape ({batch if batch is not None else 'B'}, {self.num_prototypes}), "
+                             f"got {tuple(s.shape)}")
+        return s
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, return_map: bool = False) -> PrototypeMatch:
+        """s, min distances and best-match locations of every prototype, for every image."""
+        x = self.check_images(images)
+        parts = [self.model.prototypes(c.to(self.device), return_map=return_map) for (c,) in self._chunks(x)]
+        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
+        return PrototypeMatch(s=cat("s"), distance=cat("distance"), location=cat("location"),
+                              distance_map=cat("distance_map") if return_map else None)
+
+    @torch.no_grad()
+    def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
+               progress: bool = False, callback=None) -> torch.Tensor:
+        """Deterministic DDIM inversion x_0 -> x_T under the images' own s (or the given s)."""
+        x = self.check_images(images)
+        s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
+        steps = steps or self.config.sample.invert_steps
+        out = [ddim_invert(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
+                           callback=callback).cpu() for xc, sc in self._chunks(x, s)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+               progress: bool = False, callback=None, **options) -> torch.Tensor:
+        """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`."""
+        s = self.check_s(s, x_T.shape[0])
+        fn = get_sampler(sampler or self.config.sample.decode_sampler)
+        steps = steps or self.config.sample.invert_steps
+        out = [fn(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
+                  callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def sample(self, s: torch.Tensor, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+               x_T: torch.Tensor | None = None, progress: bool = False, clamp: bool = True, **options) -> torch.Tensor:
+        """Generate one image per row of s from fresh noise (seeded), with any sampler."""
+        s = self.check_s(s)
+        if x_T is None:
+            d = self.config.data
+            g = torch.Generator().manual_seed(seed)
+            x_T = torch.randn((s.shape[0], d.channels, d.image_size, d.image_size), generator=g)
+        if sampler == "ddpm" or (sampler is None and self.config.sample.sampler == "ddpm"):
+            options.setdefault("generator", torch.Generator(device=self.device).manual_seed(seed + 1))
+        out = self.decode(x_T, s, steps=steps or self.config.sample.steps, sampler=sampler or self.config.sample.sampler,
+                          progress=progress, **options)
+        return out.clamp(-1, 1) if clamp else out
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, steps: int | None = None, progress: bool = False):
+        """(reconstruction, x_T, s): invert then decode with the same s and number of steps."""
+        x = self.check_images(images)
+        s = self.encode(x).s
+        x_T = self.invert(x, s, steps, progress=progress)
+        return self.decode(x_T, s, steps, progress=progress), x_T, s

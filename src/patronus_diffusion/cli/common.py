@@ -1,0 +1,71 @@
+"""Argument helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..diffusion.samplers import SAMPLERS
+
+
+def formatter():
+    return argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_run(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--run", required=required, metavar="RUN",
+                   help="a run directory written by `patronus train`, or pretrained:fashion-mnist")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA or raw weights")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic given it)")
+
+
+def add_sampler(p: argparse.ArgumentParser, steps: int | None = None, default: str | None = None) -> None:
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=default,
+                   help="sampler (default: the run's config, dpmpp-2m)")
+    p.add_argument("--steps", type=int, default=steps, help="network evaluations (default: the run's config)")
+
+
+def add_images(p: argparse.ArgumentParser, default_n: int = 8) -> None:
+    g = p.add_argument_group("input images (files, dataset indices, or the first N of a seeded shuffle)")
+    g.add_argument("--images", nargs="+", metavar="PATH", help="image files")
+    g.add_argument("--indices", type=str, help="comma-separated dataset indices, e.g. 0,5,17")
+    g.add_argument("--split", default="test", help="dataset split for --indices/--n")
+    g.add_argument("--n", type=int, default=default_n, help="number of images when neither --images nor --indices")
+
+
+def parse_indices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"--indices must be comma-separated integers, got {text!r}") from None
+
+
+def select_images(pat, args) -> tuple[torch.Tensor, list[str]]:
+    """Images and their names from --images / --indices / --n (seeded pick from the split)."""
+    if args.images:
+        return pat.load_images(paths=args.images), [Path(p).name for p in args.images]
+    idx = parse_indices(args.indices)
+    if idx is None:
+        ds = pat.dataset(args.split)
+        g = torch.Generator().manual_seed(args.seed)
+        idx = torch.randperm(len(ds), generator=g)[: args.n].tolist()
+    return pat.load_images(indices=idx, split=args.split), [f"{args.split}:{i}" for i in idx]
+
+
+def print_outputs(title: str, files: dict[str, Path]) -> None:
+    print(title)
+    for k, v in files.items():
+        print(f"  {k:<18} {v}")
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=2)

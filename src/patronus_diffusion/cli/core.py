@@ -1,0 +1,287 @@
+"""Core commands: train, sample, reconstruct, demo, presets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import PRESETS, apply_overrides, get_preset
+from ..utils.images import psnr, save_grid, ssim
+from ..utils.io import write_json, write_text
+from .common import add_device, add_images, add_run, add_sampler, formatter, print_outputs, select_images
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a Patronus model (resumable)", formatter_class=formatter(),
+                       description="Train a prototype-conditioned diffusion model. Writes config.json, "
+                                   "train_log.csv, samples/*.png, checkpoints/ and model.safetensors into --out. "
+                                   "Re-run the same command with --resume to continue.")
+    p.add_argument("--preset", default="cpu-small", choices=PRESETS, help="starting configuration")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--steps", type=int, help="total optimisation steps for the run")
+    p.add_argument("--epochs", type=float, help="total epochs for the run")
+    p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
+    p.add_argument("--dataset", help="fashion-mnist | mnist | folder | ... (overrides the preset)")
+    p.add_argument("--data-root", help="directory of the data")
+    p.add_argument("--attributes-csv", help="CSV of per-image attributes joined by file name (folder datasets)")
+    p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted, listed)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast for the UNet (GPU)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="any config override, e.g. train.ema_decay=0.999 unet.base_channels=48")
+    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate images from prototype vectors s", formatter_class=formatter(),
+                       description="Generate images conditioned on s: the s of test images (default), of given "
+                                   "images, or rows of a .npy/.csv file. Writes grid.png, images/*.png (lossless), "
+                                   "s.csv and sample.json (the full protocol).")
+    add_run(p)
+    add_images(p, default_n=16)
+    p.add_argument("--s-file", help=".npy or .csv file with one s vector (P values) per row")
+    p.add_argument("--per-s", type=int, default=1, help="images per s vector (different noise)")
+    add_sampler(p)
+    p.add_argument("--out", default="results/sample")
+    add_device(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="invert images to x_T and decode them back; report PSNR/SSIM",
+                       formatter_class=formatter(),
+                       description="DDIM-invert images under their own s and decode (x_T, s) again, at one or more "
+                                   "step counts. Writes reconstructions.png, reconstruct.csv (per image) and "
+                                   "reconstruct.json (means).")
+    add_run(p)
+    add_images(p, default_n=8)
+    p.add_argument("--steps", default="50,100", help="comma-separated inversion/decoding step counts")
+    p.add_argument("--out", default="results/reconstruct")
+    add_device(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("demo", help="the main job: train on Fashion-MNIST, then sample and reconstruct",
+                       formatter_class=formatter(),
+                       description="Train the cpu-small preset on Fashion-MNIST for a bounded time, then write a "
+                                   "grid generated from test images' s, reconstructions with PSNR at 50 and 100 "
+                                   "inversion steps, and summary.json into --out.")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--minutes", type=float, default=7.0, help="training budget")
+    p.add_argument("--preset", default="cpu-small", choices=PRESETS)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--n", type=int, default=8, help="images to reconstruct")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
+    add_device(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("presets", help="list presets or show one as JSON", formatter_class=formatter())
+    p.add_argument("--show", metavar="NAME", help="print the full config of a preset")
+    p.set_defaults(func=cmd_presets)
+
+
+# ------------------------------------------------------------------------------------ train
+def config_from_args(args) -> "RunConfig":  # noqa: F821
+    overrides = list(args.set or [])
+    for flag, key in (("dataset", "data.dataset"), ("data_root", "data.root"), ("attributes_csv", "data.attributes_csv"),
+                      ("batch_size", "train.batch_size"), ("lr", "train.lr"), ("precision", "train.precision")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            overrides.append(f"{key}={v}")
+    if getattr(args, "skip_bad_images", False):
+        overrides.append("data.skip_bad_images=true")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = apply_overrides(get_preset(args.preset), overrides)
+    if args.steps is not None or args.epochs is not None or args.minutes is not None:
+        cfg.train.max_steps, cfg.train.max_epochs, cfg.train.max_minutes = args.steps, args.epochs, args.minutes
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from ..training import train
+
+    cfg = config_from_args(args)
+    if args.resume and (Path(args.out) / "config.json").exists() and args.preset == "cpu-small" and not args.set:
+        # `--resume` alone continues the saved config (budgets from the command line still apply)
+        from ..training.checkpoint import read_run_config
+
+        saved = read_run_config(Path(args.out))
+        for k in ("max_steps", "max_epochs", "max_minutes"):
+            setattr(saved.train, k, getattr(cfg.train, k))
+        cfg = saved
+    r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    print(json.dumps({"run": str(r.run_dir), "step": r.step, "images_seen": r.images_seen,
+                      "minutes": round(r.elapsed_s / 60, 2), "last_loss": round(r.last_loss, 5),
+                      "stopped_by": r.stopped_by}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ sample
+def _read_s_file(path: str) -> torch.Tensor:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"s file {p} does not exist")
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+    else:
+        arr = np.loadtxt(p, delimiter=",", ndmin=2)
+    return torch.as_tensor(np.atleast_2d(arr), dtype=torch.float32)
+
+
+def _write_s_csv(path: Path, s: torch.Tensor, names: list[str]) -> None:
+    header = "source," + ",".join(f"s{j}" for j in range(s.shape[1]))
+    rows = [f"{n}," + ",".join(f"{v:.6f}" for v in row.tolist()) for n, row in zip(names, s)]
+    write_text(path, header + "\n" + "\n".join(rows) + "\n")
+
+
+def _save_images(x: torch.Tensor, folder: Path, names: list[str]) -> None:
+    from ..utils.images import save_png, to_uint8
+
+    for arr, n in zip(to_uint8(x), names):
+        save_png(arr, folder / f"{n}.png")
+
+
+def cmd_sample(args) -> int:
+    from ..api import Patronus
+
+    pat = Patronus.load(args.run, args.weights, args.device)
+    if args.s_file:
+        s = pat.check_s(_read_s_file(args.s_file))
+        names = [f"s{i}" for i in range(len(s))]
+        x_ref = None
+    else:
+        x_ref, names = select_images(pat, args)
+        s = pat.encode(x_ref).s
+    s_rep = s.repeat_interleave(args.per_s, 0)
+    t0 = time.time()
+    imgs = pat.sample(s_rep, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True)
+    secs = time.time() - t0
+    out = Path(args.out)
+    nrow = args.per_s if args.per_s > 1 else None
+    files = {"grid": save_grid(imgs, out / "grid.png", nrow=nrow, upscale=2)}
+    if x_ref is not None:
+        files["references"] = save_grid(x_ref, out / "references.png", upscale=2)
+    img_names = [f"{i:04d}_{n.replace(':', '-')}_{k}" for i, n in enumerate(names) for k in range(args.per_s)]
+    _save_images(imgs, out / "images", img_names)
+    files["images"] = out / "images"
+    _write_s_csv(out / "s.csv", s, names)
+    files["s"] = out / "s.csv"
+    meta = {"run": str(pat.run_dir), "weights": args.weights, "sampler": args.sampler or pat.config.sample.sampler,
+            "steps": args.steps or pat.config.sample.steps, "seed": args.seed, "n_images": len(imgs),
+            "s_source": args.s_file or f"{args.split} images", "sources": names, "seconds": round(secs, 2),
+            "seconds_per_image": round(secs / len(imgs), 4)}
+    write_json(out / "sample.json", meta)
+    files["protocol"] = out / "sample.json"
+    print_outputs(f"{len(imgs)} images in {secs:.1f} s", files)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ reconstruct
+def reconstruction_report(pat, x: torch.Tensor, names: list[str], step_list: list[int], out: Path,
+                          progress: bool = True) -> dict:
+    """Invert+decode at each step count; write the grid, per-image CSV and JSON; return the means."""
+    rows, summary, grids = [], {}, [x]
+    s = pat.encode(x).s
+    for k in step_list:
+        t0 = time.time()
+        x_T = pat.invert(x, s, steps=k, progress=progress)
+        rec = pat.decode(x_T, s, steps=k, progress=progress)
+        secs = time.time() - t0
+        p, q = psnr(rec, x), ssim(rec, x)
+        grids.append(rec.clamp(-1, 1))
+        summary[str(k)] = {"psnr_db": round(float(p.mean()), 3), "ssim": round(float(q.mean()), 4),
+                           "psnr_db_min": round(float(p.min()), 3), "seconds_per_image": round(secs / len(x), 3),
+                           "x_T_std": round(float(x_T.std()), 4)}
+        rows += [f"{n},{k},{a:.4f},{b:.5f}" for n, a, b in zip(names, p.tolist(), q.tolist())]
+    save_grid(torch.cat(grids), out / "reconstructions.png", nrow=len(x), upscale=2)
+    write_text(out / "reconstruct.csv", "image,steps,psnr_db,ssim\n" + "\n".join(rows) + "\n")
+    result = {"run": str(pat.run_dir), "images": names, "sampler": "ddim (eta=0) inversion and decoding",
+              "rows_of_reconstructions_png": ["original"] + [f"{k} steps" for k in step_list], "by_steps": summary}
+    write_json(out / "reconstruct.json", result)
+    return result
+
+
+def cmd_reconstruct(args) -> int:
+    from ..api import Patronus
+
+    pat = Patronus.load(args.run, args.weights, args.device)
+    x, names = select_images(pat, args)
+    try:
+        step_list = [int(v) for v in str(args.steps).split(",") if v]
+    except ValueError:
+        raise ValueError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
+    out = Path(args.out)
+    res = reconstruction_report(pat, x, names, step_list, out)
+    for k, v in res["by_steps"].items():
+        print(f"{k:>5} steps: PSNR {v['psnr_db']:.2f} dB  SSIM {v['ssim']:.4f}  ({v['seconds_per_image']} s/image)")
+    print_outputs("wrote", {"grid": out / "reconstructions.png", "per image": out / "reconstruct.csv",
+                            "summary": out / "reconstruct.json"})
+    return 0
+
+
+# ------------------------------------------------------------------------------------ demo
+def cmd_demo(args) -> int:
+    import shutil
+
+    from ..api import Patronus
+    from ..training import train
+
+    t_all = time.time()
+    out = Path(args.out)
+    run = out / "run"
+    if args.fresh and run.exists():
+        shutil.rmtree(run)
+    cfg = apply_overrides(get_preset(args.preset), list(args.set) + [f"train.seed={args.seed}"])
+    cfg.train.max_steps, cfg.train.max_epochs = None, None
+    resume = (run / "latest.json").exists()
+    print(f"[demo] training {cfg.preset} on {cfg.data.dataset} for {args.minutes} min -> {run}"
+          + (" (continuing the earlier demo run; --fresh starts over)" if resume else ""))
+    r = train(cfg, run, resume=resume, max_minutes=args.minutes, device=args.device)
+    t_train = time.time() - t_all
+    pat = Patronus.load(run, device=args.device)
+    ds = pat.dataset("test")
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(ds), generator=g)[:16].tolist()
+    x = ds.get_batch(idx)
+    s = pat.encode(x).s
+    print("[demo] sampling 16 images from test images' s")
+    t0 = time.time()
+    gen = pat.sample(s, seed=args.seed, progress=True)
+    t_sample = time.time() - t0
+    save_grid(torch.cat([x, gen]), out / "generated_from_test_s.png", nrow=16, upscale=2)
+    print(f"[demo] reconstructing {args.n} test images at 50 and 100 inversion steps")
+    rec = reconstruction_report(pat, x[: args.n], [f"test:{i}" for i in idx[: args.n]], [50, 100], out)
+    summary = {
+        "run": str(run), "preset": cfg.preset, "dataset": cfg.data.dataset, "train_steps": r.step,
+        "images_seen": r.images_seen, "epochs": round(r.images_seen / 60000, 3), "train_minutes": round(t_train / 60, 2),
+        "final_train_loss": round(r.last_loss, 5),
+        "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
+                     "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},
+        "reconstruction_psnr_db": {k: v["psnr_db"] for k, v in rec["by_steps"].items()},
+        "reconstruction_ssim": {k: v["ssim"] for k, v in rec["by_steps"].items()},
+        "wall_minutes": None,
+    }
+    summary["wall_minutes"] = round((time.time() - t_all) / 60, 2)
+    write_json(out / "summary.json", summary)
+    print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {out}/", {
+        "generated": out / "generated_from_test_s.png", "reconstructions": out / "reconstructions.png",
+        "psnr per image": out / "reconstruct.csv", "summary": out / "summary.json", "run": run})
+    print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
+          f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    if args.show:
+        print(get_preset(args.show).to_json())
+        return 0
+    for name in PRESETS:
+        c = get_preset(name)
+        print(f"{name:<16} {c.data.dataset:<14} {c.data.image_size:>4}px  P={c.prototypes.num_prototypes:<4} "
+              f"unet {c.unet.base_channels}ch x{c.unet.channel_mult}  lr {c.train.lr:g}  batch {c.train.batch_size}")
+    return 0

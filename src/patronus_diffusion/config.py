@@ -1,0 +1,323 @@
+"""One configuration object for training and inference.
+
+A run is described by :class:`RunConfig`, a tree of small dataclasses. It is written as
+``config.json`` into every run directory and into every checkpoint, and the model is always
+rebuilt from it (:func:`patronus_diffusion.models.build_model`), so training, sampling and the
+analyses can never drift apart.
+
+Presets (:data:`PRESETS`) give named starting points; any field can be overridden with a dotted
+``key=value`` string, e.g. ``train.lr=2e-4`` or ``unet.channel_mult=1,2,2``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or inconsistent."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    """fashion-mnist | mnist | folder | manifest (any name registered in ``patronus_diffusion.data``)."""
+    root: str | None = None
+    """Directory of the data. ``None`` uses the dataset's default location (Fashion-MNIST: Debian's package)."""
+    image_size: int = 32
+    channels: int = 1
+    resize: str = "center-crop"
+    """How a non-square image becomes square: ``center-crop`` (resize the short side, crop), ``squash`` or ``pad``."""
+    attributes_csv: str | None = None
+    """Optional CSV joined to a folder dataset by file name; its columns are kept with each item."""
+    skip_bad_images: bool = False
+    limit: int | None = None
+    """Use only the first ``limit`` items (tiny runs, tests)."""
+    num_workers: int = 0
+
+
+@dataclass
+class PrototypeConfig:
+    """The ProtoPNet-style encoder f (a Conv-ReLU stack) and the P prototypes of dimension D."""
+
+    channels: tuple[int, ...] = (32, 64, 64, 128)
+    kernels: tuple[int, ...] = (3, 3, 3, 3)
+    strides: tuple[int, ...] = (2, 1, 1, 1)
+    paddings: tuple[int, ...] = (1, 0, 0, 0)
+    num_prototypes: int = 30
+    epsilon: float = 1e-4
+    """The 1e-4 of s = log((d + 1) / (d + epsilon)); s then lies in (0, log(1/epsilon)]."""
+    init_std: float = 0.1
+
+    @property
+    def dim(self) -> int:
+        return self.channels[-1]
+
+
+@dataclass
+class UNetConfig:
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[bool, ...] = (False, False, False, False)
+    """Self-attention after every residual block of these resolution levels (ProtoDiffusion uses all)."""
+    mid_attention: bool = True
+    attention_heads: int = 4
+    dropout: float = 0.1
+    dropout2d: bool = True
+    """Drop whole channels (the Patronus reference) instead of single activations."""
+    groups: int = 8
+    time_emb_mult: int = 4
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    schedule: str = "linear"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    prototype_weight_decay: bool = True
+    """AdamW's decay also acts on the prototype vectors (as in the reference); set False to exempt them."""
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    """Use decay min(ema_decay, (1 + n) / (10 + n)) so early EMA weights are not dominated by the random init."""
+    distinct_weight: float = 0.0
+    distinct_margin: float = 0.2
+    distinct_metric: str = "cosine"
+    precision: str = "fp32"
+    """fp32 | bf16 | fp16 (autocast of the UNet; the prototype encoder always runs in fp32)."""
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_minutes: float | None = None
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class SampleConfig:
+    """Defaults for sampling and inversion; chosen by measurement (see README)."""
+
+    sampler: str = "dpmpp-2m"
+    steps: int = 20
+    invert_steps: int = 50
+    decode_sampler: str = "ddim"
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    family: str = "patronus"
+    data: DataConfig = field(default_factory=DataConfig)
+    prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return _from_dict(cls, d, "")
+
+    def copy(self) -> "RunConfig":
+        return copy.deepcopy(self)
+
+    def validate(self) -> "RunConfig":
+        p, u = self.prototypes, self.unet
+        n = len(p.channels)
+        if not (len(p.kernels) == len(p.strides) == len(p.paddings) == n):
+            raise ConfigError(
+                f"prototypes.channels/kernels/strides/paddings must have the same length; got "
+                f"{len(p.channels)}/{len(p.kernels)}/{len(p.strides)}/{len(p.paddings)}"
+            )
+        if len(u.attention_levels) != len(u.channel_mult):
+            raise ConfigError(
+                f"unet.attention_levels has {len(u.attention_levels)} entries but unet.channel_mult has "
+                f"{len(u.channel_mult)}; give one True/False per level"
+            )
+        factor = 2 ** (len(u.channel_mult) - 1)
+        if self.data.image_size % factor:
+            raise ConfigError(
+                f"data.image_size={self.data.image_size} must be divisible by {factor} "
+                f"(the UNet halves the resolution {len(u.channel_mult) - 1} times)"
+            )
+        for c in (u.base_channels * m for m in u.channel_mult):
+            if c % u.groups:
+                raise ConfigError(f"unet channel count {c} is not divisible by unet.groups={u.groups}")
+        if self.train.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision must be fp32, bf16 or fp16, not {self.train.precision!r}")
+        if self.data.resize not in ("center-crop", "squash", "pad"):
+            raise ConfigError(f"data.resize must be center-crop, squash or pad, not {self.data.resize!r}")
+        return self
+
+
+def _from_dict(cls, d: dict[str, Any], prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {prefix or 'root'} must be an object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}")
+    kwargs = {}
+    for name, value in d.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{prefix}{name}.")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parse an override string to the type of the field's current value."""
+    if isinstance(current, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} expects true/false, got {raw!r}")
+    if isinstance(current, tuple):
+        items = [x for x in raw.replace("(", "").replace(")", "").split(",") if x.strip()]
+        proto = current[0] if current else 0
+        return tuple(_parse_value(x.strip(), proto, key) for x in items)
+    if raw.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} expects a {type(current).__name__}, got {raw!r}") from None
+    if current is None:  # optional field: guess int, then float, then string
+        for conv in (int, float):
+            try:
+                return conv(raw)
+            except ValueError:
+                pass
+    return raw
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
+    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied."""
+    cfg = cfg.copy()
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=2e-4")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        obj = cfg
+        for p in parts[:-1]:
+            if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
+                raise ConfigError(f"unknown config section {p!r} in {key!r}")
+            obj = getattr(obj, p)
+        leaf = parts[-1]
+        if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown config key {key!r}; see `patronus presets --show NAME` for all keys")
+        setattr(obj, leaf, _parse_value(raw.strip(), getattr(obj, leaf), key))
+    return cfg.validate()
+
+
+# ---------------------------------------------------------------------------- presets
+def _paper(dataset: str, image_size: int, channels: int, num_prototypes: int, batch: int, epochs: float,
+           protos: PrototypeConfig | None = None) -> RunConfig:
+    """The reference configuration: 25 M-parameter UNet, constant LR 1e-5, AdamW defaults, no clipping."""
+    p = protos or PrototypeConfig()
+    p = dataclasses.replace(p, num_prototypes=num_prototypes)
+    return RunConfig(
+        preset="",
+        data=DataConfig(dataset=dataset, image_size=image_size, channels=channels),
+        prototypes=p,
+        unet=UNetConfig(),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(batch_size=batch, lr=1e-5, weight_decay=0.01, max_epochs=epochs, grad_clip=None),
+    )
+
+
+def _cpu_small() -> RunConfig:
+    """A Fashion-MNIST model sized for 2 CPU cores (see README, 'Choosing cpu-small')."""
+    return RunConfig(
+        preset="cpu-small",
+        data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
+        prototypes=PrototypeConfig(num_prototypes=30),
+        unet=UNetConfig(
+            base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+            attention_levels=(False, False, False), mid_attention=True, attention_heads=4,
+            dropout=0.0, groups=8,
+        ),
+        train=TrainConfig(batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=200, grad_clip=1.0,
+                          ema_decay=0.999, max_epochs=1, sample_every=500, checkpoint_every=250),
+        sample=SampleConfig(),
+    )
+
+
+def _tiny() -> RunConfig:
+    """For tests: a few-thousand-parameter model on 16-px images."""
+    return RunConfig(
+        preset="tiny",
+        data=DataConfig(dataset="fashion-mnist", image_size=16, channels=1, limit=256),
+        prototypes=PrototypeConfig(channels=(8, 16), kernels=(3, 3), strides=(2, 1), paddings=(1, 0),
+                                   num_prototypes=6),
+        unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(False, False),
+                        mid_attention=True, attention_heads=2, dropout=0.0, groups=4),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(batch_size=16, lr=1e-3, weight_decay=0.0, grad_clip=1.0, ema_decay=0.99, max_steps=20,
+                          log_every=5, sample_every=0, checkpoint_every=10),
+        sample=SampleConfig(steps=5, invert_steps=5),
+    )
+
+
+_CHEXPERT_PROTOS = PrototypeConfig(channels=(32, 64, 64, 128, 128), kernels=(5, 5, 5, 5, 5),
+                                   strides=(2, 2, 1, 1, 1), paddings=(1, 1, 0, 0, 0))
+
+
+def _preset_factories():
+    return {
+        "paper-fmnist": lambda: _paper("fashion-mnist", 32, 1, 30, 128, 100),
+        "paper-mnist": lambda: _paper("mnist", 32, 1, 30, 128, 100),
+        "paper-cifar10": lambda: _paper("cifar10", 32, 3, 100, 128, 300),
+        "paper-celeba64": lambda: _paper("celeba", 64, 3, 100, 64, 300),
+        "paper-ffhq64": lambda: _paper("folder", 64, 3, 100, 64, 300),
+        "paper-chexpert": lambda: _paper("folder", 224, 1, 100, 16, 300, _CHEXPERT_PROTOS),
+        "cpu-small": _cpu_small,
+        "tiny": _tiny,
+    }
+
+
+PRESETS = tuple(_preset_factories())
+
+
+def get_preset(name: str) -> RunConfig:
+    factories = _preset_factories()
+    if name not in factories:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(factories)}")
+    cfg = factories[name]()
+    cfg.preset = name
+    return cfg.validate()

@@ -1,0 +1,9 @@
+"""Data: Fashion-MNIST/MNIST IDX files, any image folder (with an optional attribute CSV), and more."""
+
+from .datasets import (FASHION_MNIST_CLASSES, FolderDataset, TensorDataset, batches_per_epoch, dataset_names,
+                       iterate_batches, load_dataset, pil_to_tensor, read_attribute_csv, register_dataset)
+from .errors import DataError
+
+__all__ = ["DataError", "FASHION_MNIST_CLASSES", "FolderDataset", "TensorDataset", "batches_per_epoch",
+           "dataset_names", "iterate_batches", "load_dataset", "pil_to_tensor", "read_attribute_csv",
+           "register_dataset"]

@@ -1,0 +1,343 @@
+"""Datasets: every item is (image in [-1, 1] of shape (C, S, S), label, index).
+
+Two kinds share one interface:
+
+* :class:`TensorDataset` keeps all images in memory, already preprocessed (IDX files, small sets).
+* :class:`FolderDataset` reads image files lazily (any folder of PNG/JPEG/WebP/BMP, recursive).
+
+Both expose ``labels`` (int array, -1 when unknown), ``class_names``, ``sources`` (file name or
+``split:index`` of each item) and ``attributes`` / ``attribute_names`` (a float array (N, A) joined
+from an attribute CSV, or empty), which the analyses use without touching the pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from ..config import DataConfig
+from .errors import DataError
+from .idx import find_idx, read_idx
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+
+
+# --------------------------------------------------------------------------- preprocessing
+def pil_to_tensor(img: Image.Image, channels: int, size: int, resize: str) -> torch.Tensor:
+    """PIL image -> float tensor (C, size, size) in [-1, 1] using the given resize policy."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    img = img.convert("L" if channels == 1 else "RGB")
+    if resize == "center-crop":
+        img = ImageOps.fit(img, (size, size), method=Image.BICUBIC, centering=(0.5, 0.5))
+    elif resize == "squash":
+        img = img.resize((size, size), Image.BICUBIC)
+    elif resize == "pad":
+        img = ImageOps.pad(img, (size, size), method=Image.BICUBIC, color=0)
+    else:
+        raise ValueError(f"unknown resize policy {resize!r}")
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def uint8_batch_to_tensor(arr: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W[, C]) uint8 -> (N, C, size, size) float in [-1, 1], bicubic resize, clamped."""
+    x = torch.from_numpy(np.array(arr, copy=True)).float()
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    x = x / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=size < x.shape[-1])
+    return x.clamp_(-1.0, 1.0).contiguous()
+
+
+# --------------------------------------------------------------------------- datasets
+@dataclass
+class DatasetInfo:
+    name: str
+    split: str
+    root: str
+    class_names: tuple[str, ...] = ()
+    attribute_names: tuple[str, ...] = ()
+    skipped: list[str] = field(default_factory=list)
+
+
+class TensorDataset(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, info: DatasetInfo,
+                 attributes: np.ndarray | None = None, sources: list[str] | None = None):
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.info = info
+        self.attributes = attributes if attributes is not None else np.zeros((len(images), 0), np.float32)
+        self.sources = sources or [f"{info.split}:{i}" for i in range(len(images))]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i]), i
+
+    def get_batch(self, indices) -> torch.Tensor:
+        return self.images[torch.as_tensor(indices, dtype=torch.long)]
+
+    @property
+    def class_names(self):
+        return self.info.class_names
+
+    @property
+    def attribute_names(self):
+        return self.info.attribute_names
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path], root: Path, cfg: DataConfig, info: DatasetInfo, labels: np.ndarray,
+                 attributes: np.ndarray):
+        self.files, self.root, self.cfg, self.info = files, root, cfg, info
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.attributes = attributes
+        self.sources = [str(f.relative_to(root)) for f in files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i: int) -> torch.Tensor:
+        path = self.files[i]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return pil_to_tensor(img, self.cfg.channels, self.cfg.image_size, self.cfg.resize)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot read image {path}: {e}. Delete or replace the file, or pass "
+                            f"--skip-bad-images to leave unreadable files out.") from None
+
+    def __getitem__(self, i: int):
+        return self.load(i), int(self.labels[i]), i
+
+    def get_batch(self, indices) -> torch.Tensor:
+        return torch.stack([self.load(int(i)) for i in indices])
+
+    @property
+    def class_names(self):
+        return self.info.class_names
+
+    @property
+    def attribute_names(self):
+        return self.info.attribute_names
+
+
+Dataset = TensorDataset | FolderDataset
+
+
+# --------------------------------------------------------------------------- loaders
+def _idx_dataset(name: str, root: Path, split: str, cfg: DataConfig, class_names) -> TensorDataset:
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise DataError(f"{name} has splits 'train' and 'test', not {split!r}")
+    images = read_idx(find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find_idx(root, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    if len(images) != len(labels):
+        raise DataError(f"{root}: {len(images)} images but {len(labels)} labels in the {split} split")
+    if cfg.limit:
+        images, labels = images[: cfg.limit], labels[: cfg.limit]
+    if cfg.channels != 1:
+        images = np.repeat(images[..., None], cfg.channels, axis=-1)
+    return TensorDataset(uint8_batch_to_tensor(images, cfg.image_size), labels,
+                         DatasetInfo(name, split, str(root), tuple(class_names)))
+
+
+def fashion_mnist_root(root: str | None) -> Path:
+    path = Path(root or FASHION_MNIST_DIR)
+    if not path.exists():
+        raise DataError(
+            f"Fashion-MNIST not found at {path}. Install it offline with `sudo apt-get install dataset-fashion-mnist` "
+            f"(files under {FASHION_MNIST_DIR}), or pass --data-root DIR with the four IDX files.")
+    return path
+
+
+def load_fashion_mnist(cfg: DataConfig, split: str) -> TensorDataset:
+    return _idx_dataset("fashion-mnist", fashion_mnist_root(cfg.root), split, cfg, FASHION_MNIST_CLASSES)
+
+
+def load_mnist(cfg: DataConfig, split: str) -> TensorDataset:
+    if not cfg.root:
+        raise DataError("MNIST needs --data-root DIR holding the official IDX files "
+                        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)")
+    return _idx_dataset("mnist", Path(cfg.root), split, cfg, [str(i) for i in range(10)])
+
+
+def _name_hash(rel: str) -> int:
+    return int(hashlib.sha1(rel.encode()).hexdigest(), 16)
+
+
+def _hash_split(files: list[Path], root: Path, split: str) -> list[Path]:
+    """Deterministic 90/10 split of a folder without train/test sub-folders: the 10 % of files
+    (at least one) with the smallest name hash are the test split. A single file serves both."""
+    if len(files) < 2:
+        return files
+    ranked = sorted(files, key=lambda p: _name_hash(str(p.relative_to(root))))
+    n_test = max(1, len(files) // 10)
+    chosen = set(ranked[:n_test]) if split == "test" else set(ranked[n_test:])
+    return [p for p in files if p in chosen]
+
+
+def _verify_image(path: Path) -> str | None:
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as e:  # noqa: BLE001 - PIL raises many exception types for broken files
+        return str(e) or type(e).__name__
+    return None
+
+
+def read_attribute_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Read a CSV whose first column (or a column named file/filename/image/path) names the image."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise DataError(f"cannot read attribute CSV {path}: {e}") from None
+    if not rows:
+        raise DataError(f"attribute CSV {path} has no rows")
+    cols = list(rows[0].keys())
+    key = next((c for c in cols if c.lower() in ("file", "filename", "image", "image_id", "path", "img_filename")),
+               cols[0])
+    return [c for c in cols if c != key], {r[key]: r for r in rows}
+
+
+def _to_float(v: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
+    if not cfg.root:
+        raise DataError("the folder dataset needs --data-root DIR (a folder of images, searched recursively)")
+    base = Path(cfg.root)
+    if not base.is_dir():
+        raise DataError(f"image folder {base} does not exist")
+    has_split_dirs = (base / "train").is_dir()
+    root = base / split if has_split_dirs and (base / split).is_dir() else base
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    attr_names: list[str] = []
+    table: dict[str, dict[str, str]] = {}
+    if cfg.attributes_csv:
+        attr_names, table = read_attribute_csv(Path(cfg.attributes_csv))
+        by_rel = {str(p.relative_to(base)): p for p in files} | {str(p.relative_to(root)): p for p in files}
+        by_name = {p.name: p for p in files}
+        chosen, missing = [], []
+        for key, row in table.items():
+            p = by_rel.get(key) or by_name.get(Path(key).name)
+            if p is None:
+                missing.append(key)
+            elif "split" not in row or row["split"] in (split, {"train": "0", "val": "1", "test": "2"}.get(split)):
+                chosen.append(p)
+        if missing and not cfg.skip_bad_images:
+            raise DataError(f"{len(missing)} file(s) named in {cfg.attributes_csv} are not under {base}, "
+                            f"e.g. {missing[:3]}; fix the CSV or pass --skip-bad-images")
+        files = sorted(set(chosen))
+        attr_names = [a for a in attr_names if a != "split"]
+    elif not has_split_dirs:
+        files = _hash_split(files, root, split)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found for split {split!r} under {root}")
+    skipped = []
+    good = []
+    for p in files:
+        problem = _verify_image(p)
+        if problem is None:
+            good.append(p)
+        elif cfg.skip_bad_images:
+            skipped.append(f"{p}: {problem}")
+        else:
+            raise DataError(f"cannot read image {p}: {problem}. Delete or replace it, or pass --skip-bad-images "
+                            f"to leave unreadable files out (they are counted and listed).")
+    files = good[: cfg.limit] if cfg.limit else good
+    if not files:
+        raise DataError(f"every image under {root} was unreadable ({len(skipped)} skipped)")
+    # labels: sub-folder names (one level below root), when there are several
+    parents = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})
+    class_names: tuple[str, ...] = tuple(parents) if len(parents) > 1 and not cfg.attributes_csv else ()
+    lookup = {c: i for i, c in enumerate(class_names)}
+    labels = np.array([lookup.get(p.relative_to(root).parts[0], -1) if class_names else -1 for p in files])
+    attrs = np.zeros((len(files), len(attr_names)), np.float32)
+    if attr_names:
+        rel_table = {Path(k).name: v for k, v in table.items()} | table
+        for i, p in enumerate(files):
+            row = rel_table.get(str(p.relative_to(base))) or rel_table.get(p.name)
+            attrs[i] = [_to_float(row[a]) for a in attr_names]
+    info = DatasetInfo("folder", split, str(base), class_names, tuple(attr_names), skipped)
+    return FolderDataset(files, base, cfg, info, labels, attrs)
+
+
+_LOADERS: dict[str, Callable[[DataConfig, str], Dataset]] = {
+    "fashion-mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "folder": load_folder,
+}
+
+
+def register_dataset(name: str, loader: Callable[[DataConfig, str], Dataset]) -> None:
+    _LOADERS[name] = loader
+
+
+def dataset_names() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
+    if cfg.dataset not in _LOADERS:
+        raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(dataset_names())}")
+    ds = _LOADERS[cfg.dataset](cfg, split)
+    if len(ds) == 0:
+        raise DataError(f"dataset {cfg.dataset!r} split {split!r} is empty")
+    x = ds[0][0]
+    if x.shape[0] != cfg.channels:
+        raise DataError(f"dataset gives {x.shape[0]}-channel images but data.channels={cfg.channels}")
+    return ds
+
+
+def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
+                    num_workers: int = 0, drop_last: bool = True):
+    """Yield (batch_index, images, labels) for one epoch in a permutation fixed by (seed, epoch).
+
+    Resuming at ``start_batch`` reproduces exactly the batches a straight run would have seen.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(ds), generator=g)
+    n_batches = max(len(ds) // batch_size, 1) if drop_last else -(-len(ds) // batch_size)
+    batches = [perm[i * batch_size:(i + 1) * batch_size] for i in range(start_batch, n_batches)]
+    if num_workers > 0 and isinstance(ds, FolderDataset):
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=[b.tolist() for b in batches],
+                                             num_workers=num_workers, persistent_workers=False)
+        for k, (x, y, _) in enumerate(loader):
+            yield start_batch + k, x, y
+    else:
+        for k, b in enumerate(batches):
+            yield start_batch + k, ds.get_batch(b), torch.as_tensor(ds.labels[b.numpy()])
+
+
+def batches_per_epoch(ds: Dataset, batch_size: int) -> int:
+    return max(len(ds) // batch_size, 1) if len(ds) >= batch_size else 1
+
+
+def default_workers() -> int:
+    return min(4, max((os.cpu_count() or 1) - 1, 0))

@@ -1,0 +1,2 @@
+class DataError(RuntimeError):
+    """A dataset or image cannot be read; the message names the file and says what to do."""

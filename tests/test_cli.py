@@ -1,0 +1,95 @@
+"""End-to-end CLI runs on a tiny configuration, --help of every command, and error exits."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from patronus_diffusion.cli.main import build_parser, main
+
+
+def run_cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "patronus_diffusion.cli.main", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("train", "sample", "reconstruct", "bench", "demo", "presets"):
+        assert name in commands
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: patronus" in capsys.readouterr().out
+
+
+def test_train_sample_reconstruct_end_to_end(idx_root, tmp_path):
+    run = tmp_path / "run"
+    out = run_cli("train", "--preset", "tiny", "--data-root", idx_root, "--set", "data.limit=none",
+                  "train.sample_every=6", "--steps", 12, "--out", run, "--no-progress")
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 12
+    for f in ("config.json", "latest.json", "model.safetensors", "train_log.csv", "train_summary.json",
+              "samples/reference.png", "samples/step_000012.png"):
+        assert (run / f).exists(), f
+    # resume continues to a larger total
+    out = run_cli("train", "--preset", "tiny", "--data-root", idx_root, "--set", "data.limit=none",
+                  "--steps", 16, "--out", run, "--resume", "--no-progress")
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 16
+
+    run_cli("sample", "--run", run, "--n", 3, "--steps", 3, "--out", tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert meta["n_images"] == 3 and meta["sampler"] == "dpmpp-2m"
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 3
+    s_rows = (tmp_path / "s" / "s.csv").read_text().splitlines()
+    assert len(s_rows) == 4 and s_rows[0].startswith("source,s0")
+
+    import numpy as np
+
+    np.save(tmp_path / "s.npy", np.ones((2, 6), np.float32))
+    run_cli("sample", "--run", run, "--s-file", tmp_path / "s.npy", "--per-s", 2, "--steps", 2,
+            "--sampler", "ddim", "--out", tmp_path / "s2")
+    assert json.loads((tmp_path / "s2" / "sample.json").read_text())["n_images"] == 4
+
+    run_cli("reconstruct", "--run", run, "--indices", "0,1", "--steps", "3,6", "--out", tmp_path / "r")
+    rec = json.loads((tmp_path / "r" / "reconstruct.json").read_text())
+    assert set(rec["by_steps"]) == {"3", "6"}
+    assert len((tmp_path / "r" / "reconstruct.csv").read_text().splitlines()) == 5
+
+
+def test_bench_prints_json():
+    out = run_cli("bench", "--preset", "tiny", "--iters", 1, "--invert-steps", 2, "--forward-batch", 4)
+    res = json.loads(out.stdout)
+    for k in ("train_images_per_s", "unet_forward_images_per_s", "invert_decode_one_image_s", "peak_memory_mb"):
+        assert res[k] > 0
+
+
+def test_presets_lists_and_shows():
+    out = run_cli("presets")
+    assert "paper-fmnist" in out.stdout and "cpu-small" in out.stdout
+    cfg = json.loads(run_cli("presets", "--show", "paper-fmnist").stdout)
+    assert cfg["train"]["lr"] == 1e-5 and cfg["prototypes"]["num_prototypes"] == 30
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, tiny_run):
+    p = run_cli("sample", "--run", tmp_path / "missing", check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("train", "--preset", "tiny", "--out", tmp_path / "x", "--set", "unet.nope=1", "--steps", 1,
+                check=False)
+    assert p.returncode == 2 and "unknown config key" in p.stderr
+    p = run_cli("sample", "--run", tiny_run, "--indices", "a,b", check=False)
+    assert p.returncode == 2 and "--indices" in p.stderr
+    # a damaged checkpoint is named, not loaded
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    latest = json.loads((bad / "latest.json").read_text())["checkpoint"]
+    (bad / latest / "ema.safetensors").write_bytes(b"\0" * 64)
+    p = run_cli("reconstruct", "--run", bad, "--n", 1, "--steps", 2, check=False)
+    assert p.returncode == 2 and "damaged" in p.stderr and "ema.safetensors" in p.stderr

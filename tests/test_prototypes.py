@@ -1,0 +1,107 @@
+"""Math invariants of the prototype layer: receptive fields, distances, similarity, argmin."""
+
+import math
+
+import pytest
+import torch
+
+from patronus_diffusion.config import PrototypeConfig, get_preset
+from patronus_diffusion.models.prototypes import (PrototypeNetwork, ReceptiveField, log_similarity,
+                                                  prototype_distinct_loss)
+
+
+@pytest.mark.parametrize("preset,size,expect", [
+    ("paper-fmnist", 32, (10, 2, 15, 6.5)),
+    ("paper-celeba64", 64, (26, 2, 15, 6.5)),
+    ("paper-chexpert", 224, (43, 4, 61, 27.5)),
+])
+def test_receptive_field_matches_reference(preset, size, expect):
+    p = get_preset(preset).prototypes
+    rf = ReceptiveField.of_layers(size, p.kernels, p.strides, p.paddings)
+    assert (rf.size, rf.jump, rf.rf, rf.start) == expect
+
+
+def test_reference_box_is_the_full_15px_field():
+    rf = ReceptiveField.of_layers(32, (3, 3, 3, 3), (2, 1, 1, 1), (1, 0, 0, 0))
+    assert rf.box(0, 0) == (0, 0, 14, 14)  # 2*0-1 clipped to 0 ... 2*0+13 inclusive
+    assert rf.box(3, 5) == (9, 5, 24, 20)  # cols 2*5-1..2*5+13, rows 2*3-1..2*3+13
+    assert rf.box(9, 9) == (17, 17, 32, 32)
+
+
+def _brute_force_support(net: PrototypeNetwork, size: int, channels: int, h: int, w: int):
+    """Pixels whose value changes feature unit (h, w): gradient support with all-positive weights/input."""
+    with torch.no_grad():
+        for m in net.encoder.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.uniform_(0.01, 0.1)
+                m.bias.fill_(0.01)
+    x = torch.rand(1, channels, size, size).add_(0.1).requires_grad_(True)
+    net.encoder(x)[0, :, h, w].sum().backward()
+    nz = (x.grad[0].abs().sum(0) > 0).nonzero()
+    ys, xs = nz[:, 0], nz[:, 1]
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize("preset,size", [("paper-fmnist", 32), ("paper-celeba64", 64), ("paper-chexpert", 224)])
+def test_box_equals_brute_force_gradient_support(preset, size):
+    cfg = get_preset(preset)
+    cfg.prototypes.channels = tuple(min(c, 8) for c in cfg.prototypes.channels)  # thin: same geometry, faster
+    net = PrototypeNetwork(1, size, cfg.prototypes)
+    n = net.receptive_field.size
+    for h, w in [(0, 0), (n // 2, n // 3), (n - 1, n - 1), (1, n - 2)]:
+        assert net.box(h, w) == _brute_force_support(net, size, 1, h, w), (h, w)
+
+
+def test_box_rescales_to_display_resolution():
+    rf = ReceptiveField.of_layers(32, (3, 3, 3, 3), (2, 1, 1, 1), (1, 0, 0, 0))
+    assert rf.box(3, 5, display_size=64) == tuple(2 * v for v in rf.box(3, 5))
+
+
+def test_similarity_range_and_monotonicity():
+    d = torch.cat([torch.zeros(1), torch.logspace(-6, 6, 200)])
+    s = log_similarity(d)
+    assert math.isclose(float(s[0]), math.log(1e4), rel_tol=1e-6)
+    assert (s > 0).all() and (s <= math.log(1e4) + 1e-6).all()
+    assert (s[1:] < s[:-1]).all()
+
+
+def test_distances_minimum_and_locations_match_brute_force():
+    torch.manual_seed(0)
+    cfg = PrototypeConfig(num_prototypes=5)
+    net = PrototypeNetwork(1, 32, cfg)
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    z = net.encoder(x)  # (B, D, H, W)
+    brute = ((z[:, None] - net.prototypes[None, :, :, None, None]) ** 2).sum(2)  # (B, P, H, W)
+    torch.testing.assert_close(net.distances(z), brute, rtol=1e-4, atol=1e-3)
+    out = net(x, return_map=True)
+    flat = brute.flatten(2)
+    torch.testing.assert_close(out.distance, flat.min(2).values, rtol=1e-4, atol=1e-3)
+    for b in range(3):
+        for j in range(5):
+            r, c = out.location[b, j].tolist()
+            assert math.isclose(float(brute[b, j, r, c]), float(flat[b, j].min()), rel_tol=1e-4, abs_tol=1e-3)
+    torch.testing.assert_close(out.s, log_similarity(out.distance))
+
+
+def test_prototype_equal_to_a_patch_gives_max_similarity_at_that_patch():
+    torch.manual_seed(1)
+    net = PrototypeNetwork(1, 32, PrototypeConfig(num_prototypes=3))
+    x = torch.rand(1, 1, 32, 32)
+    z = net.encoder(x)
+    with torch.no_grad():
+        net.prototypes[1] = z[0, :, 4, 7]
+    out = net(x)
+    assert out.location[0, 1].tolist() == [4, 7]
+    # the expanded distance ||z||^2 - 2<z,p> + ||p||^2 leaves a float32 residue of ~1e-5, so s ~ 9.07, not 9.21
+    assert float(out.s[0, 1]) > math.log(1e4) - 0.2
+    assert float(out.s[0, 1]) == float(out.s.max())
+
+
+def test_distinct_loss_zero_for_orthogonal_and_positive_for_duplicates():
+    eye = torch.eye(4, 8)
+    assert float(prototype_distinct_loss(eye, margin=0.5)) == 0.0
+    dup = torch.stack([eye[0], eye[0], eye[1], eye[2]])
+    # prototypes 0 and 1 coincide: D = 0 for both, so 2 of 4 terms equal the margin
+    assert math.isclose(float(prototype_distinct_loss(dup, margin=0.5)), 0.25, abs_tol=1e-6)
+    anti = torch.stack([eye[0], -eye[0], eye[1], eye[2]])  # |cos| counts anti-parallel as close
+    assert math.isclose(float(prototype_distinct_loss(anti, margin=0.5)), 0.25, abs_tol=1e-6)

@@ -1,0 +1,137 @@
+"""Checkpoints (save/load equality, damage, mismatch, full disk) and resume equality."""
+
+import errno
+import json
+
+import pytest
+import torch
+
+from patronus_diffusion.config import ConfigError, apply_overrides
+from patronus_diffusion.models import build_model
+from patronus_diffusion.training import CheckpointError, latest_checkpoint, train
+from patronus_diffusion.training import checkpoint as ck
+from patronus_diffusion.utils.io import DiskWriteError
+
+
+def _cfg(tiny_cfg, **kw):
+    c = tiny_cfg.copy()
+    c.train.sample_every = 0
+    c.train.checkpoint_every = 0
+    for k, v in kw.items():
+        setattr(c.train, k, v)
+    return c
+
+
+def _tensors(run):
+    path = latest_checkpoint(run)
+    return {name: ck.load_weights(path / name) for name in ("model.safetensors", "ema.safetensors",
+                                                           "optimizer.safetensors")}
+
+
+def test_resume_gives_bitwise_identical_weights(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg)
+    cfg.unet.dropout = 0.1  # dropout draws from the global RNG, which must be restored too
+    train(cfg, tmp_path / "straight", max_steps=12, progress=False)
+    train(cfg, tmp_path / "halves", max_steps=6, progress=False)
+    train(cfg, tmp_path / "halves", resume=True, max_steps=12, progress=False)
+    a, b = _tensors(tmp_path / "straight"), _tensors(tmp_path / "halves")
+    for f in a:
+        assert a[f].keys() == b[f].keys()
+        for k in a[f]:
+            assert torch.equal(a[f][k], b[f][k]), (f, k)
+
+
+def test_resume_across_an_epoch_boundary(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg)  # 128 train images / batch 16 = 8 steps per epoch
+    train(cfg, tmp_path / "a", max_steps=11, progress=False)
+    train(cfg, tmp_path / "b", max_steps=7, progress=False)
+    train(cfg, tmp_path / "b", resume=True, max_steps=11, progress=False)
+    a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
+    assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
+    state = json.loads((latest_checkpoint(tmp_path / "b") / "state.json").read_text())
+    assert state["epoch"] == 1 and state["batch_in_epoch"] == 3
+
+
+def test_save_load_equality_and_config_round_trip(tiny_run):
+    from patronus_diffusion.training.checkpoint import read_run_config
+
+    cfg = read_run_config(tiny_run)
+    model = build_model(cfg)
+    path = latest_checkpoint(tiny_run) / "ema.safetensors"
+    ck.load_into(model, ck.load_weights(path), path)
+    sd = ck.load_weights(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k])
+    assert (tiny_run / "model.safetensors").exists()
+    header = (tiny_run / "train_log.csv").read_text().splitlines()[0]
+    assert "loss_q1" in header and "images_per_s" in header
+
+
+def test_damaged_checkpoint_is_detected(tiny_cfg, tmp_path):
+    run = tmp_path / "r"
+    train(_cfg(tiny_cfg), run, max_steps=3, progress=False)
+    path = latest_checkpoint(run) / "ema.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        ck.read_checkpoint_state(latest_checkpoint(run))
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="damaged"):
+        ck.load_weights(path)
+
+
+def test_mismatched_config_is_refused(tiny_cfg, tmp_path):
+    run = tmp_path / "r"
+    train(_cfg(tiny_cfg), run, max_steps=2, progress=False)
+    bigger = apply_overrides(_cfg(tiny_cfg), ["unet.base_channels=16"])
+    with pytest.raises(ConfigError, match="unet.base_channels"):
+        train(bigger, run, resume=True, max_steps=4, progress=False)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        model = build_model(bigger)
+        path = latest_checkpoint(run) / "model.safetensors"
+        ck.load_into(model, ck.load_weights(path), path)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_cfg(tiny_cfg), run, max_steps=4, progress=False)
+
+
+def test_full_disk_leaves_previous_checkpoint_intact(tiny_cfg, tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    train(_cfg(tiny_cfg), run, max_steps=2, progress=False)
+    before = latest_checkpoint(run)
+    pointer = (run / "latest.json").read_text()
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", no_space)
+    with pytest.raises(DiskWriteError, match="disk is full"):
+        train(_cfg(tiny_cfg), run, resume=True, max_steps=4, progress=False)
+    assert (run / "latest.json").read_text() == pointer
+    assert latest_checkpoint(run) == before
+    ck.read_checkpoint_state(before)  # still verifies
+    assert not list((run / "checkpoints").glob(".tmp*"))
+
+
+def test_budget_is_required(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg)
+    cfg.train.max_steps = None
+    with pytest.raises(ConfigError, match="budget"):
+        train(cfg, tmp_path / "x", progress=False)
+
+
+def test_loss_decreases_on_tiny_data(tiny_cfg, tmp_path):
+    import csv
+
+    train(_cfg(tiny_cfg, log_every=5), tmp_path / "r", max_steps=40, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "train_log.csv")))
+    assert float(rows[-1]["loss"]) < 0.6 * float(rows[0]["loss"])
+
+
+def test_distinct_loss_is_logged_when_enabled(tiny_cfg, tmp_path):
+    import csv
+
+    cfg = _cfg(tiny_cfg, distinct_weight=1.0, distinct_margin=1.0, log_every=2)
+    train(cfg, tmp_path / "r", max_steps=4, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "train_log.csv")))
+    assert float(rows[-1]["extra"]) > 0
