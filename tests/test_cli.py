@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from patronus_diffusion.cli.main import build_parser, main
 
@@ -93,3 +94,17 @@ def test_errors_are_one_line_and_exit_2(tmp_path, tiny_run):
     (bad / latest / "ema.safetensors").write_bytes(b"\0" * 64)
     p = run_cli("reconstruct", "--run", bad, "--n", 1, "--steps", 2, check=False)
     assert p.returncode == 2 and "damaged" in p.stderr and "ema.safetensors" in p.stderr
+
+
+def test_export_bundle_loads_like_the_run(tiny_run, tmp_path):
+    from patronus_diffusion import Patronus
+
+    out = tmp_path / "bundle"
+    run_cli("export", "--run", tiny_run, "--out", out)
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+    a, b = Patronus.load(tiny_run), Patronus.load(out)
+    x = a.load_images(indices=[0, 1])
+    assert torch.equal(a.encode(x).s, b.encode(x).s)
+    t = torch.full((2,), 500)
+    s = a.encode(x).s
+    assert torch.equal(a.model(x, t, s), b.model(x, t, s))

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow to start)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="auto")
+    p.add_argument("--compare", action="store_true",
+                   help="also run each speed choice (channels-last, 1 thread, compile, and bf16 when asked with "
+                        "--precision bf16) in the same process and report its ratio to the baseline")
     p.set_defaults(func=cmd_bench)
 
 
@@ -138,7 +141,32 @@ def run_bench(preset: str, batch_size: int | None = None, forward_batch: int = 6
     }
 
 
+RATIO_KEYS = ("train_images_per_s", "unet_forward_images_per_s")
+
+
+def compare_choices(args) -> dict:
+    """Baseline plus one variant per speed choice, all in this process; ratios > 1 mean faster."""
+    common = dict(batch_size=args.batch_size, forward_batch=args.forward_batch, invert_steps=args.invert_steps,
+                  iters=args.iters, overrides=args.set, device=args.device)
+    default_threads = torch.get_num_threads()
+    variants = {"baseline": {}, "channels_last": {"channels_last": True}, "threads_1": {"threads": 1},
+                "compile": {"compile": True}}
+    if args.precision != "fp32":
+        variants[args.precision] = {"precision": args.precision}
+    results = {}
+    for name, opts in variants.items():
+        torch.set_num_threads(default_threads)
+        results[name] = run_bench(args.preset, **common, **opts)
+    torch.set_num_threads(default_threads)
+    base = results["baseline"]
+    ratios = {name: {k: round(r[k] / base[k], 3) for k in RATIO_KEYS} for name, r in results.items()}
+    return {"preset": args.preset, "ratios_to_baseline": ratios, "runs": results}
+
+
 def cmd_bench(args) -> int:
+    if args.compare:
+        print(json.dumps(compare_choices(args), indent=2))
+        return 0
     res = run_bench(args.preset, args.batch_size, args.forward_batch, args.invert_steps, args.iters, args.threads,
                     args.channels_last, args.precision, args.compile, args.set, args.device)
     print(json.dumps(res, indent=2))

@@ -79,6 +79,16 @@ def register(sub) -> None:
     add_device(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("export", help="write an inference-only bundle of a run (EMA weights + config + log)",
+                       formatter_class=formatter(),
+                       description="Copy a run's EMA weights (from its newest checkpoint, checksum-verified), "
+                                   "config.json, train_log.csv, train_summary.json and the newest preview grid into "
+                                   "--out. The bundle loads like a run (Patronus.load(OUT)); it is how "
+                                   "pretrained:fashion-mnist is made.")
+    p.add_argument("--run", required=True, help="a run directory written by `patronus train`")
+    p.add_argument("--out", required=True, help="bundle directory (replaced atomically)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("presets", help="list presets or show one as JSON", formatter_class=formatter())
     p.add_argument("--show", metavar="NAME", help="print the full config of a preset")
     p.set_defaults(func=cmd_presets)
@@ -273,6 +283,42 @@ def cmd_demo(args) -> int:
         "psnr per image": out / "reconstruct.csv", "summary": out / "summary.json", "run": run})
     print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
           f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
+    return 0
+
+
+def export_bundle(run: Path, out: Path) -> dict[str, Path]:
+    """Inference-only copy of a run; weights come from the newest checkpoint's EMA (verified)."""
+    import shutil
+
+    from ..api import weights_file
+    from ..training.checkpoint import latest_checkpoint, read_checkpoint_state, read_run_config
+    from ..utils.io import replace_dir
+
+    read_run_config(run)  # fails clearly on a non-run directory
+    ckpt = latest_checkpoint(run)
+    state = read_checkpoint_state(ckpt) if ckpt is not None else {}
+    src_weights = weights_file(run, "ema")
+    previews = sorted((run / "samples").glob("step_*.png"), key=lambda q: int(q.stem.split("_")[1]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    if True:
+        shutil.copyfile(src_weights, tmp / "model.safetensors")
+        for name in ("config.json", "train_log.csv", "train_summary.json"):
+            if (run / name).exists():
+                shutil.copyfile(run / name, tmp / name)
+        if previews:
+            shutil.copyfile(previews[-1], tmp / "samples_final.png")
+        write_json(tmp / "export.json", {"source_run": str(run), "checkpoint": str(ckpt) if ckpt else None,
+                                         "step": state.get("step"), "weights": "ema"})
+    replace_dir(tmp, out)
+    return {"weights": out / "model.safetensors", "config": out / "config.json", "manifest": out / "export.json"}
+
+
+def cmd_export(args) -> int:
+    files = export_bundle(Path(args.run), Path(args.out))
+    print_outputs(f"exported {args.run} -> {args.out}", files)
     return 0
 
 
