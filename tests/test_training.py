@@ -135,3 +135,33 @@ def test_distinct_loss_is_logged_when_enabled(tiny_cfg, tmp_path):
     train(cfg, tmp_path / "r", max_steps=4, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "r" / "train_log.csv")))
     assert float(rows[-1]["extra"]) > 0
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_like_one_process(tiny_cfg, idx_root, tmp_path):
+    """DDP on CPU (gloo): 2 ranks x half the batch give the weights of 1 process x the whole batch."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed beside this python")
+    cfg = _cfg(tiny_cfg)
+    train(cfg, tmp_path / "single", max_steps=4, progress=False)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "patronus_diffusion.cli.main", "train",
+           "--preset", "tiny", "--out", str(tmp_path / "ddp"), "--steps", "4", "--no-progress",
+           "--data-root", str(idx_root), "--set", "data.limit=none", "train.sample_every=0", "train.checkpoint_every=0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count('"step": 4') == 1  # only rank 0 reports
+    a = ck.load_weights(tmp_path / "single" / "model.safetensors")
+    b = ck.load_weights(tmp_path / "ddp" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    train(cfg, tmp_path / "three", max_steps=3, progress=False)
+    c = ck.load_weights(tmp_path / "three" / "model.safetensors")
+    one_step = max(float((a[k] - c[k]).abs().max()) for k in a)  # what a single step changes
+    assert worst < 1e-4 < one_step, (worst, one_step)

@@ -166,7 +166,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = build_optimizer(model, cfg)
-    gen = torch.Generator(device="cpu").manual_seed(tc.seed * 7919 + rank)
+    # Timesteps and noise are drawn for the whole global batch on every rank and then sliced, so K ranks
+    # train exactly like one process with the same global batch (up to float summation order).
+    gen = torch.Generator(device="cpu").manual_seed(tc.seed * 7919)
     step, epoch, batch_in_epoch, images_seen = 0, 0, 0, 0
 
     if ckpt is not None:
@@ -243,13 +245,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         while not done:
             for b_idx, x0, y in iterate_batches(train_ds, tc.batch_size, tc.seed, epoch, batch_in_epoch,
                                                 cfg.data.num_workers):
+                t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen)
+                noise = torch.randn(x0.shape, generator=gen)
                 if world > 1:
-                    x0, y = x0[rank::world], y[rank::world]
-                x0, y = x0.to(dev, non_blocking=True), y.to(dev)
+                    x0, y, t, noise = x0[rank::world], y[rank::world], t[rank::world], noise[rank::world]
+                x0, y, t, noise = x0.to(dev, non_blocking=True), y.to(dev), t.to(dev), noise.to(dev)
                 if tc.channels_last:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
-                t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen).to(dev)
-                noise = torch.randn(x0.shape, generator=gen).to(dev)
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, cfg)
                 out = objective(train_model, x0, y, t, noise, schedule, cfg, amp)
