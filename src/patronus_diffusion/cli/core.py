@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def cmd_train(args) -> int:
             setattr(saved.train, k, getattr(cfg.train, k))
         cfg = saved
     r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports
+        return 0
     print(json.dumps({"run": str(r.run_dir), "step": r.step, "images_seen": r.images_seen,
                       "minutes": round(r.elapsed_s / 60, 2), "last_loss": round(r.last_loss, 5),
                       "stopped_by": r.stopped_by}))
