@@ -108,3 +108,18 @@ def test_export_bundle_loads_like_the_run(tiny_run, tmp_path):
     t = torch.full((2,), 500)
     s = a.encode(x).s
     assert torch.equal(a.model(x, t, s), b.model(x, t, s))
+
+
+@pytest.mark.slow
+def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
+    out = tmp_path / "demo"
+    p = run_cli("demo", "--out", out, "--preset", "tiny", "--minutes", 0.05, "--n", 2, "--gallery-images", 1,
+                "--set", f"data.root={idx_root}", "data.limit=none", "train.sample_every=0")
+    for name in ("generated_from_test_s.png", "reconstructions.png", "reconstruct.csv", "reconstruct.json",
+                 "summary.json", "explain/overview.png", "explain/explain.json", "explain/prototypes.csv"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["reconstruction_psnr_db"]) == {"50", "100"}
+    assert summary["train_steps"] > 0 and summary["wall_minutes"] > 0
+    assert "rise_median" in summary["gallery"]["edit_faithfulness"]
+    assert str(out) in p.stdout

@@ -105,3 +105,18 @@ def test_distinct_loss_zero_for_orthogonal_and_positive_for_duplicates():
     assert math.isclose(float(prototype_distinct_loss(dup, margin=0.5)), 0.25, abs_tol=1e-6)
     anti = torch.stack([eye[0], -eye[0], eye[1], eye[2]])  # |cos| counts anti-parallel as close
     assert math.isclose(float(prototype_distinct_loss(anti, margin=0.5)), 0.25, abs_tol=1e-6)
+
+
+def test_patch_init_puts_every_prototype_on_a_distinct_real_patch():
+    from patronus_diffusion.models.prototypes import PrototypeNetwork
+
+    cfg = PrototypeConfig(num_prototypes=6)
+    net = PrototypeNetwork(1, 32, cfg)
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    idx = net.init_from_patches(x, torch.Generator().manual_seed(0))
+    assert len(set(idx.tolist())) == 6
+    m = net(x)
+    best = m.distance.min(dim=0).values  # each prototype matches its source patch exactly in some image
+    assert torch.all(best < 1e-3), best
+    # s at the source patch is near log(1/eps) = 9.21 (float cancellation in ||z||^2 - 2<z,p> + ||p||^2 aside)
+    assert torch.all(m.s.max(dim=0).values > 8.5) and float(m.s.median()) < 1.0

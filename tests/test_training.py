@@ -165,3 +165,14 @@ def test_torchrun_two_ranks_train_like_one_process(tiny_cfg, idx_root, tmp_path)
     c = ck.load_weights(tmp_path / "three" / "model.safetensors")
     one_step = max(float((a[k] - c[k]).abs().max()) for k in a)  # what a single step changes
     assert worst < 1e-4 < one_step, (worst, one_step)
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    from patronus_diffusion.utils.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -197,7 +197,11 @@ class Patronus:
     @torch.no_grad()
     def sample(self, s: torch.Tensor, sampler: str | None = None, steps: int | None = None, seed: int = 0,
                x_T: torch.Tensor | None = None, progress: bool = False, clamp: bool = True, **options) -> torch.Tensor:
-        """Generate one image per row of s from fresh noise (seeded), with any sampler."""
+        """Generate one image per row of s from fresh noise (seeded), with any sampler.
+
+        x0 predictions are clipped to [-1, 1] at every step unless ``clip_x0=False`` is passed (or the run's
+        ``sample.clip_x0`` is false): without it, deterministic samplers from pure noise saturate on young models.
+        """
         s = self.check_s(s)
         if x_T is None:
             d = self.config.data
@@ -205,6 +209,7 @@ class Patronus:
             x_T = torch.randn((s.shape[0], d.channels, d.image_size, d.image_size), generator=g)
         if sampler == "ddpm" or (sampler is None and self.config.sample.sampler == "ddpm"):
             options.setdefault("generator", torch.Generator(device=self.device).manual_seed(seed + 1))
+        options.setdefault("clip_x0", self.config.sample.clip_x0)
         out = self.decode(x_T, s, steps=steps or self.config.sample.steps, sampler=sampler or self.config.sample.sampler,
                           progress=progress, **options)
         return out.clamp(-1, 1) if clamp else out

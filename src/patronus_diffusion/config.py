@@ -52,6 +52,9 @@ class PrototypeConfig:
     epsilon: float = 1e-4
     """The 1e-4 of s = log((d + 1) / (d + epsilon)); s then lies in (0, log(1/epsilon)]."""
     init_std: float = 0.1
+    init: str = "uniform"
+    """Prototype initialisation: ``uniform`` (U[0, 1), the reference) or ``patches`` (farthest-point picks among the
+    encoder features of real training patches, so that every prototype starts inside the feature cloud)."""
 
     @property
     def dim(self) -> int:
@@ -119,6 +122,68 @@ class SampleConfig:
     steps: int = 20
     invert_steps: int = 50
     decode_sampler: str = "ddim"
+    clip_x0: bool = True
+    """Clip the predicted clean image to [-1, 1] at every step when sampling from fresh noise (standard DDPM
+    practice; the reference never clips). Decoding an inverted x_T never clips, so reconstructions stay exact."""
+
+
+@dataclass
+class ClassifierConfig:
+    """ProtoDiffusion's stage A: a convolutional prototype-learning (CPL) classifier trained from scratch.
+
+    Each stage is Conv3x3 -> BatchNorm -> ReLU -> MaxPool2; then global average pooling -> Linear(dim)
+    [-> ReLU]. Defaults follow the reference's CPL template (SGD 0.01, momentum 0.9, wd 1e-4, LR / 10 at
+    2/3 and 5/6 of training, lambda 0.001, scale 2); epochs are fewer because it trains on a CPU.
+    """
+
+    channels: tuple[int, ...] = (32, 64, 128)
+    dim: int = 128
+    """Prototype (= class-embedding) dimension D."""
+    feature_relu: bool = True
+    """ReLU after the projection, as in the reference (features are then non-negative)."""
+    scale: float = 2.0
+    """s in logits_k = -s * ||f(x) - m_k||^2."""
+    lambda_pl: float = 0.001
+    """Weight of the prototype loss mean_i ||f(x_i) - m_{y_i}||^2 added to the distance cross-entropy."""
+    epochs: float = 30.0
+    batch_size: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[float, ...] = (0.6667, 0.8333)
+    """Fractions of the training at which the LR is divided by 10 (the template's epochs 20 and 25 of 30)."""
+    val_fraction: float = 0.1
+    """Held out from the training split to select the best epoch (the test split is only reported)."""
+    seed: int = 0
+
+
+@dataclass
+class ProtoDiffConfig:
+    """The ProtoDiffusion family: class-embedding table -> MLP -> UNet condition, classifier-free guidance."""
+
+    mode: str = "regular"
+    """regular (random, trained) | proto-frozen | proto-trainable | random-frozen (random directions with the
+    prototypes' row norms, frozen: the control that separates semantic geometry from mere freezing)."""
+    num_classes: int = 10
+    embed_dim: int = 128
+    prototypes: str | None = None
+    """Prototype file written by `patronus protodiff train-classifier` (needed by the proto-* and random-frozen
+    modes when a run starts; a trained run carries its table in its weights)."""
+    p_uncond: float = 0.1
+    """Probability that a training example gets the null condition instead of its class."""
+    null: str = "zero"
+    """zero (the reference: an all-zero vector after the embedding MLP) | learned (a separate trained vector)."""
+    guidance: float = 1.8
+    """Default guidance weight w in eps = (1 + w) eps(x, y) - w eps(x, null); w = 0 is purely conditional."""
+    low_t_fraction: float = 0.0
+    """Fraction of each batch whose timestep is folded into [0, low_t_max) (the reference uses 0.1)."""
+    low_t_max: int = 50
+    padding_idx0: bool = False
+    """Bug-compatible with the reference: class 0's row starts at zero (regular) and never receives gradient."""
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+
+PROTODIFF_MODES = ("regular", "proto-frozen", "proto-trainable", "random-frozen")
 
 
 @dataclass
@@ -131,6 +196,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    protodiff: ProtoDiffConfig = field(default_factory=ProtoDiffConfig)
 
     # ---------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -170,9 +236,29 @@ class RunConfig:
                 raise ConfigError(f"unet channel count {c} is not divisible by unet.groups={u.groups}")
         if self.train.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision must be fp32, bf16 or fp16, not {self.train.precision!r}")
+        if p.init not in ("uniform", "patches"):
+            raise ConfigError(f"prototypes.init must be uniform or patches, not {p.init!r}")
         if self.data.resize not in ("center-crop", "squash", "pad"):
             raise ConfigError(f"data.resize must be center-crop, squash or pad, not {self.data.resize!r}")
+        if self.family == "protodiffusion":
+            _validate_protodiff(self.protodiff)
         return self
+
+
+def _validate_protodiff(pc: ProtoDiffConfig) -> None:
+    if pc.mode not in PROTODIFF_MODES:
+        raise ConfigError(f"protodiff.mode must be one of {', '.join(PROTODIFF_MODES)}, not {pc.mode!r}")
+    if pc.null not in ("zero", "learned"):
+        raise ConfigError(f"protodiff.null must be zero or learned, not {pc.null!r}")
+    if not 0.0 <= pc.p_uncond <= 1.0:
+        raise ConfigError(f"protodiff.p_uncond must lie in [0, 1], got {pc.p_uncond}")
+    if not 0.0 <= pc.low_t_fraction <= 1.0 or pc.low_t_max < 1:
+        raise ConfigError("protodiff.low_t_fraction must lie in [0, 1] and protodiff.low_t_max be >= 1")
+    if pc.num_classes < 1 or pc.embed_dim < 1:
+        raise ConfigError("protodiff.num_classes and protodiff.embed_dim must be positive")
+    if pc.classifier.dim != pc.embed_dim:
+        raise ConfigError(f"protodiff.classifier.dim={pc.classifier.dim} must equal protodiff.embed_dim="
+                          f"{pc.embed_dim} (the prototypes become the class-embedding table)")
 
 
 def _from_dict(cls, d: dict[str, Any], prefix: str):
@@ -247,13 +333,13 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
 
 # ---------------------------------------------------------------------------- presets
 def _paper(dataset: str, image_size: int, channels: int, num_prototypes: int, batch: int, epochs: float,
-           protos: PrototypeConfig | None = None) -> RunConfig:
+           protos: PrototypeConfig | None = None, resize: str = "center-crop") -> RunConfig:
     """The reference configuration: 25 M-parameter UNet, constant LR 1e-5, AdamW defaults, no clipping."""
     p = protos or PrototypeConfig()
     p = dataclasses.replace(p, num_prototypes=num_prototypes)
     return RunConfig(
         preset="",
-        data=DataConfig(dataset=dataset, image_size=image_size, channels=channels),
+        data=DataConfig(dataset=dataset, image_size=image_size, channels=channels, resize=resize),
         prototypes=p,
         unet=UNetConfig(),
         diffusion=DiffusionConfig(),
@@ -294,6 +380,43 @@ def _tiny() -> RunConfig:
     )
 
 
+def _protodiff_fmnist_cpu() -> RunConfig:
+    """ProtoDiffusion on Fashion-MNIST sized for 2 CPU cores: the cpu-small UNet with a 128-d class table."""
+    cfg = _cpu_small()
+    cfg.family = "protodiffusion"
+    cfg.protodiff = ProtoDiffConfig(classifier=ClassifierConfig(epochs=2.0, batch_size=64))
+    cfg.sample = SampleConfig(sampler="dpmpp-2m", steps=10)
+    cfg.train.max_epochs = None
+    cfg.train.max_steps = 1500
+    cfg.train.sample_every = 500
+    cfg.train.checkpoint_every = 500
+    return cfg
+
+
+def _protodiff_tiny() -> RunConfig:
+    """For tests: the tiny UNet, 2 classes, 8-d class table."""
+    cfg = _tiny()
+    cfg.family = "protodiffusion"
+    cfg.protodiff = ProtoDiffConfig(num_classes=2, embed_dim=8, guidance=1.0,
+                                    classifier=ClassifierConfig(channels=(4, 8), dim=8, epochs=1.0, batch_size=16))
+    return cfg
+
+
+def _protodiff_reference(dataset: str, image_size: int, channels: int, classes: int, epochs: float) -> RunConfig:
+    """The reference configuration (ProtoDiffusion spec section 7.4): 28 M UNet with attention everywhere."""
+    return RunConfig(
+        family="protodiffusion",
+        data=DataConfig(dataset=dataset, image_size=image_size, channels=channels),
+        unet=UNetConfig(base_channels=64, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+                        attention_levels=(True, True, True, True), mid_attention=True, attention_heads=1,
+                        dropout=0.1, dropout2d=False, groups=32),
+        train=TrainConfig(batch_size=256, lr=2e-4, weight_decay=1e-4, max_epochs=epochs, ema_decay=0.9999),
+        sample=SampleConfig(sampler="ddim", steps=50),
+        protodiff=ProtoDiffConfig(num_classes=classes, low_t_fraction=0.1,
+                                  classifier=ClassifierConfig(channels=(64, 128, 256, 512))),
+    )
+
+
 _CHEXPERT_PROTOS = PrototypeConfig(channels=(32, 64, 64, 128, 128), kernels=(5, 5, 5, 5, 5),
                                    strides=(2, 2, 1, 1, 1), paddings=(1, 1, 0, 0, 0))
 
@@ -303,11 +426,15 @@ def _preset_factories():
         "paper-fmnist": lambda: _paper("fashion-mnist", 32, 1, 30, 128, 100),
         "paper-mnist": lambda: _paper("mnist", 32, 1, 30, 128, 100),
         "paper-cifar10": lambda: _paper("cifar10", 32, 3, 100, 128, 300),
-        "paper-celeba64": lambda: _paper("celeba", 64, 3, 100, 64, 300),
-        "paper-ffhq64": lambda: _paper("folder", 64, 3, 100, 64, 300),
-        "paper-chexpert": lambda: _paper("folder", 224, 1, 100, 16, 300, _CHEXPERT_PROTOS),
+        "paper-celeba64": lambda: _paper("celeba", 64, 3, 100, 64, 300, resize="squash"),  # 178x218 -> 64x64
+        "paper-ffhq64": lambda: _paper("ffhq", 64, 3, 100, 64, 300),
+        "paper-chexpert": lambda: _paper("chexpert", 224, 1, 100, 16, 300, _CHEXPERT_PROTOS),
         "cpu-small": _cpu_small,
         "tiny": _tiny,
+        "protodiff-fmnist-cpu": _protodiff_fmnist_cpu,
+        "protodiff-tiny": _protodiff_tiny,
+        "protodiff-cifar10": lambda: _protodiff_reference("cifar10", 32, 3, 10, 1500),
+        "protodiff-tiny-imagenet": lambda: _protodiff_reference("tiny-imagenet", 64, 3, 200, 1500),
     }
 
 

@@ -49,7 +49,12 @@ def register(sub) -> None:
     add_images(p, default_n=16)
     p.add_argument("--s-file", help=".npy or .csv file with one s vector (P values) per row")
     p.add_argument("--per-s", type=int, default=1, help="images per s vector (different noise)")
+    p.add_argument("--unconditional", action="store_true",
+                   help="draw --n s vectors from the prior over s (`patronus train-prior`) instead of encoding images")
+    p.add_argument("--prior", help="prior directory for --unconditional (default: RUN/prior)")
     add_sampler(p)
+    p.add_argument("--no-clip", action="store_true",
+                   help="do not clip the predicted clean image to [-1, 1] at each step (the reference's behaviour)")
     p.add_argument("--out", default="results/sample")
     add_device(p)
     p.set_defaults(func=cmd_sample)
@@ -70,9 +75,12 @@ def register(sub) -> None:
                        formatter_class=formatter(),
                        description="Train the cpu-small preset on Fashion-MNIST for a bounded time, then write a "
                                    "grid generated from test images' s, reconstructions with PSNR at 50 and 100 "
-                                   "inversion steps, and summary.json into --out.")
+                                   "inversion steps, the explanation gallery of every prototype (explain/) and "
+                                   "summary.json into --out.")
     p.add_argument("--out", default="results/demo")
-    p.add_argument("--minutes", type=float, default=7.0, help="training budget")
+    p.add_argument("--minutes", type=float, default=6.0, help="training budget")
+    p.add_argument("--gallery-images", type=int, default=4,
+                   help="reference images edited per prototype in the closing explanation gallery (0 skips it)")
     p.add_argument("--preset", default="cpu-small", choices=PRESETS)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=8, help="images to reconstruct")
@@ -163,7 +171,13 @@ def cmd_sample(args) -> int:
     from ..api import Patronus
 
     pat = Patronus.load(args.run, args.weights, args.device)
-    if args.s_file:
+    prior_meta = None
+    if getattr(args, "unconditional", False):
+        from .generation import sample_unconditional
+
+        s, names, prior_meta = sample_unconditional(pat, args)
+        x_ref = None
+    elif args.s_file:
         s = pat.check_s(_read_s_file(args.s_file))
         names = [f"s{i}" for i in range(len(s))]
         x_ref = None
@@ -172,7 +186,8 @@ def cmd_sample(args) -> int:
         s = pat.encode(x_ref).s
     s_rep = s.repeat_interleave(args.per_s, 0)
     t0 = time.time()
-    imgs = pat.sample(s_rep, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True)
+    clip = pat.config.sample.clip_x0 and not args.no_clip
+    imgs = pat.sample(s_rep, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True, clip_x0=clip)
     secs = time.time() - t0
     out = Path(args.out)
     nrow = args.per_s if args.per_s > 1 else None
@@ -185,9 +200,11 @@ def cmd_sample(args) -> int:
     _write_s_csv(out / "s.csv", s, names)
     files["s"] = out / "s.csv"
     meta = {"run": str(pat.run_dir), "weights": args.weights, "sampler": args.sampler or pat.config.sample.sampler,
-            "steps": args.steps or pat.config.sample.steps, "seed": args.seed, "n_images": len(imgs),
+            "steps": args.steps or pat.config.sample.steps, "clip_x0": clip, "seed": args.seed, "n_images": len(imgs),
             "s_source": args.s_file or f"{args.split} images", "sources": names, "seconds": round(secs, 2),
             "seconds_per_image": round(secs / len(imgs), 4)}
+    if prior_meta is not None:
+        meta.update({"s_source": "prior over s (unconditional)", **prior_meta})
     write_json(out / "sample.json", meta)
     files["protocol"] = out / "sample.json"
     print_outputs(f"{len(imgs)} images in {secs:.1f} s", files)
@@ -271,7 +288,7 @@ def cmd_demo(args) -> int:
     rec = reconstruction_report(pat, x[: args.n], [f"test:{i}" for i in idx[: args.n]], [50, 100], out)
     summary = {
         "run": str(run), "preset": cfg.preset, "dataset": cfg.data.dataset, "train_steps": r.step,
-        "images_seen": r.images_seen, "epochs": round(r.images_seen / 60000, 3), "train_minutes": round(t_train / 60, 2),
+        "images_seen": r.images_seen, "epochs": round(r.images_seen / len(pat.dataset("train")), 3), "train_minutes": round(t_train / 60, 2),
         "final_train_loss": round(r.last_loss, 5),
         "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
                      "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},
@@ -279,11 +296,23 @@ def cmd_demo(args) -> int:
         "reconstruction_ssim": {k: v["ssim"] for k, v in rec["by_steps"].items()},
         "wall_minutes": None,
     }
+    files = {"generated": out / "generated_from_test_s.png", "reconstructions": out / "reconstructions.png",
+             "psnr per image": out / "reconstruct.csv"}
+    if args.gallery_images > 0:
+        from ..analysis.explain import explain_gallery
+
+        print(f"[demo] explanation gallery of all {pat.num_prototypes} prototypes -> {out / 'explain'}")
+        t0 = time.time()
+        gal = explain_gallery(pat, out / "explain", seed=args.seed, n_images=args.gallery_images,
+                              stats_images=1000, patch_images=5000)
+        summary["gallery"] = {"folder": str(out / "explain"), "seconds": round(time.time() - t0, 1),
+                              "max_s_X": gal["reference"]["max_s_X"],
+                              "edit_faithfulness": {k: gal["faithfulness"][k] for k in ("rise_median", "others_median")}}
+        files["gallery"] = out / "explain" / "overview.png"
     summary["wall_minutes"] = round((time.time() - t_all) / 60, 2)
     write_json(out / "summary.json", summary)
-    print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {out}/", {
-        "generated": out / "generated_from_test_s.png", "reconstructions": out / "reconstructions.png",
-        "psnr per image": out / "reconstruct.csv", "summary": out / "summary.json", "run": run})
+    print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {out}/",
+                  {**files, "summary": out / "summary.json", "run": run})
     print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
           f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
     return 0

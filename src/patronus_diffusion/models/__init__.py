@@ -24,3 +24,5 @@ def build_model(cfg: RunConfig) -> nn.Module:
 
 __all__ = ["build_model", "register_family", "PatronusModel", "PrototypeNetwork", "PrototypeMatch",
            "ReceptiveField", "UNet", "log_similarity"]
+
+from . import protodiffusion as _protodiffusion  # noqa: E402,F401  registers the "protodiffusion" family

@@ -158,6 +158,30 @@ class PrototypeNetwork(nn.Module):
         """Per-patch similarity log((d+1)/(d+eps)) for every prototype: (B, P, H', W')."""
         return log_similarity(self.distances(self.encoder(x)), self.cfg.epsilon)
 
+    @torch.no_grad()
+    def init_from_patches(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Set the prototypes to the features of P real patches of the images ``x``; returns their flat indices.
+
+        With the reference's U[0, 1) init the prototypes start far from every patch feature z (||z||^2 is often
+        10x ||p||^2), so each d_j is decided by the same low-norm background patch, every s_j is ~1/d_j of one
+        shared quantity, and the P similarities move together. Here prototype 1 is a random patch and each next
+        one is the patch farthest (squared L2) from those already chosen, so the P starting points are real,
+        diverse features: d_j = 0 at their source patch and s_j = log(1/eps) there.
+        """
+        z = self.encoder(x).permute(0, 2, 3, 1).reshape(-1, self.prototypes.shape[1])
+        if z.shape[0] < self.num_prototypes:
+            raise ValueError(f"{z.shape[0]} patches are fewer than {self.num_prototypes} prototypes; use more images")
+        first = int(torch.randint(0, z.shape[0], (1,), generator=generator))
+        chosen = [first]
+        d = ((z - z[first]) ** 2).sum(1)
+        for _ in range(self.num_prototypes - 1):
+            nxt = int(d.argmax())
+            chosen.append(nxt)
+            d = torch.minimum(d, ((z - z[nxt]) ** 2).sum(1))
+        idx = torch.tensor(chosen)
+        self.prototypes.copy_(z[idx])
+        return idx
+
     def box(self, row: int, col: int, display_size: int | None = None) -> tuple[int, int, int, int]:
         return self.receptive_field.box(int(row), int(col), display_size)
 

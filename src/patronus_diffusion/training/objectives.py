@@ -55,7 +55,8 @@ def patronus_preview(model, x0, labels, schedule: NoiseSchedule, cfg: RunConfig,
     g = torch.Generator(device="cpu").manual_seed(seed)
     x_T = torch.randn(x0.shape, generator=g).to(x0.device)
     fn = lambda x, t: model(x, t, s)  # noqa: E731
-    return get_sampler(cfg.sample.sampler)(fn, x_T, schedule, cfg.sample.steps).clamp(-1, 1)
+    return get_sampler(cfg.sample.sampler)(fn, x_T, schedule, cfg.sample.steps,
+                                         clip_x0=cfg.sample.clip_x0).clamp(-1, 1)
 
 
 OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"patronus": (patronus_objective, patronus_preview)}

@@ -164,6 +164,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     model = build_model(cfg).to(dev)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if ckpt is None and cfg.prototypes.init == "patches" and hasattr(model, "prototypes"):
+        g_init = torch.Generator().manual_seed(tc.seed + 17)
+        pick = torch.randperm(len(train_ds), generator=g_init)[: min(256, len(train_ds))]
+        model.prototypes.init_from_patches(train_ds.get_batch(pick).to(dev), g_init)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = build_optimizer(model, cfg)
     # Timesteps and noise are drawn for the whole global batch on every rank and then sliced, so K ranks

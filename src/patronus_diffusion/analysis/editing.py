@@ -1,0 +1,308 @@
+"""Editing s: the pattern every Patronus explanation shares.
+
+    s = f(x0)  ->  x_T = DDIM-invert(x0, s)  ->  s' = edit(s)  ->  x_hat = DDIM(x_T, s')
+
+Only s changes; x_T keeps the image's remaining detail, so the decoded image differs from the
+reconstruction by what the edited prototypes stand for. An edit is *faithful* when re-encoding x_hat
+shows the requested rise of the edited s_J and little change in the other prototypes:
+
+    rise_J   = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0))     (1 = exactly the requested change)
+    others   = mean_{k not edited} |s_k(x_hat) - s_k(x0)|
+
+"max" edits use the plausible maximum max(s_X): the largest entry of s over a fixed, seeded
+reference set X of images (the reference draws it from one unseeded batch; here it is reproducible).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class Inverted:
+    """Images with their prototype vectors and inverted noise: everything an edit needs."""
+
+    x0: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    s: torch.Tensor  # (B, P)
+    x_T: torch.Tensor  # (B, C, H, W)
+    steps: int
+
+
+def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: bool = False) -> Inverted:
+    """Encode s = f(x0) and invert x0 -> x_T deterministically under that s."""
+    steps = steps or pat.config.sample.invert_steps
+    s = pat.encode(x0).s
+    return Inverted(x0=x0, s=s, x_T=pat.invert(x0, s, steps=steps, progress=progress), steps=steps)
+
+
+def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor:
+    """s of a fixed, seeded random subset X of ``n`` images of ``split`` (shape (n, P))."""
+    ds = pat.dataset(split)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))].tolist()
+    return pat.encode(ds.get_batch(idx)).s
+
+
+def plausible_max(s_ref: torch.Tensor, quantile: float | None = None) -> float:
+    """max(s_X) over all entries of the reference s (or a quantile of them, e.g. 0.99, to ignore outliers)."""
+    if quantile is None:
+        return float(s_ref.max())
+    return float(torch.quantile(s_ref.flatten().double(), quantile))
+
+
+def edit_s(s: torch.Tensor, prototypes: Sequence[int], value: float | torch.Tensor, mode: str = "set") -> torch.Tensor:
+    """A copy of s with columns ``prototypes`` set to / scaled by / shifted by ``value``.
+
+    ``value`` is a number or a tensor broadcastable to (B, len(prototypes)). ``mode``: set | scale | add.
+    """
+    if mode not in ("set", "scale", "add"):
+        raise ValueError(f"edit mode must be set, scale or add, not {mode!r}")
+    idx = list(prototypes)
+    bad = [j for j in idx if not 0 <= j < s.shape[1]]
+    if bad:
+        raise ValueError(f"prototype index(es) {bad} out of range 0 ... {s.shape[1] - 1}")
+    out = s.clone()
+    v = torch.as_tensor(value, dtype=s.dtype)
+    if mode == "set":
+        out[:, idx] = v.expand(s.shape[0], len(idx)) if v.ndim else v
+    elif mode == "scale":
+        out[:, idx] = out[:, idx] * v
+    else:
+        out[:, idx] = out[:, idx] + v
+    return out
+
+
+def decode_edit(pat, inv: Inverted, s_edit: torch.Tensor, steps: int | None = None,
+                progress: bool = False) -> torch.Tensor:
+    """Decode the inverted x_T of every image under its edited s' (DDIM eta = 0, batched)."""
+    return pat.decode(inv.x_T, s_edit, steps=steps or inv.steps, progress=progress).clamp(-1, 1)
+
+
+def faithfulness(s_before: torch.Tensor, s_requested: torch.Tensor, s_after: torch.Tensor,
+                 edited: Sequence[int], min_change: float = 1e-3) -> dict[str, torch.Tensor]:
+    """Per-image faithfulness of an edit (see the module docstring).
+
+    Returns ``rise`` (B,) averaged over the edited prototypes whose requested change exceeds
+    ``min_change`` (NaN when none does), and ``others`` (B,) the mean absolute change of the rest.
+    """
+    idx = list(edited)
+    req = s_requested[:, idx] - s_before[:, idx]
+    got = s_after[:, idx] - s_before[:, idx]
+    valid = req.abs() > min_change
+    ratio = torch.where(valid, got / torch.where(valid, req, torch.ones_like(req)), torch.zeros_like(req))
+    count = valid.sum(1)
+    rise = torch.where(count > 0, ratio.sum(1) / count.clamp_min(1), torch.full_like(count, float("nan"), dtype=req.dtype))
+    mask = torch.ones(s_before.shape[1], dtype=torch.bool)
+    mask[idx] = False
+    others = (s_after[:, mask] - s_before[:, mask]).abs().mean(1) if mask.any() else torch.zeros(s_before.shape[0])
+    return {"rise": rise, "others": others}
+
+
+# ------------------------------------------------------------------------------ reference set X
+@dataclass
+class Reference:
+    """The fixed, seeded reference set X behind "max" and quantile edits (saved with every result)."""
+
+    s: torch.Tensor  # (n, P)
+    n: int
+    seed: int
+    split: str
+
+    @property
+    def max(self) -> float:
+        return plausible_max(self.s)
+
+    def quantile(self, q: float, prototype: int | None = None) -> float:
+        """Quantile q of s_J over X for one prototype J (or of all entries when ``prototype`` is None)."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must lie in [0, 1], got {q}")
+        vals = self.s.flatten() if prototype is None else self.s[:, prototype]
+        return float(torch.quantile(vals.double(), q))
+
+    def to_json(self) -> dict:
+        return {"split": self.split, "n": self.n, "seed": self.seed, "max_s_X": round(self.max, 6),
+                "rule": "max over every entry of s of a seeded random subset X of the split"}
+
+
+def reference_set(pat, n: int = 256, seed: int = 0, split: str = "test") -> Reference:
+    """:func:`reference_s` wrapped with its provenance."""
+    s = reference_s(pat, n=n, seed=seed, split=split)
+    return Reference(s=s, n=int(s.shape[0]), seed=seed, split=split)
+
+
+# ------------------------------------------------------------------------------ edit specs
+def resolve_value(token: str | float, prototype: int, ref: Reference | None) -> float:
+    """A target value for s_J: a number, ``max`` (= max(s_X)), ``F*max``/``Fmax`` (a multiple of it),
+    or ``qF`` (the quantile F in [0, 1] of s_J over the reference set X)."""
+    if isinstance(token, (int, float)):
+        return float(token)
+    text = str(token).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if ref is None:
+        raise ValueError(f"value {token!r} needs a reference set (numbers work without one)")
+    if text.endswith("max"):
+        factor = text[:-3].rstrip("*") or "1"
+        try:
+            return float(factor) * ref.max
+        except ValueError:
+            raise ValueError(f"cannot read {token!r}; write e.g. max, 1.5max or 0.5*max") from None
+    if text.startswith("q"):
+        try:
+            return ref.quantile(float(text[1:]), prototype)
+        except ValueError:
+            raise ValueError(f"cannot read {token!r}; write a quantile as q0.95 (between q0 and q1)") from None
+    raise ValueError(f"cannot read edit value {token!r}; use a number, max, 1.5max or q0.9")
+
+
+@dataclass
+class EditOp:
+    """One change of s: ``s_J = value`` (set), ``s_J *= value`` (scale) or ``s_J += value`` (add)."""
+
+    prototype: int
+    mode: str
+    value: str
+
+    def __str__(self) -> str:
+        sym = {"set": "=", "scale": "*", "add": "+"}[self.mode]
+        return f"p{self.prototype}{sym}{self.value}"
+
+
+def parse_edit(spec: str, num_prototypes: int) -> list[EditOp]:
+    """Parse ``"3=max,5=0,7*1.5,2+0.5"`` into edit operations (all applied together)."""
+    ops = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        for sym, mode in (("=", "set"), ("*", "scale"), ("+", "add")):
+            if sym in part:
+                j, v = part.split(sym, 1)
+                break
+        else:
+            raise ValueError(f"cannot read edit {part!r}; write J=VALUE, J*FACTOR or J+DELTA, e.g. 3=max")
+        try:
+            j = int(j.strip().lstrip("pP"))
+        except ValueError:
+            raise ValueError(f"edit {part!r}: the prototype must be an integer id") from None
+        if not 0 <= j < num_prototypes:
+            raise ValueError(f"edit {part!r}: prototype {j} out of range 0 ... {num_prototypes - 1}")
+        ops.append(EditOp(j, mode, v.strip()))
+    if not ops:
+        raise ValueError("empty edit; write e.g. --edit 3=max")
+    return ops
+
+
+def apply_ops(s: torch.Tensor, ops: Sequence[EditOp], ref: Reference | None) -> torch.Tensor:
+    """s' = s with every operation applied in order (values resolved per prototype)."""
+    out = s
+    for op in ops:
+        value = resolve_value(op.value, op.prototype, ref) if op.mode == "set" else float(op.value)
+        out = edit_s(out, [op.prototype], value, op.mode)
+    return out
+
+
+# ------------------------------------------------------------------------------ batched edits
+@dataclass
+class EditOutcome:
+    """Decoded edits and their faithfulness: images (E, B, C, H, W), s_after (E, B, P),
+    rise/others (E, B) as in :func:`faithfulness` (against s(x0), the inputs' own s)."""
+
+    images: torch.Tensor
+    s_requested: torch.Tensor
+    s_after: torch.Tensor
+    rise: torch.Tensor
+    others: torch.Tensor
+
+
+def decode_many(pat, x_T: torch.Tensor, s_list: torch.Tensor, steps: int, sampler: str | None = None,
+                progress: bool = False) -> torch.Tensor:
+    """Decode E conditions per x_T in one batched call: x_T (B, ...), s_list (E, B, P) -> (E, B, C, H, W)."""
+    e, b = s_list.shape[:2]
+    flat_x = x_T.unsqueeze(0).expand(e, *x_T.shape).reshape(e * b, *x_T.shape[1:])
+    out = pat.decode(flat_x, s_list.reshape(e * b, -1), steps=steps, sampler=sampler, progress=progress)
+    return out.clamp(-1, 1).reshape(e, b, *x_T.shape[1:])
+
+
+def run_edits(pat, inv: Inverted, s_list: torch.Tensor, edited: Sequence[Sequence[int]],
+              steps: int | None = None, sampler: str | None = None, progress: bool = False) -> EditOutcome:
+    """Decode every edited s' (E, B, P) from the images' inverted x_T (one batched call), re-encode the
+    results, and measure each edit's faithfulness over the prototypes listed in ``edited[e]``."""
+    if len(edited) != s_list.shape[0]:
+        raise ValueError(f"{s_list.shape[0]} edits but {len(edited)} lists of edited prototypes")
+    imgs = decode_many(pat, inv.x_T, s_list, steps or inv.steps, sampler, progress)
+    e, b = s_list.shape[:2]
+    s_after = pat.encode(imgs.reshape(e * b, *imgs.shape[2:])).s.reshape(e, b, -1)
+    rise, others = [], []
+    for k in range(e):
+        f = faithfulness(inv.s, s_list[k], s_after[k], edited[k])
+        rise.append(f["rise"])
+        others.append(f["others"])
+    return EditOutcome(images=imgs, s_requested=s_list, s_after=s_after, rise=torch.stack(rise),
+                       others=torch.stack(others))
+
+
+def _finite_list(t: torch.Tensor, digits: int = 4) -> list:
+    return [None if v != v else round(float(v), digits) for v in t.flatten().tolist()]
+
+
+def faithfulness_summary(rise: torch.Tensor, others: torch.Tensor) -> dict:
+    """The two faithfulness numbers of a set of edited images: medians plus the per-image values.
+
+    ``rise_median`` ignores images whose requested change was below the threshold (NaN rise).
+    """
+    r = rise.flatten()
+    ok = r[~torch.isnan(r)]
+    return {"rise_median": round(float(ok.median()), 4) if ok.numel() else None,
+            "others_median": round(float(others.flatten().median()), 4) if others.numel() else None,
+            "rise": _finite_list(rise), "others": _finite_list(others)}
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation of two noise tensors (flattened per row):
+
+    slerp = [sin((1-alpha) theta) a + sin(alpha theta) b] / sin theta,  cos theta = <a, b> / (|a| |b|);
+    exact endpoints at alpha = 0 and 1; falls back to lerp when a and b are (anti)parallel.
+    """
+    if alpha == 0.0:
+        return a.clone()
+    if alpha == 1.0:
+        return b.clone()
+    af, bf = a.flatten(1).double(), b.flatten(1).double()
+    cos = (af * bf).sum(1) / (af.norm(dim=1) * bf.norm(dim=1)).clamp_min(1e-12)
+    theta = torch.arccos(cos.clamp(-1, 1))[:, None]
+    sin = torch.sin(theta)
+    lerp = (1 - alpha) * af + alpha * bf
+    sl = (torch.sin((1 - alpha) * theta) * af + torch.sin(alpha * theta) * bf) / sin.clamp_min(1e-12)
+    out = torch.where(sin > 1e-6, sl, lerp)
+    return out.to(a.dtype).reshape(a.shape)
+
+
+# ------------------------------------------------------------------------------ interpolation, variations
+def interpolate(pat, inv: Inverted, alphas: Sequence[float], steps: int | None = None, sampler: str | None = None,
+                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Between image A = row 0 and B = row 1 of ``inv``: s(alpha) = lerp(s_A, s_B), x_T(alpha) =
+    slerp(x_T^A, x_T^B); all alphas decoded in one batch. Returns (images (A, C, H, W), s (A, P));
+    alpha = 0 and 1 are exactly the two reconstructions' conditions."""
+    if inv.s.shape[0] != 2:
+        raise ValueError(f"interpolation needs exactly 2 images, got {inv.s.shape[0]}")
+    def lerp(a: float) -> torch.Tensor:  # exact endpoints, no rounding from (1 - a) s_A + a s_B
+        return inv.s[0].clone() if a == 0 else inv.s[1].clone() if a == 1 else (1 - a) * inv.s[0] + a * inv.s[1]
+
+    s = torch.stack([lerp(float(a)) for a in alphas])
+    x_T = torch.cat([slerp(inv.x_T[:1], inv.x_T[1:], float(a)) for a in alphas])
+    imgs = pat.decode(x_T, s, steps=steps or inv.steps, sampler=sampler, progress=progress).clamp(-1, 1)
+    return imgs, s
+
+
+def variations(pat, s: torch.Tensor, k: int, seed: int = 0, steps: int | None = None, sampler: str | None = None,
+               progress: bool = False) -> torch.Tensor:
+    """Decode each row of s from ``k`` seeded x_T ~ N(0, I): (B, k, C, H, W), one batched call."""
+    d = pat.config.data
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((s.shape[0] * k, d.channels, d.image_size, d.image_size), generator=g)
+    out = pat.sample(s.repeat_interleave(k, 0), sampler=sampler or pat.config.sample.decode_sampler,
+                     steps=steps or pat.config.sample.invert_steps, seed=seed, x_T=x_T, progress=progress)
+    return out.reshape(s.shape[0], k, d.channels, d.image_size, d.image_size)

@@ -1,0 +1,272 @@
+"""What each prototype means: the Patronus gallery next to the ProtoPNet view (spec §6.5).
+
+Patronus view (the paper's method), for every prototype J:
+
+1. X = a fixed, seeded random subset of the test split; max(s_X) = the largest entry of s over X.
+2. Take the first ``n_images`` images of X, encode s = f(x0) and invert x_T = DDIM-invert(x0, s) once.
+3. s' = s with s_J := max(s_X); decode x̂ = DDIM(x_T, s') for all prototypes and images in one batch.
+4. Re-encode x̂; the image with the highest s_J(x̂) shows J, boxed at its best-matching patch
+   (:meth:`ReceptiveField.box`), and that patch is cropped.
+
+ProtoPNet view: the ``k`` training images whose best patch is nearest to p_J (smallest
+d_J = min_{h,w} ||f(x)_{h,w} - p_J||^2, one patch per image), with their boxes and crops.
+
+Statistics over the data (a seeded subset of the test split): mean and quantiles of s_J, and how
+often J is an image's top prototype. Faithfulness of the max-edits (rise of s_J as a fraction of the
+requested change; mean |change| of the other prototypes) is reported per prototype and overall.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..utils.images import save_grid
+from ..utils.io import write_json, write_text
+from .editing import Reference, faithfulness_summary, invert_images, reference_set, run_edits
+from .figures import Panel, crop, save_panels
+from .where import boxes_of
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+# ------------------------------------------------------------------------------ data statistics
+def seeded_indices(n_total: int, n: int, seed: int) -> list[int]:
+    """The first ``n`` of a seeded permutation of range(n_total) (all of them when n <= 0 or n >= n_total)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_total, generator=g)
+    return perm[: n if 0 < n < n_total else n_total].tolist()
+
+
+def encode_subset(pat, ds, indices: Sequence[int], chunk: int = 2048, progress: bool = False, desc: str = ""):
+    """(s, distance, location) of images of dataset ``ds``, loaded and encoded ``chunk`` at a time."""
+    s, d, loc = [], [], []
+    for i in tqdm(range(0, len(indices), chunk), desc=desc, leave=False, disable=not progress):
+        m = pat.encode(ds.get_batch(list(indices[i:i + chunk])))
+        s.append(m.s)
+        d.append(m.distance)
+        loc.append(m.location)
+    return torch.cat(s), torch.cat(d), torch.cat(loc)
+
+
+def s_statistics(s: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-prototype mean, quantiles and top-prototype frequency of s (N, P)."""
+    q = torch.quantile(s.double(), torch.tensor(QUANTILES, dtype=torch.float64), dim=0).float()
+    top = torch.bincount(s.argmax(1), minlength=s.shape[1]).float() / s.shape[0]
+    return {"mean": s.mean(0), "quantiles": q, "top_fraction": top}
+
+
+# ------------------------------------------------------------------------------ nearest training patches
+@dataclass
+class NearestPatches:
+    """For each prototype (row of the tensors), the k nearest images' best patches.
+
+    index (K, k) dataset indices; location (K, k, 2) unit (row, col); distance (K, k) squared
+    feature distance to p_J; boxes (K, k, 4) pixel boxes."""
+
+    prototypes: list[int]
+    index: torch.Tensor
+    location: torch.Tensor
+    distance: torch.Tensor
+    boxes: torch.Tensor
+    split: str
+    searched: int
+
+
+def nearest_patches(pat, prototypes: Sequence[int], k: int = 5, n_images: int = 0, seed: int = 0,
+                    split: str = "train", progress: bool = False, ds=None) -> NearestPatches:
+    """ProtoPNet's view: the k images of ``split`` (all, or a seeded subset of ``n_images``) whose
+    best-matching patch is nearest to each prototype, one patch per image."""
+    ds = ds if ds is not None else pat.dataset(split)
+    idx = seeded_indices(len(ds), n_images, seed)
+    _, dist, loc = encode_subset(pat, ds, idx, progress=progress, desc=f"nearest patches ({split})")
+    protos = list(prototypes)
+    k = min(k, len(idx))
+    d = dist[:, protos].T  # (K, N)
+    best_d, best_i = d.topk(k, dim=1, largest=False)
+    locs = torch.stack([loc[best_i[r], j] for r, j in enumerate(protos)])
+    index = torch.tensor(idx)[best_i]
+    return NearestPatches(prototypes=protos, index=index, location=locs, distance=best_d,
+                          boxes=boxes_of(pat.receptive_field, locs), split=split, searched=len(idx))
+
+
+# ------------------------------------------------------------------------------ the gallery
+def explain_gallery(pat, out_dir: str | Path, prototypes: Sequence[int] | None = None, n_ref: int = 256,
+                    seed: int = 0, steps: int | None = None, progress: bool = True, *, n_images: int = 8,
+                    k_nearest: int = 5, patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
+                    patch_split: str = "train", sampler: str | None = None) -> dict:
+    """Write the gallery of ``prototypes`` (default: all) into ``out_dir`` and return its summary.
+
+    Files: ``overview.png`` (every prototype: edited image with box, patch, 3 nearest training images),
+    ``prototypes/pJJ.png`` (one figure per prototype), ``enhanced.png`` (lossless grid: rows =
+    prototypes, columns = the edited reference images), ``explain.json`` and ``prototypes.csv``.
+    """
+    t_start = time.time()
+    out = Path(out_dir)
+    P = pat.num_prototypes
+    protos = list(range(P)) if prototypes is None else list(prototypes)
+    bad = [j for j in protos if not 0 <= j < P]
+    if bad or not protos:
+        raise ValueError(f"prototype id(s) {bad or '[]'} invalid; choose from 0 ... {P - 1}")
+    if n_images < 1:
+        raise ValueError("n_images must be at least 1")
+    steps = steps or pat.config.sample.invert_steps
+    timings = {}
+
+    t0 = time.time()
+    ref = reference_set(pat, n=n_ref, seed=seed, split=split)
+    ds = pat.dataset(split)
+    stats_idx = seeded_indices(len(ds), stats_images, seed + 1)
+    s_data, _, _ = encode_subset(pat, ds, stats_idx, progress=progress, desc=f"statistics ({split})")
+    stats = s_statistics(s_data)
+    patch_ds = ds if patch_split == split else pat.dataset(patch_split)
+    near = nearest_patches(pat, protos, k_nearest, patch_images, seed, patch_split, progress, ds=patch_ds)
+    timings["encode_seconds"] = round(time.time() - t0, 2)
+
+    # Patronus view: invert the first n_images of X once, decode every max-edit in one batch.
+    t0 = time.time()
+    ref_idx = seeded_indices(len(ds), n_ref, seed)[:n_images]
+    x0 = ds.get_batch(ref_idx)
+    inv = invert_images(pat, x0, steps, progress=progress)
+    s_list = inv.s.unsqueeze(0).repeat(len(protos), 1, 1)
+    for r, j in enumerate(protos):
+        s_list[r, :, j] = ref.max
+    timings["invert_seconds"] = round(time.time() - t0, 2)
+    t0 = time.time()
+    res = run_edits(pat, inv, s_list, [[j] for j in protos], steps=steps, sampler=sampler, progress=progress)
+    timings["decode_seconds"] = round(time.time() - t0, 2)
+    enh_match = pat.encode(res.images.reshape(-1, *x0.shape[1:]))
+    enh_loc = enh_match.location.reshape(len(protos), len(ref_idx), P, 2)
+
+    sources = [ds.sources[i] for i in ref_idx]
+    near_imgs = patch_ds.get_batch(near.index.flatten().tolist()).reshape(
+        *near.index.shape, *x0.shape[1:])
+    records, overview_cells = [], []
+    for r, j in enumerate(protos):
+        s_after_j = res.s_after[r, :, j]
+        best = int(s_after_j.argmax())
+        locs = enh_loc[r, :, j]
+        boxes = boxes_of(pat.receptive_field, locs)
+        best_img = res.images[r, best]
+        best_box = tuple(boxes[best].tolist())
+        patch = crop(best_img, best_box)
+        f = faithfulness_summary(res.rise[r], res.others[r])
+        rec = {
+            "prototype": j, "max_s_X": round(ref.max, 5),
+            "s_mean": round(float(stats["mean"][j]), 5),
+            "s_quantiles": {f"q{q:g}": round(float(stats["quantiles"][i, j]), 5) for i, q in enumerate(QUANTILES)},
+            "top_fraction": round(float(stats["top_fraction"][j]), 5),
+            "best_image": {"source": sources[best], "s_before": round(float(inv.s[best, j]), 5),
+                           "s_after": round(float(s_after_j[best]), 5), "box": list(best_box),
+                           "location": locs[best].tolist()},
+            "boxes": [b.tolist() for b in boxes],
+            "s_after": [round(float(v), 5) for v in s_after_j],
+            "faithfulness": f,
+            "nearest_patches": [
+                {"source": patch_ds.sources[int(i)], "index": int(i), "label": _label(patch_ds, int(i)), "distance": round(float(d), 6),
+                 "s": round(float(torch.log((d + 1) / (d + pat.config.prototypes.epsilon))), 5),
+                 "box": near.boxes[r, m].tolist(), "location": near.location[r, m].tolist()}
+                for m, (i, d) in enumerate(zip(near.index[r], near.distance[r]))],
+        }
+        records.append(rec)
+        _prototype_figure(out / "prototypes" / f"p{j:02d}.png", j, ref, x0, inv.s, res.images[r], s_after_j, boxes,
+                          best, sources, near, r, near_imgs[r], f)
+        nn_cells = [Panel(near_imgs[r, m], f"NN{m + 1} d={float(near.distance[r, m]):.2g}",
+                          tuple(near.boxes[r, m].tolist())) for m in range(min(3, near.index.shape[1]))]
+        overview_cells.append([Panel(best_img, f"p{j}  s={float(s_after_j[best]):.2f}", best_box, highlight=False),
+                               Panel(patch, f"p{j} patch")] + nn_cells)
+
+    timings["figures_seconds"] = round(time.time() - t_start - sum(timings.values()), 2)
+    _overview(out / "overview.png", overview_cells, ref, len(ref_idx), steps)
+    save_grid(res.images.reshape(-1, *x0.shape[1:]), out / "enhanced.png", nrow=len(ref_idx), upscale=2)
+    overall = faithfulness_summary(res.rise, res.others)
+    summary = {
+        "run": str(pat.run_dir), "prototypes": protos, "reference": ref.to_json(),
+        "settings": {"n_images": len(ref_idx), "image_sources": sources, "steps": steps,
+                     "sampler": sampler or pat.config.sample.decode_sampler, "edit": "s_J := max(s_X)",
+                     "k_nearest": k_nearest, "patch_split": patch_split, "patch_images_searched": near.searched,
+                     "stats_split": split, "stats_images": len(stats_idx), "seed": seed},
+        "faithfulness": {"rise_median": overall["rise_median"], "others_median": overall["others_median"],
+                         "per_prototype_rise_median": {str(r["prototype"]): r["faithfulness"]["rise_median"]
+                                                       for r in records},
+                         "definition": "rise = (s_J(x_hat) - s_J(x0)) / (max(s_X) - s_J(x0)); "
+                                       "others = mean_k!=J |s_k(x_hat) - s_k(x0)|; medians over prototypes x images"},
+        "timings": {**timings, "total_seconds": round(time.time() - t_start, 2)},
+        "files": {"overview": "overview.png", "per_prototype": "prototypes/pJJ.png", "enhanced": "enhanced.png",
+                  "table": "prototypes.csv"},
+        "per_prototype": records,
+    }
+    write_json(out / "explain.json", summary)
+    write_text(out / "prototypes.csv", _csv(records))
+    return summary
+
+
+def _label(ds, i: int) -> str:
+    lab = int(ds.labels[i])
+    names = ds.class_names
+    return names[lab] if 0 <= lab < len(names) else str(lab)
+
+
+def _csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    qs = [f"q{q:g}" for q in QUANTILES]
+    w.writerow(["prototype", "max_s_X", "s_mean", *[f"s_{q}" for q in qs], "top_fraction", "best_source",
+                "s_before", "s_after", "box_x0", "box_y0", "box_x1", "box_y1", "rise_median", "others_median",
+                "nearest_sources", "nearest_distances"])
+    for r in records:
+        b = r["best_image"]
+        w.writerow([r["prototype"], r["max_s_X"], r["s_mean"], *[r["s_quantiles"][q] for q in qs], r["top_fraction"],
+                    b["source"], b["s_before"], b["s_after"], *b["box"], r["faithfulness"]["rise_median"],
+                    r["faithfulness"]["others_median"], ";".join(n["source"] for n in r["nearest_patches"]),
+                    ";".join(f"{n['distance']:.4g}" for n in r["nearest_patches"])])
+    return buf.getvalue()
+
+
+def _prototype_figure(path, j, ref: Reference, x0, s0, enhanced, s_after_j, boxes, best, sources,
+                      near: NearestPatches, r, near_imgs, f) -> None:
+    n = x0.shape[0]
+    row_in = [Panel(x0[i], f"{sources[i]}\ns_{j}={float(s0[i, j]):.2f}") for i in range(n)]
+    row_enh = [Panel(enhanced[i], f"s_{j}->{float(s_after_j[i]):.2f}" + ("  best" if i == best else ""),
+                     tuple(boxes[i].tolist()), highlight=(i == best)) for i in range(n)]
+    k = near.index.shape[1]
+    best_patch = crop(enhanced[best], tuple(boxes[best].tolist()))
+    row_patch = [Panel(best_patch, "Patronus patch")] + [
+        Panel(crop(near_imgs[m], tuple(near.boxes[r, m].tolist())), f"NN{m + 1} patch") for m in range(k)]
+    row_nn = [Panel(None)] + [Panel(near_imgs[m], f"{near.split}:{int(near.index[r, m])}\nd={float(near.distance[r, m]):.3g}",
+                                    tuple(near.boxes[r, m].tolist())) for m in range(k)]
+    rise = f["rise_median"]
+    title = (f"prototype p{j}: s_{j} := max(s_X) = {ref.max:.2f} on {n} test images (best boxed in gold)\n"
+             f"faithfulness: median rise {'n/a' if rise is None else f'{rise:.2f}'} of the requested change, "
+             f"others change {f['others_median']:.3f}")
+    save_panels([row_in, row_enh, row_patch, row_nn], path, title=title,
+                row_labels=["input x0", f"s_{j}=max", "patches", "nearest\ntraining"])
+
+
+def _overview(path, cells: list[list[Panel]], ref: Reference, n_images: int, steps: int) -> None:
+    """Prototypes in blocks of ten rows, blocks side by side (a blank column between blocks)."""
+    per_block = 10
+    blocks = math.ceil(len(cells) / per_block)
+    width = max(len(c) for c in cells)
+    rows = []
+    for r in range(min(per_block, len(cells))):
+        row: list[Panel] = []
+        for b in range(blocks):
+            k = b * per_block + r
+            part = cells[k] if k < len(cells) else []
+            row += part + [Panel(None)] * (width - len(part))
+            if b < blocks - 1:
+                row.append(Panel(None))
+        rows.append(row)
+    save_panels(rows, path, cell=1.15, fontsize=6.5,
+                title=f"Prototype gallery. Per prototype J: edited image (s_J := max(s_X) = {ref.max:.2f}; best of "
+                      f"{n_images} test images, {steps} steps), red box = best patch\n"
+                      f"| that patch | the 3 training images nearest to p_J (ProtoPNet view, d = squared distance)")

@@ -1,0 +1,116 @@
+"""Where a prototype fires: similarity maps in pixels and best-patch boxes.
+
+The prototype layer compares prototype p_j with every feature-map unit (h, w) and gives the
+per-patch similarity
+
+    S_j(h, w) = log((d_j(h, w) + 1) / (d_j(h, w) + eps)),     s_j = max_{h,w} S_j(h, w).
+
+Unit (h, w) looks at a square of side r centred at (start + w*jump, start + h*jump) in pixel
+coordinates (pixel i covers [i, i+1), see :class:`~patronus_diffusion.models.prototypes.ReceptiveField`).
+The map is brought to the image through that geometry, not by a plain resize: pixel centre c = q + 1/2
+reads the map at the fractional unit index u = (c - start) / jump, interpolated linearly between the two
+nearest units and clamped at the border units,
+
+    M(y, x) = sum_{h,w} a_h(y) a_w(x) S(h, w),   a_i(c) = max(0, 1 - |u(c) - i|)  (u clamped to [0, n-1]),
+
+so the map's peak sits on the centre of the best unit's receptive field, whatever the resolution.
+The box of the best patch is :meth:`ReceptiveField.box` at the argmax unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..models.prototypes import ReceptiveField, log_similarity
+
+
+@dataclass
+class WhereResult:
+    """Where the selected prototypes match in each image.
+
+    prototypes: (B, K) prototype ids per image (all prototypes, a fixed list, or each image's top-k);
+    s: (B, K) their similarities; location: (B, K, 2) best unit (row, col); boxes: (B, K, 4) pixel boxes
+    (x0, y0, x1, y1), end-exclusive, at ``display_size``; maps: (B, K, S, S) similarity maps in pixels.
+    """
+
+    prototypes: torch.Tensor
+    s: torch.Tensor
+    location: torch.Tensor
+    boxes: torch.Tensor
+    maps: torch.Tensor
+    display_size: int
+
+
+def interpolation_matrix(rf: ReceptiveField, display_size: int | None = None) -> torch.Tensor:
+    """A (S, n) matrix A with A[q, i] = a_i(centre of output pixel q) (see the module docstring).
+
+    Rows sum to 1. ``display_size`` S resamples to another resolution (default: the model's).
+    """
+    size = display_size or rf.image_size
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) * (rf.image_size / size)
+    u = ((centres - rf.start) / rf.jump).clamp(0, rf.size - 1)
+    units = torch.arange(rf.size, dtype=torch.float64)
+    return (1 - (u[:, None] - units[None, :]).abs()).clamp_min(0).float()
+
+
+def upsample_maps(maps: torch.Tensor, rf: ReceptiveField, display_size: int | None = None) -> torch.Tensor:
+    """Per-unit maps (..., n, n) -> per-pixel maps (..., S, S) through the receptive-field geometry."""
+    a = interpolation_matrix(rf, display_size).to(maps.dtype)
+    return a @ maps @ a.T
+
+
+def boxes_of(rf: ReceptiveField, location: torch.Tensor, display_size: int | None = None) -> torch.Tensor:
+    """Pixel boxes (..., 4) of unit locations (..., 2) = (row, col), via :meth:`ReceptiveField.box`."""
+    flat = location.reshape(-1, 2).tolist()
+    boxes = [rf.box(int(h), int(w), display_size) for h, w in flat]
+    return torch.tensor(boxes, dtype=torch.long).reshape(*location.shape[:-1], 4)
+
+
+def select_prototypes(s: torch.Tensor, prototypes: Sequence[int] | None = None,
+                      top_k: int | None = None) -> torch.Tensor:
+    """(B, K) ids: the given list for every image, each image's ``top_k`` by s, or all prototypes."""
+    b, p = s.shape
+    if prototypes is not None and top_k is not None:
+        raise ValueError("give either a list of prototypes or top_k, not both")
+    if prototypes is not None:
+        ids = list(prototypes)
+        bad = [j for j in ids if not 0 <= j < p]
+        if bad:
+            raise ValueError(f"prototype id(s) {bad} out of range 0 ... {p - 1}")
+        return torch.tensor(ids, dtype=torch.long).expand(b, len(ids)).clone()
+    if top_k is not None:
+        if not 1 <= top_k <= p:
+            raise ValueError(f"--top-k must be between 1 and {p}, got {top_k}")
+        return s.topk(top_k, dim=1).indices
+    return torch.arange(p).expand(b, p).clone()
+
+
+def locate(network, x: torch.Tensor, prototypes: Sequence[int] | None = None, top_k: int | None = None,
+           display_size: int | None = None) -> WhereResult:
+    """Where each selected prototype of a :class:`PrototypeNetwork` matches in a batch of images."""
+    rf = network.receptive_field
+    with torch.no_grad():
+        match = network(x, return_map=True)
+    sim = log_similarity(match.distance_map, network.cfg.epsilon)
+    return _result(rf, match.s, match.location, sim, prototypes, top_k, display_size)
+
+
+def where(pat, x: torch.Tensor, prototypes: Sequence[int] | None = None, top_k: int | None = None,
+          display_size: int | None = None) -> WhereResult:
+    """:func:`locate` through the :class:`~patronus_diffusion.Patronus` API (batched, checked input)."""
+    match = pat.encode(x, return_map=True)
+    sim = log_similarity(match.distance_map, pat.config.prototypes.epsilon)
+    return _result(pat.receptive_field, match.s, match.location, sim, prototypes, top_k, display_size)
+
+
+def _result(rf, s, location, sim, prototypes, top_k, display_size) -> WhereResult:
+    ids = select_prototypes(s, prototypes, top_k)
+    take = lambda t: torch.gather(t, 1, ids.view(*ids.shape, *([1] * (t.ndim - 2))).expand(  # noqa: E731
+        *ids.shape, *t.shape[2:]))
+    size = display_size or rf.image_size
+    loc = take(location)
+    return WhereResult(prototypes=ids, s=take(s), location=loc, boxes=boxes_of(rf, loc, size),
+                       maps=upsample_maps(take(sim), rf, size), display_size=size)

@@ -1,0 +1,227 @@
+"""Generation-quality commands: train-prior, fid, evaluate."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..utils.io import write_json
+from .common import add_device, add_run, add_sampler, formatter, print_outputs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-prior", help="train the diffusion prior over s (for unconditional sampling)",
+                       formatter_class=formatter(),
+                       description="Encode the training split once with the run's frozen encoder (cached), "
+                                   "standardise s and fit a residual-MLP diffusion model over it, with EMA. Writes "
+                                   "prior.safetensors, prior.json (config, source, range and Frechet checks), "
+                                   "prior_log.csv and checkpoint/ into --out (default RUN/prior). Resumable.")
+    add_run(p)
+    p.add_argument("--out", help="prior directory (default: RUN/prior, where `sample --unconditional` looks)")
+    p.add_argument("--steps", type=int, help="total optimisation steps (default 6000)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="prior settings, e.g. hidden=512 blocks=6 ema_decay=0.9995 sample_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
+    p.add_argument("--cache-dir", help="where encodings of the training set are cached (default $PATRONUS_CACHE/s)")
+    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    p.set_defaults(func=cmd_train_prior)
+
+    p = sub.add_parser("fid", help="FID/KID of generated images with the TF-Inception FID network (offline)",
+                       formatter_class=formatter(),
+                       description="Generate N images (conditional: s of test images; unconditional: s from the "
+                                   "prior) and compute FID and KID against cached reference statistics of the "
+                                   "dataset split. Writes fid.json (values + full protocol), samples.png and, with "
+                                   "--save-images, lossless PNGs. Inception runs at about 4 images/s on 2 cores.")
+    add_run(p)
+    p.add_argument("--mode", choices=["conditional", "unconditional"], default="conditional")
+    p.add_argument("--n", type=int, default=1000, help="number of generated images")
+    add_sampler(p)
+    p.add_argument("--prior", help="prior directory for --mode unconditional (default RUN/prior)")
+    p.add_argument("--n-ref", type=int, default=2000, help="reference images (0 = the whole split)")
+    p.add_argument("--ref-split", default="test", help="reference split (also the source of s when conditional)")
+    p.add_argument("--cache-dir", help="reference statistics cache (default $PATRONUS_CACHE/fid)")
+    p.add_argument("--save-images", action="store_true", help="also write every generated image as PNG")
+    p.add_argument("--out", default="results/fid")
+    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    p.set_defaults(func=cmd_fid)
+
+    p = sub.add_parser("evaluate", help="quality-versus-cost table: FID/KID per sampler/steps, reconstruction, s-use",
+                       formatter_class=formatter(),
+                       description="For each mode and SAMPLER:STEPS setting, generate --n images (same s and x_T "
+                                   "for every setting), measure FID/KID and seconds per image; invert+decode test "
+                                   "images at several step counts (PSNR/SSIM); check that the decoder uses s "
+                                   "(s kept vs shuffled). Writes evaluate.csv, evaluate.png, evaluate.json, "
+                                   "reconstruction.csv, s_shuffle.json and samples/*.png into --out.")
+    add_run(p)
+    p.add_argument("--n", type=int, default=200, help="generated images per setting (small-N: compare at equal N)")
+    p.add_argument("--settings", default="ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20")
+    p.add_argument("--modes", default="conditional,unconditional")
+    p.add_argument("--prior", help="prior directory (default RUN/prior; unconditional rows are skipped without one)")
+    p.add_argument("--recon-n", type=int, default=32, help="test images for the reconstruction rows")
+    p.add_argument("--recon-steps", default="10,20,50,100")
+    p.add_argument("--n-ref", type=int, default=2000)
+    p.add_argument("--ref-split", default="test")
+    p.add_argument("--cache-dir", help="reference statistics cache (default $PATRONUS_CACHE/fid)")
+    p.add_argument("--out", default="results/evaluate")
+    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _load_prior(pat, prior_dir: str | None, required: bool):
+    from ..models.prior import load_prior
+    from ..training.prior import default_prior_dir, find_prior
+
+    if not required and not prior_dir and not (default_prior_dir(pat.run_dir) / "prior.safetensors").exists():
+        return None
+    prior = load_prior(find_prior(pat.run_dir, prior_dir))
+    if prior.dim != pat.num_prototypes:
+        raise ValueError(f"the prior samples {prior.dim}-dimensional s but the run has {pat.num_prototypes} "
+                         f"prototypes; train a prior for this run")
+    warn_if_stale(pat, prior)
+    return prior
+
+
+def warn_if_stale(pat, prior) -> bool:
+    """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
+    import sys
+
+    from ..api import weights_file
+    from ..training.checkpoint import sha256
+
+    fitted = prior.meta.get("source", {}).get("weights_sha256")
+    try:
+        current = sha256(weights_file(pat.run_dir, prior.meta.get("source", {}).get("weights", "ema")))
+    except Exception:  # noqa: BLE001 - a missing file is reported by the load itself
+        return False
+    if fitted and fitted != current:
+        print(f"patronus: warning: the prior in {prior.path} was fitted to the s of other weights than "
+              f"{pat.run_dir}'s current ones; retrain it with `patronus train-prior --run {pat.run_dir}`",
+              file=sys.stderr)
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------------ train-prior
+def cmd_train_prior(args) -> int:
+    from ..api import resolve_run
+    from ..models.prior import PriorConfig
+    from ..training.prior import default_prior_dir, train_prior
+
+    run_dir = resolve_run(args.run)
+    out = Path(args.out) if args.out else default_prior_dir(run_dir)
+    overrides = list(args.set or [])
+    for flag, key in (("batch_size", "batch_size"), ("lr", "lr")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    overrides.append(f"seed={args.seed}")
+    cfg = PriorConfig().override(overrides)
+    r = train_prior(run_dir, out, cfg, weights=args.weights, resume=args.resume, device=args.device,
+                    progress=not args.no_progress, cache_dir=args.cache_dir, max_steps=args.steps,
+                    max_minutes=args.minutes)
+    meta = json.loads((out / "prior.json").read_text())
+    checks = meta["checks"]
+    print(json.dumps({"prior": str(out), "step": r.step, "minutes": round(r.seconds / 60, 2),
+                      "last_loss": round(r.last_loss, 5), "stopped_by": r.stopped_by,
+                      "heldout_eps_mse": meta["heldout_eps_mse"],
+                      "sampled_s_outside_train_range": round(checks["range"]["fraction_outside"], 5),
+                      "frechet_s": checks["frechet_s"]}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ fid
+def cmd_fid(args) -> int:
+    from ..api import Patronus
+    from ..evaluation.cost import generate, make_s, noise_for, run_protocol
+    from ..evaluation.fid import fid_kid, protocol_line
+    from ..utils.images import save_grid
+
+    if args.n < 2:
+        raise ValueError("--n must be at least 2 (FID needs a covariance)")
+    pat = Patronus.load(args.run, args.weights, args.device)
+    prior = _load_prior(pat, args.prior, required=args.mode == "unconditional")
+    sampler, steps = args.sampler or pat.config.sample.sampler, args.steps or pat.config.sample.steps
+    s, s_meta = make_s(pat, args.mode, args.n, args.seed, prior, args.ref_split)
+    images, sec = generate(pat, s, noise_for(pat, args.n, args.seed), sampler, steps, args.seed,
+                           progress=not args.no_progress)
+    out = Path(args.out)
+    files = {"samples": save_grid(images[:64], out / "samples.png", upscale=2)}
+    if args.save_images:
+        from ..utils.images import save_png, to_uint8
+
+        for i, arr in enumerate(to_uint8(images)):
+            save_png(arr, out / "images" / f"{i:05d}.png")
+        files["images"] = out / "images"
+    protocol = {**run_protocol(pat, args.weights, args.seed), **s_meta, "sampler": sampler, "steps": steps,
+                "generation_seconds_per_image": round(sec, 4)}
+    t0 = time.time()
+    res = fid_kid(images, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
+                  progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol)
+    res["protocol"]["fid_seconds"] = round(time.time() - t0, 1)
+    res["protocol_line"] = protocol_line(res)
+    write_json(out / "fid.json", res)
+    files["result"] = out / "fid.json"
+    print(res["protocol_line"])
+    print_outputs("wrote", files)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def cmd_evaluate(args) -> int:
+    from ..api import Patronus
+    from ..evaluation.cost import MODES, evaluate, parse_settings
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"--modes must be a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
+    if args.n < 2 or args.recon_n < 2:
+        raise ValueError("--n and --recon-n must be at least 2")
+    settings = parse_settings(args.settings)
+    pat = Patronus.load(args.run, args.weights, args.device)
+    prior = _load_prior(pat, args.prior, required=False) if "unconditional" in modes else None
+    res = evaluate(pat, args.out, prior=prior, n=args.n, settings=settings, modes=modes, recon_n=args.recon_n,
+                   recon_steps=tuple(_ints(args.recon_steps, "--recon-steps")), n_ref=args.n_ref,
+                   ref_split=args.ref_split, seed=args.seed, weights=args.weights, cache_dir=args.cache_dir,
+                   progress=not args.no_progress)
+    out = Path(args.out)
+    print(f"{'mode':<14}{'setting':<14}{'FID':>9}{'KID x1e3':>10}{'s/image':>10}")
+    for r in res["generation"]:
+        print(f"{r['mode']:<14}{r['sampler'] + '-' + str(r['steps']):<14}{r['fid']:>9.2f}{r['kid'] * 1e3:>10.2f}"
+              f"{r['seconds_per_image']:>10.3f}")
+    for r in res["reconstruction"]:
+        print(f"reconstruction {r['steps']:>4} steps: PSNR {r['psnr_db']:.2f} dB  SSIM {r['ssim']:.4f}  "
+              f"({r['seconds_per_image']:.3f} s/image)")
+    sh = res["s_shuffle_check"]
+    print(f"s-use check: reconstruction PSNR {sh['reconstruction_psnr_db']['s_kept']:.2f} dB with s kept vs "
+          f"{sh['reconstruction_psnr_db']['s_shuffled']:.2f} dB shuffled -> {sh['verdict']}")
+    for note in res["protocol"]["skipped"]:
+        print(f"skipped {note}")
+    print_outputs("wrote", {"table": out / "evaluate.csv", "plot": out / "evaluate.png", "summary": out / "evaluate.json",
+                            "reconstruction": out / "reconstruction.csv", "s-use check": out / "s_shuffle.json"})
+    return 0
+
+
+def sample_unconditional(pat, args) -> tuple[torch.Tensor, list[str], dict]:
+    """s for `patronus sample --unconditional`: drawn from the prior (RUN/prior unless --prior)."""
+    prior = _load_prior(pat, getattr(args, "prior", None), required=True)
+    s = prior.sample(args.n, seed=args.seed + 29)
+    return s, [f"prior{i}" for i in range(len(s))], {"prior": str(prior.path),
+                                                     "prior_sampler": prior.cfg.sampler,
+                                                     "prior_steps": prior.cfg.sample_steps,
+                                                     "s_range": prior.stats.range_report(s)}

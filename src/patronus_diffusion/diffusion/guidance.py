@@ -1,0 +1,53 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a ``model_fn`` for any sampler.
+
+    eps_tilde(x, t) = (1 + w) eps(x, t, c) - w eps(x, t, null)
+
+w is the guidance weight in Ho & Salimans' convention: w = 0 is the purely conditional model, and
+w corresponds to the scale 1 + w of the other common form eps_u + scale (eps_c - eps_u). The
+ProtoDiffusion reference samples with w = 1.8 (scale 2.8).
+
+The conditional and unconditional halves run as **one** network call on a batch of 2B (same FLOPs as
+two calls, less latency). With w = 0 only the conditional half is evaluated.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def combine_guidance(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """(1 + w) eps_cond - w eps_uncond."""
+    return (1.0 + w) * eps_cond - w * eps_uncond
+
+
+def guided_model_fn(model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                    cond: torch.Tensor, null_cond: torch.Tensor, w: float) -> ModelFn:
+    """Bind a condition (one row per image) and its null counterpart into ``model_fn(x, t)``.
+
+    ``model(x, t, c)`` is any conditional eps-network; ``cond`` and ``null_cond`` have the same shape
+    (for ProtoDiffusion: labels and a tensor of -1). Both are concatenated along the batch.
+    """
+    if w < 0:
+        raise ValueError(f"guidance weight w must be >= 0 (w = 0 is the conditional model), got {w}")
+    if cond.shape != null_cond.shape:
+        raise ValueError(f"cond {tuple(cond.shape)} and null_cond {tuple(null_cond.shape)} must have the same shape")
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c = cond.to(x.device)
+        if w == 0:
+            return model(x, t, c)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, null_cond.to(x.device)]))
+        eps_c, eps_u = both.chunk(2)
+        return combine_guidance(eps_c, eps_u, w)
+
+    return fn
+
+
+def class_guided_model_fn(model, labels: torch.Tensor, w: float) -> ModelFn:
+    """Guidance for a class-conditional model whose label -1 is the null condition (ProtoDiffusion)."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    return guided_model_fn(model, labels, torch.full_like(labels, -1), w)

@@ -1,0 +1,282 @@
+"""Quality versus cost of a trained run (``patronus evaluate``) and the shared generation helpers.
+
+Generation modes:
+  * conditional:   s = f(x) of a seeded random subset of the reference split's images (the paper's
+                   protocol: the s of test images), fresh seeded noise x_T, any sampler;
+  * unconditional: s sampled from the prior over s (``patronus train-prior``), then decoded the same way.
+
+The table runs every (mode, sampler, steps) setting on the *same* s vectors and the *same* x_T (common
+random numbers), so differences between rows come from the sampler, not from the draw. Each row holds
+FID and KID against the same cached reference statistics and the wall-clock seconds per image of the
+generation alone (Inception time excluded). Reconstruction rows invert and decode test images with DDIM
+at several step counts (PSNR/SSIM). The s-use check decodes the same x_T with s kept and with s shuffled
+across the batch: a decoder that ignores its condition reconstructs equally well either way. (FID cannot
+show this: shuffling s across a batch of fresh-noise samples leaves the distribution of images unchanged.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..utils.images import psnr, save_grid, ssim
+from ..utils.io import write_json, write_text
+from .fid import fid_kid, protocol_line
+
+DEFAULT_SETTINGS = "ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20"
+MODES = ("conditional", "unconditional")
+
+
+@dataclass(frozen=True)
+class Setting:
+    mode: str
+    sampler: str
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} {self.sampler}-{self.steps}"
+
+
+def parse_settings(text: str) -> list[tuple[str, int]]:
+    """'ddim:10,dpmpp-2m:20' -> [('ddim', 10), ('dpmpp-2m', 20)]."""
+    from ..diffusion.samplers import SAMPLERS
+
+    out = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, steps = item.partition(":")
+        if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"setting {item!r} must look like SAMPLER:STEPS with SAMPLER in "
+                             f"{', '.join(SAMPLERS)}, e.g. ddim:50")
+        out.append((name, int(steps)))
+    if not out:
+        raise ValueError("give at least one SAMPLER:STEPS setting")
+    return out
+
+
+# ------------------------------------------------------------------------------------ generation
+def conditional_s(pat, n: int, seed: int = 0, split: str = "test") -> tuple[torch.Tensor, list[str]]:
+    """s of n images of ``split`` picked by a seeded permutation (cycled when n exceeds the split)."""
+    ds = pat.dataset(split)
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 17))
+    idx = perm.repeat(-(-n // len(ds)))[:n].tolist()
+    s = torch.cat([pat.encode(ds.get_batch(idx[i:i + 256])).s for i in range(0, n, 256)])
+    return s, [f"{split}:{i}" for i in idx]
+
+
+def unconditional_s(prior, n: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """n vectors from the prior (its default sampler and steps) and the range report of them."""
+    s = prior.sample(n, seed=seed + 29)
+    return s, prior.stats.range_report(s)
+
+
+def noise_for(pat, n: int, seed: int) -> torch.Tensor:
+    d = pat.config.data
+    return torch.randn((n, d.channels, d.image_size, d.image_size), generator=torch.Generator().manual_seed(seed))
+
+
+def generate(pat, s: torch.Tensor, x_T: torch.Tensor, sampler: str, steps: int, seed: int = 0,
+             progress: bool = False) -> tuple[torch.Tensor, float]:
+    """Images from (x_T, s) and the wall-clock seconds per image."""
+    t0 = time.time()
+    bar_every = max(1, pat.batch_size)
+    out = []
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(0, s.shape[0], bar_every), desc=f"generate {sampler}-{steps}", leave=False,
+                  disable=not progress, unit="batch"):
+        out.append(pat.sample(s[i:i + bar_every], sampler=sampler, steps=steps, seed=seed + i,
+                              x_T=x_T[i:i + bar_every]))
+    images = torch.cat(out)
+    return images, (time.time() - t0) / max(s.shape[0], 1)
+
+
+def run_protocol(pat, weights: str, seed: int) -> dict:
+    info = pat.info()
+    return {"run": str(pat.run_dir), "weights": weights, "seed": seed, "images_seen": info.get("images_seen"),
+            "train_steps": info.get("step"), "image_size": pat.config.data.image_size,
+            "clip_x0": getattr(pat.config.sample, "clip_x0", False),
+            "load_average": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads()}
+
+
+def make_s(pat, mode: str, n: int, seed: int, prior=None, split: str = "test") -> tuple[torch.Tensor, dict]:
+    """s vectors for a mode with the protocol entries that describe them."""
+    if mode == "conditional":
+        s, _ = conditional_s(pat, n, seed, split)
+        return s, {"mode": mode, "s_source": f"encoded {split} images (seeded subset, seed {seed})"}
+    if mode == "unconditional":
+        if prior is None:
+            raise ValueError("unconditional generation needs a prior over s: run `patronus train-prior` first "
+                             "or pass --prior DIR")
+        s, rng = unconditional_s(prior, n, seed)
+        return s, {"mode": mode, "s_source": f"prior {prior.path}", "prior_sampler": prior.cfg.sampler,
+                   "prior_steps": prior.cfg.sample_steps, "prior_s_outside_train_range": rng["fraction_outside"]}
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+# ------------------------------------------------------------------------------------ checks
+@torch.no_grad()
+def reconstruction_rows(pat, x: torch.Tensor, step_list: list[int], progress: bool = False) -> list[dict]:
+    """PSNR/SSIM of DDIM invert + decode at each step count (seconds per image for both passes)."""
+    s = pat.encode(x).s
+    rows = []
+    for k in step_list:
+        t0 = time.time()
+        rec = pat.decode(pat.invert(x, s, steps=k, progress=progress), s, steps=k, progress=progress)
+        secs = (time.time() - t0) / len(x)
+        rows.append({"steps": k, "n": len(x), "psnr_db": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean()),
+                     "seconds_per_image": secs})
+    return rows
+
+
+def derangement(n: int, seed: int) -> torch.Tensor:
+    """A seeded permutation with no fixed point (every image gets another image's s)."""
+    if n < 2:
+        raise ValueError("the s-shuffle check needs at least 2 images")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.roll(perm, 1)[torch.argsort(perm)]
+
+
+@torch.no_grad()
+def s_shuffle_check(pat, x: torch.Tensor, steps: int, seed: int = 0, sampler: str | None = None,
+                    sample_steps: int | None = None) -> dict:
+    """Does the decoder use s? Paired measurements with s kept and with s shuffled across the batch.
+
+    1. reconstruction: x_T = invert(x, s); PSNR of decode(x_T, s) and of decode(x_T, s[perm]) against x;
+    2. consistency: images generated from fresh noise with s are re-encoded; mean |s(x_gen) - s| with the
+       s they were made from versus the shuffled pairing (a decoder that ignores s gives equal errors).
+    """
+    perm = derangement(len(x), seed)
+    s = pat.encode(x).s
+    x_T = pat.invert(x, s, steps=steps)
+    kept, shuffled = pat.decode(x_T, s, steps=steps), pat.decode(x_T, s[perm], steps=steps)
+    gen = pat.sample(s, sampler=sampler, steps=sample_steps, seed=seed)
+    s_gen = pat.encode(gen).s
+    return {
+        "n": len(x), "invert_decode_steps": steps,
+        "reconstruction_psnr_db": {"s_kept": float(psnr(kept, x).mean()), "s_shuffled": float(psnr(shuffled, x).mean())},
+        "reconstruction_ssim": {"s_kept": float(ssim(kept, x).mean()), "s_shuffled": float(ssim(shuffled, x).mean())},
+        "regenerated_s_error": {"own_s": float((s_gen - s).abs().mean()),
+                                "shuffled_s": float((s_gen - s[perm]).abs().mean())},
+        "sampler": sampler or pat.config.sample.sampler, "sample_steps": sample_steps or pat.config.sample.steps,
+        "verdict": None,
+    }
+
+
+def _verdict(check: dict) -> str:
+    r, e = check["reconstruction_psnr_db"], check["regenerated_s_error"]
+    uses = r["s_kept"] - r["s_shuffled"] > 1.0 and e["own_s"] < 0.8 * e["shuffled_s"]
+    return ("the decoder uses s" if uses else
+            "WARNING: the decoder barely depends on s (shuffled s reconstructs/regenerates about as well)")
+
+
+# ------------------------------------------------------------------------------------ the table
+def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[tuple[str, int]] | None = None,
+             modes: tuple[str, ...] = MODES, recon_n: int = 32, recon_steps: tuple[int, ...] = (10, 20, 50, 100),
+             n_ref: int = 2000, ref_split: str = "test", seed: int = 0, weights: str = "ema",
+             cache_dir: str | Path | None = None, progress: bool = True, extractor=None) -> dict:
+    """Write evaluate.csv/.json/.png, reconstruction.csv and s_shuffle.json into ``out``; return the summary."""
+    from .fid import InceptionFeatures
+
+    out = Path(out)
+    settings = settings or parse_settings(DEFAULT_SETTINGS)
+    extractor = extractor or InceptionFeatures()
+    base = run_protocol(pat, weights, seed)
+    t_all = time.time()
+    # the cheap, paired checks first (no Inception), written at once
+    ds = pat.dataset(ref_split)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 3))[:recon_n].tolist()
+    x = ds.get_batch(idx)
+    recon = reconstruction_rows(pat, x, list(recon_steps), progress)
+    shuffle = s_shuffle_check(pat, x, steps=max(recon_steps), seed=seed)
+    shuffle["verdict"] = _verdict(shuffle)
+    write_json(out / "s_shuffle.json", shuffle)
+    rows, skipped = [], []
+    _write_tables(out, rows, recon)
+    for mode in modes:
+        if mode == "unconditional" and prior is None:
+            skipped.append("unconditional: no prior over s (run `patronus train-prior`)")
+            continue
+        s, s_meta = make_s(pat, mode, n, seed, prior, ref_split)
+        x_T = noise_for(pat, n, seed)
+        for sampler, steps in settings:
+            images, sec = generate(pat, s, x_T, sampler, steps, seed, progress)
+            save_grid(images[:64], out / "samples" / f"{mode}_{sampler}-{steps}.png", upscale=2)
+            res = fid_kid(images, pat.config.data, split=ref_split, n_ref=n_ref, seed=0, progress=progress,
+                          cache_dir=cache_dir, extractor=extractor,
+                          protocol={**base, **s_meta, "sampler": sampler, "steps": steps})
+            rows.append({"mode": mode, "sampler": sampler, "steps": steps, "n": n, "fid": res["fid"],
+                         "kid": res["kid"], "kid_std": res["kid_std"], "seconds_per_image": sec,
+                         "n_reference": res["n_reference"]})
+            _write_tables(out, rows, recon)  # a partial table survives an interrupted run
+            print(f"[evaluate] {protocol_line(res)}; {sec:.3f} s/image", flush=True)
+    summary = {"protocol": {**base, "n_per_setting": n, "reference": f"{n_ref} {ref_split} images (seed 0)",
+                            "common_random_numbers": "every setting of a mode decodes the same s and the same x_T",
+                            "seconds_per_image": "generation only, wall clock, batch " + str(pat.batch_size),
+                            "small_n": True, "skipped": skipped},
+               "generation": rows, "reconstruction": recon, "s_shuffle_check": shuffle,
+               "recommended": recommend(rows), "wall_minutes": round((time.time() - t_all) / 60, 2)}
+    write_json(out / "evaluate.json", summary)
+    if rows:
+        plot_table(rows, out / "evaluate.png", n)
+    return summary
+
+
+def recommend(rows: list[dict]) -> dict:
+    """Per mode, the cheapest setting whose KID is within one std (of the best row) of the best KID."""
+    rec = {}
+    for mode in {r["mode"] for r in rows}:
+        mine = [r for r in rows if r["mode"] == mode]
+        best = min(mine, key=lambda r: r["kid"])
+        ok = [r for r in mine if r["kid"] <= best["kid"] + best["kid_std"]]
+        pick = min(ok, key=lambda r: r["seconds_per_image"])
+        rec[mode] = {"sampler": pick["sampler"], "steps": pick["steps"], "kid": pick["kid"], "fid": pick["fid"],
+                     "seconds_per_image": pick["seconds_per_image"],
+                     "rule": "cheapest setting with KID within one subset-std of the best KID"}
+    return rec
+
+
+def _write_tables(out: Path, rows: list[dict], recon: list[dict]) -> None:
+    lines = ["mode,sampler,steps,n,fid,kid,kid_std,seconds_per_image,n_reference"]
+    lines += [f"{r['mode']},{r['sampler']},{r['steps']},{r['n']},{r['fid']:.4f},{r['kid']:.6f},{r['kid_std']:.6f},"
+              f"{r['seconds_per_image']:.4f},{r['n_reference']}" for r in rows]
+    write_text(out / "evaluate.csv", "\n".join(lines) + "\n")
+    lines = ["steps,n,psnr_db,ssim,seconds_per_image"]
+    lines += [f"{r['steps']},{r['n']},{r['psnr_db']:.4f},{r['ssim']:.5f},{r['seconds_per_image']:.4f}" for r in recon]
+    write_text(out / "reconstruction.csv", "\n".join(lines) + "\n")
+
+
+def plot_table(rows: list[dict], path: Path, n: int) -> Path:
+    """FID and KID against seconds per image, one line per (mode, sampler), steps annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key in sorted({(r["mode"], r["sampler"]) for r in rows}):
+        pts = sorted((r for r in rows if (r["mode"], r["sampler"]) == key), key=lambda r: r["steps"])
+        style = "-" if key[0] == "conditional" else "--"
+        for ax, metric in zip(axes, ("fid", "kid")):
+            xs, ys = [p["seconds_per_image"] for p in pts], [p[metric] for p in pts]
+            ax.plot(xs, ys, style, marker="o", label=f"{key[0]} {key[1]}")
+            for p, xv, yv in zip(pts, xs, ys):
+                ax.annotate(str(p["steps"]), (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    for ax, metric in zip(axes, ("FID", "KID")):
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per image (generation)")
+        ax.set_ylabel(f"{metric} (N={n}, lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("quality versus cost (numbers: sampler steps)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

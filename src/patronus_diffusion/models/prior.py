@@ -1,0 +1,275 @@
+"""A diffusion prior over the prototype vector s, for unconditional sampling.
+
+Patronus generates from (x_T, s). To generate without a reference image, s itself must be sampled:
+a small diffusion model learns p(z) of the *standardised* vectors z = (s - mean) / std of the
+training set (per prototype), with the usual eps-prediction loss ||eps - eps_phi(z_t, t)||^2 and
+z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps. Sampling runs any core sampler (DDIM eta = 0, DPM-Solver++
+2M, ...) on z, then s = z * std + mean; the decoder turns s into an image.
+
+The network (:class:`PriorMLP`) is a residual MLP: s is a set of P scalars without a spatial order,
+so a 1-D convolution over the prototype index (the reference's choice) has no locality to exploit.
+
+    h_0 = W_in z
+    h_{k+1} = h_k + W_2 Dropout(SiLU(LN(W_1 SiLU(LN(h_k)) + W_t e_t)))      (K blocks, W_2 zero-initialised)
+    eps = W_out SiLU(LN(h_K))
+
+with e_t = MLP(sinusoid(t)). :class:`LatentPrior` bundles the network, the schedule and the
+statistics of s (mean, std, min, max) and samples s.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ConfigError, DiffusionConfig
+from ..diffusion.samplers import get_sampler
+from ..diffusion.schedule import NoiseSchedule
+from .unet import timestep_embedding
+
+
+@dataclass
+class PriorConfig:
+    """Network, schedule and training settings of the prior (saved as prior.json)."""
+
+    hidden: int = 256
+    blocks: int = 4
+    time_dim: int = 128
+    dropout: float = 0.0
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    max_steps: int = 6000
+    max_minutes: float | None = None
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    sampler: str = "ddim"
+    """Default sampler for s (any core sampler; DDIM eta = 0 is deterministic given the noise)."""
+    sample_steps: int = 50
+    prediction: str = "v"
+    """What the network predicts: ``v`` = sqrt(abar) eps - sqrt(1 - abar) z (default) or ``eps``.
+    With ``v`` the implied x0 = sqrt(abar) z_t - sqrt(1 - abar) v stays bounded at high noise, where an
+    eps error is amplified by 1/sqrt(abar) (~150 at t = T-1); eps = sqrt(abar) v + sqrt(1 - abar) z_t."""
+
+    def validate(self) -> "PriorConfig":
+        if self.prediction not in ("v", "eps"):
+            raise ConfigError(f"prior prediction must be 'v' or 'eps', not {self.prediction!r}")
+        if self.hidden < 1 or self.blocks < 1 or self.time_dim < 2 or self.time_dim % 2:
+            raise ConfigError("prior hidden and blocks must be >= 1 and time_dim an even number >= 2")
+        if self.batch_size < 2:
+            raise ConfigError(f"prior batch_size must be >= 2, got {self.batch_size}")
+        get_sampler(self.sampler)
+        return self
+
+    @property
+    def diffusion(self) -> DiffusionConfig:
+        return DiffusionConfig(timesteps=self.timesteps, beta_start=self.beta_start, beta_end=self.beta_end)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown prior config key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d).validate()
+
+    def override(self, items: list[str] | None) -> "PriorConfig":
+        """Apply ``key=value`` strings (types follow the defaults)."""
+        d = asdict(self)
+        for item in items or []:
+            if "=" not in item:
+                raise ConfigError(f"prior override {item!r} must look like key=value, e.g. hidden=256")
+            k, v = item.split("=", 1)
+            k = k.strip().removeprefix("prior.")
+            if k not in d:
+                raise ConfigError(f"unknown prior config key {k!r}; known: {sorted(d)}")
+            d[k] = _parse(v.strip(), d[k], k)
+        return PriorConfig(**d).validate()
+
+
+def _parse(raw: str, current, key: str):
+    if raw.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(current, bool):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float) or current is None:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"prior.{key} expects a {type(current).__name__}, got {raw!r}") from None
+    return raw
+
+
+def _abar(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return schedule.alphas_cumprod.to(like.device)[t].to(like.dtype)[:, None]
+
+
+def training_target(z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                    prediction: str) -> torch.Tensor:
+    """eps, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0."""
+    if prediction == "eps":
+        return noise
+    ab = _abar(schedule, t, z0)
+    return ab.sqrt() * noise - (1 - ab).sqrt() * z0
+
+
+def output_to_eps(out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                  prediction: str) -> torch.Tensor:
+    """The eps the core samplers expect: eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t for v-prediction."""
+    if prediction == "eps":
+        return out
+    ab = _abar(schedule, t, z_t)
+    return ab.sqrt() * out + (1 - ab).sqrt() * z_t
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.time = nn.Linear(emb_dim, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(width, width)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        u = self.fc1(F.silu(self.norm1(h))) + self.time(emb)
+        return h + self.fc2(self.dropout(F.silu(self.norm2(u))))
+
+
+class PriorMLP(nn.Module):
+    """eps_phi(z_t, t) for standardised prototype vectors z of dimension P."""
+
+    def __init__(self, dim: int, cfg: PriorConfig):
+        super().__init__()
+        self.dim, self.time_dim = dim, cfg.time_dim
+        emb = 4 * cfg.time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, emb), nn.SiLU(), nn.Linear(emb, emb), nn.SiLU())
+        self.inp = nn.Linear(dim, cfg.hidden)
+        self.blocks = nn.ModuleList(ResidualBlock(cfg.hidden, emb, cfg.dropout) for _ in range(cfg.blocks))
+        self.out_norm = nn.LayerNorm(cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, dim)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"the prior expects s of shape (B, {self.dim}), got {tuple(z.shape)}")
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        h = self.inp(z)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(F.silu(self.out_norm(h)))
+
+
+@dataclass
+class SStatistics:
+    """Per-prototype statistics of the training s: standardisation and the range check."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+
+    @classmethod
+    def of(cls, s: torch.Tensor) -> "SStatistics":
+        s = s.double()
+        return cls(s.mean(0).float(), s.std(0).clamp_min(1e-6).float(), s.min(0).values.float(),
+                   s.max(0).values.float())
+
+    def standardise(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.mean) / self.std
+
+    def unstandardise(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"s_mean": self.mean, "s_std": self.std, "s_min": self.min, "s_max": self.max}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "SStatistics":
+        return cls(t["s_mean"], t["s_std"], t["s_min"], t["s_max"])
+
+    def range_report(self, s: torch.Tensor) -> dict:
+        """Fraction of entries of s outside the per-prototype [min, max] of the training s."""
+        below, above = s < self.min, s > self.max
+        return {"fraction_outside": float((below | above).float().mean()), "fraction_below_min": float(below.float().mean()),
+                "fraction_above_max": float(above.float().mean()), "n": int(s.shape[0])}
+
+
+PRIOR_WEIGHTS = "prior.safetensors"
+PRIOR_META = "prior.json"
+
+
+class LatentPrior:
+    """A trained prior: ``sample(n, seed)`` returns s vectors in the encoder's scale."""
+
+    def __init__(self, net: PriorMLP, stats: SStatistics, cfg: PriorConfig, meta: dict | None = None,
+                 path: Path | None = None):
+        self.net = net.eval().requires_grad_(False)
+        self.stats, self.cfg, self.meta, self.path = stats, cfg, meta or {}, path
+        self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim
+
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The eps-model_fn of the core samplers, whatever the network predicts."""
+        return output_to_eps(self.net(z_t, t), z_t, t, self.schedule, self.cfg.prediction)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
+               clip: bool = False, progress: bool = False) -> torch.Tensor:
+        """n vectors s = std * z + mean with z from the prior's sampler started at seeded N(0, I) noise.
+
+        ``clip`` clamps s to the per-prototype [min, max] of the training s (off by default, so the
+        range report measures the sampler itself).
+        """
+        if n < 1:
+            raise ValueError(f"number of s vectors must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        z_T = torch.randn((n, self.dim), generator=g)
+        fn = get_sampler(sampler or self.cfg.sampler)
+        opts = {"generator": torch.Generator().manual_seed(seed + 1)} if (sampler or self.cfg.sampler) == "ddpm" else {}
+        z = fn(self.eps, z_T, self.schedule, steps or self.cfg.sample_steps, progress=progress, **opts)
+        s = self.stats.unstandardise(z)
+        return torch.maximum(torch.minimum(s, self.stats.max), self.stats.min) if clip else s
+
+
+def load_prior(path: str | Path) -> LatentPrior:
+    """Load a prior directory written by ``patronus train-prior`` (prior.safetensors + prior.json)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..training.checkpoint import CheckpointError, load_into
+
+    path = Path(path)
+    w, m = path / PRIOR_WEIGHTS, path / PRIOR_META
+    if not w.exists() or not m.exists():
+        raise CheckpointError(f"{path} holds no trained prior ({PRIOR_WEIGHTS} + {PRIOR_META}); train one with "
+                              f"`patronus train-prior --run RUN --out {path}`")
+    try:
+        meta = json.loads(m.read_text())
+        cfg = PriorConfig.from_dict(meta["config"])
+        tensors = load_file(str(w))
+    except (json.JSONDecodeError, KeyError, SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is damaged ({e}); retrain the prior") from None
+    stats = SStatistics.from_tensors(tensors)
+    net = PriorMLP(int(stats.mean.shape[0]), cfg)
+    load_into(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, w)
+    return LatentPrior(net, stats, cfg, meta, path)

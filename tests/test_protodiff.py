@@ -1,0 +1,338 @@
+"""ProtoDiffusion: classifier math, class-embedding modes, guidance, prototype files, trainer and CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from patronus_diffusion.config import ConfigError, apply_overrides, get_preset
+from patronus_diffusion.diffusion.guidance import class_guided_model_fn, combine_guidance, guided_model_fn
+from patronus_diffusion.diffusion.schedule import NoiseSchedule
+from patronus_diffusion.models import build_model
+from patronus_diffusion.models.protodiffusion import (ClassEmbedding, PrototypeClassifier, build_for_inference,
+                                                      cpl_loss, dce_loss, load_prototypes, prototype_loss,
+                                                      save_prototypes, squared_distances)
+from patronus_diffusion.training.protodiff import fold_low_timesteps, protodiff_objective
+from patronus_diffusion.training.trainer import build_optimizer
+
+
+@pytest.fixture(scope="module")
+def pd_cfg(idx_root):
+    cfg = apply_overrides(get_preset("protodiff-tiny"), [f"data.root={idx_root}", "data.limit=none"])
+    cfg.train.sample_every = 0
+    cfg.train.checkpoint_every = 0
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def proto_file(pd_cfg, tmp_path_factory):
+    g = torch.Generator().manual_seed(3)
+    protos = torch.randn(2, 8, generator=g) * torch.tensor([[1.0], [3.0]])
+    path, _ = save_prototypes(tmp_path_factory.mktemp("protos") / "prototypes.safetensors", protos,
+                              {"class_names": ["horizontal", "vertical"], "dataset": {"dataset": "fashion-mnist"},
+                               "accuracy": {"test": 0.9}})
+    return path, protos
+
+
+def _mode_cfg(pd_cfg, mode, proto_file=None, **pc):
+    cfg = pd_cfg.copy()
+    cfg.protodiff.mode = mode
+    cfg.protodiff.prototypes = str(proto_file[0]) if proto_file else None
+    for k, v in pc.items():
+        setattr(cfg.protodiff, k, v)
+    return cfg.validate()
+
+
+# ------------------------------------------------------------------ classifier math (hand-computed)
+def test_distances_and_losses_by_hand():
+    f = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    m = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    d = squared_distances(f, m)
+    torch.testing.assert_close(d, torch.tensor([[1.0, 4.0], [1.0, 2.0]]))
+    logits, y = -2.0 * d, torch.tensor([0, 1])
+    # row 0: -log(e^-2 / (e^-2 + e^-8)) = log(1 + e^-6); row 1: logits (-2, -4), class 1: log(1 + e^2)
+    expect = (math.log1p(math.exp(-6)) + math.log1p(math.exp(2))) / 2
+    assert math.isclose(float(dce_loss(logits, y)), expect, rel_tol=1e-6)
+    # PL = mean(||f0 - m0||^2, ||f1 - m1||^2) = (1 + 2) / 2
+    assert math.isclose(float(prototype_loss(f, m, y)), 1.5, rel_tol=1e-6)
+
+
+def test_classifier_logits_are_scaled_negative_distances(pd_cfg):
+    cc = pd_cfg.protodiff.classifier
+    cc = type(cc)(**{**cc.__dict__, "scale": 3.0})
+    clf = PrototypeClassifier(1, 3, cc).eval()
+    x = torch.randn(4, 1, 16, 16)
+    out = clf(x)
+    brute = ((out.features[:, None, :] - clf.prototypes[None]) ** 2).sum(-1)
+    torch.testing.assert_close(out.distances, brute, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.logits, -3.0 * out.distances)
+    assert (out.features >= 0).all()  # ReLU features, as in the reference
+    total, parts = cpl_loss(out, clf.prototypes, torch.tensor([0, 1, 2, 0]), lambda_pl=0.5)
+    assert math.isclose(float(total.detach()), parts["dce"] + 0.5 * parts["pl"], rel_tol=1e-5)
+    assert clf.predict(x).tolist() == out.distances.argmin(1).tolist()
+
+
+# ------------------------------------------------------------------ modes: what trains and what is frozen
+def _grads(model, labels):
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(len(labels), 1, 16, 16)
+    t = torch.full((len(labels),), 500)
+    model(x, t, labels).pow(2).mean().backward()
+    return model.classes.table.grad
+
+
+@pytest.mark.parametrize("mode", ["regular", "proto-frozen", "proto-trainable", "random-frozen"])
+def test_each_mode_freezes_or_trains_the_table_it_says(pd_cfg, proto_file, mode):
+    torch.manual_seed(0)
+    model = build_model(_mode_cfg(pd_cfg, mode, proto_file))
+    table = model.classes.table
+    protos = proto_file[1]
+    if mode in ("proto-frozen", "proto-trainable"):
+        assert torch.equal(table.detach(), protos)
+    if mode == "random-frozen":
+        torch.testing.assert_close(table.detach().norm(dim=1), protos.norm(dim=1))
+        assert not torch.allclose(table.detach(), protos)
+    g = _grads(model, torch.tensor([0, 1, 0, 1]))
+    trainable = mode in ("regular", "proto-trainable")
+    assert table.requires_grad == trainable
+    if trainable:
+        assert g is not None and (g.abs().sum(1) > 0).all()  # every row, class 0 included
+    else:
+        assert g is None
+    # the embedding MLP and the UNet always train
+    assert all(p.grad is not None for p in model.classes.mlp.parameters())
+    assert model.unet.first.weight.grad is not None
+    # the optimiser of the shared trainer sees the table only when it trains
+    opt = build_optimizer(model, _mode_cfg(pd_cfg, mode, proto_file))
+    in_opt = any(p is table for grp in opt.param_groups for p in grp["params"])
+    assert in_opt == trainable
+    before = table.detach().clone()
+    opt.step()
+    assert torch.equal(table.detach(), before) != trainable
+
+
+def test_padding_idx0_reproduces_the_reference_bug(pd_cfg, proto_file):
+    model = build_model(_mode_cfg(pd_cfg, "regular", padding_idx0=True))
+    assert torch.equal(model.classes.table[0].detach(), torch.zeros(8))
+    g = _grads(model, torch.tensor([0, 1, 0, 1]))
+    assert torch.equal(g[0], torch.zeros(8)) and g[1].abs().sum() > 0
+    fixed = build_model(_mode_cfg(pd_cfg, "regular"))
+    assert _grads(fixed, torch.tensor([0, 1]))[0].abs().sum() > 0
+
+
+def test_null_condition_uses_no_class_row():
+    emb = ClassEmbedding(3, 4, "regular", "zero")
+    assert emb.table.shape == (3, 4)  # C rows, nothing reserved
+    out = emb(torch.tensor([0, -1, 2]))
+    assert torch.equal(out[1], torch.zeros(4)) and out[0].abs().sum() > 0
+    learned = ClassEmbedding(3, 4, "regular", "learned")
+    with torch.no_grad():
+        learned.null.fill_(0.5)
+    assert torch.equal(learned(torch.tensor([-1]))[0], torch.full((4,), 0.5))
+    learned(torch.tensor([-1, 1])).sum().backward()
+    assert learned.null.grad is not None and learned.table.grad[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="out of range"):
+        emb(torch.tensor([3]))
+
+
+def test_proto_mode_without_prototypes_is_an_actionable_error(pd_cfg, proto_file):
+    with pytest.raises(ConfigError, match="--prototypes"):
+        build_model(_mode_cfg(pd_cfg, "proto-frozen"))
+    build_for_inference(_mode_cfg(pd_cfg, "proto-frozen"))  # a trained run carries its table
+    bad = _mode_cfg(pd_cfg, "proto-frozen", proto_file)
+    bad.protodiff.embed_dim = bad.protodiff.classifier.dim = 6
+    with pytest.raises(ConfigError, match="shape"):
+        build_model(bad)
+    with pytest.raises(ConfigError, match="protodiff.mode"):
+        apply_overrides(pd_cfg, ["protodiff.mode=frozen"])
+
+
+# ------------------------------------------------------------------ guidance
+class CountingModel(torch.nn.Module):
+    """eps = x * (label + 2) + t/1000, label -1 = null; counts calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t, y):
+        self.calls += 1
+        return x * (y.float() + 2)[:, None, None, None] + t.float()[:, None, None, None] / 1000
+
+
+def test_guidance_zero_is_conditional_and_batched_equals_separate(pd_cfg):
+    torch.manual_seed(0)
+    model = build_for_inference(_mode_cfg(pd_cfg, "regular")).eval()
+    x, t, y = torch.randn(3, 1, 16, 16), torch.tensor([10, 500, 900]), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        cond = model(x, t, y)
+        uncond = model(x, t, torch.full_like(y, -1))
+        assert torch.equal(class_guided_model_fn(model, y, 0.0)(x, t), cond)
+        guided = class_guided_model_fn(model, y, 1.8)(x, t)
+    torch.testing.assert_close(guided, 2.8 * cond - 1.8 * uncond, rtol=1e-5, atol=1e-5)
+    counter = CountingModel()
+    fn = class_guided_model_fn(counter, y, 2.0)
+    out = fn(x, t)
+    assert counter.calls == 1  # both halves in one call
+    expect = combine_guidance(x * (y.float() + 2)[:, None, None, None], x * 1.0, 2.0) + \
+        t.float()[:, None, None, None] / 1000
+    torch.testing.assert_close(out, expect)
+    with pytest.raises(ValueError):
+        guided_model_fn(counter, y, y, -1.0)
+
+
+# ------------------------------------------------------------------ objective
+def test_objective_drops_conditions_and_folds_low_timesteps(pd_cfg):
+    assert fold_low_timesteps(torch.tensor([999, 120, 7, 640]), 0.5, 50).tolist() == [49, 20, 7, 640]
+    assert fold_low_timesteps(torch.tensor([999, 120]), 0.0, 50).tolist() == [999, 120]
+    torch.manual_seed(0)
+    cfg = _mode_cfg(pd_cfg, "regular", p_uncond=1.0)
+    model = build_model(cfg)
+    sched = NoiseSchedule.from_config(cfg.diffusion)
+    x0, t, noise = torch.randn(4, 1, 16, 16), torch.tensor([1, 200, 600, 999]), torch.randn(4, 1, 16, 16)
+    import contextlib
+
+    a = protodiff_objective(model, x0, torch.tensor([0, 0, 0, 0]), t, noise, sched, cfg, contextlib.nullcontext())
+    b = protodiff_objective(model, x0, torch.tensor([1, 1, 1, 1]), t, noise, sched, cfg, contextlib.nullcontext())
+    torch.testing.assert_close(a.per_image, b.per_image)  # p_uncond = 1: labels do not matter
+    cfg0 = _mode_cfg(pd_cfg, "regular", p_uncond=0.0)
+    c = protodiff_objective(model, x0, torch.tensor([1, 1, 1, 1]), t, noise, sched, cfg0, contextlib.nullcontext())
+    assert not torch.allclose(a.per_image, c.per_image)
+
+
+# ------------------------------------------------------------------ prototype files
+def test_prototype_export_import_round_trip(tmp_path):
+    protos = torch.randn(4, 5)
+    path, meta_path = save_prototypes(tmp_path / "p.safetensors", protos,
+                                      {"class_names": list("abcd"), "accuracy": {"test": 0.5}})
+    back, meta = load_prototypes(path)
+    assert torch.equal(back, protos)
+    assert meta["class_names"] == list("abcd") and meta["dim"] == 5 and meta["num_classes"] == 4
+    assert json.loads(meta_path.read_text())["accuracy"]["test"] == 0.5
+    assert b"pickle" not in path.read_bytes()[:200] and path.read_bytes()[:1] != b"\x80"  # not a pickle
+    with pytest.raises(FileNotFoundError, match="train-classifier"):
+        load_prototypes(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="class names"):
+        save_prototypes(tmp_path / "q.safetensors", protos, {"class_names": ["a"]})
+
+
+# ------------------------------------------------------------------ training (classifier, trainer, resume)
+def test_classifier_learns_the_synthetic_classes(pd_cfg, tmp_path):
+    from patronus_diffusion.training.protodiff import load_classifier, train_classifier
+
+    cfg = pd_cfg.copy()
+    cfg.protodiff.classifier.epochs = 10
+    r = train_classifier(cfg, tmp_path / "clf", device="cpu", progress=False)
+    assert r.test_accuracy >= 0.8  # horizontal vs vertical bars (chance: 0.5)
+    protos, meta = load_prototypes(r.prototypes)
+    assert protos.shape == (2, 8) and meta["accuracy"]["test"] == round(r.test_accuracy, 5)
+    assert meta["dataset"]["dataset"] == "fashion-mnist" and len(meta["class_names"]) == 2
+    clf, _ = load_classifier(tmp_path / "clf")
+    assert torch.equal(clf.prototypes.detach(), protos)
+
+
+def test_trainer_resume_is_exact_for_protodiffusion(pd_cfg, proto_file, tmp_path):
+    from patronus_diffusion.training import latest_checkpoint, train
+    from patronus_diffusion.training.checkpoint import load_weights
+
+    cfg = _mode_cfg(pd_cfg, "proto-trainable", proto_file, p_uncond=0.5, low_t_fraction=0.25)
+    train(cfg, tmp_path / "a", max_steps=6, progress=False)
+    train(cfg, tmp_path / "b", max_steps=3, progress=False)
+    train(cfg, tmp_path / "b", resume=True, max_steps=6, progress=False)
+    a = load_weights(latest_checkpoint(tmp_path / "a") / "model.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "b") / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["classes.table"], proto_file[1])  # the trainable table moved
+
+
+# ------------------------------------------------------------------ CLI end to end
+def _cli(*args):
+    from patronus_diffusion.cli.main import main
+
+    return main([str(a) for a in args])
+
+
+def test_cli_classifier_train_sample(idx_root, tmp_path, capsys):
+    common = ["--preset", "protodiff-tiny", "--data-root", idx_root, "--set", "data.limit=none", "--no-progress"]
+    assert _cli("protodiff", "train-classifier", "--out", tmp_path / "clf", "--epochs", 1, *common) == 0
+    protos = tmp_path / "clf" / "prototypes.safetensors"
+    assert protos.exists() and (tmp_path / "clf" / "classifier_log.csv").exists()
+    run = tmp_path / "run"
+    assert _cli("protodiff", "train", "--mode", "proto-frozen", "--prototypes", protos, "--out", run,
+                "--steps", 4, *common) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 4
+    # resuming with another mode is refused with a one-line error (exit 2)
+    assert _cli("protodiff", "train", "--mode", "regular", "--out", run, "--steps", 6, "--resume", *common) == 2
+    assert "different class embedding" in capsys.readouterr().err
+    # --resume alone continues the run's own mode and prototype file
+    assert _cli("protodiff", "train", "--out", run, "--steps", 6, "--resume", "--no-progress") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 6
+    out = tmp_path / "s"
+    assert _cli("protodiff", "sample", "--run", run, "--per-class", 2, "--w", 1.0, "--steps", 2, "--out", out) == 0
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["labels"] == [0, 0, 1, 1] and meta["network_evaluations_per_image"] == 4
+    assert len(list((out / "images").glob("*.png"))) == 4 and (out / "grid.png").exists()
+    assert _cli("protodiff", "sample", "--run", run, "--labels", "1,0,1", "--sampler", "ddpm", "--steps", 2,
+                "--out", tmp_path / "s2") == 0
+    assert (tmp_path / "s2" / "labels.csv").read_text().splitlines()[1].startswith("0000_class1.png,1")
+    assert _cli("protodiff", "sample", "--run", run, "--labels", "5", "--out", tmp_path / "s3") == 2
+
+
+def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypatch):
+    """The full compare loop with a stub FID (the Inception network is tested by the FID module)."""
+    import patronus_diffusion.evaluation.fid as fid
+
+    calls = []
+
+    def fake_fid_kid(gen, data_cfg, split="test", n_ref=2000, seed=0, progress=True, cache_dir=None,
+                     extractor=None, protocol=None, **kw):
+        calls.append(protocol["mode"])
+        val = float(gen.mean().abs()) * 100 + {"regular": 50.0, "proto-frozen": 10.0}[protocol["mode"]]
+        return {"fid": val, "kid": val / 1000, "kid_std": 0.001, "n_generated": len(gen), "n_reference": n_ref,
+                "protocol": {**protocol, "metric": "stub", "reference": {"n": n_ref}}}
+
+    monkeypatch.setattr(fid, "fid_kid", fake_fid_kid)
+    monkeypatch.setattr(fid, "InceptionFeatures", lambda **kw: None)
+    args = ["protodiff", "compare", "--preset", "protodiff-tiny", "--data-root", idx_root, "--set", "data.limit=none",
+            "--out", tmp_path / "cmp", "--modes", "regular", "proto-frozen", "--train-steps", 4, "--checkpoints", 2,
+            "--n-gen", 4, "--steps", 2, "--classifier-epochs", 1, "--no-progress"]
+    assert _cli(*args) == 0
+    assert calls == ["regular", "proto-frozen", "regular", "proto-frozen"]  # checkpoint-major
+    rows = (tmp_path / "cmp" / "curves.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("mode,checkpoint,step,images_seen,train_seconds,fid")
+    table = (tmp_path / "cmp" / "reach_baseline.csv").read_text().splitlines()
+    assert table[2].split(",")[0] == "proto-frozen" and table[2].endswith("True")
+    for f in ("fid_vs_images.png", "fid_vs_wallclock.png", "compare.json", "samples/regular_step000002.png"):
+        assert (tmp_path / "cmp" / f).exists(), f
+    assert _cli(*args) == 0 and len(calls) == 4  # re-running skips finished checkpoints
+
+
+def test_reach_baseline_table_by_hand():
+    from patronus_diffusion.cli.protodiff import reach_baseline_table, stage_targets
+
+    rows = [{"mode": "regular", "step": s, "fid": f, "images_seen": s * 10, "train_seconds": s}
+            for s, f in ((1, 90.0), (2, 60.0), (3, 50.0))]
+    rows += [{"mode": "proto-frozen", "step": s, "fid": f, "images_seen": s * 10, "train_seconds": s}
+             for s, f in ((1, 70.0), (2, 49.0), (3, 45.0))]
+    rows += [{"mode": "random-frozen", "step": 3, "fid": 51.0, "images_seen": 30, "train_seconds": 3}]
+    t = {r["mode"]: r for r in reach_baseline_table(rows, "regular")}
+    assert t["regular"]["images_seen_to_reach"] == 30 and t["proto-frozen"]["images_seen_to_reach"] == 20
+    assert not t["random-frozen"]["reached"] and t["random-frozen"]["images_seen_to_reach"] == ""
+    assert stage_targets(1500, 3) == [500, 1000, 1500]
+    with pytest.raises(ValueError):
+        stage_targets(2, 3)
+
+
+def test_class_embedding_size_matches_the_reference_and_old_configs_load():
+    from patronus_diffusion.config import RunConfig
+
+    emb = ClassEmbedding(10, 128, "regular", "zero")
+    assert sum(p.numel() for p in emb.parameters()) == 34_304  # spec: ConditionalEmbedding(10, 128, 128)
+    ref = build_for_inference(get_preset("protodiff-cifar10"))
+    assert sum(p.numel() for p in ref.unet.parameters()) == 28_173_763  # spec section 2.1: the reference UNet
+    old = get_preset("tiny").to_dict()
+    del old["protodiff"]  # a config.json written before the ProtoDiffusion family existed
+    assert RunConfig.from_dict(old).validate().protodiff.mode == "regular"
+    cfg = get_preset("protodiff-cifar10")
+    assert RunConfig.from_dict(json.loads(cfg.to_json())).to_dict() == cfg.to_dict()
