@@ -77,7 +77,21 @@ class DatasetInfo:
     skipped: list[str] = field(default_factory=list)
 
 
-class TensorDataset(torch.utils.data.Dataset):
+class _Described(torch.utils.data.Dataset):
+    """Exposes the class and attribute names kept in ``self.info`` (a :class:`DatasetInfo`)."""
+
+    info: DatasetInfo
+
+    @property
+    def class_names(self):
+        return self.info.class_names
+
+    @property
+    def attribute_names(self):
+        return self.info.attribute_names
+
+
+class TensorDataset(_Described):
     def __init__(self, images: torch.Tensor, labels: np.ndarray, info: DatasetInfo,
                  attributes: np.ndarray | None = None, sources: list[str] | None = None):
         self.images = images
@@ -95,16 +109,8 @@ class TensorDataset(torch.utils.data.Dataset):
     def get_batch(self, indices) -> torch.Tensor:
         return self.images[torch.as_tensor(indices, dtype=torch.long)]
 
-    @property
-    def class_names(self):
-        return self.info.class_names
 
-    @property
-    def attribute_names(self):
-        return self.info.attribute_names
-
-
-class FolderDataset(torch.utils.data.Dataset):
+class FolderDataset(_Described):
     def __init__(self, files: list[Path], root: Path, cfg: DataConfig, info: DatasetInfo, labels: np.ndarray,
                  attributes: np.ndarray):
         self.files, self.root, self.cfg, self.info = files, root, cfg, info
@@ -130,14 +136,6 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def get_batch(self, indices) -> torch.Tensor:
         return torch.stack([self.load(int(i)) for i in indices])
-
-    @property
-    def class_names(self):
-        return self.info.class_names
-
-    @property
-    def attribute_names(self):
-        return self.info.attribute_names
 
 
 Dataset = TensorDataset | FolderDataset

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .datasets import (IMAGE_EXTENSIONS, DatasetInfo, FolderDataset, TensorDataset, _verify_image, load_folder,
+from .datasets import (IMAGE_EXTENSIONS, DatasetInfo, _Described, FolderDataset, TensorDataset, _verify_image, load_folder,
                        register_dataset, uint8_batch_to_tensor)
 from .errors import DataError
 
@@ -172,7 +172,7 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-class ArrayDataset(torch.utils.data.Dataset):
+class ArrayDataset(_Described):
     """uint8 images (N, H, W, 3), typically a read-only memory map of a binary file, converted to
     float (C, S, S) in [-1, 1] only when a batch is asked for. Same interface as :class:`TensorDataset`."""
 
@@ -195,14 +195,6 @@ class ArrayDataset(torch.utils.data.Dataset):
         arr = np.empty((len(idx), *self.array.shape[1:]), np.uint8)
         arr[order] = self.array[idx[order]]
         return uint8_batch_to_tensor(_fit_channels(arr, self.cfg.channels), self.cfg.image_size)
-
-    @property
-    def class_names(self):
-        return self.info.class_names
-
-    @property
-    def attribute_names(self):
-        return self.info.attribute_names
 
 
 # ----------------------------------------------------------------------------- restricted unpickling

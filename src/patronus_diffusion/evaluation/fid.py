@@ -87,11 +87,9 @@ def inception_path() -> Path:
 
 
 def _file_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..training.checkpoint import file_digest
+
+    return file_digest(path, "sha1")
 
 
 # ------------------------------------------------------------------------------------ features
