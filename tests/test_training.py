@@ -176,3 +176,12 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_checkpoint_files_get_normal_permissions(tiny_run):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in list(latest_checkpoint(tiny_run).iterdir()) + [tiny_run / "model.safetensors", tiny_run / "config.json"]:
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
-from ..utils.io import DiskWriteError, _explain, replace_dir, write_json
+from ..utils.io import _UMASK, DiskWriteError, _explain, replace_dir, write_json
 
 FORMAT_VERSION = 1
 ARCHITECTURE_SECTIONS = ("family", "prototypes", "unet", "diffusion")
@@ -162,9 +163,8 @@ def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, ema: to
         }
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
         for p in tmp.iterdir():
+            os.chmod(p, 0o666 & ~_UMASK)
             with open(p, "rb") as f:
-                import os
-
                 os.fsync(f.fileno())
         replace_dir(tmp, final)
         write_json(run_dir / "latest.json", {"checkpoint": str(final.relative_to(run_dir)), "step": step})
