@@ -185,3 +185,17 @@ def test_checkpoint_files_get_normal_permissions(tiny_run):
     os.umask(umask)
     for f in list(latest_checkpoint(tiny_run).iterdir()) + [tiny_run / "model.safetensors", tiny_run / "config.json"]:
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_patch_init_runs_at_a_fresh_start_only(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg)
+    cfg.prototypes.init = "patches"
+    train(cfg, tmp_path / "a", max_steps=2, progress=False)
+    train(cfg, tmp_path / "b", max_steps=1, progress=False)
+    train(cfg, tmp_path / "b", resume=True, max_steps=2, progress=False)  # resume must not re-initialise
+    a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
+    assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
+    uniform = _cfg(tiny_cfg)
+    train(uniform, tmp_path / "u", max_steps=2, progress=False)
+    u = _tensors(tmp_path / "u")["model.safetensors"]["prototypes.prototypes"]
+    assert not torch.allclose(u, a["model.safetensors"]["prototypes.prototypes"])

@@ -164,7 +164,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     model = build_model(cfg).to(dev)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if ckpt is None and cfg.prototypes.init == "patches" and hasattr(model, "prototypes"):
+    if ckpt is None and cfg.family == "patronus" and cfg.prototypes.init == "patches":
         g_init = torch.Generator().manual_seed(tc.seed + 17)
         pick = torch.randperm(len(train_ds), generator=g_init)[: min(256, len(train_ds))]
         model.prototypes.init_from_patches(train_ds.get_batch(pick).to(dev), g_init)
