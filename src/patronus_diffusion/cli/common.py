@@ -40,13 +40,18 @@ def add_images(p: argparse.ArgumentParser, default_n: int = 8) -> None:
     g.add_argument("--n", type=int, default=default_n, help="number of images when neither --images nor --indices")
 
 
+def parse_int_list(text: str, error: str) -> list[int]:
+    """'0, 5,17' -> [0, 5, 17]; raises ValueError(error) when an entry is not an integer."""
+    try:
+        return [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(error) from None
+
+
 def parse_indices(text: str | None) -> list[int] | None:
     if not text:
         return None
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ValueError(f"--indices must be comma-separated integers, got {text!r}") from None
+    return parse_int_list(text, f"--indices must be comma-separated integers, got {text!r}")
 
 
 def select_images(pat, args) -> tuple[torch.Tensor, list[str]]:

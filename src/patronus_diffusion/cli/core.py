@@ -288,7 +288,7 @@ def cmd_demo(args) -> int:
     rec = reconstruction_report(pat, x[: args.n], [f"test:{i}" for i in idx[: args.n]], [50, 100], out)
     summary = {
         "run": str(run), "preset": cfg.preset, "dataset": cfg.data.dataset, "train_steps": r.step,
-        "images_seen": r.images_seen, "epochs": round(r.images_seen / len(pat.dataset("train")), 3), "train_minutes": round(t_train / 60, 2),
+        "images_seen": r.images_seen, "epochs": round(json.loads((run / "train_summary.json").read_text())["epoch"], 3), "train_minutes": round(t_train / 60, 2),
         "final_train_loss": round(r.last_loss, 5),
         "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
                      "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},

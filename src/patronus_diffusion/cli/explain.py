@@ -18,7 +18,7 @@ import torch
 from ..diffusion.samplers import SAMPLERS
 from ..utils.images import psnr, save_grid
 from ..utils.io import write_json, write_text
-from .common import add_device, add_images, add_run, formatter, print_outputs, select_images
+from .common import add_device, add_images, add_run, formatter, parse_int_list, print_outputs, select_images
 
 DEFAULT_EXTRAPOLATION = "0,0.25max,0.5max,0.75max,max,1.25max,1.5max"
 
@@ -44,10 +44,7 @@ def _common(p, n: int, images: bool = True, ref_seed: bool = True) -> None:
 def _protos(text: str | None, P: int, what: str = "--prototypes") -> list[int] | None:
     if text is None or text == "":
         return None
-    try:
-        ids = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated prototype ids, e.g. 0,3,17; got {text!r}") from None
+    ids = parse_int_list(text, f"{what} must be comma-separated prototype ids, e.g. 0,3,17; got {text!r}")
     bad = [j for j in ids if not 0 <= j < P]
     if bad or not ids:
         raise ValueError(f"{what}: prototype id(s) {bad or '[]'} out of range 0 ... {P - 1}")

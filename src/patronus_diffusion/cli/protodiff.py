@@ -20,7 +20,7 @@ from ..config import PRESETS, ConfigError, PROTODIFF_MODES, RunConfig
 from ..diffusion.samplers import SAMPLERS
 from ..utils.images import save_grid, save_png, to_uint8
 from ..utils.io import atomic_path, write_json, write_text
-from .common import add_device, formatter, print_outputs
+from .common import add_device, formatter, parse_int_list, print_outputs
 
 PD_PRESETS = [p for p in PRESETS if p.startswith("protodiff")]
 DEFAULT_PRESET = "protodiff-fmnist-cpu"
@@ -228,10 +228,7 @@ def cmd_train(args) -> int:
 def parse_labels(text: str | None, num_classes: int) -> list[int] | None:
     if not text:
         return None
-    try:
-        labels = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ValueError(f"--labels must be comma-separated class indices, got {text!r}") from None
+    labels = parse_int_list(text, f"--labels must be comma-separated class indices, got {text!r}")
     bad = [v for v in labels if not 0 <= v < num_classes]
     if bad or not labels:
         raise ValueError(f"--labels {bad or text!r}: class indices must lie in 0 ... {num_classes - 1}")

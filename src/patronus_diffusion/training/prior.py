@@ -207,6 +207,13 @@ def optimise(net, ema: EMA, opt, gen: torch.Generator, z: torch.Tensor, schedule
 def fit_prior(s: torch.Tensor, cfg: PriorConfig | None = None, progress: bool = False) -> LatentPrior:
     """Fit a prior to any set of vectors s (N, P) in memory (no files): the same loop as train_prior."""
     cfg = (cfg or PriorConfig()).validate()
+    stats, z, schedule, net, ema, opt, gen = _fresh_training_state(s, cfg)
+    optimise(net, ema, opt, gen, z, schedule, cfg, 0, progress)
+    return LatentPrior(ema.model, stats, cfg)
+
+
+def _fresh_training_state(s: torch.Tensor, cfg: PriorConfig):
+    """Statistics, standardised data, schedule, network, EMA, optimiser and generator of a new prior fit."""
     stats = SStatistics.of(s)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     torch.manual_seed(cfg.seed)
@@ -214,8 +221,7 @@ def fit_prior(s: torch.Tensor, cfg: PriorConfig | None = None, progress: bool = 
     ema = EMA(net, cfg.ema_decay)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
-    optimise(net, ema, opt, gen, stats.standardise(s), schedule, cfg, 0, progress)
-    return LatentPrior(ema.model, stats, cfg)
+    return stats, stats.standardise(s), schedule, net, ema, opt, gen
 
 
 def train_prior(run, out: str | Path, cfg: PriorConfig | None = None, *, weights: str = "ema", resume: bool = False,
@@ -241,14 +247,7 @@ def train_prior(run, out: str | Path, cfg: PriorConfig | None = None, *, weights
         s_test = None
     source = {"run": str(pat.run_dir), "weights": weights, "weights_sha256": enc_meta["key"]["weights_sha256"],
               "split": "train", "n_s": int(s_train.shape[0]), "encoding_cache": enc_meta["cache_file"]}
-    stats = SStatistics.of(s_train)
-    z = stats.standardise(s_train)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    torch.manual_seed(cfg.seed)
-    net = PriorMLP(z.shape[1], cfg)
-    ema = EMA(net, cfg.ema_decay)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
+    stats, z, schedule, net, ema, opt, gen = _fresh_training_state(s_train, cfg)
     step, elapsed_before = 0, 0.0
     if resume and (ckpt / "state.json").exists():
         state = json.loads((ckpt / "state.json").read_text())
