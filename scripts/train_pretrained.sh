@@ -5,8 +5,8 @@
 # and training log into the package after every epoch (src/patronus_diffusion/pretrained/fashion-mnist/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${1:-6}
-RUN=${2:-runs/pretrained-fmnist}
+EPOCHS=${1:-4}
+RUN=${2:-runs/pretrained-fmnist-v2}
 BIN=.venv/bin
 for e in $(seq 1 "$EPOCHS"); do
   $BIN/patronus train --preset cpu-small --out "$RUN" --resume --epochs "$e" --no-progress \

@@ -199,3 +199,20 @@ def test_patch_init_runs_at_a_fresh_start_only(tiny_cfg, tmp_path):
     train(uniform, tmp_path / "u", max_steps=2, progress=False)
     u = _tensors(tmp_path / "u")["model.safetensors"]["prototypes.prototypes"]
     assert not torch.allclose(u, a["model.safetensors"]["prototypes.prototypes"])
+
+
+def test_init_from_starts_from_the_source_ema_weights(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg)
+    train(cfg, tmp_path / "src", max_steps=3, progress=False)
+    frozen = _cfg(tiny_cfg)
+    frozen.train.lr = 0.0  # no update: the fine-tuned weights must be exactly the source's EMA weights
+    train(frozen, tmp_path / "ft", max_steps=1, progress=False, init_from=tmp_path / "src")
+    src_ema = _tensors(tmp_path / "src")["ema.safetensors"]
+    ft = _tensors(tmp_path / "ft")["model.safetensors"]
+    assert all(torch.equal(src_ema[k], ft[k]) for k in src_ema)
+    assert json.loads((latest_checkpoint(tmp_path / "ft") / "state.json").read_text())["step"] == 1
+    record = json.loads((tmp_path / "ft" / "init_from.json").read_text())
+    assert record["source"] == str(tmp_path / "src") and len(record["sha256"]) == 64
+    with pytest.raises(ConfigError, match="unet.base_channels"):
+        train(apply_overrides(_cfg(tiny_cfg), ["unet.base_channels=16"]), tmp_path / "bad", max_steps=1,
+              progress=False, init_from=tmp_path / "src")

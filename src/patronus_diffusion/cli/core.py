@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--preset", default="cpu-small", choices=PRESETS, help="starting configuration")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="fine-tune: start from the EMA weights of RUN (a run folder or pretrained:NAME) with the "
+                        "same network; optimiser and step counter start fresh")
     p.add_argument("--steps", type=int, help="total optimisation steps for the run")
     p.add_argument("--epochs", type=float, help="total epochs for the run")
     p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
@@ -133,7 +136,8 @@ def cmd_train(args) -> int:
         for k in ("max_steps", "max_epochs", "max_minutes"):
             setattr(saved.train, k, getattr(cfg.train, k))
         cfg = saved
-    r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress,
+              init_from=args.init_from)
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports
         return 0
     print(json.dumps({"run": str(r.run_dir), "step": r.step, "images_seen": r.images_seen,

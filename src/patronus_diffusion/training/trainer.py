@@ -32,7 +32,7 @@ from ..models import build_model
 from ..utils.device import autocast, peak_memory_mb, pick_device
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .checkpoint import (CheckpointError, architecture_differences, generator_state, latest_checkpoint,
+from .checkpoint import (CheckpointError, architecture_differences, file_digest, generator_state, latest_checkpoint,
                          load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
@@ -117,13 +117,27 @@ def _check_resume_config(run_dir: Path, cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _init_weights(init_from: str | Path, cfg: RunConfig) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The EMA weights of ``init_from`` after checking that they build the same network as ``cfg``."""
+    from ..api import resolve_run, weights_file
+    src = resolve_run(init_from)
+    diffs = architecture_differences(read_run_config(src), cfg)
+    if diffs:
+        raise ConfigError(f"cannot start from {init_from}: its network differs from this config "
+                          f"({'; '.join(diffs[:5])}). Use the same preset and --set overrides as that run.")
+    path = weights_file(src, "ema")
+    return path, load_weights(path)
+
+
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: str | None = "auto",
           progress: bool = True, max_steps: int | None = None, max_epochs: float | None = None,
-          max_minutes: float | None = None) -> TrainResult:
+          max_minutes: float | None = None, init_from: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir``; returns when any budget (steps, epochs, minutes) is reached.
 
     ``max_steps`` and ``max_epochs`` are totals for the run (a resumed run stops at the same point);
-    ``max_minutes`` limits this invocation.
+    ``max_minutes`` limits this invocation. ``init_from`` (a run directory or ``pretrained:NAME``) starts a
+    new run from that model's EMA weights (fine-tuning): the network must be the same, the optimiser, step
+    counter and LR warm-up start fresh, and the source is recorded in ``init_from.json``.
     """
     cfg = cfg.copy().validate()
     tc = cfg.train
@@ -150,6 +164,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if ckpt is not None:
         _check_resume_config(run_dir, cfg)
+    init_weights = _init_weights(init_from, cfg) if (init_from is not None and ckpt is None) else None
 
     torch.manual_seed(tc.seed + rank)
     train_ds = load_dataset(cfg.data, "train")
@@ -164,7 +179,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     model = build_model(cfg).to(dev)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if ckpt is None and cfg.family == "patronus" and cfg.prototypes.init == "patches":
+    if init_weights is not None:
+        load_into(model, init_weights[1], init_weights[0])
+    elif ckpt is None and cfg.family == "patronus" and cfg.prototypes.init == "patches":
         g_init = torch.Generator().manual_seed(tc.seed + 17)
         pick = torch.randperm(len(train_ds), generator=g_init)[: min(256, len(train_ds))]
         model.prototypes.init_from_patches(train_ds.get_batch(pick).to(dev), g_init)
@@ -195,6 +212,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.json", cfg.to_json())
+        if init_weights is not None:
+            write_json(run_dir / "init_from.json", {"source": str(init_from), "weights": str(init_weights[0]),
+                                                    "sha256": file_digest(init_weights[0])})
         skipped = getattr(train_ds.info, "skipped", [])
         if skipped:
             write_text(run_dir / "skipped_images.txt", "\n".join(skipped) + "\n")
