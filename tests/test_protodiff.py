@@ -182,6 +182,19 @@ def test_guidance_zero_is_conditional_and_batched_equals_separate(pd_cfg):
         guided_model_fn(counter, y, y, -1.0)
 
 
+def test_guided_generation_clips_x0_by_default(pd_cfg):
+    from patronus_diffusion.training.protodiff import generate
+
+    torch.manual_seed(0)
+    model = build_for_inference(_mode_cfg(pd_cfg, "regular")).eval()
+    y = torch.tensor([0, 1, 0, 1])
+    default = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1)
+    clipped = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=True)
+    raw = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=False)
+    assert torch.equal(default, clipped)
+    assert not torch.allclose(default, raw)  # an untrained model predicts x0 far outside [-1, 1]
+
+
 # ------------------------------------------------------------------ objective
 def test_objective_drops_conditions_and_folds_low_timesteps(pd_cfg):
     assert fold_low_timesteps(torch.tensor([999, 120, 7, 640]), 0.5, 50).tolist() == [49, 20, 7, 640]

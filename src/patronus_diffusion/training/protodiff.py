@@ -258,7 +258,9 @@ def generate(model, cfg: RunConfig, labels: torch.Tensor, *, w: float | None = N
              **options) -> torch.Tensor:
     """Guided samples, one per label, clamped to [-1, 1].
 
-    x_T for all images is drawn first from ``seed`` (so an image does not depend on the batch size);
+    The guided x0 prediction is clipped to [-1, 1] at every step (``cfg.sample.clip_x0``, default on;
+    ``clip_x0=False`` turns it off): without it, guided deterministic sampling of a young model saturates
+    into all-white or all-black images. x_T for all images is drawn first from ``seed`` (so an image does not depend on the batch size);
     the stochastic DDPM sampler draws its noise from ``seed + 1``.
     """
     w = cfg.protodiff.guidance if w is None else w
@@ -270,6 +272,7 @@ def generate(model, cfg: RunConfig, labels: torch.Tensor, *, w: float | None = N
     labels = torch.as_tensor(labels, dtype=torch.long)
     x_T = torch.randn((len(labels), d.channels, d.image_size, d.image_size), generator=torch.Generator().manual_seed(seed))
     dev = next(model.parameters()).device
+    options.setdefault("clip_x0", cfg.sample.clip_x0)
     if name == "ddpm":
         options.setdefault("generator", torch.Generator(device=dev).manual_seed(seed + 1))
     model.eval()
