@@ -240,7 +240,14 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     assert ru["verdict"] == "no shortcut" and abs(ru["score"]) < 0.2 and ru["ci95"][1] < 0.2, ru
     assert rb["score"] > ru["score"] + 0.4
     saved = json.loads((tmp_path / "out-biased" / "diagnosis.json").read_text())
-    assert saved["threshold"] == 0.2 and saved["verdict"] == "shortcut"
+    assert saved["threshold"] == 0.2 and saved["verdict"] == "shortcut" and saved["edit_scale"] == 1.0
+    # --edit-scale multiplies the plausible maxima the prototypes are raised to, and nothing else
+    doubled = diagnose(fitted_model(tmp_path / "biased", tiny_cfg), "vertical", "mark", probe_cfg, n_images=2,
+                       seeds=1, top_k=1, steps=5, probe_epochs=1, edit_scale=2.0, progress=False)
+    assert doubled["edit_scale"] == 2.0
+    assert doubled["prototypes"]["edited_a"] == rb["prototypes"]["edited_a"]
+    for j, v in rb["prototypes"]["edit_values"].items():
+        assert doubled["prototypes"]["edit_values"][j] == pytest.approx(2 * v)
 
 
 # ----------------------------------------------------------------------------- CLI

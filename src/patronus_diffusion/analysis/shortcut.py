@@ -4,7 +4,8 @@
    B are independent), so that a prototype ranks high for A because it responds to A, not to B.
 2. **Edit causally.** For n clean test images with neither A nor B, invert x0 -> x_T under s, then
    decode three times from the same x_T: with s (reconstruction x_rec), with s^A (the top-k prototypes
-   of A raised to their plausible maximum max_X s_j) and with s^B (likewise for B).
+   of A raised to their plausible maximum max_X s_j, times ``edit_scale``: 1 is the paper's manipulation,
+   larger values extrapolate for models whose s range is small) and with s^B (likewise for B).
 3. **Measure** with an independent attribute probe (a small CNN trained on clean data, so it does
    not use one attribute as evidence for the other) the probabilities pA, pB of every image, and the
    per-image effects  dA|A = pA(x^A) - pA(x_rec),  dB|A = pB(x^A) - pB(x_rec)  (and dB|B, dA|B).
@@ -194,7 +195,7 @@ def verdict(score: float, lo: float, hi: float, own_effect: float, threshold: fl
 
 # ----------------------------------------------------------------------------- main
 def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, seeds: int = 3, top_k: int = 2,
-             steps: int = 25, threshold: float = DEFAULT_THRESHOLD, probe_limit: int = 4000,
+             steps: int = 25, edit_scale: float = 1.0, threshold: float = DEFAULT_THRESHOLD, probe_limit: int = 4000,
              probe_epochs: int = 8, seed: int = 0, progress: bool = True) -> dict:
     """Run the diagnosis (module docstring) and return the report (JSON-able, plus ``_images``)."""
     data = clean_data(pat, a_spec, b_spec, probe_cfg, probe_limit, seed)
@@ -203,7 +204,10 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
     rank_b = rank_prototypes(S_train, data.train_y[:, 1])
     protos_a = [j for j, _ in rank_a[:top_k]]
     protos_b = [j for j, _ in rank_b[:top_k]]
-    values = S_train.max(0)  # plausible maximum of every prototype over the clean training images
+    if not edit_scale > 0:
+        raise ValueError(f"edit_scale must be positive, got {edit_scale}")
+    # plausible maximum of every prototype over the clean training images (times edit_scale)
+    values = edit_scale * S_train.max(0)
     neither = np.flatnonzero((data.test_y[:, 0] == 0) & (data.test_y[:, 1] == 0))
     if len(neither) < 2:
         raise DataError(f"the clean test split has {len(neither)} images with neither {a_spec} nor {b_spec}; "
@@ -240,6 +244,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "probe_test_auroc": {"a": float(np.mean([q[0] for q in probe_quality])),
                              "b": float(np.mean([q[1] for q in probe_quality]))},
         "n_images_per_seed": int(min(n_images, len(neither))), "seeds": seeds, "steps": steps, "top_k": top_k,
+        "edit_scale": edit_scale,
         "per_image": {k: v.tolist() for k, v in pooled.items()},
     }
     report["verdict"], report["reason"] = verdict(total["score"], lo, hi, own, threshold)

@@ -69,6 +69,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="repetitions (other images, new probe)")
     p.add_argument("--top-k", type=int, default=2, help="prototypes raised per attribute (the paper uses 2)")
     p.add_argument("--steps", type=int, default=25, help="DDIM inversion/decoding steps")
+    p.add_argument("--edit-scale", type=float, default=1.0,
+                   help="raise the prototypes to this multiple of their plausible maximum max_X s_j (1 = the "
+                        "paper's manipulation; > 1 extrapolates, for models whose s range is small)")
     p.add_argument("--threshold", type=float, default=0.2, help="verdict threshold tau on the score")
     p.add_argument("--probe-limit", type=int, default=4000, help="clean images per split for ranking and probe")
     p.add_argument("--out", default="results/diagnose")
@@ -149,7 +152,7 @@ def cmd_diagnose(args) -> int:
         probe_cfg = DataConfig(**{**pat.config.data.__dict__, "dataset": "folder", "root": args.probe_data,
                                   "attributes_csv": csv, "limit": None})
     report = diagnose(pat, specs[0], specs[1], probe_cfg, n_images=args.n, seeds=args.seeds, top_k=args.top_k,
-                      steps=args.steps, threshold=args.threshold, probe_limit=args.probe_limit, seed=args.seed,
+                      steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold, probe_limit=args.probe_limit, seed=args.seed,
                       progress=not args.no_progress)
     files = write_diagnosis(pat, report, args.out)
     eff = report["effects"]
