@@ -152,8 +152,8 @@ def cmd_diagnose(args) -> int:
         probe_cfg = DataConfig(**{**pat.config.data.__dict__, "dataset": "folder", "root": args.probe_data,
                                   "attributes_csv": csv, "limit": None})
     report = diagnose(pat, specs[0], specs[1], probe_cfg, n_images=args.n, seeds=args.seeds, top_k=args.top_k,
-                      steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold, probe_limit=args.probe_limit, seed=args.seed,
-                      progress=not args.no_progress)
+                      steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold,
+                      probe_limit=args.probe_limit, seed=args.seed, progress=not args.no_progress)
     files = write_diagnosis(pat, report, args.out)
     eff = report["effects"]
     print(f"shortcut score {report['score']:.3f}  95% CI [{report['ci95'][0]:.3f}, {report['ci95'][1]:.3f}]  "

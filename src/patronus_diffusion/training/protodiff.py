@@ -260,8 +260,8 @@ def generate(model, cfg: RunConfig, labels: torch.Tensor, *, w: float | None = N
 
     The guided x0 prediction is clipped to [-1, 1] at every step (``cfg.sample.clip_x0``, default on;
     ``clip_x0=False`` turns it off): without it, guided deterministic sampling of a young model saturates
-    into all-white or all-black images. x_T for all images is drawn first from ``seed`` (so an image does not depend on the batch size);
-    the stochastic DDPM sampler draws its noise from ``seed + 1``.
+    into all-white or all-black images. x_T for all images is drawn first from ``seed`` (so an image does
+    not depend on the batch size); the stochastic DDPM sampler draws its noise from ``seed + 1``.
     """
     w = cfg.protodiff.guidance if w is None else w
     name = sampler or cfg.sample.sampler

@@ -108,23 +108,21 @@ class _Logger:
                     self.tb.add_scalar(f"train/{k}", v, row["step"])
 
 
-def _check_resume_config(run_dir: Path, cfg: RunConfig) -> RunConfig:
-    saved = read_run_config(run_dir)
-    diffs = architecture_differences(saved, cfg)
+def _require_same_network(source: Path, cfg: RunConfig, what: str, fix: str) -> None:
+    """Refuse to load the weights of ``source`` (a run folder) into a network that ``cfg`` builds differently."""
+    diffs = architecture_differences(read_run_config(source), cfg)
     if diffs:
-        raise ConfigError(f"cannot resume {run_dir}: the requested config changes the network "
-                          f"({'; '.join(diffs[:5])}). Drop those overrides, or train into a new --out folder.")
-    return cfg
+        raise ConfigError(f"cannot {what}: the requested config changes the network "
+                          f"({'; '.join(diffs[:5])}). {fix}")
 
 
 def _init_weights(init_from: str | Path, cfg: RunConfig) -> tuple[Path, dict[str, torch.Tensor]]:
-    """The EMA weights of ``init_from`` after checking that they build the same network as ``cfg``."""
-    from ..api import resolve_run, weights_file
+    """The EMA weights of ``init_from`` (path and tensors) after checking they fit the network of ``cfg``."""
+    from ..api import resolve_run, weights_file  # the API imports this package; import late
+
     src = resolve_run(init_from)
-    diffs = architecture_differences(read_run_config(src), cfg)
-    if diffs:
-        raise ConfigError(f"cannot start from {init_from}: its network differs from this config "
-                          f"({'; '.join(diffs[:5])}). Use the same preset and --set overrides as that run.")
+    _require_same_network(src, cfg, f"start from {init_from}",
+                          "Use the same preset and --set overrides as that run.")
     path = weights_file(src, "ema")
     return path, load_weights(path)
 
@@ -163,7 +161,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     if ckpt is None and (run_dir / "latest.json").exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if ckpt is not None:
-        _check_resume_config(run_dir, cfg)
+        _require_same_network(run_dir, cfg, f"resume {run_dir}",
+                              "Drop those overrides, or train into a new --out folder.")
     init_weights = _init_weights(init_from, cfg) if (init_from is not None and ckpt is None) else None
 
     torch.manual_seed(tc.seed + rank)
@@ -180,7 +179,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if init_weights is not None:
-        load_into(model, init_weights[1], init_weights[0])
+        init_path, init_sd = init_weights
+        load_into(model, init_sd, init_path)
     elif ckpt is None and cfg.family == "patronus" and cfg.prototypes.init == "patches":
         g_init = torch.Generator().manual_seed(tc.seed + 17)
         pick = torch.randperm(len(train_ds), generator=g_init)[: min(256, len(train_ds))]
@@ -213,8 +213,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.json", cfg.to_json())
         if init_weights is not None:
-            write_json(run_dir / "init_from.json", {"source": str(init_from), "weights": str(init_weights[0]),
-                                                    "sha256": file_digest(init_weights[0])})
+            write_json(run_dir / "init_from.json", {"source": str(init_from), "weights": str(init_path),
+                                                    "sha256": file_digest(init_path)})
         skipped = getattr(train_ds.info, "skipped", [])
         if skipped:
             write_text(run_dir / "skipped_images.txt", "\n".join(skipped) + "\n")
