@@ -262,6 +262,8 @@ def test_cli_quality_make_biased_and_diagnose_errors(tiny_run, tmp_path, capsys)
     rows = list(csv.reader(open(tmp_path / "q" / "prototype_auroc.csv")))
     assert rows[0][1:] == [f"p{j}" for j in range(6)] and [r[0] for r in rows[1:]] == ["class=T-shirt/top", "class=Trouser"]
     assert (tmp_path / "q" / "prototype_auroc.png").stat().st_size > 0
+    assert rep["s_use"]["n"] == 100 and np.isfinite(rep["s_use"]["gain"])
+    assert "decoder's use of s" in (tmp_path / "q" / "quality.md").read_text()
     # the run's data has A = class 0 and B = class 1 perfectly anti-correlated: no clean data -> actionable error
     code = main(["diagnose", "--run", str(tiny_run), "--attributes", "class:0,class:1", "--out", str(tmp_path / "d"),
                  "--no-progress"])
@@ -290,3 +292,22 @@ def test_cli_make_biased_demo_on_fashion_mnist(tmp_path):
         x = ds.get_batch(range(len(ds)))
         corner = x[:, 0, 1:5, 1:5].mean((1, 2)).numpy()
         assert (corner[b == 1] > 0.8).all() and (corner[b == 0] < 0.8).mean() > 0.9
+
+
+def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):
+    """gain = (L_other - L_own) / L_other with the same t and noise: exactly 0 when s cannot reach the UNet."""
+    from patronus_diffusion.diffusion.schedule import NoiseSchedule
+    from patronus_diffusion.evaluation.heldout import conditioning_gain
+    from patronus_diffusion.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg).eval()
+    sched = NoiseSchedule.from_config(tiny_cfg.diffusion)
+    x = torch.rand(12, 1, 16, 16) * 2 - 1
+    used = conditioning_gain(model, x, sched)
+    assert used["n"] == 12 and used["gain"] != 0.0
+    with torch.no_grad():
+        model.unet.cond_mlp[-1].weight.zero_()
+        model.unet.cond_mlp[-1].bias.zero_()
+    cut = conditioning_gain(model, x, sched)
+    assert cut["gain"] == 0.0 and cut["loss_own_s"] == cut["loss_other_s"]

@@ -29,3 +29,26 @@ def test_condition_is_required_and_used(tiny_cfg):
     b = model(x, t, s + 1.0)
     assert a.shape == x.shape
     assert not torch.allclose(a, b)
+
+
+def test_layer_cond_norm_sees_s_only_up_to_per_image_shift_and_scale(tiny_cfg):
+    """unet.cond_norm=layer: eps(x, t, a s + b) = eps(x, t, s) for a > 0, while a change of one prototype's
+    similarity relative to the others still changes the output; no new parameters, so weights stay compatible."""
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg)
+    tiny_cfg.unet.cond_norm = "layer"
+    normed = build_model(tiny_cfg).eval()
+    assert set(plain.state_dict()) == set(normed.state_dict())
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([10, 400, 900])
+    s = torch.rand(3, tiny_cfg.prototypes.num_prototypes)  # spread >> LayerNorm's eps (1e-5)
+    base = normed(x, t, s)
+    torch.testing.assert_close(normed(x, t, 7.0 * s + 0.3), base, atol=1e-3, rtol=0)  # plain: 3e-2
+    raised = s.clone()
+    raised[:, 0] = 3.0
+    assert (normed(x, t, raised) - base).abs().max() > 1e-3
+
+
+def test_unknown_cond_norm_is_rejected(tiny_cfg):
+    tiny_cfg.unet.cond_norm = "batch"
+    with pytest.raises(ValueError, match="cond_norm"):
+        build_model(tiny_cfg)

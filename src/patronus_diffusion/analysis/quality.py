@@ -326,6 +326,10 @@ def summary_table(report: dict) -> str:
     d = report["dead"]
     lines.append(f"| never the best match | {len(d['never_best'])} of {report['prototypes']} |")
     lines.append(f"| near-constant s | {len(d['near_constant'])} |")
+    if report.get("s_use") and np.isfinite(report["s_use"].get("gain", float("nan"))):
+        u = report["s_use"]
+        lines.append(f"| decoder's use of s: held-out loss lower with the image's own s than with another's "
+                     f"(n={u['n']}) | {100 * u['gain']:.1f} % |")
     return "\n".join(lines) + "\n"
 
 
@@ -379,6 +383,16 @@ def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     return Path(path)
 
 
+def s_use(pat, ds, n: int = 512, seed: int = 0) -> dict:
+    """The decoder's use of s on the first ``n`` images (evaluation.heldout.conditioning_gain)."""
+    from ..evaluation.heldout import conditioning_gain
+
+    n = min(n, len(ds))
+    if n < 2:
+        return {"n": n, "gain": float("nan")}
+    return conditioning_gain(pat.model, ds.get_batch(list(range(n))), pat.schedule, seed=seed)
+
+
 def prototype_vectors(pat) -> np.ndarray:
     return pat.model.prototypes.prototypes.detach().cpu().numpy()
 
@@ -392,6 +406,7 @@ def run_quality(pat, split: str = "train", limit: int | None = 10000, folds: int
     enc = encode_dataset(pat, ds, limit, progress=progress)
     report = quality_report(enc, prototype_vectors(pat), folds, seed, cos_threshold, corr_threshold, progress=progress)
     report["split"] = split
+    report["s_use"] = s_use(pat, ds, n=min(512, limit or 512), seed=seed)
     if out is not None:
         report["files"] = {k: str(v) for k, v in write_quality(report, out, report["tad_targets"]).items()}
     return report

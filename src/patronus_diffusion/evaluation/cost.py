@@ -26,6 +26,7 @@ import torch
 from ..utils.images import psnr, save_grid, ssim
 from ..utils.io import write_json, write_text
 from .fid import fid_kid, protocol_line
+from .heldout import derangement
 
 DEFAULT_SETTINGS = "ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20"
 MODES = ("conditional", "unconditional")
@@ -131,14 +132,6 @@ def reconstruction_rows(pat, x: torch.Tensor, step_list: list[int], progress: bo
         rows.append({"steps": k, "n": len(x), "psnr_db": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean()),
                      "seconds_per_image": secs})
     return rows
-
-
-def derangement(n: int, seed: int) -> torch.Tensor:
-    """A seeded permutation with no fixed point (every image gets another image's s)."""
-    if n < 2:
-        raise ValueError("the s-shuffle check needs at least 2 images")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return torch.roll(perm, 1)[torch.argsort(perm)]
 
 
 @torch.no_grad()

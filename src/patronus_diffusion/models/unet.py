@@ -91,6 +91,10 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.cond_mlp = (nn.Sequential(nn.Linear(cond_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
                          if cond_dim else None)
+        if cfg.cond_norm not in ("none", "layer"):
+            raise ValueError(f"unet.cond_norm must be 'none' or 'layer', got {cfg.cond_norm!r}")
+        self.cond_norm = (nn.LayerNorm(cond_dim, elementwise_affine=False)
+                          if cond_dim and cfg.cond_norm == "layer" else nn.Identity())
         has_cond = cond_dim is not None
         block = lambda a, b, attn: ResBlock(a, b, emb, has_cond, cfg, attn)  # noqa: E731
 
@@ -132,7 +136,7 @@ class UNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         t_emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
-        c_emb = self.cond_mlp(cond.to(t_emb.dtype)) if self.cond_mlp is not None else None
+        c_emb = self.cond_mlp(self.cond_norm(cond.to(t_emb.dtype))) if self.cond_mlp is not None else None
 
         h = self.first(x)
         hs = [h]
