@@ -311,3 +311,15 @@ def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):
         model.unet.cond_mlp[-1].bias.zero_()
     cut = conditioning_gain(model, x, sched)
     assert cut["gain"] == 0.0 and cut["loss_own_s"] == cut["loss_other_s"]
+
+
+def test_verdict_needs_one_tested_direction_and_says_which():
+    from patronus_diffusion.analysis.shortcut import verdict
+
+    v, why = verdict(0.0, -0.01, 0.01, 0.02, 0.05, 0.2, ("shoe", "mark"))
+    assert v == "inconclusive" and "do not carry" in why
+    v, why = verdict(0.9, 0.8, 1.0, 0.0, 0.6, 0.2, ("shoe", "mark"))
+    assert v == "shortcut" and "only raising mark" in why
+    v, why = verdict(0.0, -0.05, 0.05, 0.7, 0.5, 0.2, ("shoe", "mark"))
+    assert v == "no shortcut" and "only" not in why
+    assert verdict(0.3, 0.1, 0.5, 0.7, 0.5, 0.2)[0] == "inconclusive"

@@ -216,3 +216,18 @@ def test_init_from_starts_from_the_source_ema_weights(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="unet.base_channels"):
         train(apply_overrides(_cfg(tiny_cfg), ["unet.base_channels=16"]), tmp_path / "bad", max_steps=1,
               progress=False, init_from=tmp_path / "src")
+
+
+def test_cli_init_from_without_preset_inherits_the_source_network(tiny_cfg, tmp_path):
+    """`patronus train --init-from RUN` with no --preset fine-tunes with RUN's own config (here a
+    non-default cond_norm and the tiny network), with fresh budgets."""
+    from patronus_diffusion.cli.main import main
+    from patronus_diffusion.training.checkpoint import read_run_config
+
+    src = apply_overrides(_cfg(tiny_cfg), ["unet.cond_norm=layer"])
+    train(src, tmp_path / "src", max_steps=2, progress=False)
+    assert main(["train", "--init-from", str(tmp_path / "src"), "--out", str(tmp_path / "ft"), "--steps", "1",
+                 "--no-progress"]) == 0
+    got = read_run_config(tmp_path / "ft")
+    assert got.unet.cond_norm == "layer" and got.unet.base_channels == tiny_cfg.unet.base_channels
+    assert got.train.max_steps == 1

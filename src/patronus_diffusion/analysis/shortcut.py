@@ -17,8 +17,8 @@
    with it. The uncertainty is a bootstrap over (seed, image) units and the spread over seeds (each
    seed draws other images and retrains the probe). Verdict with threshold tau: ``shortcut`` when the
    95 % interval lies above tau, ``no shortcut`` when it lies below tau, else ``inconclusive``
-   (also when the edits change their own attribute by less than 0.1 on average, (dA|A + dB|B) / 2:
-   the prototypes then do not carry the attributes and the ratio means nothing).
+   (also when neither edit changes its own attribute by 0.1: the prototypes then do not carry the
+   attributes and the ratio means nothing; when only one does, the verdict rests on that direction).
 """
 
 from __future__ import annotations
@@ -179,18 +179,29 @@ def bootstrap_interval(e: dict[str, np.ndarray], n_boot: int = 2000, seed: int =
     return float(lo), float(hi), float(vals.std()) if len(vals) else float("nan")
 
 
-def verdict(score: float, lo: float, hi: float, own_effect: float, threshold: float) -> tuple[str, str]:
-    """(verdict, reason) from the score, its 95 % interval and the mean own effect (dA|A + dB|B) / 2."""
-    if not np.isfinite(score) or own_effect < MIN_OWN_EFFECT:
-        return "inconclusive", (f"the edits change their own attribute by only {own_effect:+.3f} on average "
-                                f"(< {MIN_OWN_EFFECT}): these prototypes do not carry A and B, so the leak ratio "
-                                f"means nothing; train longer or raise --top-k")
+def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, threshold: float,
+            names: tuple[str, str] = ("A", "B")) -> tuple[str, str]:
+    """(verdict, reason) from the score, its 95 % interval and the own effects dA|A and dB|B.
+
+    A direction is *tested* when raising that attribute's prototypes changes the attribute itself by at
+    least MIN_OWN_EFFECT; with no tested direction the leak ratio means nothing (inconclusive). With one,
+    the verdict stands on that direction alone, and the reason says so.
+    """
+    tested = [n for n, own in zip(names, (own_a, own_b)) if own >= MIN_OWN_EFFECT]
+    if not np.isfinite(score) or not tested:
+        return "inconclusive", (f"the edits change their own attribute by only {own_a:+.3f} ({names[0]}) and "
+                                f"{own_b:+.3f} ({names[1]}) (< {MIN_OWN_EFFECT}): these prototypes do not carry "
+                                f"A or B, so the leak ratio means nothing; train longer, raise --top-k or "
+                                f"--edit-scale")
+    only = "" if len(tested) == 2 else (
+        f"; only raising {tested[0]} changes its own attribute by >= {MIN_OWN_EFFECT}, so the verdict rests on "
+        f"that direction")
     if lo > threshold:
-        return "shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies above the threshold {threshold}"
+        return "shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies above the threshold {threshold}{only}"
     if hi < threshold:
-        return "no shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies below the threshold {threshold}"
+        return "no shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies below the threshold {threshold}{only}"
     return "inconclusive", (f"the 95% interval [{lo:.2f}, {hi:.2f}] contains the threshold {threshold}; "
-                            f"use more --n/--seeds")
+                            f"use more --n/--seeds{only}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -247,7 +258,10 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "edit_scale": edit_scale,
         "per_image": {k: v.tolist() for k, v in pooled.items()},
     }
-    report["verdict"], report["reason"] = verdict(total["score"], lo, hi, own, threshold)
+    report["verdict"], report["reason"] = verdict(total["score"], lo, hi, total["dA_A"], total["dB_B"], threshold,
+                                                  (a_spec, b_spec))
+    report["tested_directions"] = [n for n, o in ((a_spec, total["dA_A"]), (b_spec, total["dB_B"]))
+                                   if o >= MIN_OWN_EFFECT]
     report["_first"] = first
     return report
 

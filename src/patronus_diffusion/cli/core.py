@@ -22,7 +22,8 @@ def register(sub) -> None:
                        description="Train a prototype-conditioned diffusion model. Writes config.json, "
                                    "train_log.csv, samples/*.png, checkpoints/ and model.safetensors into --out. "
                                    "Re-run the same command with --resume to continue.")
-    p.add_argument("--preset", default="cpu-small", choices=PRESETS, help="starting configuration")
+    p.add_argument("--preset", default=None, choices=PRESETS,
+                   help="starting configuration (default: cpu-small; with --init-from, the source run's config)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--init-from", metavar="RUN",
@@ -107,6 +108,19 @@ def register(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------ train
+def _base_config(args) -> "RunConfig":  # noqa: F821
+    """--preset, or with --init-from and no --preset the source run's own config (same network and recipe,
+    budgets cleared), so that fine-tuning a model needs no knowledge of how it was built."""
+    if args.preset is None and getattr(args, "init_from", None):
+        from ..api import resolve_run
+        from ..training.checkpoint import read_run_config
+
+        cfg = read_run_config(resolve_run(args.init_from))
+        cfg.train.max_steps = cfg.train.max_epochs = cfg.train.max_minutes = None
+        return cfg
+    return get_preset(args.preset or "cpu-small")
+
+
 def config_from_args(args) -> "RunConfig":  # noqa: F821
     overrides = list(args.set or [])
     for flag, key in (("dataset", "data.dataset"), ("data_root", "data.root"), ("attributes_csv", "data.attributes_csv"),
@@ -118,7 +132,7 @@ def config_from_args(args) -> "RunConfig":  # noqa: F821
         overrides.append("data.skip_bad_images=true")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"train.seed={args.seed}")
-    cfg = apply_overrides(get_preset(args.preset), overrides)
+    cfg = apply_overrides(_base_config(args), overrides)
     if args.steps is not None or args.epochs is not None or args.minutes is not None:
         cfg.train.max_steps, cfg.train.max_epochs, cfg.train.max_minutes = args.steps, args.epochs, args.minutes
     return cfg
@@ -128,7 +142,7 @@ def cmd_train(args) -> int:
     from ..training import train
 
     cfg = config_from_args(args)
-    if args.resume and (Path(args.out) / "config.json").exists() and args.preset == "cpu-small" and not args.set:
+    if args.resume and (Path(args.out) / "config.json").exists() and args.preset is None and not args.set:
         # `--resume` alone continues the saved config (budgets from the command line still apply)
         from ..training.checkpoint import read_run_config
 
