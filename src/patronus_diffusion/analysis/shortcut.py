@@ -262,6 +262,9 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
                                                   (a_spec, b_spec))
     report["tested_directions"] = [n for n, o in ((a_spec, total["dA_A"]), (b_spec, total["dB_B"]))
                                    if o >= MIN_OWN_EFFECT]
+    if not report["tested_directions"] and getattr(pat.config.unet, "cond_norm", "none") == "none":
+        report["reason"] += ("; this model was trained without unet.cond_norm=layer, and such CPU-budget decoders "
+                             "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
     report["_first"] = first
     return report
 

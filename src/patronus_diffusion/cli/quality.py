@@ -116,7 +116,8 @@ def cmd_make_biased(args) -> int:
                                                      args.n_test or 800, args.seed, args.data_root)
         for name in ("biased", "unbiased"):
             print(f"{name}: phi(footwear, mark) = {summary['sets'][name]['train']['correlation']:.3f}; train with\n"
-                  f"  {summary['sets'][name]['train_command']}")
+                  f"  {summary['sets'][name]['train_command']}\nthen diagnose with\n"
+                  f"  {summary['sets'][name]['diagnose_command']}")
     elif args.preset == "celeba-hair-smile":
         if not args.data_root:
             raise ValueError("--preset celeba-hair-smile needs --data-root CELEBA_DIR (with list_attr_celeba.txt)")

@@ -355,7 +355,11 @@ def fashion_mnist_shortcut_demo(out: str | Path, correlation: float = 0.9, n_tra
     for name in ("biased", "unbiased"):
         summary["sets"][name]["train_command"] = (
             f"patronus train --preset cpu-small --dataset folder --data-root {out / name} "
-            f"--attributes-csv {out / name / 'attributes.csv'} --out runs/demo-{name} --minutes 15")
+            f"--attributes-csv {out / name / 'attributes.csv'} --out runs/demo-{name} --steps 2000 "
+            f"--set unet.cond_norm=layer")
+        summary["sets"][name]["diagnose_command"] = (
+            f"patronus diagnose --run runs/demo-{name} --attributes footwear,mark "
+            f"--probe-data {out / 'unbiased'} --out results/diagnose-{name}")
     write_json(out / "demo.json", summary)
     return summary
 
