@@ -52,3 +52,13 @@ def test_unknown_cond_norm_is_rejected(tiny_cfg):
     tiny_cfg.unet.cond_norm = "batch"
     with pytest.raises(ValueError, match="cond_norm"):
         build_model(tiny_cfg)
+
+
+def test_override_none_means_null_only_for_optional_fields():
+    from patronus_diffusion.config import apply_overrides
+
+    cfg = apply_overrides(get_preset("cpu-small"), ["unet.cond_norm=layer", "data.limit=none", "data.root=/x"])
+    assert cfg.unet.cond_norm == "layer" and cfg.data.limit is None
+    cfg = apply_overrides(cfg, ["unet.cond_norm=none", "data.root=none"])
+    assert cfg.unet.cond_norm == "none" and cfg.data.root is None
+    build_model(cfg)

@@ -332,7 +332,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
         leaf = parts[-1]
         if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
             raise ConfigError(f"unknown config key {key!r}; see `patronus presets --show NAME` for all keys")
-        setattr(obj, leaf, _parse_value(raw.strip(), getattr(obj, leaf), key))
+        field_type = str(next(f.type for f in dataclasses.fields(obj) if f.name == leaf))
+        value = _parse_value(raw.strip(), getattr(obj, leaf), key)
+        if value is None and "None" not in field_type and "Any" not in field_type:
+            value = raw.strip()  # a plain string field whose value is the word "none" (e.g. unet.cond_norm=none)
+        setattr(obj, leaf, value)
     return cfg.validate()
 
 
