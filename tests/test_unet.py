@@ -49,6 +49,10 @@ def test_layer_cond_norm_sees_s_only_up_to_per_image_shift_and_scale(tiny_cfg):
 
 
 def test_unknown_cond_norm_is_rejected(tiny_cfg):
+    from patronus_diffusion.config import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError, match="cond_norm"):
+        apply_overrides(tiny_cfg, ["unet.cond_norm=batch"])
     tiny_cfg.unet.cond_norm = "batch"
     with pytest.raises(ValueError, match="cond_norm"):
         build_model(tiny_cfg)

@@ -243,6 +243,8 @@ class RunConfig:
             raise ConfigError(f"train.precision must be fp32, bf16 or fp16, not {self.train.precision!r}")
         if p.init not in ("uniform", "patches"):
             raise ConfigError(f"prototypes.init must be uniform or patches, not {p.init!r}")
+        if u.cond_norm not in ("none", "layer"):
+            raise ConfigError(f"unet.cond_norm must be none or layer, not {u.cond_norm!r}")
         if self.data.resize not in ("center-crop", "squash", "pad"):
             raise ConfigError(f"data.resize must be center-crop, squash or pad, not {self.data.resize!r}")
         if self.family == "protodiffusion":
