@@ -288,8 +288,9 @@ def _from_dict(cls, d: dict[str, Any], prefix: str):
     return cls(**kwargs)
 
 
-def _parse_value(raw: str, current: Any, key: str) -> Any:
-    """Parse an override string to the type of the field's current value."""
+def _parse_value(raw: str, current: Any, key: str, nullable: bool = True) -> Any:
+    """Parse an override string to the type of the field's current value. "none"/"null" give None only
+    for ``nullable`` (optional) fields; a plain string field keeps the word (e.g. unet.cond_norm=none)."""
     if isinstance(current, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
@@ -299,8 +300,8 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
     if isinstance(current, tuple):
         items = [x for x in raw.replace("(", "").replace(")", "").split(",") if x.strip()]
         proto = current[0] if current else 0
-        return tuple(_parse_value(x.strip(), proto, key) for x in items)
-    if raw.lower() in ("none", "null"):
+        return tuple(_parse_value(x.strip(), proto, key, nullable) for x in items)
+    if raw.lower() in ("none", "null") and nullable:
         return None
     try:
         if isinstance(current, int):
@@ -332,13 +333,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
                 raise ConfigError(f"unknown config section {p!r} in {key!r}")
             obj = getattr(obj, p)
         leaf = parts[-1]
-        if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
+        fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+        if leaf not in fields:
             raise ConfigError(f"unknown config key {key!r}; see `patronus presets --show NAME` for all keys")
-        field_type = str(next(f.type for f in dataclasses.fields(obj) if f.name == leaf))
-        value = _parse_value(raw.strip(), getattr(obj, leaf), key)
-        if value is None and "None" not in field_type and "Any" not in field_type:
-            value = raw.strip()  # a plain string field whose value is the word "none" (e.g. unet.cond_norm=none)
-        setattr(obj, leaf, value)
+        nullable = any(word in str(fields[leaf].type) for word in ("None", "Any"))
+        setattr(obj, leaf, _parse_value(raw.strip(), getattr(obj, leaf), key, nullable))
     return cfg.validate()
 
 

@@ -179,6 +179,11 @@ def bootstrap_interval(e: dict[str, np.ndarray], n_boot: int = 2000, seed: int =
     return float(lo), float(hi), float(vals.std()) if len(vals) else float("nan")
 
 
+def tested_directions(own_a: float, own_b: float, names: tuple[str, str] = ("A", "B")) -> list[str]:
+    """The attributes whose own edit effect (dA|A, dB|B) reaches MIN_OWN_EFFECT."""
+    return [n for n, own in zip(names, (own_a, own_b)) if own >= MIN_OWN_EFFECT]
+
+
 def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, threshold: float,
             names: tuple[str, str] = ("A", "B")) -> tuple[str, str]:
     """(verdict, reason) from the score, its 95 % interval and the own effects dA|A and dB|B.
@@ -187,7 +192,7 @@ def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, thre
     least MIN_OWN_EFFECT; with no tested direction the leak ratio means nothing (inconclusive). With one,
     the verdict stands on that direction alone, and the reason says so.
     """
-    tested = [n for n, own in zip(names, (own_a, own_b)) if own >= MIN_OWN_EFFECT]
+    tested = tested_directions(own_a, own_b, names)
     if not np.isfinite(score) or not tested:
         return "inconclusive", (f"the edits change their own attribute by only {own_a:+.3f} ({names[0]}) and "
                                 f"{own_b:+.3f} ({names[1]}) (< {MIN_OWN_EFFECT}): these prototypes do not carry "
@@ -260,9 +265,8 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
     }
     report["verdict"], report["reason"] = verdict(total["score"], lo, hi, total["dA_A"], total["dB_B"], threshold,
                                                   (a_spec, b_spec))
-    report["tested_directions"] = [n for n, o in ((a_spec, total["dA_A"]), (b_spec, total["dB_B"]))
-                                   if o >= MIN_OWN_EFFECT]
-    if not report["tested_directions"] and getattr(pat.config.unet, "cond_norm", "none") == "none":
+    report["tested_directions"] = tested_directions(total["dA_A"], total["dB_B"], (a_spec, b_spec))
+    if not report["tested_directions"] and pat.config.unet.cond_norm == "none":
         report["reason"] += ("; this model was trained without unet.cond_norm=layer, and such CPU-budget decoders "
                              "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
     report["_first"] = first
