@@ -45,17 +45,23 @@ def idx_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_cfg(idx_root):
+def _tiny_cfg_master(idx_root):
     return apply_overrides(get_preset("tiny"), [f"data.root={idx_root}", "data.limit=none"])
 
 
+@pytest.fixture
+def tiny_cfg(_tiny_cfg_master):
+    """A fresh copy per test: a test may change it without changing what later tests see."""
+    return _tiny_cfg_master.copy()
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tiny_cfg, tmp_path_factory) -> Path:
+def tiny_run(_tiny_cfg_master, tmp_path_factory) -> Path:
     """A tiny Patronus model trained for 40 steps (shared by the API/CLI/analysis tests)."""
     from patronus_diffusion.training import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = tiny_cfg.copy()
+    cfg = _tiny_cfg_master.copy()
     cfg.train.sample_every = 20
     train(cfg, run, max_steps=40, progress=False)
     return run

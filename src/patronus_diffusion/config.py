@@ -80,6 +80,10 @@ class UNetConfig:
     tiny spread (std ~0.02 around ~0.04 on CPU-trained models), so a plain Linear needs many thousand Adam
     steps to grow weights large enough to use it; normalising per image gives the MLP O(1) inputs at once.
     The reference has no such layer ("none")."""
+    cond_mode: str = "add"
+    """add | film. How the condition embedding enters each residual block: ``add`` (the reference) adds a
+    projection of it to the feature map next to the time embedding; ``film`` scales and shifts the normalised
+    features, h = GN(h) (1 + gamma(c)) + beta(c) (AdaGN), so s can switch features on and off, not only bias them."""
 
 
 @dataclass
@@ -105,6 +109,21 @@ class TrainConfig:
     distinct_weight: float = 0.0
     distinct_margin: float = 0.2
     distinct_metric: str = "cosine"
+    cluster_weight: float = 0.0
+    """Weight of the unsupervised cluster cost that keeps prototypes near real patches (ProtoPNet's cluster cost
+    without labels): mean over images of the distance to the nearest prototype plus mean over prototypes of the
+    distance to the nearest patch in the batch, both in units of the batch's median patch distance."""
+    honour_weight: float = 0.0
+    """Weight of the loss that makes the decoder honour s: on a quarter of each batch, one prototype of s is
+    edited, the clean image is predicted at a moderate t under the edited s and re-encoded by the (frozen)
+    prototype encoder, which must read back the edited s. 0 turns it off (the reference)."""
+    honour_t: tuple[int, ...] = (100, 600)
+    """The [low, high) timestep range of the honour loss."""
+    honour_fraction: float = 0.25
+    """Fraction of each batch that gets an edited s for the honour loss."""
+    cond_dropout: float = 0.0
+    """Probability that a training image is conditioned on a learned null vector instead of its s (classifier-free
+    guidance on s at decode time needs it; ``sample.guidance`` then sets the weight)."""
     precision: str = "fp32"
     """fp32 | bf16 | fp16 (autocast of the UNet; the prototype encoder always runs in fp32)."""
     max_steps: int | None = None
@@ -130,6 +149,9 @@ class SampleConfig:
     clip_x0: bool = True
     """Clip the predicted clean image to [-1, 1] at every step when sampling from fresh noise (standard DDPM
     practice; the reference never clips). Decoding an inverted x_T never clips, so reconstructions stay exact."""
+    guidance: float = 0.0
+    """Classifier-free guidance weight w on s: eps = eps(s) + w (eps(s) - eps(null)). Needs a model trained with
+    ``train.cond_dropout`` > 0; 0 is plain conditional decoding (and keeps inversion exact)."""
 
 
 @dataclass
@@ -245,6 +267,19 @@ class RunConfig:
             raise ConfigError(f"prototypes.init must be uniform or patches, not {p.init!r}")
         if u.cond_norm not in ("none", "layer"):
             raise ConfigError(f"unet.cond_norm must be none or layer, not {u.cond_norm!r}")
+        if u.cond_mode not in ("add", "film"):
+            raise ConfigError(f"unet.cond_mode must be add or film, not {u.cond_mode!r}")
+        tc = self.train
+        if tc.honour_weight > 0 and (len(tc.honour_t) != 2 or
+                                     not 0 <= tc.honour_t[0] < tc.honour_t[1] <= self.diffusion.timesteps):
+            raise ConfigError(f"train.honour_t must be two timesteps low,high with 0 <= low < high <= "
+                              f"{self.diffusion.timesteps}, got {tc.honour_t}")
+        if not 0.0 < tc.honour_fraction <= 1.0:
+            raise ConfigError(f"train.honour_fraction must lie in (0, 1], got {tc.honour_fraction}")
+        if not 0.0 <= tc.cond_dropout < 1.0:
+            raise ConfigError(f"train.cond_dropout must lie in [0, 1), got {tc.cond_dropout}")
+        if self.sample.guidance and self.family == "patronus" and tc.cond_dropout == 0:
+            raise ConfigError("sample.guidance needs a model trained with train.cond_dropout > 0 (a learned null s)")
         if self.data.resize not in ("center-crop", "squash", "pad"):
             raise ConfigError(f"data.resize must be center-crop, squash or pad, not {self.data.resize!r}")
         if self.family == "protodiffusion":

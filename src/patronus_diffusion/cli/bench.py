@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow to start)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="auto")
     p.add_argument("--compare", action="store_true",
                    help="also run each speed choice (channels-last, 1 thread, compile, and bf16 when asked with "

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast for the UNet (GPU)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="any config override, e.g. train.ema_decay=0.999 unet.base_channels=48")
     p.add_argument("--no-progress", action="store_true")
     add_device(p)
@@ -86,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--gallery-images", type=int, default=4,
                    help="reference images edited per prototype in the closing explanation gallery (0 skips it)")
     p.add_argument("--preset", default="cpu-small", choices=PRESETS)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=8, help="images to reconstruct")
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
     add_device(p)

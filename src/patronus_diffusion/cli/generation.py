@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="prior settings, e.g. hidden=512 blocks=6 ema_decay=0.9995 sample_steps=100")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
     p.add_argument("--cache-dir", help="where encodings of the training set are cached (default $PATRONUS_CACHE/s)")

@@ -31,7 +31,7 @@ def _add_config_args(p, budget: bool = True) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=PD_PRESETS, help="starting configuration")
     p.add_argument("--dataset", help="fashion-mnist | mnist | folder | ... (overrides the preset)")
     p.add_argument("--data-root", help="directory of the data")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="any config override, e.g. protodiff.num_classes=200 train.lr=2e-4")
     if budget:
         p.add_argument("--steps", type=int, help="total optimisation steps for the run")

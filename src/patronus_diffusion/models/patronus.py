@@ -22,5 +22,7 @@ class PatronusModel(nn.Module):
     def encode(self, x0: torch.Tensor, return_map: bool = False) -> PrototypeMatch:
         return self.prototypes(x0, return_map=return_map)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return self.unet(x_t, t, s)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                uncond: torch.Tensor | None = None) -> torch.Tensor:
+        """eps(x_t, t, s); rows of the bool mask ``uncond`` get the null condition (classifier-free guidance)."""
+        return self.unet(x_t, t, s, uncond)

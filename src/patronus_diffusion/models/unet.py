@@ -7,6 +7,12 @@ residual block next to the time embedding:
 
     h = conv1(SiLU(GN(x))) + W_t SiLU(e_t) + W_c SiLU(e_c)
 
+``unet.cond_mode=film`` instead scales and shifts the normalised features (AdaGN):
+
+    h = conv1(SiLU(GN(x))) + W_t SiLU(e_t);   h = GN(h) (1 + gamma) + beta,   (gamma, beta) = W_c SiLU(e_c)
+
+For classifier-free guidance, a "null" condition sets e_c = 0 for the rows of an ``uncond`` mask.
+
 With the Patronus defaults (base 64, mults 1-2-4-4, 2 blocks, attention only in the bottleneck,
 GroupNorm(8), Dropout2d 0.1) this reproduces the reference architecture parameter for parameter.
 """
@@ -61,7 +67,8 @@ class ResBlock(nn.Module):
         self.norm1 = nn.GroupNorm(cfg.groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.time_proj = nn.Linear(emb_dim, c_out)
-        self.cond_proj = nn.Linear(emb_dim, c_out) if cond else None
+        self.film = cond and cfg.cond_mode == "film"
+        self.cond_proj = nn.Linear(emb_dim, 2 * c_out if self.film else c_out) if cond else None
         self.norm2 = nn.GroupNorm(cfg.groups, c_out)
         self.dropout = (nn.Dropout2d if cfg.dropout2d else nn.Dropout)(cfg.dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
@@ -71,10 +78,14 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         bias = self.time_proj(F.silu(t_emb))
-        if self.cond_proj is not None and c_emb is not None:
-            bias = bias + self.cond_proj(F.silu(c_emb))
-        h = h + bias[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        cond = self.cond_proj(F.silu(c_emb)) if self.cond_proj is not None and c_emb is not None else None
+        if cond is not None and not self.film:
+            bias = bias + cond
+        h = self.norm2(h + bias[:, :, None, None])
+        if cond is not None and self.film:
+            gamma, beta = cond.chunk(2, dim=1)
+            h = h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(h)))
         h = h + self.shortcut(x)
         return self.attention(h) if self.attention is not None else h
 
@@ -93,6 +104,8 @@ class UNet(nn.Module):
                          if cond_dim else None)
         if cfg.cond_norm not in ("none", "layer"):
             raise ValueError(f"unet.cond_norm must be 'none' or 'layer', got {cfg.cond_norm!r}")
+        if cfg.cond_mode not in ("add", "film"):
+            raise ValueError(f"unet.cond_mode must be 'add' or 'film', got {cfg.cond_mode!r}")
         self.cond_norm = (nn.LayerNorm(cond_dim, elementwise_affine=False)
                           if cond_dim and cfg.cond_norm == "layer" else nn.Identity())
         has_cond = cond_dim is not None
@@ -127,7 +140,9 @@ class UNet(nn.Module):
             self.up.append(nn.ModuleDict({"blocks": blocks, "sample": sample}))
         self.final = nn.Sequential(nn.GroupNorm(cfg.groups, cur), nn.SiLU(), nn.Conv2d(cur, in_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                uncond: torch.Tensor | None = None) -> torch.Tensor:
+        """eps(x, t, cond); rows where the bool mask ``uncond`` (B,) is true get the null condition (e_c = 0)."""
         if self.cond_dim is not None:
             if cond is None:
                 raise ValueError("this UNet is conditional: pass the condition vector explicitly")
@@ -137,6 +152,8 @@ class UNet(nn.Module):
             t = t.expand(x.shape[0])
         t_emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
         c_emb = self.cond_mlp(self.cond_norm(cond.to(t_emb.dtype))) if self.cond_mlp is not None else None
+        if c_emb is not None and uncond is not None:
+            c_emb = torch.where(uncond.to(c_emb.device)[:, None], torch.zeros_like(c_emb), c_emb)
 
         h = self.first(x)
         hs = [h]

@@ -29,23 +29,100 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp) -> LossOutput:
-    """L = mean ||eps - eps_theta(x_t, t, s(x_0))||^2 (+ weighted prototype-distinct loss).
+    """L = mean ||eps - eps_theta(x_t, t, s(x_0))||^2 (+ the weighted regularisers of ``cfg.train``).
 
     s is computed from the clean x_0 in fp32; gradients reach the UNet, the encoder and the prototypes.
+    Options that make s steer the decoder (all off in the reference):
+
+    - ``cond_dropout`` p: a row gets the null condition with probability p (classifier-free guidance on s);
+    - ``honour_weight``: extra rows with one prototype of s edited, whose predicted clean image must re-encode to
+      the edited s (:func:`honour_loss`); they run in the same network call as the batch;
+    - ``cluster_weight``: :func:`cluster_cost` keeps prototypes near real patches.
     """
     inner = _unwrap(model)
-    s = inner.prototypes(x0).s
-    x_t = schedule.q_sample(x0, t, noise)
-    with amp:
-        eps = model(x_t, t, s)
-    per = ((eps.float() - noise) ** 2).flatten(1).mean(1)
-    extra, logs = None, {}
     tc = cfg.train
+    need_map = tc.cluster_weight > 0
+    match = inner.prototypes(x0, return_map=need_map)
+    s = match.s
+    x_t = schedule.q_sample(x0, t, noise)
+    b = x0.shape[0]
+    uncond = torch.rand(b, device=x0.device) < tc.cond_dropout if tc.cond_dropout > 0 else None
+    honour = _honour_batch(x0, s.detach(), schedule, tc) if tc.honour_weight > 0 else None
+    x_in, t_in, s_in = x_t, t, s
+    if honour is not None:
+        x_in, t_in = torch.cat([x_t, honour["x_t"]]), torch.cat([t, honour["t"]])
+        s_in = torch.cat([s, honour["s"]])
+        if uncond is not None:
+            uncond = torch.cat([uncond, torch.zeros(honour["t"].shape[0], dtype=torch.bool, device=x0.device)])
+    with amp:
+        eps_all = model(x_in, t_in, s_in, uncond) if uncond is not None else model(x_in, t_in, s_in)
+    eps = eps_all[:b]
+    per = ((eps.float() - noise) ** 2).flatten(1).mean(1)
+    extra, logs = torch.zeros((), device=x0.device), {}
     if tc.distinct_weight > 0:
         d = prototype_distinct_loss(inner.prototypes.prototypes, tc.distinct_margin, tc.distinct_metric)
-        extra = tc.distinct_weight * d
+        extra = extra + tc.distinct_weight * d
         logs["distinct"] = float(d.detach())
-    return LossOutput(per, extra, logs)
+    if need_map:
+        c = cluster_cost(match.distance_map)
+        extra = extra + tc.cluster_weight * c
+        logs["cluster"] = float(c.detach())
+    if honour is not None:
+        h = honour_loss(inner.prototypes, honour, eps_all[b:].float(), schedule, s.detach())
+        extra = extra + tc.honour_weight * h
+        logs["honour"] = float(h.detach())
+    return LossOutput(per, extra if logs else None, logs)
+
+
+def cluster_cost(distance_map: torch.Tensor) -> torch.Tensor:
+    """Unsupervised ProtoPNet cluster cost on squared patch distances d (B, P, H, W), scale-free:
+
+        [ mean_b min_{j,h,w} d_{b,j,h,w}  +  mean_j min_{b,h,w} d_{b,j,h,w} ]  /  mean(d)
+
+    The first term puts every image near some prototype, the second every prototype near some real patch of
+    the batch. Dividing by the mean distance makes it blind to a uniform rescaling of the feature space, so it
+    cannot be lowered by shrinking all features towards one point.
+    """
+    flat_b = distance_map.flatten(1)  # (B, P*H*W)
+    per_image = flat_b.min(1).values.mean()
+    per_proto = distance_map.transpose(0, 1).flatten(1).min(1).values.mean()
+    return (per_image + per_proto) / distance_map.mean().clamp_min(1e-6)
+
+
+def _honour_batch(x0: torch.Tensor, s: torch.Tensor, schedule: NoiseSchedule, tc) -> dict[str, torch.Tensor]:
+    """Rows for the honour loss: the first ``honour_fraction`` of the batch, each with one random prototype J
+    set to the batch's largest or smallest s_J (so raising and lowering are both asked), noised at t drawn
+    uniformly from ``honour_t``."""
+    k = max(1, int(round(tc.honour_fraction * x0.shape[0])))
+    dev = x0.device
+    j = torch.randint(0, s.shape[1], (k,), device=dev)
+    raise_it = torch.rand(k, device=dev) < 0.5
+    value = torch.where(raise_it, s.max(0).values[j], s.min(0).values[j])
+    target = s[:k].clone()
+    target[torch.arange(k, device=dev), j] = value
+    lo, hi = tc.honour_t
+    t = torch.randint(lo, hi, (k,), device=dev)
+    noise = torch.randn_like(x0[:k])
+    return {"x_t": schedule.q_sample(x0[:k], t, noise), "t": t, "s": target}
+
+
+def honour_loss(prototypes: torch.nn.Module, honour: dict[str, torch.Tensor], eps: torch.Tensor,
+                schedule: NoiseSchedule, s_batch: torch.Tensor) -> torch.Tensor:
+    """Does the decoder draw what the (edited) s asks for?  With x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
+    the predicted clean image under the edited s', the loss is
+
+        mean_{b, k} huber( (s_k(x0_hat) - s'_k) / sd_k ),   sd_k = std of s_k over the batch (detached),
+
+    read by the prototype network with its parameters *detached*: only the UNet learns from it, so the encoder
+    cannot collapse s to make the term small. Dividing by sd_k makes each prototype count alike whatever its range;
+    the Huber loss (quadratic below 1 sd, linear above) keeps a young decoder's huge errors from dominating.
+    """
+    ab = schedule.alphas_cumprod.to(eps.device)[honour["t"]].float().view(-1, 1, 1, 1)
+    x0_hat = (honour["x_t"] - (1 - ab).sqrt() * eps) / ab.sqrt()
+    frozen = {k: v.detach() for k, v in prototypes.named_parameters()}
+    s_hat = torch.func.functional_call(prototypes, frozen, (x0_hat,)).s
+    sd = s_batch.std(0).clamp_min(1e-6)
+    return torch.nn.functional.huber_loss((s_hat - honour["s"]) / sd, torch.zeros_like(s_hat), delta=1.0)
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from .ema import EMA
 from .objectives import OBJECTIVES
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4", "extra",
-              "grad_norm", "lr", "images_per_s", "elapsed_s"]
+              "grad_norm", "lr", "images_per_s", "elapsed_s", "honour", "cluster"]
 
 
 @dataclass
@@ -245,7 +245,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         save_grid(preview_x, run_dir / "samples" / "reference.png", upscale=2)
 
     logger = _Logger(run_dir / "train_log.csv", is_main, resume=ckpt is not None)
-    window: dict[str, list] = {"loss": [], "t": [], "per": [], "extra": [], "gn": []}
+    window: dict[str, list] = {"loss": [], "t": [], "per": [], "extra": [], "gn": [], "honour": [], "cluster": []}
     t_start = time.time()
     t_window = time.time()
     imgs_window = 0
@@ -301,6 +301,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
                 window["gn"].append(float(gn))
                 if out.extra is not None:
                     window["extra"].append(float(out.extra.detach()))
+                for key in ("honour", "cluster"):
+                    if out.logs and key in out.logs:
+                        window[key].append(out.logs[key])
                 bar.update(1)
                 if step % max(tc.log_every, 1) == 0 or step == total:
                     now = time.time()
@@ -357,6 +360,8 @@ def _log_row(window, T, step, epoch, images_seen, lr, ips, elapsed) -> dict:
            "extra": sum(window["extra"]) / len(window["extra"]) if window["extra"] else "",
            "grad_norm": sum(window["gn"]) / max(len(window["gn"]), 1), "lr": lr,
            "images_per_s": round(ips, 3), "elapsed_s": round(elapsed, 2)}
+    for key in ("honour", "cluster"):
+        row[key] = sum(window[key]) / len(window[key]) if window[key] else ""
     for q in range(4):
         m = (t >= q * T // 4) & (t < (q + 1) * T // 4)
         row[f"loss_q{q + 1}"] = float(per[m].mean()) if m.any() else ""
