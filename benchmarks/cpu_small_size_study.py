@@ -22,7 +22,7 @@ from patronus_diffusion.diffusion.schedule import NoiseSchedule
 from patronus_diffusion.evaluation.heldout import heldout_loss
 from patronus_diffusion.models import build_model
 from patronus_diffusion.training import train
-from patronus_diffusion.training.checkpoint import load_weights
+from patronus_diffusion.runs import load_weights
 
 CANDIDATES = {
     "32ch-1.2.2-1blk": ["unet.base_channels=32", "unet.channel_mult=1,2,2", "unet.num_res_blocks=1"],

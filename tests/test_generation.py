@@ -144,12 +144,12 @@ def test_train_prior_caches_encodings_resumes_exactly_and_reloads(tiny_run, tmp_
     assert s1.shape == (len(pat.dataset("train")), pat.num_prototypes)
     assert torch.allclose(s1[:4], pat.encode(pat.dataset("train").get_batch([0, 1, 2, 3])).s, atol=1e-6)
 
-    straight = train_prior(tiny_run, tmp_path / "a", TINY_PRIOR, cache_dir=cache, progress=False)
+    straight = train_prior(pat, tmp_path / "a", TINY_PRIOR, cache_dir=cache, progress=False)
     cfg = dataclasses.replace(TINY_PRIOR)
-    train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False, max_steps=10)
+    train_prior(pat, tmp_path / "b", cfg, cache_dir=cache, progress=False, max_steps=10)
     with pytest.raises(Exception, match="--resume"):
-        train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False)
-    resumed = train_prior(tiny_run, tmp_path / "b", cfg, cache_dir=cache, progress=False, resume=True, max_steps=20)
+        train_prior(pat, tmp_path / "b", cfg, cache_dir=cache, progress=False)
+    resumed = train_prior(pat, tmp_path / "b", cfg, cache_dir=cache, progress=False, resume=True, max_steps=20)
     assert straight.step == resumed.step == 20
     wa, wb = load_file(str(tmp_path / "a" / "prior.safetensors")), load_file(str(tmp_path / "b" / "prior.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -247,7 +247,7 @@ def test_classifier_learns_the_synthetic_classes(pd_cfg, tmp_path):
 
 def test_trainer_resume_is_exact_for_protodiffusion(pd_cfg, proto_file, tmp_path):
     from patronus_diffusion.training import latest_checkpoint, train
-    from patronus_diffusion.training.checkpoint import load_weights
+    from patronus_diffusion.runs import load_weights
 
     cfg = _mode_cfg(pd_cfg, "proto-trainable", proto_file, p_uncond=0.5, low_t_fraction=0.25)
     train(cfg, tmp_path / "a", max_steps=6, progress=False)

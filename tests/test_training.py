@@ -9,7 +9,7 @@ import torch
 from patronus_diffusion.config import ConfigError, apply_overrides
 from patronus_diffusion.models import build_model
 from patronus_diffusion.training import CheckpointError, latest_checkpoint, train
-from patronus_diffusion.training import checkpoint as ck
+from patronus_diffusion import runs as ck
 from patronus_diffusion.utils.io import DiskWriteError
 
 
@@ -53,7 +53,7 @@ def test_resume_across_an_epoch_boundary(tiny_cfg, tmp_path):
 
 
 def test_save_load_equality_and_config_round_trip(tiny_run):
-    from patronus_diffusion.training.checkpoint import read_run_config
+    from patronus_diffusion.runs import read_run_config
 
     cfg = read_run_config(tiny_run)
     model = build_model(cfg)
@@ -222,7 +222,7 @@ def test_cli_init_from_without_preset_inherits_the_source_network(tiny_cfg, tmp_
     """`patronus train --init-from RUN` with no --preset fine-tunes with RUN's own config (here a
     non-default cond_norm and the tiny network), with fresh budgets."""
     from patronus_diffusion.cli.main import main
-    from patronus_diffusion.training.checkpoint import read_run_config
+    from patronus_diffusion.runs import read_run_config
 
     src = apply_overrides(_cfg(tiny_cfg), ["unet.cond_norm=layer"])
     train(src, tmp_path / "src", max_steps=2, progress=False)

@@ -28,43 +28,8 @@ from .diffusion.samplers import get_sampler
 from .diffusion.schedule import NoiseSchedule
 from .models import build_model
 from .models.prototypes import PrototypeMatch
-from .training.checkpoint import (CheckpointError, latest_checkpoint, load_into, load_weights,
-                                  read_checkpoint_state, read_run_config)
+from .runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, weights_file
 from .utils.device import pick_device
-
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-def resolve_run(run: str | Path) -> Path:
-    """A run directory, or ``pretrained:NAME`` for a model shipped with the package."""
-    text = str(run)
-    if text.startswith("pretrained:"):
-        name = text.split(":", 1)[1]
-        path = PRETRAINED_DIR / name
-        if not (path / "config.json").exists():
-            known = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists()) \
-                if PRETRAINED_DIR.exists() else []
-            raise CheckpointError(f"no pretrained model {name!r}; shipped: {', '.join(known) or 'none'}")
-        return path
-    path = Path(text)
-    if not path.exists():
-        raise CheckpointError(f"run {path} does not exist; train one with `patronus train --out {path}` "
-                              f"or use pretrained:fashion-mnist")
-    return path
-
-
-def weights_file(run_dir: Path, weights: str) -> Path:
-    """EMA weights from the newest checkpoint (or the EMA export); ``raw`` for the un-averaged weights."""
-    if weights not in ("ema", "raw"):
-        raise ValueError("weights must be 'ema' or 'raw'")
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        read_checkpoint_state(ckpt)  # verifies checksums
-        return ckpt / ("ema.safetensors" if weights == "ema" else "model.safetensors")
-    if weights == "ema" and (run_dir / "model.safetensors").exists():
-        return run_dir / "model.safetensors"
-    raise CheckpointError(f"{run_dir} has no {'checkpoint' if weights == 'raw' else 'weights'} to load")
-
 
 class Patronus:
     def __init__(self, model: torch.nn.Module, config: RunConfig, device: torch.device,

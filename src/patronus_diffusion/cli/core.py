@@ -112,8 +112,8 @@ def _base_config(args) -> "RunConfig":  # noqa: F821
     """--preset, or with --init-from and no --preset the source run's own config (same network and recipe,
     budgets cleared), so that fine-tuning a model needs no knowledge of how it was built."""
     if args.preset is None and getattr(args, "init_from", None):
-        from ..api import resolve_run
-        from ..training.checkpoint import read_run_config
+        from ..runs import resolve_run
+        from ..runs import read_run_config
 
         cfg = read_run_config(resolve_run(args.init_from))
         cfg.train.max_steps = cfg.train.max_epochs = cfg.train.max_minutes = None
@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args)
     if args.resume and (Path(args.out) / "config.json").exists() and args.preset is None and not args.set:
         # `--resume` alone continues the saved config (budgets from the command line still apply)
-        from ..training.checkpoint import read_run_config
+        from ..runs import read_run_config
 
         saved = read_run_config(Path(args.out))
         for k in ("max_steps", "max_epochs", "max_minutes"):
@@ -340,8 +340,8 @@ def export_bundle(run: Path, out: Path) -> dict[str, Path]:
     """Inference-only copy of a run; weights come from the newest checkpoint's EMA (verified)."""
     import shutil
 
-    from ..api import weights_file
-    from ..training.checkpoint import latest_checkpoint, read_checkpoint_state, read_run_config
+    from ..runs import weights_file
+    from ..runs import latest_checkpoint, read_checkpoint_state, read_run_config
     from ..utils.io import replace_dir
 
     read_run_config(run)  # fails clearly on a non-run directory

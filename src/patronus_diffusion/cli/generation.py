@@ -101,8 +101,8 @@ def warn_if_stale(pat, prior) -> bool:
     """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
     import sys
 
-    from ..api import weights_file
-    from ..training.checkpoint import sha256
+    from ..runs import weights_file
+    from ..runs import sha256
 
     fitted = prior.meta.get("source", {}).get("weights_sha256")
     try:
@@ -119,20 +119,19 @@ def warn_if_stale(pat, prior) -> bool:
 
 # ------------------------------------------------------------------------------------ train-prior
 def cmd_train_prior(args) -> int:
-    from ..api import resolve_run
+    from ..api import Patronus
     from ..models.prior import PriorConfig
     from ..training.prior import default_prior_dir, train_prior
 
-    run_dir = resolve_run(args.run)
-    out = Path(args.out) if args.out else default_prior_dir(run_dir)
+    pat = Patronus.load(args.run, weights=args.weights, device=args.device)
+    out = Path(args.out) if args.out else default_prior_dir(pat.run_dir)
     overrides = list(args.set or [])
     for flag, key in (("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     overrides.append(f"seed={args.seed}")
     cfg = PriorConfig().override(overrides)
-    r = train_prior(run_dir, out, cfg, weights=args.weights, resume=args.resume, device=args.device,
-                    progress=not args.no_progress, cache_dir=args.cache_dir, max_steps=args.steps,
+    r = train_prior(pat, out, cfg, weights=args.weights, resume=args.resume, progress=not args.no_progress, cache_dir=args.cache_dir, max_steps=args.steps,
                     max_minutes=args.minutes)
     meta = json.loads((out / "prior.json").read_text())
     checks = meta["checks"]

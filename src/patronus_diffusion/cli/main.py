@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from ..config import ConfigError
     from ..data import DataError
-    from ..training.checkpoint import CheckpointError
+    from ..runs import CheckpointError
     from ..utils.io import DiskWriteError
 
     try:

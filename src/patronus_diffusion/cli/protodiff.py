@@ -171,7 +171,7 @@ PROTODIFF_IDENTITY = ("mode", "num_classes", "embed_dim", "null", "padding_idx0"
 
 def train_config(args) -> RunConfig:
     """The preset plus flags; with --resume (and no --set) the run's saved config plus flags."""
-    from ..training.checkpoint import read_run_config
+    from ..runs import read_run_config
 
     saved = Path(args.out) / "config.json"
     if args.resume and saved.exists() and not args.set:
@@ -195,7 +195,7 @@ def train_config(args) -> RunConfig:
 
 def check_resume_identity(run_dir: Path, cfg: RunConfig) -> None:
     """A resumed run must keep its mode and table shape (the trainer checks the UNet)."""
-    from ..training.checkpoint import read_run_config
+    from ..runs import read_run_config
 
     saved = read_run_config(run_dir).protodiff
     diffs = [f"{k}: {getattr(saved, k)!r} vs {getattr(cfg.protodiff, k)!r}" for k in PROTODIFF_IDENTITY
@@ -307,7 +307,7 @@ def stage_targets(total_steps: int, k: int) -> list[int]:
 
 
 def _run_step(run_dir: Path) -> int:
-    from ..training.checkpoint import latest_checkpoint, read_checkpoint_state
+    from ..runs import latest_checkpoint, read_checkpoint_state
 
     ck = latest_checkpoint(run_dir) if run_dir.exists() else None
     return int(read_checkpoint_state(ck, verify=False)["step"]) if ck is not None else 0

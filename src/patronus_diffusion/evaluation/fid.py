@@ -87,7 +87,7 @@ def inception_path() -> Path:
 
 
 def _file_sha1(path: Path) -> str:
-    from ..training.checkpoint import file_digest
+    from ..runs import file_digest
 
     return file_digest(path, "sha1")
 

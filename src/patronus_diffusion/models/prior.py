@@ -256,7 +256,7 @@ def load_prior(path: str | Path) -> LatentPrior:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..training.checkpoint import CheckpointError, load_into
+    from ..runs import CheckpointError, load_into
 
     path = Path(path)
     w, m = path / PRIOR_WEIGHTS, path / PRIOR_META

@@ -142,7 +142,7 @@ def load_prototypes(path: str | Path) -> tuple[torch.Tensor, dict]:
     """Read a prototype file written by :func:`save_prototypes`; returns ((C, D) tensor, metadata)."""
     import json
 
-    from ..training.checkpoint import CheckpointError, load_weights
+    from ..runs import CheckpointError, load_weights
 
     path = Path(path)
     if not path.exists():

@@ -1,4 +1,4 @@
-from .checkpoint import CheckpointError, latest_checkpoint
+from ..runs import CheckpointError, latest_checkpoint
 from .trainer import TrainResult, train
 from . import protodiff as _protodiff  # noqa: E402,F401  registers the "protodiffusion" objective
 

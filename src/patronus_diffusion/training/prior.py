@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,9 +34,10 @@ from ..config import ConfigError
 from ..diffusion.schedule import NoiseSchedule
 from ..models.prior import (PRIOR_META, PRIOR_WEIGHTS, LatentPrior, PriorConfig, PriorMLP, SStatistics,
                             training_target)
-from ..utils.io import atomic_path, replace_dir, write_json, write_text
-from .checkpoint import (CheckpointError, flatten_optimizer, generator_state, load_into, load_weights, sha256,
-                         set_generator_state, unflatten_optimizer)
+from ..utils.io import atomic_path, write_json, write_text
+from ..runs import (CheckpointError, flatten_optimizer, generator_state, load_into, load_weights,
+                    read_checkpoint_state, set_generator_state, sha256, unflatten_optimizer, weights_file,
+                    write_checkpoint_dir)
 from .ema import EMA
 
 LOG_FIELDS = ["step", "loss", "lr", "seconds"]
@@ -54,8 +54,6 @@ def s_cache_dir(cache_dir: str | Path | None = None) -> Path:
 
 
 def encoding_key(pat, weights: str, split: str) -> dict:
-    from ..api import weights_file
-
     wfile = weights_file(pat.run_dir, weights)
     return {"run": str(Path(pat.run_dir).resolve()), "weights": weights, "weights_sha256": sha256(wfile),
             "split": split, "data": asdict(pat.config.data) | {"num_workers": None}}
@@ -145,16 +143,12 @@ def _lr_at(step: int, cfg: PriorConfig) -> float:
 
 def _save_checkpoint(out: Path, step: int, net, ema: EMA, opt, gen: torch.Generator, cfg: PriorConfig,
                      source: dict, elapsed: float) -> None:
-    tmp = out / ".checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     opt_tensors, opt_meta = flatten_optimizer(opt)
-    for name, sd in (("model", net.state_dict()), ("ema", ema.model.state_dict()), ("optimizer", opt_tensors)):
-        save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / f"{name}.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({
-        "step": step, "ema_updates": ema.num_updates, "generator": generator_state(gen), "optimizer": opt_meta,
-        "config": asdict(cfg), "source": source, "elapsed_s": elapsed}))
-    replace_dir(tmp, out / "checkpoint")
+    write_checkpoint_dir(out / "checkpoint",
+                         {"model.safetensors": net.state_dict(), "ema.safetensors": ema.model.state_dict(),
+                          "optimizer.safetensors": opt_tensors},
+                         {"step": step, "ema_updates": ema.num_updates, "generator": generator_state(gen),
+                          "optimizer": opt_meta, "config": asdict(cfg), "source": source, "elapsed_s": elapsed})
 
 
 def _architecture(cfg: PriorConfig) -> dict:
@@ -224,12 +218,11 @@ def _fresh_training_state(s: torch.Tensor, cfg: PriorConfig):
     return stats, stats.standardise(s), schedule, net, ema, opt, gen
 
 
-def train_prior(run, out: str | Path, cfg: PriorConfig | None = None, *, weights: str = "ema", resume: bool = False,
-                device: str | None = "cpu", progress: bool = True, cache_dir: str | Path | None = None,
+def train_prior(pat, out: str | Path, cfg: PriorConfig | None = None, *, weights: str = "ema", resume: bool = False,
+                progress: bool = True, cache_dir: str | Path | None = None,
                 max_steps: int | None = None, max_minutes: float | None = None) -> PriorResult:
-    """Encode the training split with the frozen encoder of ``run`` and fit the prior into ``out``."""
-    from ..api import Patronus
-
+    """Encode the training split with the frozen encoder of ``pat`` (a loaded :class:`~patronus_diffusion.Patronus`
+    whose ``weights`` these are) and fit the prior into ``out``."""
     cfg = replace(cfg or PriorConfig()).validate()  # a copy: the budgets below must not change the caller's
     if max_steps is not None:
         cfg.max_steps = max_steps
@@ -239,7 +232,6 @@ def train_prior(run, out: str | Path, cfg: PriorConfig | None = None, *, weights
     ckpt = out / "checkpoint"
     if ckpt.exists() and not resume:
         raise ConfigError(f"{out} already holds a prior checkpoint; pass --resume to continue it or choose another --out")
-    pat = Patronus.load(run, weights=weights, device=device)
     s_train, enc_meta = encode_split(pat, "train", weights, cache_dir, progress=progress)
     try:
         s_test, _ = encode_split(pat, "test", weights, cache_dir, progress=progress)
@@ -250,7 +242,7 @@ def train_prior(run, out: str | Path, cfg: PriorConfig | None = None, *, weights
     stats, z, schedule, net, ema, opt, gen = _fresh_training_state(s_train, cfg)
     step, elapsed_before = 0, 0.0
     if resume and (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
+        state = read_checkpoint_state(ckpt)
         saved = PriorConfig.from_dict(state["config"])
         if _architecture(saved) != _architecture(cfg):
             raise ConfigError(f"{out} was trained with {_architecture(saved)}; resume with the same network settings")

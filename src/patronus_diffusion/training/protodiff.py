@@ -39,7 +39,7 @@ from ..models.protodiffusion import (PrototypeClassifier, build_for_inference, c
                                      save_prototypes)
 from ..utils.device import pick_device
 from ..utils.io import atomic_path, write_json
-from .checkpoint import CheckpointError, load_into, load_weights, read_run_config, save_weights
+from ..runs import CheckpointError, load_into, load_weights, read_run_config, save_weights
 from .objectives import LossOutput, register_objective
 
 FAMILY = "protodiffusion"
@@ -294,7 +294,7 @@ def protodiff_preview(model, x0, labels, schedule: NoiseSchedule, cfg: RunConfig
 
 def load_run(run: str | Path, weights: str = "ema", device: str | None = "auto"):
     """(model, cfg, run_dir) of a trained ProtoDiffusion run (EMA weights of the newest checkpoint by default)."""
-    from ..api import resolve_run, weights_file
+    from ..runs import resolve_run, weights_file
 
     run_dir = resolve_run(run)
     cfg = read_run_config(run_dir)

@@ -32,7 +32,7 @@ from ..models import build_model
 from ..utils.device import autocast, peak_memory_mb, pick_device
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .checkpoint import (CheckpointError, architecture_differences, file_digest, generator_state, latest_checkpoint,
+from ..runs import (CheckpointError, architecture_differences, file_digest, generator_state, latest_checkpoint,
                          load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
@@ -118,7 +118,7 @@ def _require_same_network(source: Path, cfg: RunConfig, what: str, fix: str) -> 
 
 def _init_weights(init_from: str | Path, cfg: RunConfig) -> tuple[Path, dict[str, torch.Tensor]]:
     """The EMA weights of ``init_from`` (path and tensors) after checking they fit the network of ``cfg``."""
-    from ..api import resolve_run, weights_file  # the API imports this package; import late
+    from ..runs import resolve_run, weights_file
 
     src = resolve_run(init_from)
     _require_same_network(src, cfg, f"start from {init_from}",

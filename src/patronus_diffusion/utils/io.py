@@ -83,6 +83,20 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename inside it survives a power cut (a no-op where the OS cannot)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Move a fully written directory into place (removing an older one of the same name)."""
     if final_dir.exists():

@@ -1,6 +1,7 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else; never pickles.
+"""The run layer: run folders, their config, weights and checkpoints. Safetensors + JSON, never pickles.
 
-A run directory looks like::
+Everything that reads or writes a run lives here, below models, training, analysis and the API, and imports
+only the config and ``utils``. A run directory looks like::
 
     run/
       config.json                    the RunConfig the model is rebuilt from
@@ -8,12 +9,16 @@ A run directory looks like::
       checkpoints/step_000500/
         model.safetensors            raw weights
         ema.safetensors              EMA weights (used for sampling by default)
-        optimizer.safetensors        AdamW moments (+ optimizer.json for hyper-parameters)
-        state.json                   step, epoch, RNG states, config, sha256 of every file
+        optimizer.safetensors        AdamW moments (hyper-parameters in state.json)
+        state.json                   step, epoch, RNG states, config, sha256 and size of every file
       model.safetensors              slim EMA-only export written at the end of training
 
-A checkpoint directory is written under a temporary name, fsynced, then renamed; ``latest.json``
-is replaced atomically afterwards, so a crash or a full disk leaves the previous checkpoint usable.
+``pretrained:NAME`` names a run shipped inside the package (``patronus_diffusion/pretrained/NAME``).
+
+:func:`write_checkpoint_dir` is the one checkpoint writer (the trainer's step folders and the prior's
+``checkpoint/`` both use it): files are written under a temporary name, checksummed and fsynced, the folder
+is renamed into place and its parent fsynced; ``latest.json`` is replaced atomically afterwards. A crash or a
+full disk therefore leaves the previous checkpoint usable.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,9 +36,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import ConfigError, RunConfig
-from ..utils.io import _UMASK, DiskWriteError, _explain, replace_dir, write_json
+from .config import ConfigError, RunConfig
+from .utils.io import _UMASK, DiskWriteError, _explain, atomic_path, fsync_dir, replace_dir, write_json, write_text
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 FORMAT_VERSION = 1
 ARCHITECTURE_SECTIONS = ("family", "prototypes", "unet", "diffusion")
 ARCHITECTURE_DATA_KEYS = ("image_size", "channels")
@@ -61,8 +68,7 @@ def _state_dict_for_saving(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def save_weights(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from ..utils.io import atomic_path
-
+    """One safetensors file, written atomically."""
     with atomic_path(path) as tmp:
         save_file(_state_dict_for_saving(sd), str(tmp), metadata=metadata)
 
@@ -127,59 +133,76 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 
 # ------------------------------------------------------------------------------- save / load
-def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
-                    optimizer: torch.optim.Optimizer | None, config: RunConfig, state: dict[str, Any],
-                    keep: int = 2) -> Path:
-    """Write checkpoints/step_XXXXXX atomically and point latest.json at it."""
-    run_dir = Path(run_dir)
-    ck_root = run_dir / "checkpoints"
-    final = ck_root / f"step_{step:06d}"
-    tmp = ck_root / f".tmp_step_{step:06d}"
+def write_checkpoint_dir(final: Path, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
+    """Write a checkpoint folder ``final`` atomically: one safetensors file per entry of ``tensors``
+    (``{"model.safetensors": state_dict, ...}``) and ``state.json`` = ``state`` plus the sha256 and size of each
+    file, which :func:`read_checkpoint_state` verifies. An existing folder of that name is replaced."""
+    final = Path(final)
+    tmp = final.with_name(f".tmp_{final.name}")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        files = {"model.safetensors": model.state_dict()}
-        if ema is not None:
-            files["ema.safetensors"] = ema.state_dict()
-        opt_meta = None
-        if optimizer is not None:
-            opt_tensors, opt_meta = flatten_optimizer(optimizer)
-            files["optimizer.safetensors"] = opt_tensors
         digests = {}
-        for name, sd in files.items():
+        for name, sd in tensors.items():
             save_file(_state_dict_for_saving(sd), str(tmp / name))
             digests[name] = {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-        full_state = {
-            "format_version": FORMAT_VERSION,
-            "step": step,
-            **state,
-            "rng": {"torch": _rng_to_json(torch.get_rng_state()),
-                    **({"cuda": [_rng_to_json(s) for s in torch.cuda.get_rng_state_all()]}
-                       if torch.cuda.is_available() else {}),
-                    **state.get("rng", {})},
-            "optimizer": opt_meta,
-            "files": digests,
-            "config": config.to_dict(),
-        }
-        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
+        (tmp / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **state, "files": digests},
+                                                   indent=1))
         for p in tmp.iterdir():
             os.chmod(p, 0o666 & ~_UMASK)
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        fsync_dir(tmp)
         replace_dir(tmp, final)
-        write_json(run_dir / "latest.json", {"checkpoint": str(final.relative_to(run_dir)), "step": step})
+        fsync_dir(final.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DiskWriteError(e.errno, _explain(final, e)) from None
-    _prune(ck_root, keep, protect=final)
     return final
+
+
+def torch_rng_state() -> dict[str, Any]:
+    """torch's global RNG states (CPU and CUDA) as JSON strings."""
+    return {"torch": _rng_to_json(torch.get_rng_state()),
+            **({"cuda": [_rng_to_json(s) for s in torch.cuda.get_rng_state_all()]} if torch.cuda.is_available() else {})}
+
+
+def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
+                    optimizer: torch.optim.Optimizer | None, config: RunConfig, state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Write checkpoints/step_XXXXXX (model, EMA, optimizer, state) and point latest.json at it."""
+    run_dir = Path(run_dir)
+    final = run_dir / "checkpoints" / f"step_{step:06d}"
+    files = {"model.safetensors": model.state_dict()}
+    if ema is not None:
+        files["ema.safetensors"] = ema.state_dict()
+    opt_meta = None
+    if optimizer is not None:
+        files["optimizer.safetensors"], opt_meta = flatten_optimizer(optimizer)
+    write_checkpoint_dir(final, files, {"step": step, **state, "rng": {**torch_rng_state(), **state.get("rng", {})},
+                                        "optimizer": opt_meta, "config": config.to_dict()})
+    write_json(run_dir / "latest.json", {"checkpoint": str(final.relative_to(run_dir)), "step": step})
+    _prune(run_dir / "checkpoints", keep, protect=final)
+    return final
+
+
+_STEP_DIR = re.compile(r"step_(\d+)")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The complete ``checkpoints/step_N`` folders of a run, oldest first (by N, not by name; ``.old``/``.tmp``
+    leftovers of an interrupted write are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def _prune(ck_root: Path, keep: int, protect: Path) -> None:
     if keep <= 0:
         return
-    ckpts = sorted(p for p in ck_root.glob("step_*") if p.is_dir())
-    for p in ckpts[:-keep]:
+    for p in checkpoint_dirs(ck_root.parent)[:-keep]:
         if p != protect:
             shutil.rmtree(p, ignore_errors=True)
 
@@ -195,7 +218,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
                                   f"checkpoint folder") from None
         if path.is_dir():
             return path
-    ckpts = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
+    ckpts = checkpoint_dirs(run_dir)
     return ckpts[-1] if ckpts else None
 
 
@@ -249,6 +272,10 @@ def architecture_differences(a: RunConfig, b: RunConfig) -> list[str]:
     return diffs
 
 
+def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    write_text(Path(run_dir) / "config.json", cfg.to_json())
+
+
 def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
     if not path.exists():
@@ -258,3 +285,35 @@ def read_run_config(run_dir: Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(path.read_text())).validate()
     except (json.JSONDecodeError, ConfigError, TypeError) as e:
         raise CheckpointError(f"{path} is damaged or from an incompatible version: {e}") from None
+
+
+# ------------------------------------------------------------------------------- run names
+def resolve_run(run: str | Path) -> Path:
+    """A run directory, or ``pretrained:NAME`` for a model shipped with the package."""
+    text = str(run)
+    if text.startswith("pretrained:"):
+        name = text.split(":", 1)[1]
+        path = PRETRAINED_DIR / name
+        if not (path / "config.json").exists():
+            known = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists()) \
+                if PRETRAINED_DIR.exists() else []
+            raise CheckpointError(f"no pretrained model {name!r}; shipped: {', '.join(known) or 'none'}")
+        return path
+    path = Path(text)
+    if not path.exists():
+        raise CheckpointError(f"run {path} does not exist; train one with `patronus train --out {path}` "
+                              f"or use pretrained:fashion-mnist")
+    return path
+
+
+def weights_file(run_dir: Path, weights: str) -> Path:
+    """EMA weights from the newest checkpoint (or the EMA export); ``raw`` for the un-averaged weights."""
+    if weights not in ("ema", "raw"):
+        raise ConfigError("weights must be 'ema' or 'raw'")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        read_checkpoint_state(ckpt)  # verifies checksums
+        return ckpt / ("ema.safetensors" if weights == "ema" else "model.safetensors")
+    if weights == "ema" and (run_dir / "model.safetensors").exists():
+        return run_dir / "model.safetensors"
+    raise CheckpointError(f"{run_dir} has no {'checkpoint' if weights == 'raw' else 'weights'} to load")
