@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .data import DataError, load_dataset, pil_to_tensor
@@ -40,6 +41,8 @@ class Patronus:
         self.run_dir = run_dir
         self.batch_size = batch_size
         self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self._encodings: dict[tuple, PrototypeMatch] = {}
+        self._datasets: dict[str, object] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -84,7 +87,10 @@ class Patronus:
         return x.float()
 
     def dataset(self, split: str = "test"):
-        return load_dataset(self.config.data, split)
+        """The run's dataset split (loaded once per object)."""
+        if split not in self._datasets:
+            self._datasets[split] = load_dataset(self.config.data, split)
+        return self._datasets[split]
 
     def load_images(self, paths: Sequence[str | Path] | None = None, indices: Sequence[int] | None = None,
                     split: str = "test") -> torch.Tensor:
@@ -136,6 +142,28 @@ class Patronus:
         cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
         return PrototypeMatch(s=cat("s"), distance=cat("distance"), location=cat("location"),
                               distance_map=cat("distance_map") if return_map else None)
+
+    @torch.no_grad()
+    def encode_dataset(self, data="test", indices: Sequence[int] | None = None, chunk: int = 1024,
+                       progress: bool = False, desc: str = "encode") -> PrototypeMatch:
+        """s, distances and locations of dataset items, loaded and encoded ``chunk`` images at a time.
+
+        ``data`` is a split name of the run's dataset (results are cached on this object, keyed by split and
+        indices, so analyses in one process encode each image once) or any dataset object (not cached).
+        ``indices`` defaults to every item.
+        """
+        ds = self.dataset(data) if isinstance(data, str) else data
+        idx = list(range(len(ds))) if indices is None else [int(i) for i in indices]
+        key = (data, tuple(idx)) if isinstance(data, str) else None
+        if key is not None and key in self._encodings:
+            return self._encodings[key]
+        parts = [self.encode(ds.get_batch(idx[i:i + chunk]))
+                 for i in tqdm(range(0, len(idx), chunk), desc=desc, leave=False, disable=not progress)]
+        cat = lambda name: torch.cat([getattr(p, name) for p in parts]) if parts else torch.zeros(0)  # noqa: E731
+        out = PrototypeMatch(s=cat("s"), distance=cat("distance"), location=cat("location"))
+        if key is not None:
+            self._encodings[key] = out
+        return out
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,

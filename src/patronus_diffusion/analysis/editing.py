@@ -43,7 +43,7 @@ def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.
     ds = pat.dataset(split)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))].tolist()
-    return pat.encode(ds.get_batch(idx)).s
+    return pat.encode_dataset(split, idx).s
 
 
 def plausible_max(s_ref: torch.Tensor, quantile: float | None = None) -> float:

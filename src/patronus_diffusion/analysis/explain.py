@@ -47,14 +47,9 @@ def seeded_indices(n_total: int, n: int, seed: int) -> list[int]:
 
 
 def encode_subset(pat, ds, indices: Sequence[int], chunk: int = 2048, progress: bool = False, desc: str = ""):
-    """(s, distance, location) of images of dataset ``ds``, loaded and encoded ``chunk`` at a time."""
-    s, d, loc = [], [], []
-    for i in tqdm(range(0, len(indices), chunk), desc=desc, leave=False, disable=not progress):
-        m = pat.encode(ds.get_batch(list(indices[i:i + chunk])))
-        s.append(m.s)
-        d.append(m.distance)
-        loc.append(m.location)
-    return torch.cat(s), torch.cat(d), torch.cat(loc)
+    """(s, distance, location) of images of dataset ``ds`` (a split name is cached by the model object)."""
+    m = pat.encode_dataset(ds, indices, chunk=chunk, progress=progress, desc=desc or "encode")
+    return m.s, m.distance, m.location
 
 
 def s_statistics(s: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -260,10 +260,8 @@ class Encoded:
 def encode_dataset(pat, ds, limit: int | None = 10000, batch: int = 256, progress: bool = True) -> Encoded:
     """s of the first ``limit`` items of a dataset in file order (the reference uses the first 10,000)."""
     n = len(ds) if not limit else min(limit, len(ds))
-    parts = []
-    for i in tqdm(range(0, n, batch), desc="encode", disable=not progress, leave=False):
-        parts.append(pat.encode(ds.get_batch(list(range(i, min(i + batch, n))))).s.numpy())
-    return Encoded(np.concatenate(parts).astype(np.float64), np.asarray(ds.labels[:n]), tuple(ds.class_names),
+    s = pat.encode_dataset(ds, range(n), chunk=batch, progress=progress).s
+    return Encoded(s.numpy().astype(np.float64), np.asarray(ds.labels[:n]), tuple(ds.class_names),
                    np.asarray(ds.attributes[:n]), tuple(ds.attribute_names), list(ds.sources[:n]))
 
 

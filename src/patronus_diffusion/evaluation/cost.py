@@ -65,7 +65,7 @@ def conditional_s(pat, n: int, seed: int = 0, split: str = "test") -> tuple[torc
     ds = pat.dataset(split)
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 17))
     idx = perm.repeat(-(-n // len(ds)))[:n].tolist()
-    s = torch.cat([pat.encode(ds.get_batch(idx[i:i + 256])).s for i in range(0, n, 256)])
+    s = pat.encode_dataset(split, idx).s
     return s, [f"{split}:{i}" for i in idx]
 
 

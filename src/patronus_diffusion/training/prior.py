@@ -74,13 +74,8 @@ def encode_split(pat, split: str = "train", weights: str = "ema", cache_dir: str
                 return t["s"], {**meta, "cache_file": str(path), "from_cache": True}
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # damaged cache entry: encode again
-    ds = pat.dataset(split)
     t0 = time.time()
-    parts = []
-    for i in tqdm(range(0, len(ds), batch_size), desc=f"encode {split}", leave=False, disable=not progress):
-        x = ds.get_batch(list(range(i, min(i + batch_size, len(ds))))).to(pat.device)
-        parts.append(pat.model.prototypes(x).s.float().cpu())
-    s = torch.cat(parts).contiguous()
+    s = pat.encode_dataset(split, chunk=batch_size, progress=progress, desc=f"encode {split}").s.float().contiguous()
     meta = {"key": key, "n": int(s.shape[0]), "seconds": round(time.time() - t0, 1)}
     with atomic_path(path) as tmp:
         save_file({"s": s}, str(tmp))
