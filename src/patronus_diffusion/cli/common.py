@@ -74,3 +74,33 @@ def print_outputs(title: str, files: dict[str, Path]) -> None:
 
 def dump(obj) -> str:
     return json.dumps(obj, indent=2)
+
+
+# ------------------------------------------------------------------------------------ config from flags
+_FLAG_KEYS = (("dataset", "data.dataset"), ("data_root", "data.root"), ("attributes_csv", "data.attributes_csv"),
+              ("batch_size", "train.batch_size"), ("lr", "train.lr"), ("precision", "train.precision"))
+
+
+def config_from_args(args, default_preset: str = "cpu-small", budgets: bool = True):
+    """The RunConfig a command's flags describe: ``--preset`` (or, with ``--init-from`` and no ``--preset``, the
+    source run's own config with its budgets cleared, so fine-tuning needs no knowledge of how it was built),
+    then the shortcut flags (``--dataset``, ``--data-root``, ``--batch-size``, ...), ``--seed`` and ``--set``.
+    With ``budgets``, ``--steps/--epochs/--minutes`` replace the preset's budget when any is given."""
+    from ..config import apply_overrides, get_preset
+    from ..runs import read_run_config, resolve_run
+
+    if getattr(args, "preset", None) is None and getattr(args, "init_from", None):
+        cfg = read_run_config(resolve_run(args.init_from))
+        cfg.train.max_steps = cfg.train.max_epochs = cfg.train.max_minutes = None
+    else:
+        cfg = get_preset(getattr(args, "preset", None) or default_preset)
+    overrides = list(getattr(args, "set", None) or [])
+    overrides += [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS if getattr(args, flag, None) is not None]
+    if getattr(args, "skip_bad_images", False):
+        overrides.append("data.skip_bad_images=true")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = apply_overrides(cfg, overrides)
+    if budgets and any(getattr(args, k, None) is not None for k in ("steps", "epochs", "minutes")):
+        cfg.train.max_steps, cfg.train.max_epochs, cfg.train.max_minutes = args.steps, args.epochs, args.minutes
+    return cfg

@@ -14,7 +14,8 @@ import torch
 from ..config import PRESETS, apply_overrides, get_preset
 from ..utils.images import psnr, save_grid, ssim
 from ..utils.io import write_json, write_text
-from .common import add_device, add_images, add_run, add_sampler, formatter, print_outputs, select_images
+from .common import (add_device, add_images, add_run, add_sampler, config_from_args, formatter, print_outputs,
+                     select_images)
 
 
 def register(sub) -> None:
@@ -108,36 +109,6 @@ def register(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------ train
-def _base_config(args) -> "RunConfig":  # noqa: F821
-    """--preset, or with --init-from and no --preset the source run's own config (same network and recipe,
-    budgets cleared), so that fine-tuning a model needs no knowledge of how it was built."""
-    if args.preset is None and getattr(args, "init_from", None):
-        from ..runs import resolve_run
-        from ..runs import read_run_config
-
-        cfg = read_run_config(resolve_run(args.init_from))
-        cfg.train.max_steps = cfg.train.max_epochs = cfg.train.max_minutes = None
-        return cfg
-    return get_preset(args.preset or "cpu-small")
-
-
-def config_from_args(args) -> "RunConfig":  # noqa: F821
-    overrides = list(args.set or [])
-    for flag, key in (("dataset", "data.dataset"), ("data_root", "data.root"), ("attributes_csv", "data.attributes_csv"),
-                      ("batch_size", "train.batch_size"), ("lr", "train.lr"), ("precision", "train.precision")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            overrides.append(f"{key}={v}")
-    if getattr(args, "skip_bad_images", False):
-        overrides.append("data.skip_bad_images=true")
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"train.seed={args.seed}")
-    cfg = apply_overrides(_base_config(args), overrides)
-    if args.steps is not None or args.epochs is not None or args.minutes is not None:
-        cfg.train.max_steps, cfg.train.max_epochs, cfg.train.max_minutes = args.steps, args.epochs, args.minutes
-    return cfg
-
-
 def cmd_train(args) -> int:
     from ..training import train
 
