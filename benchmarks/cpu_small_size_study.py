@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from patronus_diffusion.config import apply_overrides, get_preset
+from patronus_diffusion.config import apply_overrides
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.data import load_dataset
 from patronus_diffusion.diffusion.schedule import NoiseSchedule
 from patronus_diffusion.evaluation.heldout import heldout_loss

@@ -18,7 +18,8 @@ import torch
 
 from patronus_diffusion import Patronus
 from patronus_diffusion.analysis.quality import linear_probe_scores, targets_from_dataset
-from patronus_diffusion.config import apply_overrides, get_preset
+from patronus_diffusion.config import apply_overrides
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.training import train
 
 

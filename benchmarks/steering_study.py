@@ -63,6 +63,79 @@ def cmd_train(args) -> None:
                            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
 
 
+def _run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        subprocess.run(PATRONUS + cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+
+
+def measure_one(run: Path, out: Path, n: int, fid_n: int) -> dict:
+    """Every measure of the table for one trained candidate (each step skipped when its file exists)."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "measure.log"
+    steps = [
+        (out / "edits" / "edits_eval.json", ["evaluate-edits", "--run", str(run), "--n", str(n),
+                                             "--out", str(out / "edits"), "--no-progress"]),
+        (out / "quality" / "quality.json", ["quality", "--run", str(run), "--out", str(out / "quality"),
+                                            "--no-progress"]),
+        (out / "evaluate" / "evaluate.json", ["evaluate", "--run", str(run), "--n", str(fid_n), "--settings",
+                                              "dpmpp-2m:20", "--modes", "conditional", "--recon-n", "32",
+                                              "--recon-steps", "50", "--agreement-n", "100", "--agreement-k", "4",
+                                              "--out", str(out / "evaluate"), "--no-progress"]),
+    ]
+    for done, cmd in steps:
+        if not done.exists():
+            _run(cmd, log)
+    e = json.loads((out / "edits" / "edits_eval.json").read_text())
+    q = json.loads((out / "quality" / "quality.json").read_text())
+    v = json.loads((out / "evaluate" / "evaluate.json").read_text())
+    log_rows = (run / "train_log.csv").read_text().splitlines()
+    header = log_rows[0].split(",")
+    ips = [float(r.split(",")[header.index("images_per_s")]) for r in log_rows[1:]]
+    gen = v["generation"][0]
+    return {"median_rise": e["median_rise"], "median_off_target": e["median_off_target"],
+            "median_locality": e.get("median_locality"), "probe_accuracy": q["probes"]["class"]["mean"],
+            "decoder_use_of_s": q.get("s_use", {}).get("gain"),
+            "fid": gen["fid"], "kid": gen["kid"], "kid_std": gen["kid_std"], "fid_n": gen["n"],
+            "psnr_50": v["reconstruction"][0]["psnr_db"],
+            "class_agreement": (v.get("class_agreement") or {}).get("agreement"),
+            "train_images_per_s": round(sum(ips) / len(ips), 1) if ips else None}
+
+
+def cmd_measure(args) -> None:
+    out = Path(args.out)
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    rows = {}
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        rows = json.loads(summary_path.read_text())
+    for name in names:
+        run = out / f"run-{name}"
+        if not (run / "train_summary.json").exists():
+            print(f"[study] {name}: not trained yet, skipped")
+            continue
+        print(f"[study] measuring {name}", flush=True)
+        rows[name] = {"what": CANDIDATES[name][0], "overrides": CANDIDATES[name][1],
+                      **measure_one(run, out / f"measure-{name}", args.n, args.fid_n)}
+        summary_path.write_text(json.dumps(rows, indent=2))
+        print(json.dumps({name: rows[name]}), flush=True)
+
+
+COLUMNS = [("median_rise", "rise", "{:.3f}"), ("median_off_target", "off-target", "{:.3f}"),
+           ("median_locality", "locality", "{:.2f}"), ("probe_accuracy", "probe acc.", "{:.3f}"),
+           ("class_agreement", "class agr.", "{:.3f}"), ("fid", "FID", "{:.1f}"), ("psnr_50", "PSNR@50", "{:.1f}"),
+           ("train_images_per_s", "train img/s", "{:.0f}")]
+
+
+def cmd_table(args) -> None:
+    rows = json.loads((Path(args.out) / "summary.json").read_text())
+    print("| candidate | what | " + " | ".join(c[1] for c in COLUMNS) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
+    for name, r in rows.items():
+        cells = [fmt.format(r[k]) if isinstance(r.get(k), (int, float)) else "n/a" for k, _, fmt in COLUMNS]
+        print(f"| {name} | {r['what']} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -71,8 +144,15 @@ def main(argv=None) -> int:
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--only", help="comma-separated candidate names")
+    m = sub.add_parser("measure", help="measure every trained candidate (resumable)")
+    m.add_argument("--out", default="results/steering_study")
+    m.add_argument("--n", type=int, default=16, help="test images for evaluate-edits")
+    m.add_argument("--fid-n", type=int, default=500, help="generated images for conditional FID/KID")
+    m.add_argument("--only", help="comma-separated candidate names")
+    tb = sub.add_parser("table", help="print the markdown table of summary.json")
+    tb.add_argument("--out", default="results/steering_study")
     args = p.parse_args(argv)
-    {"train": cmd_train}[args.cmd](args)
+    {"train": cmd_train, "measure": cmd_measure, "table": cmd_table}[args.cmd](args)
     return 0
 
 

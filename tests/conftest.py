@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from patronus_diffusion.config import apply_overrides, get_preset
+from patronus_diffusion.config import apply_overrides
+from patronus_diffusion.presets import get_preset
 
 torch.set_num_threads(2)
 

@@ -92,7 +92,7 @@ def test_attribute_csv_is_joined_and_restricts_files(tmp_path):
 
 
 def test_channel_mismatch_is_reported(idx_root):
-    from patronus_diffusion.data.datasets import _LOADERS
+    from patronus_diffusion.data.registry import LOADERS as _LOADERS
 
     cfg = DataConfig(dataset="fashion-mnist", root=str(idx_root), channels=3)
     ds = load_dataset(cfg, "train")  # grey IDX replicated to 3 channels on request

@@ -10,11 +10,12 @@ import torch
 
 from patronus_diffusion import Patronus
 from patronus_diffusion.analysis import editing as E
+from patronus_diffusion.analysis.engine import Edit, EditPlan, interpolate, run_edits, run_plan
 from patronus_diffusion.analysis.explain import explain_gallery, nearest_patches
 from patronus_diffusion.analysis.when import half_rise_timestep, trace_emergence
 from patronus_diffusion.analysis.where import interpolation_matrix, locate, upsample_maps
 from patronus_diffusion.cli.main import main
-from patronus_diffusion.config import get_preset
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.models.prototypes import PrototypeNetwork
 
 
@@ -79,12 +80,17 @@ class _StubPatronus:
     edited entries move half the requested way (rise 0.5) and every other entry moves by 0.1 (others 0.1)."""
 
     batch_size = 2
+    num_prototypes = 4
+
+    class config:  # noqa: N801
+        class sample:  # noqa: N801
+            invert_steps, decode_sampler = 1, "ddim"
 
     class _M:
         def __init__(self, s):
             self.s = s
 
-    def decode(self, x_T, s, steps=None, sampler=None, progress=False):
+    def decode(self, x_T, s, steps=None, sampler=None, progress=False, callback=None):
         base = x_T.flatten(1)
         out = base + 0.5 * (s - base) + 0.1 * (s == base).float()
         return out.view_as(x_T)
@@ -97,7 +103,9 @@ def test_faithfulness_on_a_constructed_case_with_known_answer():
     s0 = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.3, 0.1, 0.2, 0.25], [0.05, 0.05, 0.05, 0.05]])
     inv = E.Inverted(x0=s0.view(3, 1, 1, 4), s=s0, x_T=s0.view(3, 1, 1, 4).clone(), steps=1)
     s_list = torch.stack([E.edit_s(s0, [1], 0.9), E.edit_s(s0, [0, 3], 2.0, mode="scale")])
-    res = E.run_edits(_StubPatronus(), inv, s_list, [[1], [0, 3]])
+    plan = EditPlan(images=inv.x0, edits=[Edit.parse("1=0.9", 4), Edit.parse("0*2,3*2", 4)], inverted=inv)
+    res = run_plan(_StubPatronus(), plan)
+    assert torch.equal(res.s_requested, s_list)
     assert res.images.shape == (2, 3, 1, 1, 4)
     assert torch.allclose(res.rise, torch.full((2, 3), 0.5), atol=1e-6)
     assert torch.allclose(res.others, torch.full((2, 3), 0.1), atol=1e-6)
@@ -157,7 +165,7 @@ def test_nearest_patches_are_exactly_the_nearest_features(pat):
 def test_interpolation_endpoints_reproduce_the_reconstructions(pat):
     x = pat.load_images(indices=[3, 7])
     inv = E.invert_images(pat, x, steps=4)
-    imgs, s = E.interpolate(pat, inv, [0.0, 0.5, 1.0], steps=4)
+    imgs, s = interpolate(pat, inv, [0.0, 0.5, 1.0], steps=4)
     rec = pat.decode(inv.x_T, inv.s, steps=4).clamp(-1, 1)
     assert torch.equal(s[0], inv.s[0]) and torch.equal(s[2], inv.s[1])
     # equal up to float32 batch-size effects (~1e-5), far below the change along the path
@@ -171,11 +179,11 @@ def test_batched_edits_do_not_depend_on_chunking_and_emergence_traces_match(pat)
     ref = E.reference_set(pat, n=16, seed=0)
     s_list = torch.stack([E.edit_s(inv.s, [j], ref.max) for j in (0, 1)])
     pat.batch_size = 64
-    one = E.run_edits(pat, inv, s_list, [[0], [1]], steps=3)
+    one = run_edits(pat, inv, s_list, [[0], [1]], steps=3)
     em_one = trace_emergence(pat, inv, [0, 1], ref, "max", steps=3)
     pat.batch_size = 2  # several decode chunks: the callback must stitch them back in order
     try:
-        many = E.run_edits(pat, inv, s_list, [[0], [1]], steps=3)
+        many = run_edits(pat, inv, s_list, [[0], [1]], steps=3)
         em_many = trace_emergence(pat, inv, [0, 1], ref, "max", steps=3)
     finally:
         pat.batch_size = 64

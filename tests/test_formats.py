@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patronus_diffusion.config import DataConfig, get_preset
+from patronus_diffusion.config import DataConfig
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.data import DataError, dataset_names, iterate_batches, load_dataset
-from patronus_diffusion.data.formats import (CHEXPERT_FINDINGS, RestrictedUnpickler, read_celeba_annotations,
-                                             restricted_load)
+from patronus_diffusion.data.sources.celeba import read_celeba_annotations
+from patronus_diffusion.data.sources.chexpert import CHEXPERT_FINDINGS
+from patronus_diffusion.data.sources.cifar10 import RestrictedUnpickler, restricted_load
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -9,7 +9,7 @@ import torch
 
 from patronus_diffusion.cli.main import main
 from patronus_diffusion.evaluation import fid as fidmod
-from patronus_diffusion.evaluation.cost import derangement, parse_settings
+from patronus_diffusion.evaluation.generation import derangement, parse_settings
 from patronus_diffusion.evaluation.fid import (feature_statistics, fid_kid, frechet_distance,
                                                kernel_inception_distance, reference_statistics, to_inception_input)
 from patronus_diffusion.models.prior import (LatentPrior, PriorConfig, PriorMLP, SStatistics, load_prior,
@@ -256,12 +256,15 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
     assert p["mode"] == "unconditional" and p["reference"]["split"] == "test" and p["small_n"]
 
     assert main(["evaluate", "--run", str(run), "--n", "2", "--settings", "ddim:2", "--n-ref", "2",
-                 "--recon-n", "2", "--recon-steps", "2,3", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+                 "--recon-n", "2", "--recon-steps", "2,3", "--agreement-n", "4", "--agreement-k", "2",
+                 "--out", str(tmp_path / "e"), "--no-progress"]) == 0
     rows = (tmp_path / "e" / "evaluate.csv").read_text().splitlines()
     assert rows[0].startswith("mode,sampler,steps,n,fid,kid") and len(rows) == 3  # both modes
     assert len((tmp_path / "e" / "reconstruction.csv").read_text().splitlines()) == 3
     assert (tmp_path / "e" / "evaluate.png").stat().st_size > 1000
     ev = json.loads((tmp_path / "e" / "evaluate.json").read_text())
     assert ev["generation"][0]["n_reference"] == 2 and "s_kept" in ev["s_shuffle_check"]["reconstruction_psnr_db"]
+    assert 0.0 <= ev["class_agreement"]["agreement"] <= 1.0 and ev["class_agreement"]["n_images"] == 4
+    assert (tmp_path / "e" / "class_agreement.json").exists()
     out = capsys.readouterr().out
-    assert "s-use check" in out and "FID" in out
+    assert "s-use check" in out and "FID" in out and "class agreement" in out

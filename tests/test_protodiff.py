@@ -6,14 +6,16 @@ import math
 import pytest
 import torch
 
-from patronus_diffusion.config import ConfigError, apply_overrides, get_preset
-from patronus_diffusion.diffusion.guidance import class_guided_model_fn, combine_guidance, guided_model_fn
+from patronus_diffusion.config import ConfigError, apply_overrides
+from patronus_diffusion.diffusion.guidance import (class_guided_model_fn, combine_guidance, guided_model_fn,
+                                                  sample_class_guided)
 from patronus_diffusion.diffusion.schedule import NoiseSchedule
 from patronus_diffusion.models import build_model
 from patronus_diffusion.models.protodiffusion import (ClassEmbedding, PrototypeClassifier, build_for_inference,
                                                       cpl_loss, dce_loss, load_prototypes, prototype_loss,
                                                       save_prototypes, squared_distances)
-from patronus_diffusion.training.protodiff import fold_low_timesteps, protodiff_objective
+from patronus_diffusion.presets import get_preset
+from patronus_diffusion.training.objectives import fold_low_timesteps, protodiff_objective
 from patronus_diffusion.training.trainer import build_optimizer
 
 
@@ -183,16 +185,32 @@ def test_guidance_zero_is_conditional_and_batched_equals_separate(pd_cfg):
 
 
 def test_guided_generation_clips_x0_by_default(pd_cfg):
-    from patronus_diffusion.training.protodiff import generate
-
     torch.manual_seed(0)
     model = build_for_inference(_mode_cfg(pd_cfg, "regular")).eval()
     y = torch.tensor([0, 1, 0, 1])
-    default = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1)
-    clipped = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=True)
-    raw = generate(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=False)
+    default = sample_class_guided(model, pd_cfg, y, sampler="ddim", steps=5, seed=1)
+    clipped = sample_class_guided(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=True)
+    raw = sample_class_guided(model, pd_cfg, y, sampler="ddim", steps=5, seed=1, clip_x0=False)
     assert torch.equal(default, clipped)
     assert not torch.allclose(default, raw)  # an untrained model predicts x0 far outside [-1, 1]
+
+
+def test_protodiffusion_api_samples_like_the_guided_loop(pd_cfg, tiny_run):
+    from patronus_diffusion import ProtoDiffusion
+    from patronus_diffusion.runs import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a ProtoDiffusion run"):
+        ProtoDiffusion.load(tiny_run, device="cpu")
+    torch.manual_seed(0)
+    cfg = _mode_cfg(pd_cfg, "regular")
+    pd = ProtoDiffusion(build_for_inference(cfg), cfg, torch.device("cpu"))
+    assert pd.num_classes == 2 and pd.info()["mode"] == "regular"
+    assert pd.class_labels(3).tolist() == [0, 0, 0, 1, 1, 1] and pd.class_labels(3, 4).tolist() == [0, 0, 0, 1]
+    y = pd.class_labels(2)
+    a = pd.sample(y, w=1.0, sampler="ddim", steps=3, seed=2)
+    assert torch.equal(a, sample_class_guided(pd.model, cfg, y, w=1.0, sampler="ddim", steps=3, seed=2))
+    chunked = pd.sample(y, w=1.0, sampler="ddim", steps=3, seed=2, batch_size=3)
+    torch.testing.assert_close(chunked, a, rtol=0, atol=1e-4)  # x_T is drawn before batching
 
 
 # ------------------------------------------------------------------ objective
@@ -322,7 +340,7 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
 
 
 def test_reach_baseline_table_by_hand():
-    from patronus_diffusion.cli.protodiff import reach_baseline_table, stage_targets
+    from patronus_diffusion.experiments.protodiff_compare import reach_baseline_table, stage_targets
 
     rows = [{"mode": "regular", "step": s, "fid": f, "images_seen": s * 10, "train_seconds": s}
             for s, f in ((1, 90.0), (2, 60.0), (3, 50.0))]

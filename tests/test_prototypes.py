@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from patronus_diffusion.config import PrototypeConfig, get_preset
+from patronus_diffusion.config import PrototypeConfig
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.models.prototypes import (PrototypeNetwork, ReceptiveField, log_similarity,
                                                   prototype_distinct_loss)
 

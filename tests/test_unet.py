@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from patronus_diffusion.config import get_preset
+from patronus_diffusion.presets import get_preset
 from patronus_diffusion.models import build_model
 
 

@@ -317,3 +317,30 @@ def weights_file(run_dir: Path, weights: str) -> Path:
     if weights == "ema" and (run_dir / "model.safetensors").exists():
         return run_dir / "model.safetensors"
     raise CheckpointError(f"{run_dir} has no {'checkpoint' if weights == 'raw' else 'weights'} to load")
+
+
+# ------------------------------------------------------------------------------- export
+def export_run(run: Path, out: Path) -> dict[str, Path]:
+    """An inference-only copy of a run (loads like a run): the newest checkpoint's EMA weights (verified), the
+    config, training log and summary, the last preview, and ``export.json`` naming the source. Atomic."""
+    run, out = Path(run), Path(out)
+    read_run_config(run)  # fails clearly on a non-run directory
+    ckpt = latest_checkpoint(run)
+    state = read_checkpoint_state(ckpt) if ckpt is not None else {}
+    src_weights = weights_file(run, "ema")
+    numbered = ((_STEP_DIR.fullmatch(p.stem), p) for p in (run / "samples").glob("step_*.png"))
+    previews = [p for _, p in sorted((int(m.group(1)), p) for m, p in numbered if m)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copyfile(src_weights, tmp / "model.safetensors")
+    for name in ("config.json", "train_log.csv", "train_summary.json"):
+        if (run / name).exists():
+            shutil.copyfile(run / name, tmp / name)
+    if previews:
+        shutil.copyfile(previews[-1], tmp / "samples_final.png")
+    write_json(tmp / "export.json", {"source_run": str(run), "checkpoint": str(ckpt) if ckpt else None,
+                                     "step": state.get("step"), "weights": "ema"})
+    replace_dir(tmp, out)
+    return {"weights": out / "model.safetensors", "config": out / "config.json", "manifest": out / "export.json"}

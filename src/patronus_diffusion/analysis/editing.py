@@ -11,10 +11,19 @@ shows the requested rise of the edited s_J and little change in the other protot
 
 "max" edits use the plausible maximum max(s_X): the largest entry of s over a fixed, seeded
 reference set X of images (the reference draws it from one unseeded batch; here it is reproducible).
+
+This module holds the pieces every edit shares: the inversion (cached per model object, see
+:func:`invert_images`), edits of s and their specs (``3=max``, ``5*2``, ``q0.9``), the reference set
+X and the faithfulness measure. Decoding lives in the edit engine, :mod:`.engine` (one plan -> one
+batched run -> one result); ``decode_edit``, ``decode_many``, ``run_edits``, ``interpolate``,
+``variations`` and ``EditOutcome`` stay importable from here and are the engine's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,11 +40,61 @@ class Inverted:
     steps: int
 
 
-def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: bool = False) -> Inverted:
-    """Encode s = f(x0) and invert x0 -> x_T deterministically under that s."""
+# ------------------------------------------------------------------------------ inversion (cached)
+# x_T of every inversion, per model object (weakly: the cache goes with the model) and per
+# (image bytes, s bytes, steps); a loaded model's weights do not change, so a hit is the same x_T.
+_INVERSIONS: "weakref.WeakKeyDictionary[object, OrderedDict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
+INVERSION_CACHE_SIZE = 32  # inversions kept per model (least recently used dropped first)
+
+
+def inversion_key(x0: torch.Tensor, s: torch.Tensor, steps: int) -> str:
+    """Hash of the images' and s's float32 bytes (with their shapes) and the step count."""
+    h = hashlib.sha256()
+    for t in (x0, s):
+        a = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(repr(tuple(a.shape)).encode())
+        h.update(a.numpy().tobytes())
+    h.update(f"steps={int(steps)}".encode())
+    return h.hexdigest()
+
+
+def _inversion_store(pat) -> OrderedDict | None:
+    try:
+        return _INVERSIONS.setdefault(pat, OrderedDict())
+    except TypeError:  # an object that cannot be weakly referenced: no cache
+        return None
+
+
+def clear_inversion_cache(pat=None) -> None:
+    """Forget the cached inversions of one model object (or of all)."""
+    if pat is None:
+        _INVERSIONS.clear()
+    else:
+        _INVERSIONS.pop(pat, None)
+
+
+def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: bool = False,
+                  cache: bool = True) -> Inverted:
+    """Encode s = f(x0) and invert x0 -> x_T deterministically under that s.
+
+    The inversion is the expensive part of every edit, so x_T is cached per model object, keyed by a
+    hash of the bytes of x0 and s and the step count: analyses that edit the same images in one
+    process invert them once. Every call returns its own copy of x_T.
+    """
     steps = steps or pat.config.sample.invert_steps
     s = pat.encode(x0).s
-    return Inverted(x0=x0, s=s, x_T=pat.invert(x0, s, steps=steps, progress=progress), steps=steps)
+    store = _inversion_store(pat) if cache else None
+    key = inversion_key(x0, s, steps) if store is not None else None
+    if store is not None and key in store:
+        store.move_to_end(key)
+        x_T = store[key]
+    else:
+        x_T = pat.invert(x0, s, steps=steps, progress=progress)
+        if store is not None:
+            store[key] = x_T
+            while len(store) > INVERSION_CACHE_SIZE:
+                store.popitem(last=False)
+    return Inverted(x0=x0, s=s, x_T=x_T.clone(), steps=steps)
 
 
 def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor:
@@ -73,12 +132,6 @@ def edit_s(s: torch.Tensor, prototypes: Sequence[int], value: float | torch.Tens
     else:
         out[:, idx] = out[:, idx] + v
     return out
-
-
-def decode_edit(pat, inv: Inverted, s_edit: torch.Tensor, steps: int | None = None,
-                progress: bool = False) -> torch.Tensor:
-    """Decode the inverted x_T of every image under its edited s' (DDIM eta = 0, batched)."""
-    return pat.decode(inv.x_T, s_edit, steps=steps or inv.steps, progress=progress).clamp(-1, 1)
 
 
 def faithfulness(s_before: torch.Tensor, s_requested: torch.Tensor, s_after: torch.Tensor,
@@ -195,53 +248,17 @@ def parse_edit(spec: str, num_prototypes: int) -> list[EditOp]:
     return ops
 
 
+def resolve_op(op: EditOp, ref: Reference | None) -> float:
+    """The number of one operation: the target of a set (see :func:`resolve_value`), else the factor or delta."""
+    return resolve_value(op.value, op.prototype, ref) if op.mode == "set" else float(op.value)
+
+
 def apply_ops(s: torch.Tensor, ops: Sequence[EditOp], ref: Reference | None) -> torch.Tensor:
     """s' = s with every operation applied in order (values resolved per prototype)."""
     out = s
     for op in ops:
-        value = resolve_value(op.value, op.prototype, ref) if op.mode == "set" else float(op.value)
-        out = edit_s(out, [op.prototype], value, op.mode)
+        out = edit_s(out, [op.prototype], resolve_op(op, ref), op.mode)
     return out
-
-
-# ------------------------------------------------------------------------------ batched edits
-@dataclass
-class EditOutcome:
-    """Decoded edits and their faithfulness: images (E, B, C, H, W), s_after (E, B, P),
-    rise/others (E, B) as in :func:`faithfulness` (against s(x0), the inputs' own s)."""
-
-    images: torch.Tensor
-    s_requested: torch.Tensor
-    s_after: torch.Tensor
-    rise: torch.Tensor
-    others: torch.Tensor
-
-
-def decode_many(pat, x_T: torch.Tensor, s_list: torch.Tensor, steps: int, sampler: str | None = None,
-                progress: bool = False) -> torch.Tensor:
-    """Decode E conditions per x_T in one batched call: x_T (B, ...), s_list (E, B, P) -> (E, B, C, H, W)."""
-    e, b = s_list.shape[:2]
-    flat_x = x_T.unsqueeze(0).expand(e, *x_T.shape).reshape(e * b, *x_T.shape[1:])
-    out = pat.decode(flat_x, s_list.reshape(e * b, -1), steps=steps, sampler=sampler, progress=progress)
-    return out.clamp(-1, 1).reshape(e, b, *x_T.shape[1:])
-
-
-def run_edits(pat, inv: Inverted, s_list: torch.Tensor, edited: Sequence[Sequence[int]],
-              steps: int | None = None, sampler: str | None = None, progress: bool = False) -> EditOutcome:
-    """Decode every edited s' (E, B, P) from the images' inverted x_T (one batched call), re-encode the
-    results, and measure each edit's faithfulness over the prototypes listed in ``edited[e]``."""
-    if len(edited) != s_list.shape[0]:
-        raise ValueError(f"{s_list.shape[0]} edits but {len(edited)} lists of edited prototypes")
-    imgs = decode_many(pat, inv.x_T, s_list, steps or inv.steps, sampler, progress)
-    e, b = s_list.shape[:2]
-    s_after = pat.encode(imgs.reshape(e * b, *imgs.shape[2:])).s.reshape(e, b, -1)
-    rise, others = [], []
-    for k in range(e):
-        f = faithfulness(inv.s, s_list[k], s_after[k], edited[k])
-        rise.append(f["rise"])
-        others.append(f["others"])
-    return EditOutcome(images=imgs, s_requested=s_list, s_after=s_after, rise=torch.stack(rise),
-                       others=torch.stack(others))
 
 
 def _finite_list(t: torch.Tensor, digits: int = 4) -> list:
@@ -280,29 +297,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     return out.to(a.dtype).reshape(a.shape)
 
 
-# ------------------------------------------------------------------------------ interpolation, variations
-def interpolate(pat, inv: Inverted, alphas: Sequence[float], steps: int | None = None, sampler: str | None = None,
-                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Between image A = row 0 and B = row 1 of ``inv``: s(alpha) = lerp(s_A, s_B), x_T(alpha) =
-    slerp(x_T^A, x_T^B); all alphas decoded in one batch. Returns (images (A, C, H, W), s (A, P));
-    alpha = 0 and 1 are exactly the two reconstructions' conditions."""
-    if inv.s.shape[0] != 2:
-        raise ValueError(f"interpolation needs exactly 2 images, got {inv.s.shape[0]}")
-    def lerp(a: float) -> torch.Tensor:  # exact endpoints, no rounding from (1 - a) s_A + a s_B
-        return inv.s[0].clone() if a == 0 else inv.s[1].clone() if a == 1 else (1 - a) * inv.s[0] + a * inv.s[1]
-
-    s = torch.stack([lerp(float(a)) for a in alphas])
-    x_T = torch.cat([slerp(inv.x_T[:1], inv.x_T[1:], float(a)) for a in alphas])
-    imgs = pat.decode(x_T, s, steps=steps or inv.steps, sampler=sampler, progress=progress).clamp(-1, 1)
-    return imgs, s
+def lerp_s(s_a: torch.Tensor, s_b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(1 - alpha) s_A + alpha s_B, with exact endpoints (no rounding at alpha = 0 or 1)."""
+    a = float(alpha)
+    return s_a.clone() if a == 0 else s_b.clone() if a == 1 else (1 - a) * s_a + a * s_b
 
 
-def variations(pat, s: torch.Tensor, k: int, seed: int = 0, steps: int | None = None, sampler: str | None = None,
-               progress: bool = False) -> torch.Tensor:
-    """Decode each row of s from ``k`` seeded x_T ~ N(0, I): (B, k, C, H, W), one batched call."""
-    d = pat.config.data
-    g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((s.shape[0] * k, d.channels, d.image_size, d.image_size), generator=g)
-    out = pat.sample(s.repeat_interleave(k, 0), sampler=sampler or pat.config.sample.decode_sampler,
-                     steps=steps or pat.config.sample.invert_steps, seed=seed, x_T=x_T, progress=progress)
-    return out.reshape(s.shape[0], k, d.channels, d.image_size, d.image_size)
+# ------------------------------------------------------------------------------ the engine's, importable from here
+_ENGINE_NAMES = ("EditOutcome", "decode_edit", "decode_many", "run_edits", "interpolate", "variations")
+
+
+def __getattr__(name: str):
+    if name in _ENGINE_NAMES:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

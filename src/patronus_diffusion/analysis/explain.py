@@ -22,16 +22,16 @@ import csv
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .editing import Reference, faithfulness_summary, invert_images, reference_set, run_edits
+from .editing import Reference, reference_set
+from .engine import Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, crop, save_panels
 from .where import boxes_of
 
@@ -94,18 +94,102 @@ def nearest_patches(pat, prototypes: Sequence[int], k: int = 5, n_images: int = 
 
 
 # ------------------------------------------------------------------------------ the gallery
-def explain_gallery(pat, out_dir: str | Path, prototypes: Sequence[int] | None = None, n_ref: int = 256,
-                    seed: int = 0, steps: int | None = None, progress: bool = True, *, n_images: int = 8,
-                    k_nearest: int = 5, patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
-                    patch_split: str = "train", sampler: str | None = None) -> dict:
-    """Write the gallery of ``prototypes`` (default: all) into ``out_dir`` and return its summary.
+@dataclass
+class Gallery:
+    """Everything the gallery shows, before drawing: the reference set X, s statistics, nearest training
+    patches, and the engine's result of the max-edits (edit r = prototype ``prototypes[r]``)."""
 
-    Files: ``overview.png`` (every prototype: edited image with box, patch, 3 nearest training images),
-    ``prototypes/pJJ.png`` (one figure per prototype), ``enhanced.png`` (lossless grid: rows =
-    prototypes, columns = the edited reference images), ``explain.json`` and ``prototypes.csv``.
-    """
+    run: str
+    prototypes: list[int]
+    reference: Reference
+    stats: dict[str, torch.Tensor]
+    stats_images: int
+    near: NearestPatches
+    near_images: torch.Tensor  # (K, k, C, H, W)
+    near_sources: list[list[str]]
+    near_labels: list[list[str]]
+    result: EditResult
+    sources: list[str]
+    epsilon: float
+    settings: dict
+    timings: dict = field(default_factory=dict)
+    t_start: float = 0.0
+
+    def record(self, r: int) -> dict:
+        """The explain.json entry of prototype ``prototypes[r]``."""
+        j, res, ref, stats, near = self.prototypes[r], self.result, self.reference, self.stats, self.near
+        s_after_j = res.s_after[r, :, j]
+        best = int(s_after_j.argmax())
+        locs = res.location[r, :, j]
+        boxes = boxes_of(res.receptive_field, locs)
+        return {
+            "prototype": j, "max_s_X": round(ref.max, 5),
+            "s_mean": round(float(stats["mean"][j]), 5),
+            "s_quantiles": {f"q{q:g}": round(float(stats["quantiles"][i, j]), 5) for i, q in enumerate(QUANTILES)},
+            "top_fraction": round(float(stats["top_fraction"][j]), 5),
+            "best_image": {"source": self.sources[best], "s_before": round(float(res.s[best, j]), 5),
+                           "s_after": round(float(s_after_j[best]), 5), "box": boxes[best].tolist(),
+                           "location": locs[best].tolist()},
+            "boxes": [b.tolist() for b in boxes],
+            "s_after": [round(float(v), 5) for v in s_after_j],
+            "faithfulness": res.faithfulness(r),
+            "nearest_patches": [
+                {"source": self.near_sources[r][m], "index": int(i), "label": self.near_labels[r][m],
+                 "distance": round(float(d), 6),
+                 "s": round(float(torch.log((d + 1) / (d + self.epsilon))), 5),
+                 "box": near.boxes[r, m].tolist(), "location": near.location[r, m].tolist()}
+                for m, (i, d) in enumerate(zip(near.index[r], near.distance[r]))],
+        }
+
+    def write(self, out_dir: str | Path) -> dict:
+        """overview.png, prototypes/pJJ.png, enhanced.png, explain.json, prototypes.csv; returns the summary."""
+        t0 = time.time()
+        out, res, ref, near = Path(out_dir), self.result, self.reference, self.near
+        x0 = res.x0
+        records, overview_cells = [], []
+        for r, j in enumerate(self.prototypes):
+            rec = self.record(r)
+            records.append(rec)
+            s_after_j = res.s_after[r, :, j]
+            best = int(s_after_j.argmax())
+            boxes = boxes_of(res.receptive_field, res.location[r, :, j])
+            best_img, best_box = res.images[r, best], tuple(rec["best_image"]["box"])
+            _prototype_figure(out / "prototypes" / f"p{j:02d}.png", j, ref, x0, res.s, res.images[r], s_after_j,
+                              boxes, best, self.sources, near, r, self.near_images[r], rec["faithfulness"])
+            nn_cells = [Panel(self.near_images[r, m], f"NN{m + 1} d={float(near.distance[r, m]):.2g}",
+                              tuple(near.boxes[r, m].tolist())) for m in range(min(3, near.index.shape[1]))]
+            overview_cells.append([Panel(best_img, f"p{j}  s={float(s_after_j[best]):.2f}", best_box, highlight=False),
+                                   Panel(crop(best_img, best_box), f"p{j} patch")] + nn_cells)
+        _overview(out / "overview.png", overview_cells, ref, len(self.sources), res.steps)
+        save_grid(res.images.reshape(-1, *x0.shape[1:]), out / "enhanced.png", nrow=len(self.sources), upscale=2)
+        timings = {**self.timings, "figures_seconds": round(time.time() - t0, 2)}
+        overall = res.faithfulness()
+        summary = {
+            "run": self.run, "prototypes": self.prototypes, "reference": ref.to_json(),
+            "settings": self.settings,
+            "faithfulness": {"rise_median": overall["rise_median"], "others_median": overall["others_median"],
+                             "per_prototype_rise_median": {str(r["prototype"]): r["faithfulness"]["rise_median"]
+                                                           for r in records},
+                             "definition": "rise = (s_J(x_hat) - s_J(x0)) / (max(s_X) - s_J(x0)); "
+                                           "others = mean_k!=J |s_k(x_hat) - s_k(x0)|; medians over prototypes x "
+                                           "images"},
+            "timings": {**timings, "total_seconds": round(time.time() - self.t_start, 2)},
+            "files": {"overview": "overview.png", "per_prototype": "prototypes/pJJ.png", "enhanced": "enhanced.png",
+                      "table": "prototypes.csv"},
+            "per_prototype": records,
+        }
+        write_json(out / "explain.json", summary)
+        write_text(out / "prototypes.csv", _csv(records))
+        return summary
+
+
+def build_gallery(pat, prototypes: Sequence[int] | None = None, n_ref: int = 256, seed: int = 0,
+                  steps: int | None = None, progress: bool = True, *, n_images: int = 8, k_nearest: int = 5,
+                  patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
+                  patch_split: str = "train", sampler: str | None = None) -> Gallery:
+    """Encode the statistics and nearest patches, and run the max-edits of ``prototypes`` (default: all)
+    on the first ``n_images`` of the reference set X through the edit engine (one batched decode)."""
     t_start = time.time()
-    out = Path(out_dir)
     P = pat.num_prototypes
     protos = list(range(P)) if prototypes is None else list(prototypes)
     bad = [j for j in protos if not 0 <= j < P]
@@ -121,87 +205,45 @@ def explain_gallery(pat, out_dir: str | Path, prototypes: Sequence[int] | None =
     ds = pat.dataset(split)
     stats_idx = seeded_indices(len(ds), stats_images, seed + 1)
     s_data, _, _ = encode_subset(pat, ds, stats_idx, progress=progress, desc=f"statistics ({split})")
-    stats = s_statistics(s_data)
     patch_ds = ds if patch_split == split else pat.dataset(patch_split)
     near = nearest_patches(pat, protos, k_nearest, patch_images, seed, patch_split, progress, ds=patch_ds)
     timings["encode_seconds"] = round(time.time() - t0, 2)
 
-    # Patronus view: invert the first n_images of X once, decode every max-edit in one batch.
-    t0 = time.time()
+    # Patronus view: the first n_images of X, every max-edit decoded in one batch.
     ref_idx = seeded_indices(len(ds), n_ref, seed)[:n_images]
     x0 = ds.get_batch(ref_idx)
-    inv = invert_images(pat, x0, steps, progress=progress)
-    s_list = inv.s.unsqueeze(0).repeat(len(protos), 1, 1)
-    for r, j in enumerate(protos):
-        s_list[r, :, j] = ref.max
-    timings["invert_seconds"] = round(time.time() - t0, 2)
-    t0 = time.time()
-    res = run_edits(pat, inv, s_list, [[j] for j in protos], steps=steps, sampler=sampler, progress=progress)
-    timings["decode_seconds"] = round(time.time() - t0, 2)
-    enh_match = pat.encode(res.images.reshape(-1, *x0.shape[1:]))
-    enh_loc = enh_match.location.reshape(len(protos), len(ref_idx), P, 2)
-
     sources = [ds.sources[i] for i in ref_idx]
-    near_imgs = patch_ds.get_batch(near.index.flatten().tolist()).reshape(
-        *near.index.shape, *x0.shape[1:])
-    records, overview_cells = [], []
-    for r, j in enumerate(protos):
-        s_after_j = res.s_after[r, :, j]
-        best = int(s_after_j.argmax())
-        locs = enh_loc[r, :, j]
-        boxes = boxes_of(pat.receptive_field, locs)
-        best_img = res.images[r, best]
-        best_box = tuple(boxes[best].tolist())
-        patch = crop(best_img, best_box)
-        f = faithfulness_summary(res.rise[r], res.others[r])
-        rec = {
-            "prototype": j, "max_s_X": round(ref.max, 5),
-            "s_mean": round(float(stats["mean"][j]), 5),
-            "s_quantiles": {f"q{q:g}": round(float(stats["quantiles"][i, j]), 5) for i, q in enumerate(QUANTILES)},
-            "top_fraction": round(float(stats["top_fraction"][j]), 5),
-            "best_image": {"source": sources[best], "s_before": round(float(inv.s[best, j]), 5),
-                           "s_after": round(float(s_after_j[best]), 5), "box": list(best_box),
-                           "location": locs[best].tolist()},
-            "boxes": [b.tolist() for b in boxes],
-            "s_after": [round(float(v), 5) for v in s_after_j],
-            "faithfulness": f,
-            "nearest_patches": [
-                {"source": patch_ds.sources[int(i)], "index": int(i), "label": _label(patch_ds, int(i)), "distance": round(float(d), 6),
-                 "s": round(float(torch.log((d + 1) / (d + pat.config.prototypes.epsilon))), 5),
-                 "box": near.boxes[r, m].tolist(), "location": near.location[r, m].tolist()}
-                for m, (i, d) in enumerate(zip(near.index[r], near.distance[r]))],
-        }
-        records.append(rec)
-        _prototype_figure(out / "prototypes" / f"p{j:02d}.png", j, ref, x0, inv.s, res.images[r], s_after_j, boxes,
-                          best, sources, near, r, near_imgs[r], f)
-        nn_cells = [Panel(near_imgs[r, m], f"NN{m + 1} d={float(near.distance[r, m]):.2g}",
-                          tuple(near.boxes[r, m].tolist())) for m in range(min(3, near.index.shape[1]))]
-        overview_cells.append([Panel(best_img, f"p{j}  s={float(s_after_j[best]):.2f}", best_box, highlight=False),
-                               Panel(patch, f"p{j} patch")] + nn_cells)
+    plan = EditPlan(images=x0, edits=[Edit.set(j, ref.max, label=f"{j}=max(s_X)") for j in protos], names=sources,
+                    steps=steps, sampler=sampler, reference=ref, seed=seed)
+    res = run_plan(pat, plan, progress)
+    timings["invert_seconds"] = round(res.invert_seconds, 2)
+    timings["decode_seconds"] = round(res.seconds, 2)
+    near_imgs = patch_ds.get_batch(near.index.flatten().tolist()).reshape(*near.index.shape, *x0.shape[1:])
+    settings = {"n_images": len(ref_idx), "image_sources": sources, "steps": steps,
+                "sampler": res.sampler, "edit": "s_J := max(s_X)",
+                "k_nearest": k_nearest, "patch_split": patch_split, "patch_images_searched": near.searched,
+                "stats_split": split, "stats_images": len(stats_idx), "seed": seed}
+    return Gallery(run=res.run, prototypes=protos, reference=ref, stats=s_statistics(s_data),
+                   stats_images=len(stats_idx), near=near, near_images=near_imgs,
+                   near_sources=[[patch_ds.sources[int(i)] for i in row] for row in near.index],
+                   near_labels=[[_label(patch_ds, int(i)) for i in row] for row in near.index],
+                   result=res, sources=sources, epsilon=pat.config.prototypes.epsilon, settings=settings,
+                   timings=timings, t_start=t_start)
 
-    timings["figures_seconds"] = round(time.time() - t_start - sum(timings.values()), 2)
-    _overview(out / "overview.png", overview_cells, ref, len(ref_idx), steps)
-    save_grid(res.images.reshape(-1, *x0.shape[1:]), out / "enhanced.png", nrow=len(ref_idx), upscale=2)
-    overall = faithfulness_summary(res.rise, res.others)
-    summary = {
-        "run": str(pat.run_dir), "prototypes": protos, "reference": ref.to_json(),
-        "settings": {"n_images": len(ref_idx), "image_sources": sources, "steps": steps,
-                     "sampler": sampler or pat.config.sample.decode_sampler, "edit": "s_J := max(s_X)",
-                     "k_nearest": k_nearest, "patch_split": patch_split, "patch_images_searched": near.searched,
-                     "stats_split": split, "stats_images": len(stats_idx), "seed": seed},
-        "faithfulness": {"rise_median": overall["rise_median"], "others_median": overall["others_median"],
-                         "per_prototype_rise_median": {str(r["prototype"]): r["faithfulness"]["rise_median"]
-                                                       for r in records},
-                         "definition": "rise = (s_J(x_hat) - s_J(x0)) / (max(s_X) - s_J(x0)); "
-                                       "others = mean_k!=J |s_k(x_hat) - s_k(x0)|; medians over prototypes x images"},
-        "timings": {**timings, "total_seconds": round(time.time() - t_start, 2)},
-        "files": {"overview": "overview.png", "per_prototype": "prototypes/pJJ.png", "enhanced": "enhanced.png",
-                  "table": "prototypes.csv"},
-        "per_prototype": records,
-    }
-    write_json(out / "explain.json", summary)
-    write_text(out / "prototypes.csv", _csv(records))
-    return summary
+
+def explain_gallery(pat, out_dir: str | Path, prototypes: Sequence[int] | None = None, n_ref: int = 256,
+                    seed: int = 0, steps: int | None = None, progress: bool = True, *, n_images: int = 8,
+                    k_nearest: int = 5, patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
+                    patch_split: str = "train", sampler: str | None = None) -> dict:
+    """Write the gallery of ``prototypes`` (default: all) into ``out_dir`` and return its summary.
+
+    Files: ``overview.png`` (every prototype: edited image with box, patch, 3 nearest training images),
+    ``prototypes/pJJ.png`` (one figure per prototype), ``enhanced.png`` (lossless grid: rows =
+    prototypes, columns = the edited reference images), ``explain.json`` and ``prototypes.csv``.
+    """
+    return build_gallery(pat, prototypes, n_ref, seed, steps, progress, n_images=n_images, k_nearest=k_nearest,
+                         patch_images=patch_images, stats_images=stats_images, split=split, patch_split=patch_split,
+                         sampler=sampler).write(out_dir)
 
 
 def _label(ds, i: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 
@@ -50,6 +50,11 @@ def image_array(img: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] -> uint8 (H, W) for grey or (H, W, 3) for colour, by the fixed map of ``to_uint8``."""
     arr = to_uint8(img[None])[0]
     return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def short_name(name: str) -> str:
+    """An image name short enough for a panel title (the end is kept: it holds the index or file name)."""
+    return name if len(name) <= 14 else "..." + name[-11:]
 
 
 def crop(img: torch.Tensor, box: Box) -> torch.Tensor:
@@ -107,11 +112,13 @@ def _draw(ax, panel: Panel, fontsize: float) -> None:
 
 
 def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: Sequence[str] | None = None,
-                title: str | None = None, cell: float = 1.35, fontsize: float = 7.0, dpi: int = 110) -> Path:
+                title: str | None = None, cell: float = 1.35, fontsize: float = 7.0, dpi: int = 110,
+                plot: Callable | None = None, plot_height: float = 2.6) -> Path:
     """Draw a grid of panels (ragged rows are padded with blanks) and save it as a PNG.
 
     Layout is explicit, in inches: every image gets a ``cell`` x ``cell`` square, every row reserves
-    room for its longest panel title, the figure title is wrapped to the figure width.
+    room for its longest panel title, the figure title is wrapped to the figure width. ``plot(ax)``, if
+    given, draws a chart in a ``plot_height``-inch strip below the panels.
     """
     if not rows:
         raise ValueError("nothing to draw: no panels")
@@ -120,6 +127,8 @@ def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: S
     left = 1.0 if row_labels else 0.05
     gap = 0.06
     width = left + ncol * (cell + gap) + 0.05
+    if plot is not None:
+        width = max(width, 6.0)
     if title:
         chars = max(int(width * 72 / ((fontsize + 2) * 0.62)), 20)
         title = "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
@@ -127,7 +136,12 @@ def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: S
     heads = [max((p.title.count("\n") + 1 if p.title else 0) for p in row) * line_in + 0.04 if row else 0.04
              for row in rows]
     height = top + sum(cell + h + gap for h in heads) + 0.05
+    below = plot_height + 0.55 if plot is not None else 0.0
+    height += below
     fig = plt.figure(figsize=(width, height))
+    if plot is not None:
+        x0 = max(left, 0.6)
+        plot(fig.add_axes([x0 / width, 0.45 / height, (width - x0 - 0.2) / width, (plot_height - 0.1) / height]))
     y = height - top
     for r, row in enumerate(rows):
         y -= heads[r] + cell

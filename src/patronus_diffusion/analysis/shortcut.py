@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data.biased import correlated_subset, phi, resolve_attribute
 from ..data.errors import DataError
-from .editing import Inverted, decode_edit, edit_s, invert_images
+from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 
 DEFAULT_THRESHOLD = 0.2
@@ -139,21 +139,21 @@ def rank_prototypes(S: np.ndarray, y: np.ndarray) -> list[tuple[int, float]]:
 # ----------------------------------------------------------------------------- edits
 def edit_effects(pat, x0: torch.Tensor, protos_a: list[int], protos_b: list[int], values: np.ndarray,
                  probe: AttributeProbe, steps: int) -> dict:
-    """Per-image probe effects of raising A's and B's prototypes to ``values`` (one per prototype)."""
-    inv = invert_images(pat, x0, steps=steps)
+    """Per-image probe effects of raising A's and B's prototypes to ``values`` (one per prototype).
+
+    One engine plan: the reconstruction, the A edit and the B edit decoded from the same x_T in one batch."""
     v = torch.as_tensor(values, dtype=torch.float32)
-    s_a = edit_s(inv.s, protos_a, v[protos_a])
-    s_b = edit_s(inv.s, protos_b, v[protos_b])
-    n = len(x0)
-    stacked = Inverted(x0=torch.cat([x0] * 3), s=torch.cat([inv.s] * 3), x_T=torch.cat([inv.x_T] * 3), steps=steps)
-    out = decode_edit(pat, stacked, torch.cat([inv.s, s_a, s_b]), steps=steps)
-    rec, xa, xb = out[:n], out[n:2 * n], out[2 * n:]
+    plan = EditPlan(images=x0, steps=steps, reconstruction=True,
+                    edits=[Edit.set_all({j: float(v[j]) for j in protos_a}, "raise A"),
+                           Edit.set_all({j: float(v[j]) for j in protos_b}, "raise B")])
+    res = run_plan(pat, plan)
+    rec, (xa, xb) = res.reconstruction, res.images
     p_rec, p_a, p_b = (probe_probabilities(probe, z) for z in (rec, xa, xb))
     return {"dA_A": p_a[:, 0] - p_rec[:, 0], "dB_A": p_a[:, 1] - p_rec[:, 1],
             "dB_B": p_b[:, 1] - p_rec[:, 1], "dA_B": p_b[:, 0] - p_rec[:, 0],
             "p_rec": p_rec, "p_orig": probe_probabilities(probe, x0),
             "images": {"x0": x0, "rec": rec, "edit_a": xa, "edit_b": xb},
-            "s_after_a": pat.encode(xa).s, "s_after_b": pat.encode(xb).s, "s": inv.s}
+            "s_after_a": res.s_after[0], "s_after_b": res.s_after[1], "s": res.s}
 
 
 def shortcut_score(e: dict[str, np.ndarray]) -> dict:

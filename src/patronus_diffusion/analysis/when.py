@@ -16,12 +16,18 @@ generation (coarse layout), small t = late (fine detail).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .editing import Inverted, Reference, faithfulness, resolve_value
+from ..utils.images import save_grid
+from ..utils.io import write_json
+from .editing import Inverted, Reference, faithfulness
+from .engine import Edit, EditPlan, EditResult, run_plan
+from .figures import band_plot
+from .tables import write_csv
 
 
 @dataclass
@@ -61,53 +67,36 @@ def half_rise_timestep(t: np.ndarray, mean_gain: np.ndarray) -> int | None:
     return int(t[hit[0]]) if hit.size else None
 
 
-class _TrajectoryRecorder:
-    """Sampler callback: re-encodes x̂0 at every step. ``pat.decode`` runs batch chunks one after
-    another, so a step index of 0 starts a new chunk; chunks are concatenated along the batch."""
+def default_prototypes(pat, x: torch.Tensor, k: int = 4) -> list[int]:
+    """The ``k`` prototypes with the lowest mean s over the images: the largest rise when set to max(s_X)."""
+    return pat.encode(x).s.mean(0).argsort()[: min(k, pat.num_prototypes)].tolist()
 
-    def __init__(self, network):
-        self.network = network
-        self.chunks: list[list[torch.Tensor]] = []
-        self.t: list[int] = []
 
-    def __call__(self, info: dict) -> None:
-        if info["i"] == 0:
-            self.chunks.append([])
-        if len(self.chunks) == 1:
-            self.t.append(int(info["t"]))
-        with torch.no_grad():
-            self.chunks[-1].append(self.network(info["x0"].clamp(-1, 1)).s.cpu())
+def when_plan(x: torch.Tensor, prototypes: Sequence[int], value: str, reference: Reference | None,
+              **plan) -> EditPlan:
+    """The unedited and every single-prototype edit s_J := value, decoded from the same x_T, traced."""
+    protos = list(prototypes)
+    if not protos:
+        raise ValueError("give at least one prototype to trace")
+    return EditPlan(images=x, edits=[Edit.set(j, value, reference) for j in protos], reference=reference,
+                    reconstruction=True, trace=True, **plan)
 
-    def trajectories(self) -> torch.Tensor:
-        """(S, N, P) for the N decoded images in batch order."""
-        return torch.cat([torch.stack(c) for c in self.chunks], dim=1)
+
+def emergence_of(res: EditResult) -> Emergence:
+    """The :class:`Emergence` of a traced plan with the reconstruction (condition 0) and single-prototype edits."""
+    protos = [e.prototype for e in res.edits]
+    targets = torch.stack([res.s_requested[k, :, j] for k, j in enumerate(protos)])
+    return Emergence(t=res.t, prototypes=protos, s_traj=res.trajectory, s_x0=res.s, targets=targets,
+                     final=torch.cat([res.reconstruction[None], res.images]))
 
 
 def trace_emergence(pat, inv: Inverted, prototypes: Sequence[int], ref: Reference | None, value: str = "max",
                     steps: int | None = None, sampler: str | None = None, progress: bool = False) -> Emergence:
     """Decode the unedited and every single-prototype edit from the same x_T in one batched call,
     recording s(x̂0(t)) at every step."""
-    protos = list(prototypes)
-    if not protos:
-        raise ValueError("give at least one prototype to trace")
-    b = inv.s.shape[0]
-    conds = [inv.s]
-    targets = []
-    for j in protos:
-        v = resolve_value(value, j, ref)
-        s_edit = inv.s.clone()
-        s_edit[:, j] = v
-        conds.append(s_edit)
-        targets.append(s_edit[:, j])
-    s_all = torch.stack(conds)  # (E + 1, B, P)
-    e1 = s_all.shape[0]
-    rec = _TrajectoryRecorder(pat.model.prototypes)
-    x_T = inv.x_T.unsqueeze(0).expand(e1, *inv.x_T.shape).reshape(e1 * b, *inv.x_T.shape[1:])
-    final = pat.decode(x_T, s_all.reshape(e1 * b, -1), steps=steps or inv.steps, sampler=sampler,
-                       progress=progress, callback=rec).clamp(-1, 1)
-    traj = rec.trajectories().reshape(len(rec.t), e1, b, -1)
-    return Emergence(t=np.array(rec.t), prototypes=protos, s_traj=traj, s_x0=inv.s, targets=torch.stack(targets),
-                     final=final.reshape(e1, b, *inv.x_T.shape[1:]))
+    plan = when_plan(inv.x0, prototypes, value, ref, steps=steps or inv.steps, sampler=sampler)
+    plan.inverted = inv
+    return emergence_of(run_plan(pat, plan, progress))
 
 
 def emergence_table(em: Emergence) -> tuple[list[str], list[list]]:
@@ -139,3 +128,46 @@ def emergence_summary(em: Emergence) -> list[dict]:
                     "rise_median": round(float(f["rise"].nanmedian()), 4),
                     "others_median": round(float(f["others"].median()), 4)})
     return out
+
+
+# ------------------------------------------------------------------------------ the `when` report
+@dataclass
+class WhenReport:
+    """A traced plan and its emergence curves; ``write`` makes when.png, when.csv, when.json, final.png."""
+
+    result: EditResult
+    emergence: Emergence
+
+    @property
+    def value(self) -> str:
+        return self.result.edits[0].ops[0].value
+
+    def summary(self) -> list[dict]:
+        return emergence_summary(self.emergence)
+
+    def write(self, out_dir) -> dict[str, Path]:
+        r, em, out = self.result, self.emergence, Path(out_dir)
+        header, rows = emergence_table(em)
+        write_csv(out / "when.csv", header, rows)
+        summary = self.summary()
+        curves_u, curves_x = {}, {}
+        for k, j in enumerate(em.prototypes):
+            a, b = em.gain_vs_unedited(k), em.gain_vs_x0(k)
+            label = f"+p{j} (t_half {summary[k]['t_half']})"
+            curves_u[label] = (a.mean(1).numpy(), a.std(1, unbiased=False).numpy())
+            curves_x[label] = (b.mean(1).numpy(), b.std(1, unbiased=False).numpy())
+        band_plot(em.t, curves_u, out / "when.png", more=[curves_x], ylabel="s_J improvement",
+                  title=f"When prototypes emerge: s_J of the predicted x0 after s_J := {self.value} "
+                        f"({len(r.names)} images, mean +- std, {r.steps} steps)",
+                  ax_titles=["vs the unedited trajectory (same x_T)", "vs s_J of the input image x0"])
+        save_grid(em.final.reshape(-1, *r.x0.shape[1:]), out / "final.png", nrow=len(r.names), upscale=2)
+        write_json(out / "when.json", r.meta(prototypes=em.prototypes, value=self.value, seconds=round(r.seconds, 2),
+                                             per_prototype=summary,
+                                             final_png_rows=["unedited"] + [f"+p{j}" for j in em.prototypes]))
+        return {"curves": out / "when.png", "table": out / "when.csv", "results": out / "when.json",
+                "final images": out / "final.png"}
+
+
+def run_when(pat, plan: EditPlan, progress: bool = False) -> WhenReport:
+    res = run_plan(pat, plan, progress)
+    return WhenReport(result=res, emergence=emergence_of(res))

@@ -20,11 +20,16 @@ The box of the best patch is :meth:`ReceptiveField.box` at the argmax unit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..models.prototypes import ReceptiveField, log_similarity
+from ..utils.io import atomic_path, write_json
+from .figures import Panel, save_panels, short_name
+from .tables import write_csv
 
 
 @dataclass
@@ -114,3 +119,57 @@ def _result(rf, s, location, sim, prototypes, top_k, display_size) -> WhereResul
     loc = take(location)
     return WhereResult(prototypes=ids, s=take(s), location=loc, boxes=boxes_of(rf, loc, size),
                        maps=upsample_maps(take(sim), rf, size), display_size=size)
+
+
+# ------------------------------------------------------------------------------ the `where` report
+@dataclass
+class WhereReport:
+    """:class:`WhereResult` of named images, with what its files need (run, receptive field, selection)."""
+
+    result: WhereResult
+    images: torch.Tensor
+    names: list[str]
+    top_k: int | None
+    run: str
+    receptive_field: ReceptiveField
+
+    def write(self, out_dir) -> dict:
+        """where.png (maps over the images, best patch boxed), boxes.csv, maps.npz (float32), where.json."""
+        res, x, names, out = self.result, self.images, self.names, Path(out_dir)
+        size = res.display_size
+        x_show = x if size == x.shape[-1] else torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
+        rows, records, csv_rows = [], [], []
+        for i, name in enumerate(names):
+            row = [Panel(x_show[i], short_name(name))]
+            for k in range(res.prototypes.shape[1]):
+                j, s, box = int(res.prototypes[i, k]), float(res.s[i, k]), tuple(res.boxes[i, k].tolist())
+                row.append(Panel(x_show[i], f"p{j} s={s:.2f}", box, heat=res.maps[i, k].numpy()))
+                records.append({"image": name, "prototype": j, "rank": k, "s": round(s, 5), "box": list(box),
+                                "location": res.location[i, k].tolist()})
+                csv_rows.append([name, j, k, f"{s:.5f}", *box, *res.location[i, k].tolist()])
+            rows.append(row)
+        save_panels(rows, out / "where.png", cell=1.6, title="similarity map (jet overlay) through the receptive "
+                    f"field; red box = best patch ({'top-' + str(self.top_k) if self.top_k else 'chosen prototypes'})")
+        write_csv(out / "boxes.csv", ["image", "prototype", "rank", "s", "x0", "y0", "x1", "y1", "row", "col"],
+                  csv_rows)
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, maps=res.maps.numpy().astype(np.float32), prototypes=res.prototypes.numpy(),
+                                    images=np.array(names))
+        rf = self.receptive_field
+        write_json(out / "where.json", {"run": self.run, "images": names, "display_size": size,
+                                        "receptive_field": {"image_size": rf.image_size, "units": rf.size,
+                                                            "jump": rf.jump, "size": rf.rf, "start": rf.start},
+                                        "box_convention": "(x0, y0, x1, y1) pixels, end-exclusive",
+                                        "matches": records})
+        return {"figure": out / "where.png", "boxes": out / "boxes.csv", "maps": out / "maps.npz",
+                "results": out / "where.json"}
+
+
+def where_report(pat, x: torch.Tensor, names: Sequence[str], prototypes: Sequence[int] | None = None,
+                 top_k: int | None = None, display_size: int | None = None) -> WhereReport:
+    """:func:`where` of named images (``display_size`` defaults to the model's image size)."""
+    size = display_size or pat.config.data.image_size
+    res = where(pat, x, prototypes=prototypes, top_k=top_k, display_size=size)
+    return WhereReport(result=res, images=x, names=list(names), top_k=top_k, run=str(pat.run_dir),
+                       receptive_field=pat.receptive_field)

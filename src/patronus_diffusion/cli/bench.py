@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from ..config import PRESETS, apply_overrides, get_preset
+from ..config import apply_overrides
+from ..presets import PRESETS, get_preset
 from .common import formatter
 
 

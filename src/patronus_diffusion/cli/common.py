@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -72,10 +71,6 @@ def print_outputs(title: str, files: dict[str, Path]) -> None:
         print(f"  {k:<18} {v}")
 
 
-def dump(obj) -> str:
-    return json.dumps(obj, indent=2)
-
-
 # ------------------------------------------------------------------------------------ config from flags
 _FLAG_KEYS = (("dataset", "data.dataset"), ("data_root", "data.root"), ("attributes_csv", "data.attributes_csv"),
               ("batch_size", "train.batch_size"), ("lr", "train.lr"), ("precision", "train.precision"))
@@ -86,7 +81,8 @@ def config_from_args(args, default_preset: str = "cpu-small", budgets: bool = Tr
     source run's own config with its budgets cleared, so fine-tuning needs no knowledge of how it was built),
     then the shortcut flags (``--dataset``, ``--data-root``, ``--batch-size``, ...), ``--seed`` and ``--set``.
     With ``budgets``, ``--steps/--epochs/--minutes`` replace the preset's budget when any is given."""
-    from ..config import apply_overrides, get_preset
+    from ..config import apply_overrides
+    from ..presets import get_preset
     from ..runs import read_run_config, resolve_run
 
     if getattr(args, "preset", None) is None and getattr(args, "init_from", None):

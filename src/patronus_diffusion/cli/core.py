@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -11,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import PRESETS, apply_overrides, get_preset
-from ..utils.images import psnr, save_grid, ssim
+from ..presets import PRESETS, get_preset
+from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .common import (add_device, add_images, add_run, add_sampler, config_from_args, formatter, print_outputs,
+from .common import (add_device, add_images, add_run, add_sampler, config_from_args, formatter, parse_int_list,
+                     print_outputs,
                      select_images)
 
 
@@ -201,144 +201,37 @@ def cmd_sample(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ reconstruct
-def reconstruction_report(pat, x: torch.Tensor, names: list[str], step_list: list[int], out: Path,
-                          progress: bool = True) -> dict:
-    """Invert+decode at each step count; write the grid, per-image CSV and JSON; return the means."""
-    rows, summary, grids = [], {}, [x]
-    s = pat.encode(x).s
-    for k in step_list:
-        t0 = time.time()
-        x_T = pat.invert(x, s, steps=k, progress=progress)
-        rec = pat.decode(x_T, s, steps=k, progress=progress)
-        secs = time.time() - t0
-        p, q = psnr(rec, x), ssim(rec, x)
-        grids.append(rec.clamp(-1, 1))
-        summary[str(k)] = {"psnr_db": round(float(p.mean()), 3), "ssim": round(float(q.mean()), 4),
-                           "psnr_db_min": round(float(p.min()), 3), "seconds_per_image": round(secs / len(x), 3),
-                           "x_T_std": round(float(x_T.std()), 4)}
-        rows += [f"{n},{k},{a:.4f},{b:.5f}" for n, a, b in zip(names, p.tolist(), q.tolist())]
-    save_grid(torch.cat(grids), out / "reconstructions.png", nrow=len(x), upscale=2)
-    write_text(out / "reconstruct.csv", "image,steps,psnr_db,ssim\n" + "\n".join(rows) + "\n")
-    result = {"run": str(pat.run_dir), "images": names, "sampler": "ddim (eta=0) inversion and decoding",
-              "rows_of_reconstructions_png": ["original"] + [f"{k} steps" for k in step_list], "by_steps": summary}
-    write_json(out / "reconstruct.json", result)
-    return result
-
-
 def cmd_reconstruct(args) -> int:
+    from ..evaluation.reconstruction import reconstruct
     from ..api import Patronus
 
     pat = Patronus.load(args.run, args.weights, args.device)
     x, names = select_images(pat, args)
-    try:
-        step_list = [int(v) for v in str(args.steps).split(",") if v]
-    except ValueError:
-        raise ValueError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
-    out = Path(args.out)
-    res = reconstruction_report(pat, x, names, step_list, out)
-    for k, v in res["by_steps"].items():
+    step_list = parse_int_list(str(args.steps), f"--steps must be comma-separated integers, got {args.steps!r}")
+    res = reconstruct(pat, x, names, step_list)
+    files = res.write(args.out)
+    for k, v in res.by_steps.items():
         print(f"{k:>5} steps: PSNR {v['psnr_db']:.2f} dB  SSIM {v['ssim']:.4f}  ({v['seconds_per_image']} s/image)")
-    print_outputs("wrote", {"grid": out / "reconstructions.png", "per image": out / "reconstruct.csv",
-                            "summary": out / "reconstruct.json"})
+    print_outputs("wrote", files)
     return 0
 
 
-# ------------------------------------------------------------------------------------ demo
 def cmd_demo(args) -> int:
-    import shutil
+    from ..experiments.demo import run_demo
 
-    from ..api import Patronus
-    from ..training import train
-
-    t_all = time.time()
-    out = Path(args.out)
-    run = out / "run"
-    if args.fresh and run.exists():
-        shutil.rmtree(run)
-    cfg = apply_overrides(get_preset(args.preset), list(args.set) + [f"train.seed={args.seed}"])
-    cfg.train.max_steps, cfg.train.max_epochs = None, None
-    resume = (run / "latest.json").exists()
-    print(f"[demo] training {cfg.preset} on {cfg.data.dataset} for {args.minutes} min -> {run}"
-          + (" (continuing the earlier demo run; --fresh starts over)" if resume else ""))
-    r = train(cfg, run, resume=resume, max_minutes=args.minutes, device=args.device)
-    t_train = time.time() - t_all
-    pat = Patronus.load(run, device=args.device)
-    ds = pat.dataset("test")
-    g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(len(ds), generator=g)[:16].tolist()
-    x = ds.get_batch(idx)
-    s = pat.encode(x).s
-    print("[demo] sampling 16 images from test images' s")
-    t0 = time.time()
-    gen = pat.sample(s, seed=args.seed, progress=True)
-    t_sample = time.time() - t0
-    save_grid(torch.cat([x, gen]), out / "generated_from_test_s.png", nrow=16, upscale=2)
-    print(f"[demo] reconstructing {args.n} test images at 50 and 100 inversion steps")
-    rec = reconstruction_report(pat, x[: args.n], [f"test:{i}" for i in idx[: args.n]], [50, 100], out)
-    summary = {
-        "run": str(run), "preset": cfg.preset, "dataset": cfg.data.dataset, "train_steps": r.step,
-        "images_seen": r.images_seen, "epochs": round(json.loads((run / "train_summary.json").read_text())["epoch"], 3), "train_minutes": round(t_train / 60, 2),
-        "final_train_loss": round(r.last_loss, 5),
-        "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
-                     "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},
-        "reconstruction_psnr_db": {k: v["psnr_db"] for k, v in rec["by_steps"].items()},
-        "reconstruction_ssim": {k: v["ssim"] for k, v in rec["by_steps"].items()},
-        "wall_minutes": None,
-    }
-    files = {"generated": out / "generated_from_test_s.png", "reconstructions": out / "reconstructions.png",
-             "psnr per image": out / "reconstruct.csv"}
-    if args.gallery_images > 0:
-        from ..analysis.explain import explain_gallery
-
-        print(f"[demo] explanation gallery of all {pat.num_prototypes} prototypes -> {out / 'explain'}")
-        t0 = time.time()
-        gal = explain_gallery(pat, out / "explain", seed=args.seed, n_images=args.gallery_images,
-                              stats_images=1000, patch_images=5000)
-        summary["gallery"] = {"folder": str(out / "explain"), "seconds": round(time.time() - t0, 1),
-                              "max_s_X": gal["reference"]["max_s_X"],
-                              "edit_faithfulness": {k: gal["faithfulness"][k] for k in ("rise_median", "others_median")}}
-        files["gallery"] = out / "explain" / "overview.png"
-    summary["wall_minutes"] = round((time.time() - t_all) / 60, 2)
-    write_json(out / "summary.json", summary)
-    print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {out}/",
-                  {**files, "summary": out / "summary.json", "run": run})
+    summary, files = run_demo(args.out, preset=args.preset, overrides=args.set, minutes=args.minutes, seed=args.seed,
+                              n_reconstruct=args.n, gallery_images=args.gallery_images, fresh=args.fresh,
+                              device=args.device)
+    print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {args.out}/", files)
     print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
           f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
     return 0
 
 
-def export_bundle(run: Path, out: Path) -> dict[str, Path]:
-    """Inference-only copy of a run; weights come from the newest checkpoint's EMA (verified)."""
-    import shutil
-
-    from ..runs import weights_file
-    from ..runs import latest_checkpoint, read_checkpoint_state, read_run_config
-    from ..utils.io import replace_dir
-
-    read_run_config(run)  # fails clearly on a non-run directory
-    ckpt = latest_checkpoint(run)
-    state = read_checkpoint_state(ckpt) if ckpt is not None else {}
-    src_weights = weights_file(run, "ema")
-    previews = sorted((run / "samples").glob("step_*.png"), key=lambda q: int(q.stem.split("_")[1]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    if True:
-        shutil.copyfile(src_weights, tmp / "model.safetensors")
-        for name in ("config.json", "train_log.csv", "train_summary.json"):
-            if (run / name).exists():
-                shutil.copyfile(run / name, tmp / name)
-        if previews:
-            shutil.copyfile(previews[-1], tmp / "samples_final.png")
-        write_json(tmp / "export.json", {"source_run": str(run), "checkpoint": str(ckpt) if ckpt else None,
-                                         "step": state.get("step"), "weights": "ema"})
-    replace_dir(tmp, out)
-    return {"weights": out / "model.safetensors", "config": out / "config.json", "manifest": out / "export.json"}
-
-
 def cmd_export(args) -> int:
-    files = export_bundle(Path(args.run), Path(args.out))
+    from ..runs import export_run
+
+    files = export_run(Path(args.run), Path(args.out))
     print_outputs(f"exported {args.run} -> {args.out}", files)
     return 0
 

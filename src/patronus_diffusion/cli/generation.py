@@ -70,6 +70,10 @@ def register(sub) -> None:
     p.add_argument("--n-ref", type=int, default=2000)
     p.add_argument("--ref-split", default="test")
     p.add_argument("--cache-dir", help="reference statistics cache (default $PATRONUS_CACHE/fid)")
+    p.add_argument("--agreement-n", type=int, default=100,
+                   help="test images whose s generates --agreement-k images each, judged by an independent "
+                        "classifier trained on real images (class agreement; 0 skips it)")
+    p.add_argument("--agreement-k", type=int, default=4, help="generations per image for the class agreement")
     p.add_argument("--out", default="results/evaluate")
     p.add_argument("--no-progress", action="store_true")
     add_device(p)
@@ -146,7 +150,7 @@ def cmd_train_prior(args) -> int:
 # ------------------------------------------------------------------------------------ fid
 def cmd_fid(args) -> int:
     from ..api import Patronus
-    from ..evaluation.cost import generate, make_s, noise_for, run_protocol
+    from ..evaluation.generation import generate, make_s, noise_for, run_protocol
     from ..evaluation.fid import fid_kid, protocol_line
     from ..utils.images import save_grid
 
@@ -183,7 +187,7 @@ def cmd_fid(args) -> int:
 # ------------------------------------------------------------------------------------ evaluate
 def cmd_evaluate(args) -> int:
     from ..api import Patronus
-    from ..evaluation.cost import MODES, evaluate, parse_settings
+    from ..evaluation.generation import MODES, evaluate, parse_settings
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in modes if m not in MODES]
@@ -197,7 +201,7 @@ def cmd_evaluate(args) -> int:
     res = evaluate(pat, args.out, prior=prior, n=args.n, settings=settings, modes=modes, recon_n=args.recon_n,
                    recon_steps=tuple(_ints(args.recon_steps, "--recon-steps")), n_ref=args.n_ref,
                    ref_split=args.ref_split, seed=args.seed, weights=args.weights, cache_dir=args.cache_dir,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, agreement_n=args.agreement_n, agreement_k=args.agreement_k)
     out = Path(args.out)
     print(f"{'mode':<14}{'setting':<14}{'FID':>9}{'KID x1e3':>10}{'s/image':>10}")
     for r in res["generation"]:
@@ -209,10 +213,17 @@ def cmd_evaluate(args) -> int:
     sh = res["s_shuffle_check"]
     print(f"s-use check: reconstruction PSNR {sh['reconstruction_psnr_db']['s_kept']:.2f} dB with s kept vs "
           f"{sh['reconstruction_psnr_db']['s_shuffled']:.2f} dB shuffled -> {sh['verdict']}")
+    ca = res["class_agreement"]
+    if ca is not None:
+        print(f"class agreement of generations from s: {ca['agreement']:.3f} (judge accuracy on real test images "
+              f"{ca['judge_test_accuracy']}, chance {ca['chance']}); pixel spread same s / other noise "
+              f"{ca['pixel_spread_grey_levels']['same_s_other_noise']}, other s / same noise "
+              f"{ca['pixel_spread_grey_levels']['other_s_same_noise']} grey levels")
     for note in res["protocol"]["skipped"]:
         print(f"skipped {note}")
     print_outputs("wrote", {"table": out / "evaluate.csv", "plot": out / "evaluate.png", "summary": out / "evaluate.json",
-                            "reconstruction": out / "reconstruction.csv", "s-use check": out / "s_shuffle.json"})
+                            "reconstruction": out / "reconstruction.csv", "s-use check": out / "s_shuffle.json",
+                            **({"class agreement": out / "class_agreement.json"} if ca is not None else {})})
     return 0
 
 

@@ -10,7 +10,7 @@ import sys
 
 # Command-group modules, in the order their commands appear in --help.
 COMMAND_MODULES = ["core", "bench"]
-OPTIONAL_MODULES = ["explain", "generation", "quality", "protodiff"]
+OPTIONAL_MODULES = ["explain", "edit", "generation", "quality", "protodiff"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,18 +9,18 @@ and the measured comparison of the class-embedding modes).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, ConfigError, PROTODIFF_MODES, RunConfig
+from ..config import PROTODIFF_MODES, RunConfig
 from ..diffusion.samplers import SAMPLERS
+from ..presets import PRESETS
 from ..utils.images import save_grid, save_png, to_uint8
-from ..utils.io import atomic_path, write_json, write_text
-from .common import add_device, formatter, parse_int_list, print_outputs
+from ..utils.io import write_json, write_text
+from .common import add_device, config_from_args, formatter, parse_int_list, print_outputs
 
 PD_PRESETS = [p for p in PRESETS if p.startswith("protodiff")]
 DEFAULT_PRESET = "protodiff-fmnist-cpu"
@@ -127,26 +127,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-# ==================================================================================== config
-def _base_config(args) -> RunConfig:
-    from ..config import apply_overrides, get_preset
-
-    overrides = list(args.set or [])
-    for flag, key in (("dataset", "data.dataset"), ("data_root", "data.root"),
-                      ("batch_size", "train.batch_size"), ("lr", "train.lr")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            overrides.append(f"{key}={v}")
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"train.seed={args.seed}")
-    return apply_overrides(get_preset(args.preset), overrides)
-
-
 # ==================================================================================== train-classifier
 def cmd_train_classifier(args) -> int:
     from ..training.protodiff import train_classifier
 
-    cfg = _base_config(args)
+    cfg = config_from_args(args, default_preset=DEFAULT_PRESET, budgets=False)
     cc = cfg.protodiff.classifier
     cc.seed = args.seed
     if args.epochs is not None:
@@ -166,9 +151,6 @@ def cmd_train_classifier(args) -> int:
 
 
 # ==================================================================================== train
-PROTODIFF_IDENTITY = ("mode", "num_classes", "embed_dim", "null", "padding_idx0")
-
-
 def train_config(args) -> RunConfig:
     """The preset plus flags; with --resume (and no --set) the run's saved config plus flags."""
     from ..runs import read_run_config
@@ -177,7 +159,7 @@ def train_config(args) -> RunConfig:
     if args.resume and saved.exists() and not args.set:
         cfg = read_run_config(Path(args.out))
     else:
-        cfg = _base_config(args)
+        cfg = config_from_args(args, default_preset=DEFAULT_PRESET, budgets=False)
         cfg.protodiff.mode = "proto-frozen"
     pc = cfg.protodiff
     if args.mode is not None:
@@ -193,21 +175,9 @@ def train_config(args) -> RunConfig:
     return cfg.validate()
 
 
-def check_resume_identity(run_dir: Path, cfg: RunConfig) -> None:
-    """A resumed run must keep its mode and table shape (the trainer checks the UNet)."""
-    from ..runs import read_run_config
-
-    saved = read_run_config(run_dir).protodiff
-    diffs = [f"{k}: {getattr(saved, k)!r} vs {getattr(cfg.protodiff, k)!r}" for k in PROTODIFF_IDENTITY
-             if getattr(saved, k) != getattr(cfg.protodiff, k)]
-    if diffs:
-        raise ConfigError(f"cannot resume {run_dir} with a different class embedding ({'; '.join(diffs)}); "
-                          f"use the run's own --mode or train into a new --out")
-
-
 def cmd_train(args) -> int:
     from ..training import train
-    from ..training.protodiff import check_prototypes_fit
+    from ..training.protodiff import check_prototypes_fit, check_resume_identity
 
     cfg = train_config(args)
     meta = check_prototypes_fit(cfg)
@@ -245,19 +215,19 @@ def save_labelled_images(x: torch.Tensor, labels: list[int], folder: Path, class
 
 
 def cmd_sample(args) -> int:
-    from ..training.protodiff import class_labels, generate, load_run
+    from ..api import ProtoDiffusion
 
-    model, cfg, run_dir = load_run(args.run, args.weights, args.device)
-    C = cfg.protodiff.num_classes
-    given = parse_labels(args.labels, C)
+    pd = ProtoDiffusion.load(args.run, args.weights, args.device)
+    cfg, run_dir = pd.config, pd.run_dir
+    given = parse_labels(args.labels, pd.num_classes)
     if given is None and args.per_class < 1:
         raise ValueError("--per-class must be >= 1")
-    labels = torch.tensor(given) if given is not None else class_labels(C, args.per_class)
+    labels = torch.tensor(given) if given is not None else pd.class_labels(args.per_class)
     w = cfg.protodiff.guidance if args.w is None else args.w
     sampler, steps = args.sampler or cfg.sample.sampler, args.steps or cfg.sample.steps
     t0 = time.time()
-    imgs = generate(model, cfg, labels, w=w, sampler=sampler, steps=steps, seed=args.seed,
-                    batch_size=args.batch_size, progress=True)
+    imgs = pd.sample(labels, w=w, sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch_size,
+                     progress=True)
     secs = time.time() - t0
     out = Path(args.out)
     class_names = _class_names(cfg)
@@ -281,7 +251,7 @@ def cmd_sample(args) -> int:
 
 
 def _class_names(cfg: RunConfig) -> list[str]:
-    from ..training.protodiff import load_prototypes
+    from ..models.protodiffusion import load_prototypes
 
     if cfg.protodiff.prototypes and Path(cfg.protodiff.prototypes).exists():
         names = load_prototypes(cfg.protodiff.prototypes)[1].get("class_names")
@@ -295,215 +265,13 @@ def _class_names(cfg: RunConfig) -> list[str]:
 
 
 # ==================================================================================== compare
-CURVE_FIELDS = ["mode", "checkpoint", "step", "images_seen", "train_seconds", "fid", "kid", "kid_std",
-                "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds"]
-
-
-def stage_targets(total_steps: int, k: int) -> list[int]:
-    """k evaluation steps evenly spaced up to total_steps, e.g. (1500, 3) -> [500, 1000, 1500]."""
-    if k < 1 or total_steps < k:
-        raise ValueError(f"need 1 <= --checkpoints <= --train-steps, got {k} and {total_steps}")
-    return [int(round(total_steps * (i + 1) / k)) for i in range(k)]
-
-
-def _run_step(run_dir: Path) -> int:
-    from ..runs import latest_checkpoint, read_checkpoint_state
-
-    ck = latest_checkpoint(run_dir) if run_dir.exists() else None
-    return int(read_checkpoint_state(ck, verify=False)["step"]) if ck is not None else 0
-
-
-def evaluate_checkpoint(run_dir: Path, mode: str, args, classifier, extractor, protocol: dict) -> dict:
-    """Class-balanced guided samples -> FID/KID and the prototype classifier's accuracy on them."""
-    from ..evaluation.fid import fid_kid
-    from ..training.protodiff import class_labels, generate, load_run
-
-    model, cfg, _ = load_run(run_dir, "ema", args.device)
-    C = cfg.protodiff.num_classes
-    labels = class_labels(C, -(-args.n_gen // C), args.n_gen)
-    t0 = time.time()
-    imgs = generate(model, cfg, labels, w=protocol["guidance_w"], sampler=protocol["sampler"],
-                    steps=protocol["steps"], seed=protocol["seed"], progress=not args.no_progress)
-    sample_s = time.time() - t0
-    acc = float((classifier.predict(imgs) == labels).float().mean())
-    t0 = time.time()
-    res = fid_kid(imgs, cfg.data, split="test", n_ref=args.n_ref, seed=0, progress=not args.no_progress,
-                  extractor=extractor, protocol={**protocol, "mode": mode})
-    per_class = min(10, -(-args.n_gen // C))
-    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(C)])
-    return {"fid": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"], "protocol": res["protocol"],
-            "classifier_accuracy_on_samples": acc, "sample_seconds": round(sample_s, 1),
-            "fid_seconds": round(time.time() - t0, 1), "grid": imgs[grid_idx], "grid_nrow": per_class}
-
-
-def _compare_config(args, mode: str, prototypes: Path) -> RunConfig:
-    cfg = _base_config(args)
-    cfg.protodiff.mode = mode
-    cfg.protodiff.prototypes = str(prototypes.resolve())
-    cfg.train.sample_every = 0
-    cfg.train.max_epochs, cfg.train.max_minutes = None, None
-    if args.train_steps:
-        cfg.train.max_steps = args.train_steps
-    if not cfg.train.max_steps:
-        raise ConfigError("give --train-steps (the preset sets no step budget)")
-    # a short comparison must not spend its whole budget in the LR warm-up: cap it at 10 % of the steps
-    cfg.train.warmup_steps = min(cfg.train.warmup_steps, cfg.train.max_steps // 10)
-    cfg.train.checkpoint_every = min(cfg.train.checkpoint_every or 250, 250)
-    cfg.train.keep_checkpoints = 1
-    return cfg.validate()
-
-
 def cmd_compare(args) -> int:
-    from ..evaluation.fid import InceptionFeatures
-    from ..training import train
-    from ..training.protodiff import load_classifier, train_classifier
+    from ..experiments.protodiff_compare import run_protodiff_compare
 
-    out = Path(args.out)
-    if args.baseline not in args.modes:
-        raise ValueError(f"the baseline {args.baseline!r} must be one of --modes")
-    # ---- stage A: one classifier shared by every mode (and used to score the samples)
-    clf_dir = Path(args.classifier) if args.classifier else out / "classifier"
-    if not (clf_dir / "prototypes.safetensors").exists():
-        if args.classifier:
-            raise FileNotFoundError(f"{clf_dir} holds no prototypes.safetensors")
-        cfg = _base_config(args)
-        if args.classifier_epochs is not None:
-            cfg.protodiff.classifier.epochs = args.classifier_epochs
-        print(f"[compare] training the prototype classifier -> {clf_dir}")
-        train_classifier(cfg, clf_dir, device=args.device, progress=not args.no_progress)
-    classifier, clf_meta = load_classifier(clf_dir, args.device)
-    print(f"[compare] classifier accuracy: {clf_meta['accuracy']}")
-    base = _compare_config(args, args.modes[0], clf_dir / "prototypes.safetensors")
-    targets = stage_targets(base.train.max_steps, args.checkpoints)
-    protocol = {"guidance_w": base.protodiff.guidance if args.w is None else args.w,
-                "sampler": args.sampler or base.sample.sampler, "steps": args.steps or base.sample.steps,
-                "seed": 12345, "weights": "ema", "labels": "class-balanced", "n_generated": args.n_gen}
-    extractor = InceptionFeatures(device="cpu")
-    # ---- stage B + evaluation, resumable per (mode, checkpoint); checkpoint-major, so a partial run
-    # ---- still compares every mode at the same (early) budgets
-    for k, target in enumerate(targets, 1):
-        for mode in args.modes:
-            cfg = _compare_config(args, mode, clf_dir / "prototypes.safetensors")
-            run_dir = out / "runs" / mode
-            times_path = run_dir / "stage_seconds.json"
-            ev_path = out / "evals" / f"{mode}_step{target:06d}.json"
-            if ev_path.exists():
-                continue
-            times = json.loads(times_path.read_text()) if times_path.exists() else {}
-            if _run_step(run_dir) < target:
-                if _run_step(run_dir) > 0:
-                    check_resume_identity(run_dir, cfg)
-                print(f"[compare] {mode}: training to step {target} ({k}/{len(targets)})")
-                t0 = time.time()
-                r = train(cfg, run_dir, resume=_run_step(run_dir) > 0, device=args.device, max_steps=target,
-                          progress=not args.no_progress)
-                times[str(target)] = times.get(str(target), 0.0) + (time.time() - t0)
-                write_json(times_path, times)
-                images_seen = r.images_seen
-            else:
-                images_seen = target * cfg.train.batch_size
-            print(f"[compare] {mode}: evaluating step {target}")
-            ev = evaluate_checkpoint(run_dir, mode, args, classifier, extractor,
-                                     {**protocol, "images_seen": images_seen})
-            save_grid(ev.pop("grid"), out / "samples" / f"{mode}_step{target:06d}.png", nrow=ev.pop("grid_nrow"),
-                      upscale=2)
-            train_s = sum(v for s_, v in times.items() if int(s_) <= target)
-            write_json(ev_path, {"mode": mode, "checkpoint": k, "step": target, "images_seen": images_seen,
-                                 "train_seconds": round(train_s, 1), **ev})
-            print(f"[compare] {mode} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, "
-                  f"classifier accuracy on samples {ev['classifier_accuracy_on_samples']:.3f}", flush=True)
-            if mode == args.modes[-1]:  # refresh the curves after every round, so a partial run has them
-                write_comparison(out, collect_evals(out, args.modes, targets), args.baseline, clf_meta, protocol,
-                                 base)
-    files = write_comparison(out, collect_evals(out, args.modes, targets), args.baseline, clf_meta, protocol, base)
-    print_outputs("[compare] done", files)
+    res = run_protodiff_compare(
+        config_from_args(args, default_preset=DEFAULT_PRESET, budgets=False), args.out, modes=args.modes,
+        baseline=args.baseline, train_steps=args.train_steps, checkpoints=args.checkpoints, n_gen=args.n_gen,
+        n_ref=args.n_ref, classifier=args.classifier, classifier_epochs=args.classifier_epochs, w=args.w,
+        sampler=args.sampler, steps=args.steps, device=args.device, progress=not args.no_progress)
+    print_outputs("[compare] done", res.files)
     return 0
-
-
-def collect_evals(out: Path, modes: list[str], targets: list[int]) -> list[dict]:
-    rows = []
-    for mode in modes:
-        for t in targets:
-            p = out / "evals" / f"{mode}_step{t:06d}.json"
-            if p.exists():
-                ev = json.loads(p.read_text())
-                rows.append({k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")})
-    return rows
-
-
-def reach_baseline_table(rows: list[dict], baseline: str) -> list[dict]:
-    """Per mode: the first checkpoint whose FID <= the baseline's best FID (images seen, training seconds)."""
-    base = [r for r in rows if r["mode"] == baseline]
-    if not base:
-        return []
-    best = min(r["fid"] for r in base)
-    table = []
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["step"])
-        hit = next((r for r in mine if r["fid"] <= best), None)
-        table.append({"mode": mode, "baseline_best_fid": round(best, 3),
-                      "best_fid": round(min(r["fid"] for r in mine), 3),
-                      "images_seen_to_reach": hit["images_seen"] if hit else "",
-                      "train_seconds_to_reach": hit["train_seconds"] if hit else "",
-                      "reached": bool(hit)})
-    return table
-
-
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-    return path
-
-
-def plot_curves(rows: list[dict], x_key: str, x_label: str, path: Path, scale: float = 1.0) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["step"])
-        xs = [r[x_key] * scale for r in mine]
-        axes[0].plot(xs, [r["fid"] for r in mine], marker="o", label=mode)
-        axes[1].errorbar(xs, [r["kid"] * 1e3 for r in mine], yerr=[r["kid_std"] * 1e3 for r in mine], marker="o",
-                         capsize=3, label=mode)
-    axes[0].set_ylabel("FID (lower is better)")
-    axes[1].set_ylabel("KID x 1e3 (lower is better)")
-    for ax in axes:
-        ax.set_xlabel(x_label)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_comparison(out: Path, rows: list[dict], baseline: str, clf_meta: dict, protocol: dict,
-                     cfg: RunConfig) -> dict[str, Path]:
-    files = {"curves": _write_csv(out / "curves.csv", rows, CURVE_FIELDS)}
-    table = reach_baseline_table(rows, baseline)
-    files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table,
-                                         ["mode", "baseline_best_fid", "best_fid", "images_seen_to_reach",
-                                          "train_seconds_to_reach", "reached"])
-    if rows:
-        files["fid_vs_images"] = plot_curves(rows, "images_seen", "training images seen", out / "fid_vs_images.png")
-        files["fid_vs_wallclock"] = plot_curves(rows, "train_seconds", "training wall-clock (minutes)",
-                                                out / "fid_vs_wallclock.png", scale=1 / 60)
-    fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
-    write_json(out / "compare.json", {
-        "preset": cfg.preset, "dataset": cfg.data.dataset, "image_size": cfg.data.image_size,
-        "train_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
-        "classifier_accuracy": clf_meta.get("accuracy"), "baseline": baseline, "sampling": protocol,
-        "fid_protocol": {k: fid_protocol.get(k) for k in ("metric", "feature_network", "preprocessing", "reference",
-                                                          "small_n", "note")},
-        "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
-        "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
-                "ran beside it); images seen is the load-independent axis."})
-    files["summary"] = out / "compare.json"
-    return files

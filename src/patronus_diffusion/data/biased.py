@@ -35,6 +35,8 @@ import numpy as np
 
 from ..utils.io import atomic_path, write_json
 from .errors import DataError
+from .sources.celeba import (CELEBA_SPLITS, celeba_image_names, celeba_paths, read_celeba_attributes,
+                             read_celeba_partition)
 
 DEMO_CLASSES = (0, 1, 7, 9)  # T-shirt/top, Trouser | Sneaker, Ankle boot
 DEMO_FOOTWEAR = (7, 9)
@@ -191,7 +193,8 @@ def build_biased_manifest(data_cfg, a_spec: str, b_spec: str, correlation: float
     In-memory datasets (IDX): the chosen images are written as PNGs under ``OUT`` (train with --data-root OUT).
     Returns a summary with the achieved correlation per split and the command to train on it.
     """
-    from .datasets import FolderDataset, load_dataset
+    from .datasets import FolderDataset
+    from .registry import load_dataset
 
     out = Path(out)
     rows: list[ManifestRow] = []
@@ -230,39 +233,27 @@ CELEBA_HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair")
 
 
 def read_celeba(root: str | Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
-    """(files, attribute names, attributes in {0,1} (N, 40), split per file) from a CelebA directory.
+    """(files, attribute names, attributes in {0,1} int64 (N, 40), split per file) from a CelebA directory.
 
-    Reads the official ``list_attr_celeba.txt`` + ``list_eval_partition.txt`` (or their CSV versions
-    ``list_attr_celeba.csv`` + ``list_eval_partition.csv``). Files are named relative to ``root``
-    (``img_align_celeba/000001.jpg`` when that folder exists).
+    Finds the files as the ``celeba`` loader does (:func:`.sources.celeba.celeba_paths`: the official
+    ``list_attr_celeba.txt`` + ``list_eval_partition.txt`` or their CSV versions, in ``root``, ``Anno/``,
+    ``Eval/`` or a ``celeba/`` sub-folder) and reads them with the same parsers. Files are named relative
+    to ``root`` (``img_align_celeba/000001.jpg`` when that folder exists; just the listed name when no
+    image folder is there). The split is ``train``, ``val`` or ``test``; ``train`` for a file with no
+    partition entry (or when there is no partition list).
     """
     root = Path(root)
-    if (root / "list_attr_celeba.txt").exists():
-        lines = (root / "list_attr_celeba.txt").read_text().splitlines()
-        names = lines[1].split()
-        body = [ln.split() for ln in lines[2:] if ln.strip()]
-        files = [r[0] for r in body]
-        attrs = np.array([[int(v) for v in r[1:]] for r in body])
-    elif (root / "list_attr_celeba.csv").exists():
-        with open(root / "list_attr_celeba.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        names, files = rows[0][1:], [r[0] for r in rows[1:]]
-        attrs = np.array([[int(v) for v in r[1:]] for r in rows[1:]])
-    else:
+    _, img, attr, part = celeba_paths(root)
+    if attr is None:
         raise DataError(f"no CelebA attribute list in {root}: expected list_attr_celeba.txt (official) "
                         f"or list_attr_celeba.csv")
-    partition: dict[str, str] = {}
-    for fname in ("list_eval_partition.txt", "list_eval_partition.csv"):
-        p = root / fname
-        if p.exists():
-            for ln in p.read_text().splitlines():
-                parts = ln.replace(",", " ").split()
-                if len(parts) == 2 and parts[1].isdigit():
-                    partition[parts[0]] = ("train", "val", "test")[int(parts[1])]
-            break
-    sub = "img_align_celeba/" if (root / "img_align_celeba").is_dir() else ""
-    splits = [partition.get(f, "train") for f in files]
-    return [sub + f for f in files], names, (attrs > 0).astype(np.int64), splits
+    files, names, attrs = read_celeba_attributes(attr)
+    partition = read_celeba_partition(part) if part is not None else {}
+    splits = [CELEBA_SPLITS[partition[f]] if f in partition else "train" for f in files]
+    if img is not None:
+        on_disk, _ = celeba_image_names(img, files)
+        files = [(img.relative_to(root) / f).as_posix() for f in on_disk]
+    return files, names, attrs.astype(np.int64), splits
 
 
 def celeba_hair_smile(root: str | Path, out: str | Path) -> dict:

@@ -1,11 +1,15 @@
 """Datasets: every item is (image in [-1, 1] of shape (C, S, S), label, index).
 
-Two kinds share one interface:
+Two kinds share one interface (their base :class:`DescribedDataset` carries the :class:`DatasetInfo`):
 
 * :class:`TensorDataset` keeps all images in memory, already preprocessed (IDX files, small sets).
 * :class:`FolderDataset` reads image files lazily (any folder of PNG/JPEG/WebP/BMP, recursive).
 
-Both expose ``labels`` (int array, -1 when unknown), ``class_names``, ``sources`` (file name or
+A third kind, ``ArrayDataset`` (a memory-mapped uint8 array, in :mod:`.sources._common`), serves STL-10.
+This module has the generic loaders (IDX files, image folders); the papers' datasets are in
+:mod:`.sources`, and :mod:`.registry` maps every ``--dataset`` name to its loader.
+
+All expose ``labels`` (int array, -1 when unknown), ``class_names``, ``sources`` (file name or
 ``split:index`` of each item) and ``attributes`` / ``attribute_names`` (a float array (N, A) joined
 from an attribute CSV, or empty), which the analyses use without touching the pixels.
 """
@@ -14,10 +18,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -77,8 +79,10 @@ class DatasetInfo:
     skipped: list[str] = field(default_factory=list)
 
 
-class _Described(torch.utils.data.Dataset):
-    """Exposes the class and attribute names kept in ``self.info`` (a :class:`DatasetInfo`)."""
+class DescribedDataset(torch.utils.data.Dataset):
+    """The base of every dataset here: one that carries its :class:`DatasetInfo` in ``self.info`` (name,
+    split, root, class and attribute names, skipped files) and exposes its class and attribute names.
+    Subclasses also set ``labels``, ``attributes`` and ``sources`` and provide ``get_batch``."""
 
     info: DatasetInfo
 
@@ -91,7 +95,7 @@ class _Described(torch.utils.data.Dataset):
         return self.info.attribute_names
 
 
-class TensorDataset(_Described):
+class TensorDataset(DescribedDataset):
     def __init__(self, images: torch.Tensor, labels: np.ndarray, info: DatasetInfo,
                  attributes: np.ndarray | None = None, sources: list[str] | None = None):
         self.images = images
@@ -110,7 +114,7 @@ class TensorDataset(_Described):
         return self.images[torch.as_tensor(indices, dtype=torch.long)]
 
 
-class FolderDataset(_Described):
+class FolderDataset(DescribedDataset):
     def __init__(self, files: list[Path], root: Path, cfg: DataConfig, info: DatasetInfo, labels: np.ndarray,
                  attributes: np.ndarray):
         self.files, self.root, self.cfg, self.info = files, root, cfg, info
@@ -286,33 +290,6 @@ def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
     return FolderDataset(files, base, cfg, info, labels, attrs)
 
 
-_LOADERS: dict[str, Callable[[DataConfig, str], Dataset]] = {
-    "fashion-mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "folder": load_folder,
-}
-
-
-def register_dataset(name: str, loader: Callable[[DataConfig, str], Dataset]) -> None:
-    _LOADERS[name] = loader
-
-
-def dataset_names() -> list[str]:
-    return sorted(_LOADERS)
-
-
-def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
-    if cfg.dataset not in _LOADERS:
-        raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(dataset_names())}")
-    ds = _LOADERS[cfg.dataset](cfg, split)
-    if len(ds) == 0:
-        raise DataError(f"dataset {cfg.dataset!r} split {split!r} is empty")
-    x = ds[0][0]
-    if x.shape[0] != cfg.channels:
-        raise DataError(f"dataset gives {x.shape[0]}-channel images but data.channels={cfg.channels}")
-    return ds
-
-
 def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
                     num_workers: int = 0, drop_last: bool = True):
     """Yield (batch_index, images, labels) for one epoch in a permutation fixed by (seed, epoch).
@@ -335,7 +312,3 @@ def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_b
 
 def batches_per_epoch(ds: Dataset, batch_size: int) -> int:
     return max(len(ds) // batch_size, 1) if len(ds) >= batch_size else 1
-
-
-def default_workers() -> int:
-    return min(4, max((os.cpu_count() or 1) - 1, 0))

@@ -6,23 +6,18 @@ import torch.nn as nn
 
 from ..config import ConfigError, RunConfig
 from .patronus import PatronusModel
+from .protodiffusion import ProtoDiffusionModel
 from .prototypes import PrototypeMatch, PrototypeNetwork, ReceptiveField, log_similarity
 from .unet import UNet
 
-_FAMILIES: dict[str, type] = {"patronus": PatronusModel}
-
-
-def register_family(name: str, cls: type) -> None:
-    _FAMILIES[name] = cls
+FAMILIES: dict[str, type] = {"patronus": PatronusModel, "protodiffusion": ProtoDiffusionModel}
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
-    if cfg.family not in _FAMILIES:
-        raise ConfigError(f"unknown model family {cfg.family!r}; known: {', '.join(_FAMILIES)}")
-    return _FAMILIES[cfg.family](cfg)
+    if cfg.family not in FAMILIES:
+        raise ConfigError(f"unknown model family {cfg.family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[cfg.family](cfg)
 
 
-__all__ = ["build_model", "register_family", "PatronusModel", "PrototypeNetwork", "PrototypeMatch",
+__all__ = ["FAMILIES", "build_model", "PatronusModel", "ProtoDiffusionModel", "PrototypeNetwork", "PrototypeMatch",
            "ReceptiveField", "UNet", "log_similarity"]
-
-from . import protodiffusion as _protodiffusion  # noqa: E402,F401  registers the "protodiffusion" family

@@ -20,14 +20,14 @@ statistics of s (mean, std, min, max) and samples s.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, DiffusionConfig
+from ..config import ConfigError, DiffusionConfig, set_field
 from ..diffusion.samplers import get_sampler
 from ..diffusion.schedule import NoiseSchedule
 from .unet import timestep_embedding
@@ -87,31 +87,14 @@ class PriorConfig:
 
     def override(self, items: list[str] | None) -> "PriorConfig":
         """Apply ``key=value`` strings (types follow the defaults)."""
-        d = asdict(self)
+        out = replace(self)
         for item in items or []:
             if "=" not in item:
                 raise ConfigError(f"prior override {item!r} must look like key=value, e.g. hidden=256")
             k, v = item.split("=", 1)
             k = k.strip().removeprefix("prior.")
-            if k not in d:
-                raise ConfigError(f"unknown prior config key {k!r}; known: {sorted(d)}")
-            d[k] = _parse(v.strip(), d[k], k)
-        return PriorConfig(**d).validate()
-
-
-def _parse(raw: str, current, key: str):
-    if raw.lower() in ("none", "null"):
-        return None
-    try:
-        if isinstance(current, bool):
-            return raw.lower() in ("1", "true", "yes", "on")
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, float) or current is None:
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"prior.{key} expects a {type(current).__name__}, got {raw!r}") from None
-    return raw
+            set_field(out, k, v, f"prior.{k}", f"known: {sorted(f.name for f in fields(self))}")
+        return out.validate()
 
 
 def _abar(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

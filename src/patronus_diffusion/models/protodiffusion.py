@@ -239,12 +239,3 @@ class ProtoDiffusionModel(nn.Module):
 def build_for_inference(cfg: RunConfig) -> ProtoDiffusionModel:
     """The model's shape only: the table comes from the trained weights, not the prototype file."""
     return ProtoDiffusionModel(cfg, load_table=False)
-
-
-def _register() -> None:
-    from . import register_family
-
-    register_family("protodiffusion", ProtoDiffusionModel)
-
-
-_register()

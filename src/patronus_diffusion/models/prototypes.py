@@ -154,10 +154,6 @@ class PrototypeNetwork(nn.Module):
             distance_map=dmap if return_map else None,
         )
 
-    def similarity_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-patch similarity log((d+1)/(d+eps)) for every prototype: (B, P, H', W')."""
-        return log_similarity(self.distances(self.encoder(x)), self.cfg.epsilon)
-
     @torch.no_grad()
     def init_from_patches(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Set the prototypes to the features of P real patches of the images ``x``; returns their flat indices.

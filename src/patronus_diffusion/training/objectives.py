@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 
 from ..config import RunConfig
+from ..data import DataError
+from ..diffusion.guidance import sample_class_guided
 from ..diffusion.samplers import get_sampler
 from ..diffusion.schedule import NoiseSchedule
 from ..models.prototypes import prototype_distinct_loss
@@ -136,8 +138,46 @@ def patronus_preview(model, x0, labels, schedule: NoiseSchedule, cfg: RunConfig,
                                          clip_x0=cfg.sample.clip_x0).clamp(-1, 1)
 
 
-OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"patronus": (patronus_objective, patronus_preview)}
+# ---------------------------------------------------------------------------- ProtoDiffusion
+def fold_low_timesteps(t: torch.Tensor, fraction: float, low_max: int) -> torch.Tensor:
+    """Map the first floor(B * fraction) timesteps to t mod low_max (deterministic given t)."""
+    k = int(t.shape[0] * fraction)
+    if k == 0:
+        return t
+    t = t.clone()
+    t[:k] = t[:k] % low_max
+    return t
 
 
-def register_objective(family: str, objective: Callable, preview: Callable) -> None:
-    OBJECTIVES[family] = (objective, preview)
+def protodiff_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp) -> LossOutput:
+    """L = mean ||eps - eps_theta(x_t, t, y')||^2 with y' = -1 (null) with probability p_uncond, else y.
+
+    A fraction ``low_t_fraction`` of the batch has its timestep folded to t mod low_t_max (uniform on
+    [0, low_t_max) when T is a multiple of low_t_max), the reference's over-sampling of small t (off by default).
+    The drop mask comes from torch's global RNG, which checkpoints save and restore (exact resume).
+    """
+    pc = cfg.protodiff
+    if labels.numel() and int(labels.min()) < 0:
+        raise DataError("some training images have no class label (-1); ProtoDiffusion needs labelled data")
+    drop = torch.rand(labels.shape[0]) < pc.p_uncond
+    y = torch.where(drop.to(labels.device), torch.full_like(labels, -1), labels)
+    t = fold_low_timesteps(t, pc.low_t_fraction, pc.low_t_max)
+    x_t = schedule.q_sample(x0, t, noise)
+    with amp:
+        eps = model(x_t, t, y)
+    per = ((eps.float() - noise) ** 2).flatten(1).mean(1)
+    return LossOutput(per, None, {"uncond_fraction": float(drop.float().mean())})
+
+
+@torch.no_grad()
+def protodiff_preview(model, x0, labels, schedule: NoiseSchedule, cfg: RunConfig, seed: int) -> torch.Tensor:
+    """One guided sample per class (the first 16 classes), with the config's sampler and w."""
+    y = torch.arange(min(cfg.protodiff.num_classes, 16))
+    return sample_class_guided(model, cfg, y, seed=seed)
+
+
+# One (objective, preview) pair per model family; the trainer looks up OBJECTIVES[cfg.family].
+OBJECTIVES: dict[str, tuple[Callable, Callable]] = {
+    "patronus": (patronus_objective, patronus_preview),
+    "protodiffusion": (protodiff_objective, protodiff_preview),
+}

@@ -39,6 +39,7 @@ from ..runs import (CheckpointError, flatten_optimizer, generator_state, load_in
                     read_checkpoint_state, set_generator_state, sha256, unflatten_optimizer, weights_file,
                     write_checkpoint_dir)
 from .ema import EMA
+from .lr import warmup_lr
 
 LOG_FIELDS = ["step", "loss", "lr", "seconds"]
 
@@ -132,10 +133,6 @@ class PriorResult:
     stopped_by: str
 
 
-def _lr_at(step: int, cfg: PriorConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
-
-
 def _save_checkpoint(out: Path, step: int, net, ema: EMA, opt, gen: torch.Generator, cfg: PriorConfig,
                      source: dict, elapsed: float) -> None:
     opt_tensors, opt_meta = flatten_optimizer(opt)
@@ -168,7 +165,7 @@ def optimise(net, ema: EMA, opt, gen: torch.Generator, z: torch.Tensor, schedule
         target = training_target(z[idx], noise, t, schedule, cfg.prediction)
         loss = ((net(schedule.q_sample(z[idx], t, noise), t) - target) ** 2).mean()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_lr(step, cfg.lr, cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -261,7 +258,7 @@ def train_prior(pat, out: str | Path, cfg: PriorConfig | None = None, *, weights
 
     def log(step_now: int, loss_now: float) -> None:
         with open(log_path, "a") as f:
-            f.write(f"{step_now},{loss_now:.6f},{_lr_at(step_now - 1, cfg):.3g},{elapsed_before + time.time() - t0:.1f}\n")
+            f.write(f"{step_now},{loss_now:.6f},{warmup_lr(step_now - 1, cfg.lr, cfg.warmup_steps):.3g},{elapsed_before + time.time() - t0:.1f}\n")
 
     def checkpoint(step_now: int) -> None:
         _save_checkpoint(out, step_now, net, ema, opt, gen, cfg, source, elapsed_before + time.time() - t0)

@@ -1,19 +1,17 @@
-"""ProtoDiffusion training: stage A (the prototype classifier) and stage B (the CFG diffusion objective).
+"""ProtoDiffusion training, stage A (the prototype classifier), and the checks stage B runs before training.
 
 Stage A::
 
     from patronus_diffusion.training.protodiff import train_classifier
     res = train_classifier(get_preset("protodiff-fmnist-cpu"), "runs/clf")   # runs/clf/prototypes.safetensors
 
-Stage B uses the shared trainer (EMA, checkpoints, exact resume): this module registers the
-``protodiffusion`` objective, so ``training.train(cfg, run_dir)`` trains any mode::
+Stage B uses the shared trainer (EMA, checkpoints, exact resume) with the ``protodiffusion`` entry of
+:data:`~patronus_diffusion.training.objectives.OBJECTIVES`, so ``training.train(cfg, run_dir)`` trains any mode::
 
     cfg.protodiff.mode, cfg.protodiff.prototypes = "proto-frozen", "runs/clf/prototypes.safetensors"
     train(cfg, "runs/pf", max_steps=1500)
 
-Per training example: with probability p_uncond the label becomes -1 (null condition); a fraction
-``low_t_fraction`` of the batch has its timestep folded to t mod low_t_max (uniform on [0, low_t_max)
-when T is a multiple of low_t_max), the reference's over-sampling of small t (off by default).
+Guided sampling of a trained run: :class:`patronus_diffusion.ProtoDiffusion` (``api/protodiffusion.py``).
 """
 
 from __future__ import annotations
@@ -32,17 +30,10 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig
 from ..data import DataError, load_dataset
-from ..diffusion.guidance import class_guided_model_fn
-from ..diffusion.samplers import get_sampler
-from ..diffusion.schedule import NoiseSchedule
-from ..models.protodiffusion import (PrototypeClassifier, build_for_inference, cpl_loss, load_prototypes,
-                                     save_prototypes)
+from ..models.protodiffusion import PrototypeClassifier, cpl_loss, load_prototypes, save_prototypes
 from ..utils.device import pick_device
 from ..utils.io import atomic_path, write_json
 from ..runs import CheckpointError, load_into, load_weights, read_run_config, save_weights
-from .objectives import LossOutput, register_objective
-
-FAMILY = "protodiffusion"
 
 
 # ============================================================================ stage A
@@ -217,96 +208,7 @@ def load_classifier(out_dir: str | Path, device: str | None = "cpu") -> tuple[Pr
     return model.to(pick_device(device)).eval(), meta
 
 
-# ============================================================================ stage B
-def fold_low_timesteps(t: torch.Tensor, fraction: float, low_max: int) -> torch.Tensor:
-    """Map the first floor(B * fraction) timesteps to t mod low_max (deterministic given t)."""
-    k = int(t.shape[0] * fraction)
-    if k == 0:
-        return t
-    t = t.clone()
-    t[:k] = t[:k] % low_max
-    return t
-
-
-def protodiff_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp) -> LossOutput:
-    """L = mean ||eps - eps_theta(x_t, t, y')||^2 with y' = -1 (null) with probability p_uncond, else y.
-
-    The drop mask comes from torch's global RNG, which checkpoints save and restore (exact resume).
-    """
-    pc = cfg.protodiff
-    if labels.numel() and int(labels.min()) < 0:
-        raise DataError("some training images have no class label (-1); ProtoDiffusion needs labelled data")
-    drop = torch.rand(labels.shape[0]) < pc.p_uncond
-    y = torch.where(drop.to(labels.device), torch.full_like(labels, -1), labels)
-    t = fold_low_timesteps(t, pc.low_t_fraction, pc.low_t_max)
-    x_t = schedule.q_sample(x0, t, noise)
-    with amp:
-        eps = model(x_t, t, y)
-    per = ((eps.float() - noise) ** 2).flatten(1).mean(1)
-    return LossOutput(per, None, {"uncond_fraction": float(drop.float().mean())})
-
-
-def class_labels(num_classes: int, per_class: int, max_images: int | None = None) -> torch.Tensor:
-    """Class-major balanced labels: [0]*per_class + [1]*per_class + ... (cut to max_images)."""
-    y = torch.arange(num_classes).repeat_interleave(per_class)
-    return y[:max_images] if max_images else y
-
-
-@torch.no_grad()
-def generate(model, cfg: RunConfig, labels: torch.Tensor, *, w: float | None = None, sampler: str | None = None,
-             steps: int | None = None, seed: int = 0, batch_size: int = 100, progress: bool = False,
-             **options) -> torch.Tensor:
-    """Guided samples, one per label, clamped to [-1, 1].
-
-    The guided x0 prediction is clipped to [-1, 1] at every step (``cfg.sample.clip_x0``, default on;
-    ``clip_x0=False`` turns it off): without it, guided deterministic sampling of a young model saturates
-    into all-white or all-black images. x_T for all images is drawn first from ``seed`` (so an image does
-    not depend on the batch size); the stochastic DDPM sampler draws its noise from ``seed + 1``.
-    """
-    w = cfg.protodiff.guidance if w is None else w
-    name = sampler or cfg.sample.sampler
-    fn = get_sampler(name)
-    steps = steps or cfg.sample.steps
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    d = cfg.data
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    x_T = torch.randn((len(labels), d.channels, d.image_size, d.image_size), generator=torch.Generator().manual_seed(seed))
-    dev = next(model.parameters()).device
-    options.setdefault("clip_x0", cfg.sample.clip_x0)
-    if name == "ddpm":
-        options.setdefault("generator", torch.Generator(device=dev).manual_seed(seed + 1))
-    model.eval()
-    out = []
-    chunks = range(0, len(labels), batch_size)
-    for i in tqdm(chunks, desc=f"{name} w={w:g}", disable=not progress or len(chunks) < 2, leave=False):
-        mf = class_guided_model_fn(model, labels[i:i + batch_size].to(dev), w)
-        out.append(fn(mf, x_T[i:i + batch_size].to(dev), schedule, steps,
-                      progress=progress and len(chunks) == 1, **options).clamp(-1, 1).cpu())
-    return torch.cat(out) if out else x_T[:0]
-
-
-@torch.no_grad()
-def protodiff_preview(model, x0, labels, schedule: NoiseSchedule, cfg: RunConfig, seed: int) -> torch.Tensor:
-    """One guided sample per class (the first 16 classes), with the config's sampler and w."""
-    y = torch.arange(min(cfg.protodiff.num_classes, 16))
-    return generate(model, cfg, y, seed=seed)
-
-
-def load_run(run: str | Path, weights: str = "ema", device: str | None = "auto"):
-    """(model, cfg, run_dir) of a trained ProtoDiffusion run (EMA weights of the newest checkpoint by default)."""
-    from ..runs import resolve_run, weights_file
-
-    run_dir = resolve_run(run)
-    cfg = read_run_config(run_dir)
-    if cfg.family != FAMILY:
-        raise CheckpointError(f"{run_dir} is a {cfg.family!r} run, not a ProtoDiffusion run "
-                              f"(train one with `patronus protodiff train`)")
-    model = build_for_inference(cfg)
-    path = weights_file(run_dir, weights)
-    load_into(model, load_weights(path), path)
-    return model.to(pick_device(device)).eval().requires_grad_(False), cfg, run_dir
-
-
+# ============================================================================ stage B checks
 def check_prototypes_fit(cfg: RunConfig) -> dict:
     """Fail early if the prototype file does not fit the config; returns its metadata."""
     pc = cfg.protodiff
@@ -323,4 +225,14 @@ def check_prototypes_fit(cfg: RunConfig) -> dict:
     return meta
 
 
-register_objective(FAMILY, protodiff_objective, protodiff_preview)
+PROTODIFF_IDENTITY = ("mode", "num_classes", "embed_dim", "null", "padding_idx0")
+
+
+def check_resume_identity(run_dir: Path, cfg: RunConfig) -> None:
+    """A resumed run must keep its mode and table shape (the trainer checks the UNet)."""
+    saved = read_run_config(run_dir).protodiff
+    diffs = [f"{k}: {getattr(saved, k)!r} vs {getattr(cfg.protodiff, k)!r}" for k in PROTODIFF_IDENTITY
+             if getattr(saved, k) != getattr(cfg.protodiff, k)]
+    if diffs:
+        raise ConfigError(f"cannot resume {run_dir} with a different class embedding ({'; '.join(diffs)}); "
+                          f"use the run's own --mode or train into a new --out")

@@ -2,7 +2,7 @@
 
 Usage (Python)::
 
-    from patronus_diffusion.config import get_preset
+    from patronus_diffusion.presets import get_preset
     from patronus_diffusion.training import train
     train(get_preset("cpu-small"), "runs/fmnist", max_minutes=30)     # resume=True continues it
 
@@ -36,6 +36,7 @@ from ..runs import (CheckpointError, architecture_differences, file_digest, gene
                          load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
+from .lr import warmup_lr
 from .objectives import OBJECTIVES
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4", "extra",
@@ -73,11 +74,6 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optim
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=tc.lr)
-
-
-def _lr_at(step: int, cfg: RunConfig) -> float:
-    w = cfg.train.warmup_steps
-    return cfg.train.lr * min(1.0, (step + 1) / w) if w > 0 else cfg.train.lr
 
 
 class _Logger:
@@ -277,7 +273,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
                 if tc.channels_last:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, cfg)
+                    g["lr"] = warmup_lr(step, tc.lr, tc.warmup_steps)
                 out = objective(train_model, x0, y, t, noise, schedule, cfg, amp)
                 loss = out.per_image.mean() + (out.extra if out.extra is not None else 0.0)
                 if not torch.isfinite(loss):

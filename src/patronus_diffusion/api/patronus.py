@@ -7,6 +7,7 @@
     x_T = pat.invert(x, steps=50)                   # deterministic DDIM inversion
     rec = pat.decode(x_T, enc.s, steps=50)          # reconstruction
     gen = pat.sample(enc.s, sampler="dpmpp-2m", steps=20, seed=0)
+    gen = pat.sample(enc.s, guidance=1.5)           # classifier-free guidance on s (needs train.cond_dropout > 0)
 
 Images are (B, C, H, W) tensors in [-1, 1] at the model's resolution; :meth:`Patronus.load_images`
 makes them from files or dataset indices. All calls are batched and run without autograd.
@@ -22,15 +23,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import RunConfig
-from .data import DataError, load_dataset, pil_to_tensor
-from .diffusion.inversion import ddim_invert
-from .diffusion.samplers import get_sampler
-from .diffusion.schedule import NoiseSchedule
-from .models import build_model
-from .models.prototypes import PrototypeMatch
-from .runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, weights_file
-from .utils.device import pick_device
+from ..config import RunConfig
+from ..data import DataError, load_dataset, pil_to_tensor
+from ..diffusion.guidance import combine_guidance
+from ..diffusion.inversion import ddim_invert
+from ..diffusion.samplers import get_sampler
+from ..diffusion.schedule import NoiseSchedule
+from ..models import build_model
+from ..models.prototypes import PrototypeMatch
+from ..runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, weights_file
+from ..utils.device import pick_device
+
 
 class Patronus:
     def __init__(self, model: torch.nn.Module, config: RunConfig, device: torch.device,
@@ -122,10 +125,32 @@ class Patronus:
         for i in range(0, n, self.batch_size):
             yield [t[i:i + self.batch_size] if t is not None else None for t in tensors]
 
-    def model_fn(self, s: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """eps(x, t) with the condition s bound (batch sizes of x and s must match)."""
+    def model_fn(self, s: torch.Tensor, guidance: float | None = None) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                  torch.Tensor]:
+        """eps(x, t) with the condition s bound (batch sizes of x and s must match).
+
+        With a guidance weight w > 0 (``guidance``, default the run's ``sample.guidance``) it is classifier-free
+        guidance on s, eps(s) + w (eps(s) - eps(null)), the conditional and null halves in one network call of 2B
+        rows; w = 0 is the plain conditional call.
+        """
         s = s.to(self.device, torch.float32)
-        return lambda x, t: self.model(x, t, s)
+        w = self.config.sample.guidance if guidance is None else float(guidance)
+        if w < 0:
+            raise ValueError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
+        if w == 0:
+            return lambda x, t: self.model(x, t, s)
+        if self.config.train.cond_dropout <= 0:
+            raise ValueError(f"guidance {w:g} needs a model trained with train.cond_dropout > 0 (a learned null s); "
+                             f"this run was trained without it")
+        b = s.shape[0]
+        s2 = torch.cat([s, s])
+        uncond = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(self.device)
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t, t]), s2, uncond).chunk(2)
+            return combine_guidance(eps_c, eps_u, w)
+
+        return fn
 
     def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         s = torch.as_tensor(s, dtype=torch.float32)
@@ -178,22 +203,26 @@ class Patronus:
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
-               progress: bool = False, callback=None, **options) -> torch.Tensor:
-        """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`."""
+               progress: bool = False, callback=None, guidance: float | None = None, **options) -> torch.Tensor:
+        """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`.
+
+        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``)."""
         s = self.check_s(s, x_T.shape[0])
         fn = get_sampler(sampler or self.config.sample.decode_sampler)
         steps = steps or self.config.sample.invert_steps
-        out = [fn(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
+        out = [fn(self.model_fn(sc, guidance), xc.to(self.device), self.schedule, steps, progress=progress,
                   callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]
         return torch.cat(out)
 
     @torch.no_grad()
     def sample(self, s: torch.Tensor, sampler: str | None = None, steps: int | None = None, seed: int = 0,
-               x_T: torch.Tensor | None = None, progress: bool = False, clamp: bool = True, **options) -> torch.Tensor:
+               x_T: torch.Tensor | None = None, progress: bool = False, clamp: bool = True,
+               guidance: float | None = None, **options) -> torch.Tensor:
         """Generate one image per row of s from fresh noise (seeded), with any sampler.
 
         x0 predictions are clipped to [-1, 1] at every step unless ``clip_x0=False`` is passed (or the run's
         ``sample.clip_x0`` is false): without it, deterministic samplers from pure noise saturate on young models.
+        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``).
         """
         s = self.check_s(s)
         if x_T is None:
@@ -204,7 +233,7 @@ class Patronus:
             options.setdefault("generator", torch.Generator(device=self.device).manual_seed(seed + 1))
         options.setdefault("clip_x0", self.config.sample.clip_x0)
         out = self.decode(x_T, s, steps=steps or self.config.sample.steps, sampler=sampler or self.config.sample.sampler,
-                          progress=progress, **options)
+                          progress=progress, guidance=guidance, **options)
         return out.clamp(-1, 1) if clamp else out
 
     @torch.no_grad()

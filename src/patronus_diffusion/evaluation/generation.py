@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,20 +26,10 @@ from ..utils.images import psnr, save_grid, ssim
 from ..utils.io import write_json, write_text
 from .fid import fid_kid, protocol_line
 from .heldout import derangement
+from .reconstruction import reconstruct
 
 DEFAULT_SETTINGS = "ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20"
 MODES = ("conditional", "unconditional")
-
-
-@dataclass(frozen=True)
-class Setting:
-    mode: str
-    sampler: str
-    steps: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.mode} {self.sampler}-{self.steps}"
 
 
 def parse_settings(text: str) -> list[tuple[str, int]]:
@@ -119,19 +108,57 @@ def make_s(pat, mode: str, n: int, seed: int, prior=None, split: str = "test") -
     raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
 
-# ------------------------------------------------------------------------------------ checks
+# ------------------------------------------------------------------------------------ does s decide the content?
 @torch.no_grad()
+def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler: str | None = None,
+                    steps: int | None = None, split: str = "test", progress: bool = False) -> dict:
+    """Generate ``k`` images from the s of each of ``n`` seeded test images and judge their class.
+
+    Noise column m (x_T ~ N(0, I) from ``seed + m``) is shared by every image, so the two pixel spreads below
+    compare like with like (grey levels, mean |difference| on a 0..255 scale):
+
+    * ``same_s_other_noise``: image i under noise 0 vs noise 1 (what the noise decides);
+    * ``other_s_same_noise``: image i vs image pi(i) (a derangement) under the same noise (what s decides).
+
+    ``agreement`` = fraction of the n*k generations the independent judge assigns the source image's label;
+    ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor.
+    """
+    if n < 2 or k < 2:
+        raise ValueError("class agreement needs n >= 2 images and k >= 2 generations per image")
+    s, names = conditional_s(pat, n, seed, split)
+    labels = torch.as_tensor(pat.dataset(split).labels)[[int(x.split(":")[1]) for x in names]]
+    if int(labels.min()) < 0:
+        raise ValueError(f"class agreement needs labelled {split} images")
+    d = pat.config.data
+    cols = []
+    t0 = time.time()
+    for m in range(k):
+        z = torch.randn((1, d.channels, d.image_size, d.image_size),
+                        generator=torch.Generator().manual_seed(seed + 1000 + m)).expand(n, -1, -1, -1).contiguous()
+        cols.append(pat.sample(s, sampler=sampler, steps=steps, seed=seed + m, x_T=z, progress=progress))
+    imgs = torch.stack(cols, 1)  # (n, k, C, H, W)
+    seconds = time.time() - t0
+    judged = judge.predict(imgs.flatten(0, 1)).view(n, k)
+    agree = (judged == labels[:, None]).float()
+    grey = lambda a, b: float(((a - b).abs() * 127.5).mean())  # noqa: E731
+    perm = derangement(n, seed)
+    return {"agreement": round(float(agree.mean()), 4), "agreement_per_image_std": round(float(agree.mean(1).std()), 4),
+            "n_images": n, "per_image": k, "judge_test_accuracy": judge.meta.get("test_accuracy"),
+            "chance": round(1.0 / judge.meta.get("num_classes", 10), 4),
+            "pixel_spread_grey_levels": {"same_s_other_noise": round(grey(imgs[:, 0], imgs[:, 1]), 2),
+                                         "other_s_same_noise": round(grey(imgs[:, 0], imgs[perm, 0]), 2)},
+            "sampler": sampler or pat.config.sample.sampler, "steps": steps or pat.config.sample.steps,
+            "seconds": round(seconds, 1), "judge": {k_: judge.meta.get(k_) for k_ in ("architecture", "cache_file")},
+            "definition": "fraction of generations from a test image's s (fresh noise) that an independent "
+                          "classifier, trained on real images only, assigns that image's label"}
+
+
+# ------------------------------------------------------------------------------------ checks
 def reconstruction_rows(pat, x: torch.Tensor, step_list: list[int], progress: bool = False) -> list[dict]:
-    """PSNR/SSIM of DDIM invert + decode at each step count (seconds per image for both passes)."""
-    s = pat.encode(x).s
-    rows = []
-    for k in step_list:
-        t0 = time.time()
-        rec = pat.decode(pat.invert(x, s, steps=k, progress=progress), s, steps=k, progress=progress)
-        secs = (time.time() - t0) / len(x)
-        rows.append({"steps": k, "n": len(x), "psnr_db": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean()),
-                     "seconds_per_image": secs})
-    return rows
+    """PSNR/SSIM of DDIM invert + decode at each step count (seconds per image for both passes), as table rows."""
+    res = reconstruct(pat, x, [f"{i}" for i in range(len(x))], step_list, progress=progress)
+    return [{"steps": k, "n": len(x), "psnr_db": float(res.psnr[k].mean()), "ssim": float(res.ssim[k].mean()),
+             "seconds_per_image": res.by_steps[str(k)]["seconds_per_image"]} for k in step_list]
 
 
 @torch.no_grad()
@@ -171,8 +198,10 @@ def _verdict(check: dict) -> str:
 def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[tuple[str, int]] | None = None,
              modes: tuple[str, ...] = MODES, recon_n: int = 32, recon_steps: tuple[int, ...] = (10, 20, 50, 100),
              n_ref: int = 2000, ref_split: str = "test", seed: int = 0, weights: str = "ema",
-             cache_dir: str | Path | None = None, progress: bool = True, extractor=None) -> dict:
-    """Write evaluate.csv/.json/.png, reconstruction.csv and s_shuffle.json into ``out``; return the summary."""
+             cache_dir: str | Path | None = None, progress: bool = True, extractor=None,
+             agreement_n: int = 100, agreement_k: int = 4, judge=None) -> dict:
+    """Write evaluate.csv/.json/.png, reconstruction.csv, s_shuffle.json and class_agreement.json into ``out``;
+    return the summary. ``agreement_n = 0`` (or a dataset without labels) skips the class agreement."""
     from .fid import InceptionFeatures
 
     out = Path(out)
@@ -189,6 +218,17 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
     shuffle["verdict"] = _verdict(shuffle)
     write_json(out / "s_shuffle.json", shuffle)
     rows, skipped = [], []
+    agreement = None
+    if agreement_n > 0 and int(torch.as_tensor(ds.labels).min()) >= 0:
+        from .judge import get_judge
+
+        judge = judge or get_judge(pat.config.data, cache_dir=Path(cache_dir) / "judge" if cache_dir else None,
+                                   device=pat.device, progress=progress)
+        agreement = class_agreement(pat, judge, n=agreement_n, k=agreement_k, seed=seed, split=ref_split,
+                                    progress=progress)
+        write_json(out / "class_agreement.json", agreement)
+    elif agreement_n > 0:
+        skipped.append("class agreement: the images have no class labels")
     _write_tables(out, rows, recon)
     for mode in modes:
         if mode == "unconditional" and prior is None:
@@ -211,7 +251,7 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
                             "common_random_numbers": "every setting of a mode decodes the same s and the same x_T",
                             "seconds_per_image": "generation only, wall clock, batch " + str(pat.batch_size),
                             "small_n": True, "skipped": skipped},
-               "generation": rows, "reconstruction": recon, "s_shuffle_check": shuffle,
+               "generation": rows, "reconstruction": recon, "s_shuffle_check": shuffle, "class_agreement": agreement,
                "recommended": recommend(rows), "wall_minutes": round((time.time() - t_all) / 60, 2)}
     write_json(out / "evaluate.json", summary)
     if rows:

@@ -1,0 +1,290 @@
+"""How faithful are prototype edits? A benchmark built on the edit engine (``patronus evaluate-edits``).
+
+On N fixed, seeded images x0 with s = f(x0) and x_T = DDIM-invert(x0, s):
+
+    recon = DDIM(x_T, s)      the unedited decode from the same x_T; s(recon) is the baseline, so the
+                              inversion error is not charged to the edit
+
+For every prototype J, two targets, taken over the seeded reference set X of the engine:
+
+    own_max:    target = max_{x in X} s_J(x)       J's own plausible maximum
+    global_max: target = max(s_X)                  the largest entry of s over X (the paper's "max")
+
+and every strength a (default 0.25, 0.5, 1, 1.5):
+
+    value = s_J(recon) + a (target - s_J(recon)),   s' = s with s'_J := value,   x_hat = DDIM(x_T, s')
+
+    rise       = (s_J(x_hat) - s_J(recon)) / (value - s_J(recon))                  1 = exactly what was asked
+    off-target = mean_{k != J} |s_k(x_hat) - s_k(recon)| / |value - s_J(recon)|     0 = nothing else moved
+    locality   = mean |x_hat - recon| inside the receptive-field box of J's best match in x_hat
+                 / mean |x_hat - recon| outside that box                          > 1 = the change sits where J looks
+
+(rise and off-target are undefined, NaN, where |value - s_J(recon)| <= 1e-3; locality where the box
+covers all or none of the image.) Each is summarised by its median over the images, per prototype,
+target kind and strength; the headline numbers are medians over the prototypes at strength 1 (or the
+listed strength nearest to it) with the own-max target.
+
+All decodes of one image set run in two batched engine calls: the reconstruction (which fixes the
+values), then every prototype x target x strength edit at once, from the cached inversion.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..utils.io import write_json
+from .editing import Reference
+from .engine import Box, Edit, EditPlan, EditResult, run_plan
+from .figures import Panel, save_panels, short_name
+from .tables import write_csv
+
+DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
+TARGET_KINDS = ("own_max", "global_max")
+MIN_CHANGE = 1e-3
+DEFINITIONS = {
+    "value": "s_J(recon) + strength * (target - s_J(recon)); recon = the unedited image decoded from the same x_T",
+    "own_max": "target = max over the reference set X of s_J",
+    "global_max": "target = max(s_X), the largest entry of s over X",
+    "rise": "(s_J(edited) - s_J(recon)) / (value - s_J(recon)); null where |value - s_J(recon)| <= 1e-3",
+    "off_target": "mean over k != J of |s_k(edited) - s_k(recon)|, divided by |value - s_J(recon)|",
+    "locality": "mean |edited - recon| inside the receptive-field box of J's best match in the edited image, "
+                "divided by the mean outside it",
+    "medians": "over images per prototype, target kind and strength; top-level medians over prototypes at the "
+               "headline strength with the own_max target",
+}
+
+
+# ------------------------------------------------------------------------------ the measures
+def edit_rise(s_base_j: torch.Tensor, s_edit_j: torch.Tensor, value: torch.Tensor,
+              min_change: float = MIN_CHANGE) -> torch.Tensor:
+    """(s_J(edited) - s_J(base)) / (value - s_J(base)) per image; NaN where the requested change is tiny."""
+    req = torch.as_tensor(value, dtype=torch.float32) - s_base_j
+    ok = req.abs() > min_change
+    return torch.where(ok, (s_edit_j - s_base_j) / torch.where(ok, req, torch.ones_like(req)),
+                       torch.full_like(req, float("nan")))
+
+
+def off_target(s_base: torch.Tensor, s_edit: torch.Tensor, j: int, value: torch.Tensor,
+               min_change: float = MIN_CHANGE) -> torch.Tensor:
+    """mean_{k != j} |s_k(edited) - s_k(base)| / |value - s_j(base)| per image (s: (B, P)); NaN for tiny requests."""
+    req = (torch.as_tensor(value, dtype=torch.float32) - s_base[:, j]).abs()
+    mask = torch.ones(s_base.shape[1], dtype=torch.bool)
+    mask[j] = False
+    moved = (s_edit[:, mask] - s_base[:, mask]).abs().mean(1) if mask.any() else torch.zeros(s_base.shape[0])
+    ok = req > min_change
+    return torch.where(ok, moved / torch.where(ok, req, torch.ones_like(req)), torch.full_like(req, float("nan")))
+
+
+def locality(base: torch.Tensor, edited: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
+    """Per image: mean |edited - base| (over channels and pixels) inside its box over the mean outside it.
+
+    Boxes are (x0, y0, x1, y1), end-exclusive. NaN where the box covers all or none of the image or
+    nothing changed; inf where only the inside changed."""
+    diff = (edited - base).abs().mean(1)  # (B, H, W)
+    out = []
+    for d, (x0, y0, x1, y1) in zip(diff, boxes):
+        mask = torch.zeros_like(d, dtype=torch.bool)
+        mask[y0:y1, x0:x1] = True
+        if mask.all() or not mask.any():
+            out.append(float("nan"))
+            continue
+        inside, outside = float(d[mask].mean()), float(d[~mask].mean())
+        if outside > 1e-12:
+            out.append(inside / outside)
+        else:
+            out.append(float("inf") if inside > 1e-12 else float("nan"))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def _median(t: torch.Tensor) -> float | None:
+    """Median of the defined (non-NaN) entries, rounded; None when there is none or it is infinite."""
+    t = t.flatten()
+    t = t[~torch.isnan(t)]
+    if not t.numel():
+        return None
+    m = float(t.median())
+    return round(m, 4) if math.isfinite(m) else None
+
+
+def _values(t: torch.Tensor) -> list:
+    return [round(float(v), 4) if math.isfinite(v) else None for v in t.flatten().tolist()]
+
+
+def _median_of(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return _median(torch.tensor(vals)) if vals else None
+
+
+# ------------------------------------------------------------------------------ plan and run
+@dataclass
+class EvaluationPlan:
+    """Images (B, C, H, W), the prototypes to evaluate (None: all), the strengths, the reference set X."""
+
+    images: torch.Tensor
+    reference: Reference
+    prototypes: list[int] | None = None
+    strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS))
+    names: list[str] | None = None
+    steps: int | None = None
+    sampler: str | None = None
+    seed: int = 0
+
+    def check(self, num_prototypes: int) -> None:
+        if not self.strengths:
+            raise ValueError("give at least one strength, e.g. --strengths 0.5,1")
+        if not all(math.isfinite(a) for a in self.strengths):
+            raise ValueError(f"strengths must be finite numbers, got {self.strengths}")
+        bad = [j for j in (self.prototypes or []) if not 0 <= j < num_prototypes]
+        if bad or self.prototypes == []:
+            raise ValueError(f"prototype id(s) {bad or '[]'} out of range 0 ... {num_prototypes - 1}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("steps must be at least 1")
+
+
+@dataclass
+class EditEvaluation:
+    """The benchmark's numbers: rise, off_target, locality and requested (the change value - s_J(recon)) are
+    (J, K, S, B) for prototype J, target kind K (:data:`TARGET_KINDS`), strength S and image B;
+    targets (J, K); ``base`` holds the reconstruction, ``result`` every edit (edit index (j K + k) S + s)."""
+
+    plan: EvaluationPlan
+    prototypes: list[int]
+    strengths: list[float]
+    targets: torch.Tensor
+    base: EditResult
+    result: EditResult
+    rise: torch.Tensor
+    off_target: torch.Tensor
+    locality: torch.Tensor
+    requested: torch.Tensor
+    seconds: float
+
+    @property
+    def headline(self) -> int:
+        """Index of the strength nearest to 1 (the headline numbers are reported there)."""
+        return min(range(len(self.strengths)), key=lambda s: (abs(self.strengths[s] - 1.0), s))
+
+    def edit_index(self, a: int, k: int, s: int) -> int:
+        return (a * len(TARGET_KINDS) + k) * len(self.strengths) + s
+
+    def sweep(self, a: int) -> list[dict]:
+        rows = []
+        for k, kind in enumerate(TARGET_KINDS):
+            for s, strength in enumerate(self.strengths):
+                rows.append({"target_kind": kind, "strength": strength, "target": round(float(self.targets[a, k]), 5),
+                             "requested_change_median": _median(self.requested[a, k, s]),
+                             "rise_median": _median(self.rise[a, k, s]),
+                             "off_target_median": _median(self.off_target[a, k, s]),
+                             "locality_median": _median(self.locality[a, k, s]),
+                             "rise": _values(self.rise[a, k, s]), "off_target": _values(self.off_target[a, k, s]),
+                             "locality": _values(self.locality[a, k, s])})
+        return rows
+
+    def per_prototype(self) -> list[dict]:
+        h, s_rec = self.headline, self.base.s_reconstruction
+        out = []
+        for a, j in enumerate(self.prototypes):
+            out.append({"prototype": j, "s_recon_median": _median(s_rec[:, j]),
+                        "targets": {kind: round(float(self.targets[a, k]), 5) for k, kind in enumerate(TARGET_KINDS)},
+                        "rise_median": _median(self.rise[a, 0, h]),
+                        "off_target_median": _median(self.off_target[a, 0, h]),
+                        "locality_median": _median(self.locality[a, 0, h]), "sweep": self.sweep(a)})
+        return out
+
+    def summary(self) -> dict:
+        per = self.per_prototype()
+        r = self.result
+        settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
+                    "steps": r.steps, "sampler": r.sampler, "prototypes": self.prototypes,
+                    "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
+                    "headline_target": "own_max", "target_kinds": list(TARGET_KINDS),
+                    "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
+        return {"median_rise": _median_of([p["rise_median"] for p in per]),
+                "median_off_target": _median_of([p["off_target_median"] for p in per]),
+                "median_locality": _median_of([p["locality_median"] for p in per]),
+                "per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """edits_eval.json, edits_eval.csv (prototype x target kind x strength) and edits_eval.png."""
+        out = Path(out_dir)
+        summary = self.summary()
+        write_json(out / "edits_eval.json", summary)
+        rows = [[p["prototype"], row["target_kind"], row["strength"], row["target"],
+                 *("" if row[c] is None else row[c] for c in ("rise_median", "off_target_median", "locality_median"))]
+                for p in summary["per_prototype"] for row in p["sweep"]]
+        write_csv(out / "edits_eval.csv", ["prototype", "target_kind", "strength", "target", "rise_median",
+                                           "off_target_median", "locality_median"], rows)
+        self.figure(out / "edits_eval.png")
+        return {"results": out / "edits_eval.json", "table": out / "edits_eval.csv", "figure": out / "edits_eval.png"}
+
+    def figure(self, path: Path) -> Path:
+        """Edit strips (own-max target, every strength) of the first image(s), and median rise vs strength."""
+        r, base = self.result, self.base
+        n_show = 1 if len(self.prototypes) > 8 else min(2, len(r.names))
+        rows, labels = [], []
+        for i in range(n_show):
+            for a, j in enumerate(self.prototypes):
+                row = [Panel(r.x0[i], short_name(r.names[i])),
+                       Panel(base.reconstruction[i], f"reconstruction\ns_{j}={float(base.s_reconstruction[i, j]):.2f}")]
+                for s, strength in enumerate(self.strengths):
+                    e = self.edit_index(a, 0, s)
+                    row.append(Panel(r.images[e, i], f"x{strength:g}: s_{j}->{float(r.s_after[e, i, j]):.2f}\n"
+                                                     f"(asked {float(r.s_requested[e, i, j]):.2f})", r.box(e, i, j)))
+                rows.append(row)
+                labels.append(f"{short_name(r.names[i])}\np{j}")
+
+        def curves(ax):
+            for a, j in enumerate(self.prototypes):
+                own = [_median(self.rise[a, 0, s]) for s in range(len(self.strengths))]
+                line, = ax.plot(self.strengths, [float("nan") if v is None else v for v in own], marker="o",
+                                linewidth=1.4, label=f"p{j}")
+                glob = [_median(self.rise[a, 1, s]) for s in range(len(self.strengths))]
+                ax.plot(self.strengths, [float("nan") if v is None else v for v in glob], marker="x", linestyle="--",
+                        linewidth=1.0, color=line.get_color())
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+            ax.set_xlabel("strength (fraction of the way from s_J(recon) to the target)")
+            ax.set_ylabel("median rise")
+            ax.set_title("rise vs strength (solid: own max over X, dashed: max(s_X); dotted: requested)", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="best", ncol=max(1, len(self.prototypes) // 8))
+
+        return save_panels(rows, path, row_labels=labels, cell=1.3, plot=curves,
+                           title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
+                                 "decoded from the inverted x_T; red box = best patch of p_J")
+
+
+def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEvaluation:
+    """Run the benchmark of the module docstring: two batched engine runs from one (cached) inversion."""
+    t0 = time.time()
+    plan.check(pat.num_prototypes)
+    protos = list(range(pat.num_prototypes)) if plan.prototypes is None else list(plan.prototypes)
+    strengths = [float(a) for a in plan.strengths]
+    ref = plan.reference
+    common = dict(names=plan.names, steps=plan.steps, sampler=plan.sampler, reference=ref, seed=plan.seed)
+    base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, **common), progress)
+    s_rec = base.s_reconstruction
+    own = ref.s[:, protos].max(0).values
+    targets = torch.stack([own, torch.full_like(own, ref.max)], 1)  # (J, K)
+    edits = [Edit.set(j, s_rec[:, j] + strength * (float(targets[a, k]) - s_rec[:, j]),
+                      label=f"p{j} {kind} x{strength:g}")
+             for a, j in enumerate(protos) for k, kind in enumerate(TARGET_KINDS) for strength in strengths]
+    res = run_plan(pat, EditPlan(images=plan.images, edits=edits, inverted=base.inverted, **common), progress)
+    n_j, n_k, n_s, b = len(protos), len(TARGET_KINDS), len(strengths), plan.images.shape[0]
+    rise, off, loc, req = (torch.zeros(n_j, n_k, n_s, b) for _ in range(4))
+    for a, j in enumerate(protos):
+        for k in range(n_k):
+            for s in range(n_s):
+                e = (a * n_k + k) * n_s + s
+                value = res.s_requested[e, :, j]
+                rise[a, k, s] = edit_rise(s_rec[:, j], res.s_after[e, :, j], value)
+                off[a, k, s] = off_target(s_rec, res.s_after[e], j, value)
+                loc[a, k, s] = locality(base.reconstruction, res.images[e], res.boxes(e, j))
+                req[a, k, s] = value - s_rec[:, j]
+    return EditEvaluation(plan=plan, prototypes=protos, strengths=strengths, targets=targets, base=base, result=res,
+                          rise=rise, off_target=off, locality=loc, requested=req, seconds=time.time() - t0)

@@ -1,0 +1,23 @@
+"""CSV tables of the analyses (one header row, comma-separated, ``\\n`` line ends, written atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..utils.io import write_text
+
+
+def csv_text(header: Sequence, rows: Iterable[Sequence]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence, rows: Iterable[Sequence]) -> Path:
+    write_text(path, csv_text(header, rows))
+    return Path(path)

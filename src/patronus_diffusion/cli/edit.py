@@ -1,0 +1,200 @@
+"""Editing commands: edit, extrapolate, interpolate, consistency, variations, evaluate-edits.
+
+Each command parses its flags, builds an edit plan (every value resolved, so a bad one fails before any
+inversion), makes one analysis call (patronus_diffusion.analysis.edits / evaluate_edits, on the edit
+engine), writes the result (figure PNG, JSON/CSV) and prints the summary and the file list.
+"""
+
+from __future__ import annotations
+
+from .common import formatter, print_outputs, select_images
+from .edit_args import add_edit_args, load_model, parse_prototypes, plan_args, reference_of
+
+DEFAULT_EXTRAPOLATION = "0,0.25max,0.5max,0.75max,max,1.25max,1.5max"
+DEFAULT_STRENGTHS = "0.25,0.5,1,1.5"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("edit", help="edit s (set / scale / add any entries) and decode the images again",
+                       formatter_class=formatter(), description=(
+                           "Each --edit is one edited version of every image: comma-separated J=VALUE (VALUE a "
+                           "number, max, 1.5max or q0.9 = quantile of s_J over X), J*FACTOR or J+DELTA. Writes "
+                           "edit.png (input, reconstruction, edits; box = best patch of the first edited prototype), "
+                           "edit_grid.png (lossless), edits.json (faithfulness per edit: median and per image) and "
+                           "s.csv into --out."))
+    add_edit_args(p, 4)
+    p.add_argument("--edit", action="append", required=True, metavar="SPEC", help="e.g. 3=max or 3=max,5=0 or 7*2")
+    p.add_argument("--out", default="results/edit")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("extrapolate", help="sweep prototypes over a range of values (paper: 0 ... 3)",
+                       formatter_class=formatter(), description=(
+                           "For each image and each prototype J: set s_J to every value in --values and decode. "
+                           "Writes extrapolate.png (rows image x prototype, columns values), extrapolate.json "
+                           "(s_J reached and faithfulness per value) into --out."))
+    add_edit_args(p, 1)
+    p.add_argument("--prototypes", required=True, help="comma-separated ids, e.g. 0,3,17")
+    p.add_argument("--values", default=DEFAULT_EXTRAPOLATION, help="comma-separated values (number, max, 1.5max, q0.9)")
+    p.add_argument("--out", default="results/extrapolate")
+    p.set_defaults(func=cmd_extrapolate)
+
+    p = sub.add_parser("interpolate", help="interpolate two images: lerp s, slerp x_T",
+                       formatter_class=formatter(), description=(
+                           "Give exactly two images (--images A B, --indices a,b or --n 2). Decodes s(alpha) = "
+                           "lerp(s_A, s_B) from x_T(alpha) = slerp(x_T^A, x_T^B) in one batch. Writes "
+                           "interpolate.png, interpolate_strip.png (lossless) and interpolate.json (s along the "
+                           "path, endpoint agreement with the reconstructions) into --out."))
+    add_edit_args(p, 2)
+    p.add_argument("--alphas", type=int, default=10, help="number of interpolation points, endpoints included")
+    p.add_argument("--out", default="results/interpolate")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("consistency", help="the same prototype edit across several images, boxes and patches",
+                       formatter_class=formatter(), description=(
+                           "For each prototype J: s_J := VALUE on every image; one row of edited images with the "
+                           "best patch boxed, one row of the patches. Writes consistency.png and consistency.json "
+                           "(boxes, s_J, faithfulness) into --out."))
+    add_edit_args(p, 5)
+    p.add_argument("--prototypes", required=True, help="comma-separated ids")
+    p.add_argument("--value", default="max", help="target for s_J: number, max, 1.5max or q0.9")
+    p.add_argument("--out", default="results/consistency")
+    p.set_defaults(func=cmd_consistency)
+
+    p = sub.add_parser("variations", help="one s, several x_T: what s fixes and what the noise varies",
+                       formatter_class=formatter(), description=(
+                           "For each image: its reconstruction (inverted x_T) and --k decodings of its s from "
+                           "seeded random x_T. Writes variations.png, variations_grid.png (lossless) and "
+                           "variations.json (reconstruction PSNR, |s(variation) - s(x0)|) into --out."))
+    add_edit_args(p, 3)
+    p.add_argument("--k", type=int, default=5, help="variations per image")
+    p.add_argument("--out", default="results/variations")
+    p.set_defaults(func=cmd_variations)
+
+    p = sub.add_parser("evaluate-edits", help="how faithful are prototype edits: rise, off-target change, locality",
+                       formatter_class=formatter(), description=(
+                           "On --n seeded test images: raise each prototype J from s_J(recon) towards a target "
+                           "(its own max over the reference set X, and the global max(s_X)) by each --strengths "
+                           "fraction; decode from the inverted x_T and measure rise = (s_J(edit) - s_J(recon)) / "
+                           "(value - s_J(recon)), off-target = mean_k!=J |s_k(edit) - s_k(recon)| / |requested "
+                           "change|, locality = mean pixel change inside J's receptive-field box / outside it "
+                           "(recon = the unedited decode from the same x_T). Writes edits_eval.json, "
+                           "edits_eval.csv and edits_eval.png into --out."))
+    add_edit_args(p, 8)
+    p.add_argument("--prototypes", default="all", help="'all' or comma-separated ids, e.g. 3,11")
+    p.add_argument("--strengths", default=DEFAULT_STRENGTHS, help="comma-separated fractions of the way to the target")
+    p.add_argument("--out", default="results/evaluate-edits")
+    p.set_defaults(func=cmd_evaluate_edits)
+
+
+def cmd_edit(args) -> int:
+    from ..analysis.edits import edit_plan, run_edit
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    common = plan_args(pat, args, names)
+    plan = edit_plan(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
+    report = run_edit(pat, plan, progress=not args.no_progress)
+    files = report.write(args.out)
+    for r in report.records():
+        f = r["faithfulness"]
+        print(f"{r['edit']}: median rise {f['rise_median']}, median change of others {f['others_median']}")
+    print_outputs(f"{len(plan.edits)} edit(s) x {len(names)} image(s) in {report.result.seconds:.1f} s", files)
+    return 0
+
+
+def cmd_extrapolate(args) -> int:
+    from ..analysis.edits import extrapolate_plan, run_extrapolate
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    common = plan_args(pat, args, names)
+    ref = reference_of(pat, args)
+    protos = parse_prototypes(args.prototypes, pat.num_prototypes)
+    tokens = [v.strip() for v in args.values.split(",") if v.strip()]
+    if not tokens:
+        raise ValueError("--values is empty; e.g. --values 0,1,2,3 or 0,0.5max,max")
+    report = run_extrapolate(pat, extrapolate_plan(x, protos, tokens, ref, **common), progress=not args.no_progress)
+    files = report.write(args.out)
+    print_outputs(f"{len(protos)} prototype(s) x {len(tokens)} values x {len(names)} image(s) in "
+                  f"{report.result.seconds:.1f} s", files)
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from ..analysis.edits import interpolate_plan, run_interpolate
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    if len(names) != 2:
+        raise ValueError(f"interpolate needs exactly two images, got {len(names)}; use --indices A,B, "
+                         f"--images A B or --n 2")
+    if args.alphas < 2:
+        raise ValueError("--alphas must be at least 2 (the two endpoints)")
+    report = run_interpolate(pat, interpolate_plan(x, args.alphas, **plan_args(pat, args, names)),
+                             progress=not args.no_progress)
+    files = report.write(args.out)
+    d = report.endpoint_diff
+    print(f"endpoints vs reconstructions: max |diff| {d[0]:.2e}, {d[1]:.2e}")
+    print_outputs(f"{args.alphas} interpolation points in {report.result.seconds:.1f} s", files)
+    return 0
+
+
+def cmd_consistency(args) -> int:
+    from ..analysis.edits import consistency_plan, run_consistency
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    common = plan_args(pat, args, names)
+    ref = reference_of(pat, args)
+    protos = parse_prototypes(args.prototypes, pat.num_prototypes)
+    report = run_consistency(pat, consistency_plan(x, protos, args.value, ref, **common),
+                             progress=not args.no_progress)
+    files = report.write(args.out)
+    print_outputs(f"{len(protos)} prototype(s) x {len(names)} image(s) in {report.result.seconds:.1f} s", files)
+    return 0
+
+
+def cmd_variations(args) -> int:
+    from ..analysis.edits import run_variations, variations_plan
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    if args.k < 1:
+        raise ValueError("--k must be at least 1")
+    report = run_variations(pat, variations_plan(x, args.k, **plan_args(pat, args, names)),
+                            progress=not args.no_progress)
+    files = report.write(args.out)
+    print_outputs(f"{len(names)} image(s) x {args.k} variations in {report.result.seconds:.1f} s", files)
+    return 0
+
+
+def _strengths(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"--strengths must be comma-separated numbers, e.g. {DEFAULT_STRENGTHS}; "
+                         f"got {text!r}") from None
+    if not values:
+        raise ValueError(f"--strengths is empty; e.g. --strengths {DEFAULT_STRENGTHS}")
+    return values
+
+
+def cmd_evaluate_edits(args) -> int:
+    from ..analysis.evaluate_edits import TARGET_KINDS, EvaluationPlan, evaluate_edits
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    common = plan_args(pat, args, names)
+    ref = reference_of(pat, args)
+    protos = None if args.prototypes.strip().lower() == "all" else parse_prototypes(args.prototypes,
+                                                                                    pat.num_prototypes)
+    plan = EvaluationPlan(images=x, reference=ref, prototypes=protos, strengths=_strengths(args.strengths), **common)
+    ev = evaluate_edits(pat, plan, progress=not args.no_progress)
+    files = ev.write(args.out)
+    s = ev.summary()
+    print(f"{len(ev.prototypes)} prototype(s) x {len(TARGET_KINDS)} targets x {len(ev.strengths)} strength(s) x "
+          f"{len(names)} image(s) in {ev.seconds:.1f} s")
+    print(f"strength {s['settings']['headline_strength']:g}, own max over X: median rise {s['median_rise']}, "
+          f"median off-target {s['median_off_target']}, median locality {s['median_locality']}")
+    print_outputs("wrote", files)
+    return 0

@@ -1,0 +1,68 @@
+"""Arguments and model loading shared by the explanation and editing commands (cli/explain.py, cli/edit.py).
+
+Every edit follows s = f(x0) -> x_T = DDIM-invert(x0, s) -> s' -> DDIM(x_T, s'), batched; "max" means
+max(s_X) over a fixed, seeded reference set X (--ref-n, --ref-seed), which is saved with the results.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..diffusion.samplers import SAMPLERS
+from .common import add_device, add_images, add_run, parse_int_list
+
+
+def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None:
+    add_run(p)
+    if images:
+        add_images(p, default_n=n)
+    add_device(p)
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps for inversion and decoding (default: the run's sample.invert_steps)")
+    p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
+                   help="decoding sampler (default: the run's sample.decode_sampler, ddim; eta=0 DDIM is the exact "
+                        "mirror of the inversion)")
+    p.add_argument("--ref-n", type=int, default=256, help="size of the reference set X for max(s_X) and quantiles")
+    if ref_seed:
+        p.add_argument("--ref-seed", type=int, default=0, help="seed of the reference set X (fixed while --seed "
+                                                               "changes the picked images)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per network call (edits are chunked)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parse_prototypes(text: str | None, P: int, what: str = "--prototypes") -> list[int] | None:
+    """'0,3,17' -> [0, 3, 17] (checked against P); None or '' -> None (all / the command's default)."""
+    if text is None or text == "":
+        return None
+    ids = parse_int_list(text, f"{what} must be comma-separated prototype ids, e.g. 0,3,17; got {text!r}")
+    bad = [j for j in ids if not 0 <= j < P]
+    if bad or not ids:
+        raise ValueError(f"{what}: prototype id(s) {bad or '[]'} out of range 0 ... {P - 1}")
+    return ids
+
+
+def load_model(args):
+    from ..api import Patronus
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    torch.manual_seed(args.seed)
+    return Patronus.load(args.run, args.weights, args.device, batch_size=args.batch_size)
+
+
+def steps_of(pat, args) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise ValueError("--steps must be at least 1")
+    return args.steps or pat.config.sample.invert_steps
+
+
+def reference_of(pat, args):
+    """The reference set X of --ref-n images seeded by --ref-seed (an encoding, no inversion)."""
+    from ..analysis.editing import reference_set
+
+    return reference_set(pat, n=args.ref_n, seed=args.ref_seed)
+
+
+def plan_args(pat, args, names) -> dict:
+    """The EditPlan fields every command takes from its flags: names, steps, sampler, seed."""
+    return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed}

@@ -1,0 +1,219 @@
+"""The edit engine: the inversion cache, validation before any inversion, one batched run serving every
+condition, and the edit benchmark (closed-form measures and `patronus evaluate-edits` end to end)."""
+
+import csv
+import gc
+import json
+import math
+
+import pytest
+import torch
+
+from patronus_diffusion import Patronus
+from patronus_diffusion.analysis import editing as E
+from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+from patronus_diffusion.analysis.evaluate_edits import (EvaluationPlan, edit_rise, evaluate_edits, locality,
+                                                        off_target)
+from patronus_diffusion.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def pat(tiny_run):
+    return Patronus.load(tiny_run, device="cpu")
+
+
+class _Counter:
+    """Wraps a bound method and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.fn(*a, **k)
+
+
+@pytest.fixture
+def counted(pat, monkeypatch):
+    """pat with pat.invert and pat.decode call counters, and an empty inversion cache."""
+    E.clear_inversion_cache(pat)
+    inv, dec = _Counter(pat.invert), _Counter(pat.decode)
+    monkeypatch.setattr(pat, "invert", inv)
+    monkeypatch.setattr(pat, "decode", dec)
+    yield pat, inv, dec
+    E.clear_inversion_cache(pat)
+
+
+# ------------------------------------------------------------------------------ inversion cache
+def test_second_inversion_of_the_same_images_is_a_cache_hit(counted):
+    pat, inv_calls, _ = counted
+    x = pat.load_images(indices=[0, 1, 2])
+    a = E.invert_images(pat, x, steps=3)
+    b = E.invert_images(pat, x.clone(), steps=3)  # equal bytes, another tensor
+    assert inv_calls.calls == 1
+    assert torch.equal(a.x_T, b.x_T) and torch.equal(a.s, b.s) and b.steps == 3
+    b.x_T += 1  # every call gets its own copy: changing one does not change the cache
+    assert torch.equal(E.invert_images(pat, x, steps=3).x_T, a.x_T) and inv_calls.calls == 1
+    E.invert_images(pat, x, steps=4)  # other steps
+    E.invert_images(pat, x[:2], steps=3)  # other images
+    assert inv_calls.calls == 3
+    # analyses reuse it: an engine run on the same images and steps inverts nothing
+    res = run_plan(pat, EditPlan(images=x, edits=[Edit.set(0, 0.5)], steps=3))
+    assert inv_calls.calls == 3 and torch.equal(res.x_T, a.x_T)
+
+
+def test_inversion_cache_is_per_model_object_and_goes_with_it(tiny_run):
+    other = Patronus.load(tiny_run, device="cpu")
+    x = other.load_images(indices=[4])
+    n_models = len(E._INVERSIONS)
+    E.invert_images(other, x, steps=2)
+    assert len(E._INVERSIONS) == n_models + 1
+    del other
+    gc.collect()
+    assert len(E._INVERSIONS) == n_models
+
+
+# ------------------------------------------------------------------------------ validation before inversion
+@pytest.mark.parametrize("args,message", [
+    (["edit", "--n", "1", "--edit", "3=maxx"], "1.5max"),
+    (["edit", "--n", "1", "--edit", "1=max", "--edit", "0*2x"], "could not convert"),
+    (["edit", "--n", "1", "--edit", "99=max"], "out of range"),
+    (["extrapolate", "--prototypes", "0", "--values", "0,maxx"], "1.5max"),
+    (["extrapolate", "--prototypes", "0", "--values", " , "], "--values is empty"),
+    (["consistency", "--prototypes", "0", "--value", "q7"], "q0.95"),
+    (["when", "--n", "2", "--prototypes", "0", "--value", "foo"], "1.5max"),
+    (["interpolate", "--indices", "1,2,3"], "exactly two images"),
+    (["variations", "--k", "0"], "--k must be at least 1"),
+    (["evaluate-edits", "--n", "1", "--strengths", "a,b"], "--strengths"),
+    (["evaluate-edits", "--n", "1", "--prototypes", "0,9"], "out of range"),
+])
+def test_bad_arguments_fail_before_any_inversion(tiny_run, tmp_path, capsys, monkeypatch, args, message):
+    calls = []
+    original = Patronus.invert
+
+    def invert(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Patronus, "invert", invert)
+    out = tmp_path / "out"
+    assert main([*args, "--run", str(tiny_run), "--steps", "2", "--ref-n", "8", "--no-progress",
+                 "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert calls == [] and not out.exists()
+
+
+def test_plan_check_rejects_bad_edits_before_inverting(counted):
+    pat, inv_calls, _ = counted
+    x = pat.load_images(indices=[0, 1])
+    for plan, msg in ((EditPlan(images=x, edits=[Edit.set(pat.num_prototypes, 0.5)]), "out of range"),
+                      (EditPlan(images=x, edits=[Edit.set(0, torch.zeros(3))]), "3 per-image values"),
+                      (EditPlan(images=x[:1], alphas=[0.0, 1.0]), "exactly 2 images")):
+        with pytest.raises(ValueError, match=msg):
+            run_plan(pat, plan)
+    with pytest.raises(ValueError, match="1.5max"):
+        Edit.parse("0=maxx", pat.num_prototypes, E.reference_set(pat, n=8))
+    assert inv_calls.calls == 0
+
+
+# ------------------------------------------------------------------------------ one run, every condition
+def test_one_plan_decodes_reconstruction_edits_and_path_in_one_call(counted):
+    pat, inv_calls, dec_calls = counted
+    x = pat.load_images(indices=[3, 7])
+    ref = E.reference_set(pat, n=16)
+    same = Edit.set(1, pat.encode(x).s[:, 1])  # s_1 := its own value: the reconstruction again
+    plan = EditPlan(images=x, edits=[Edit.parse("0=max", pat.num_prototypes, ref), same], steps=3, reference=ref,
+                    reconstruction=True, alphas=[0.0, 0.5, 1.0], names=["a", "b"])
+    res = run_plan(pat, plan)
+    assert inv_calls.calls == 1 and dec_calls.calls == 1
+    P = pat.num_prototypes
+    assert res.images.shape == (2, 2, *x.shape[1:]) and res.s_after.shape == (2, 2, P)
+    assert res.location.shape == (2, 2, P, 2) and res.path.shape == (3, *x.shape[1:])
+    assert torch.allclose(res.s_requested[0, :, 0], torch.full((2,), ref.max))
+    # equal up to float32 batch-position effects (~1e-4), far below what an edit changes
+    assert torch.allclose(res.images[1], res.reconstruction, atol=1e-3)
+    assert torch.allclose(res.path[0], res.reconstruction[0], atol=1e-3)
+    assert torch.allclose(res.path[2], res.reconstruction[1], atol=1e-3)
+    rec = pat.decode(res.x_T, res.s, steps=3).clamp(-1, 1)
+    assert torch.allclose(res.reconstruction, rec, atol=1e-3)
+    assert torch.allclose(res.s_after, pat.encode(res.images.flatten(0, 1)).s.view(2, 2, P), atol=1e-4)
+    f = E.faithfulness(res.s, res.s_requested[0], res.s_after[0], [0])
+    assert torch.allclose(res.rise[0], f["rise"], equal_nan=True) and torch.allclose(res.others[0], f["others"])
+    assert res.boxes(0) == [pat.receptive_field.box(*res.location[0, i, 0].tolist()) for i in range(2)]
+    meta = res.meta(extra=1)
+    assert meta["images"] == ["a", "b"] and meta["steps"] == 3 and meta["reference"]["n"] == 16
+    # variations come from their own seeded noise: one more decode call, nothing more to invert
+    before = dec_calls.calls
+    var = run_plan(pat, EditPlan(images=x, steps=3, variations=2, seed=5))
+    assert var.variations.shape == (2, 2, *x.shape[1:]) and var.s_variations.shape == (2, 2, P)
+    assert inv_calls.calls == 1 and dec_calls.calls == before + 1
+
+
+# ------------------------------------------------------------------------------ the edit benchmark
+def test_rise_off_target_and_locality_on_hand_made_tensors():
+    base_j = torch.tensor([0.1, 0.2, 0.5])
+    rise = edit_rise(base_j, torch.tensor([0.3, 0.2, 0.5005]), torch.tensor([0.5, 0.6, 0.5]))
+    assert torch.allclose(rise[:2], torch.tensor([0.5, 0.0])) and torch.isnan(rise[2])
+    s_base = torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
+    s_edit = torch.tensor([[0.5, 0.3, 0.1], [0.5, 0.5, 0.5]])
+    off = off_target(s_base, s_edit, 0, torch.tensor([0.9, 0.5]))
+    assert off[0].item() == pytest.approx(0.15 / 0.8) and torch.isnan(off[1])  # (|0.1| + |-0.2|) / 2 / 0.8
+    base = torch.zeros(4, 2, 4, 4)
+    edited = torch.zeros(4, 2, 4, 4)
+    edited[0] = 0.25
+    edited[0, :, 0:2, 0:2] = 1.0  # inside box (0, 0, 2, 2): 1.0; outside: 0.25
+    edited[1] = 0.5  # uniform change
+    edited[2, 0, 1, 1] = 1.0  # one channel inside only: infinitely local
+    edited[3] = 0.3
+    loc = locality(base, edited, [(0, 0, 2, 2), (1, 1, 3, 3), (0, 0, 2, 2), (0, 0, 4, 4)])
+    assert loc[0].item() == pytest.approx(4.0) and loc[1].item() == pytest.approx(1.0)
+    assert math.isinf(loc[2].item()) and math.isnan(loc[3].item())  # box = the whole image: undefined
+
+
+def test_evaluate_edits_values_follow_the_definitions(counted):
+    pat, inv_calls, dec_calls = counted
+    x = pat.load_images(indices=[0, 5])
+    ref = E.reference_set(pat, n=16)
+    ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=ref, prototypes=[2, 0], strengths=[0.5, 1.0],
+                                            steps=3))
+    assert inv_calls.calls == 1 and dec_calls.calls == 2  # reconstruction, then every edit in one batch
+    s_rec = ev.base.s_reconstruction
+    for a, j in enumerate([2, 0]):
+        assert ev.targets[a, 0].item() == pytest.approx(float(ref.s[:, j].max()))
+        assert ev.targets[a, 1].item() == pytest.approx(ref.max)
+        for k in range(2):
+            for s, strength in enumerate([0.5, 1.0]):
+                e = ev.edit_index(a, k, s)
+                want = strength * (ev.targets[a, k] - s_rec[:, j])
+                assert torch.allclose(ev.requested[a, k, s], want, atol=1e-5)
+                got = ev.result.s_after[e, :, j] - s_rec[:, j]
+                ok = want.abs() > 1e-3
+                assert torch.allclose(ev.rise[a, k, s][ok], (got / want)[ok], atol=1e-4)
+    summary = ev.summary()
+    assert summary["settings"]["headline_strength"] == 1.0
+    assert summary["per_prototype"][0]["rise_median"] == summary["per_prototype"][0]["sweep"][1]["rise_median"]
+
+
+def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "2", "--prototypes", "0,1", "--strengths", "0.5,1",
+                 "--steps", "3", "--ref-n", "16", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "median rise" in printed and "edits_eval.json" in printed
+    res = json.loads((out / "edits_eval.json").read_text())
+    assert set(res) == {"median_rise", "median_off_target", "median_locality", "per_prototype", "settings",
+                        "seconds"}
+    assert math.isfinite(res["median_rise"]) and math.isfinite(res["median_off_target"])
+    assert [p["prototype"] for p in res["per_prototype"]] == [0, 1]
+    assert res["settings"]["strengths"] == [0.5, 1.0] and len(res["settings"]["images"]) == 2
+    for p in res["per_prototype"]:
+        assert [(r["target_kind"], r["strength"]) for r in p["sweep"]] == [
+            ("own_max", 0.5), ("own_max", 1.0), ("global_max", 0.5), ("global_max", 1.0)]
+        for r in p["sweep"]:
+            assert len(r["rise"]) == 2 and all(v is not None and math.isfinite(v) for v in r["rise"])
+        assert p["sweep"][2]["target"] == pytest.approx(res["settings"]["reference"]["max_s_X"], abs=1e-4)
+    rows = list(csv.reader((out / "edits_eval.csv").read_text().splitlines()))
+    assert rows[0] == ["prototype", "target_kind", "strength", "target", "rise_median", "off_target_median",
+                       "locality_median"]
+    assert len(rows) == 1 + 2 * 2 * 2
+    assert (out / "edits_eval.png").stat().st_size > 1000

@@ -1,0 +1,69 @@
+"""Classifier-free guidance on s in the Patronus API: eps(s) + w (eps(s) - eps(null)), one batched call."""
+
+import pytest
+import torch
+
+from patronus_diffusion import Patronus
+from patronus_diffusion.config import apply_overrides
+from patronus_diffusion.models import build_model
+
+
+@pytest.fixture
+def guided(tiny_cfg):
+    """A tiny untrained Patronus with a null condition (train.cond_dropout = 0.1), conditioning weights non-zero."""
+    cfg = apply_overrides(tiny_cfg, ["train.cond_dropout=0.1"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.unet.parameters():  # give the condition path non-zero weights
+            p.add_(0.05 * torch.randn_like(p))
+    return Patronus(model, cfg, torch.device("cpu"))
+
+
+class _Calls:
+    def __init__(self, module):
+        self.rows = []
+        module.register_forward_hook(lambda m, args, out: self.rows.append(args[0].shape[0]))
+
+
+def test_guidance_zero_is_the_plain_conditional_call(guided):
+    x, t, s = torch.randn(3, 1, 16, 16), torch.tensor([10, 500, 900]), torch.rand(3, 6)
+    with torch.no_grad():
+        plain = guided.model(x, t, s)
+        assert torch.equal(guided.model_fn(s)(x, t), plain)  # sample.guidance defaults to 0
+        assert torch.equal(guided.model_fn(s, guidance=0.0)(x, t), plain)
+
+
+def test_guidance_matches_the_formula_in_one_batched_call(guided):
+    x, t, s = torch.randn(3, 1, 16, 16), torch.tensor([10, 500, 900]), torch.rand(3, 6)
+    w = 1.5
+    with torch.no_grad():
+        eps_c = guided.model(x, t, s)
+        eps_u = guided.model(x, t, s, torch.ones(3, dtype=torch.bool))
+        calls = _Calls(guided.model)
+        out = guided.model_fn(s, guidance=w)(x, t)
+    assert calls.rows == [6]  # conditional and null halves: one network call of 2B rows
+    assert not torch.allclose(eps_c, eps_u)
+    torch.testing.assert_close(out, eps_c + w * (eps_c - eps_u), rtol=0, atol=1e-5)
+    # the config's sample.guidance is the default weight
+    guided.config.sample.guidance = w
+    with torch.no_grad():
+        torch.testing.assert_close(guided.model_fn(s)(x, t), out, rtol=0, atol=1e-6)
+
+
+def test_sample_and_decode_pass_guidance(guided):
+    s = torch.rand(2, 6)
+    a = guided.sample(s, sampler="ddim", steps=3, seed=1)
+    assert torch.equal(a, guided.sample(s, sampler="ddim", steps=3, seed=1, guidance=0))
+    b = guided.sample(s, sampler="ddim", steps=3, seed=1, guidance=2.0)
+    assert b.shape == a.shape and not torch.allclose(a, b)
+    x_T = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(guided.decode(x_T, s, steps=3), guided.decode(x_T, s, steps=3, guidance=2.0))
+
+
+def test_guidance_needs_a_null_condition(tiny_cfg):
+    pat = Patronus(build_model(tiny_cfg), tiny_cfg, torch.device("cpu"))  # trained without cond_dropout
+    with pytest.raises(ValueError, match="cond_dropout"):
+        pat.model_fn(torch.rand(1, 6), guidance=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        pat.model_fn(torch.rand(1, 6), guidance=-1.0)
