@@ -47,6 +47,18 @@ def parse_int_list(text: str, error: str) -> list[int]:
         raise ValueError(error) from None
 
 
+def parse_ids(text: str | None, n: int, what: str, noun: str) -> list[int] | None:
+    """'0,3,17' -> [0, 3, 17], each checked to lie in 0 ... n-1; None or '' -> None (the command's default).
+    ``what`` names the flag and ``noun`` the kind of id in the error messages."""
+    if not text:
+        return None
+    ids = parse_int_list(text, f"{what} must be comma-separated {noun}, e.g. 0,3,17; got {text!r}")
+    bad = [j for j in ids if not 0 <= j < n]
+    if bad or not ids:
+        raise ValueError(f"{what}: {noun} {bad or '[]'} out of range 0 ... {n - 1}")
+    return ids
+
+
 def parse_indices(text: str | None) -> list[int] | None:
     if not text:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..diffusion.samplers import SAMPLERS
-from .common import add_device, add_images, add_run, parse_int_list
+from .common import add_device, add_images, add_run, parse_ids
 
 
 def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None:
@@ -32,13 +32,7 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
 
 def parse_prototypes(text: str | None, P: int, what: str = "--prototypes") -> list[int] | None:
     """'0,3,17' -> [0, 3, 17] (checked against P); None or '' -> None (all / the command's default)."""
-    if text is None or text == "":
-        return None
-    ids = parse_int_list(text, f"{what} must be comma-separated prototype ids, e.g. 0,3,17; got {text!r}")
-    bad = [j for j in ids if not 0 <= j < P]
-    if bad or not ids:
-        raise ValueError(f"{what}: prototype id(s) {bad or '[]'} out of range 0 ... {P - 1}")
-    return ids
+    return parse_ids(text, P, what, "prototype ids")
 
 
 def load_model(args):

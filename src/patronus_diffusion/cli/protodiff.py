@@ -20,7 +20,7 @@ from ..diffusion.samplers import SAMPLERS
 from ..presets import PRESETS
 from ..utils.images import save_grid, save_png, to_uint8
 from ..utils.io import write_json, write_text
-from .common import add_device, config_from_args, formatter, parse_int_list, print_outputs
+from .common import add_device, config_from_args, formatter, parse_ids, print_outputs
 
 PD_PRESETS = [p for p in PRESETS if p.startswith("protodiff")]
 DEFAULT_PRESET = "protodiff-fmnist-cpu"
@@ -196,13 +196,7 @@ def cmd_train(args) -> int:
 
 # ==================================================================================== sample
 def parse_labels(text: str | None, num_classes: int) -> list[int] | None:
-    if not text:
-        return None
-    labels = parse_int_list(text, f"--labels must be comma-separated class indices, got {text!r}")
-    bad = [v for v in labels if not 0 <= v < num_classes]
-    if bad or not labels:
-        raise ValueError(f"--labels {bad or text!r}: class indices must lie in 0 ... {num_classes - 1}")
-    return labels
+    return parse_ids(text, num_classes, "--labels", "class indices")
 
 
 def save_labelled_images(x: torch.Tensor, labels: list[int], folder: Path, class_names) -> list[str]:
