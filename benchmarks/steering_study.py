@@ -74,7 +74,8 @@ def measure_one(run: Path, out: Path, n: int, fid_n: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "measure.log"
     steps = [
-        (out / "edits" / "edits_eval.json", ["evaluate-edits", "--run", str(run), "--n", str(n),
+        (out / "edits" / "edits_eval.json", ["evaluate-edits", "--run", str(run), "--n", str(n), "--steps", "20",
+                                             "--strengths", "0.5,1",
                                              "--out", str(out / "edits"), "--no-progress"]),
         (out / "quality" / "quality.json", ["quality", "--run", str(run), "--out", str(out / "quality"),
                                             "--no-progress"]),
