@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from patronus_diffusion.config import apply_overrides
 from patronus_diffusion.presets import get_preset

@@ -12,8 +12,8 @@ from patronus_diffusion.evaluation import fid as fidmod
 from patronus_diffusion.evaluation.generation import derangement, parse_settings
 from patronus_diffusion.evaluation.fid import (feature_statistics, fid_kid, frechet_distance,
                                                kernel_inception_distance, reference_statistics, to_inception_input)
-from patronus_diffusion.models.prior import (LatentPrior, PriorConfig, PriorMLP, SStatistics, load_prior,
-                                             output_to_eps, training_target)
+from patronus_diffusion.diffusion.prior import LatentPrior, load_prior, output_to_eps, training_target
+from patronus_diffusion.models.prior import PRIOR_SAMPLERS, PriorConfig, PriorMLP, SStatistics
 from patronus_diffusion.diffusion.schedule import NoiseSchedule
 from patronus_diffusion.config import DiffusionConfig
 from patronus_diffusion.training.prior import encode_split, fit_prior, train_prior
@@ -268,3 +268,9 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
     assert (tmp_path / "e" / "class_agreement.json").exists()
     out = capsys.readouterr().out
     assert "s-use check" in out and "FID" in out and "class agreement" in out
+
+
+def test_prior_sampler_names_are_the_core_samplers():
+    from patronus_diffusion.diffusion.samplers import SAMPLERS
+
+    assert set(PRIOR_SAMPLERS) == set(SAMPLERS)

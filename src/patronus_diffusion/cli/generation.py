@@ -88,7 +88,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _load_prior(pat, prior_dir: str | None, required: bool):
-    from ..models.prior import load_prior
+    from ..diffusion.prior import load_prior
     from ..training.prior import default_prior_dir, find_prior
 
     if not required and not prior_dir and not (default_prior_dir(pat.run_dir) / "prior.safetensors").exists():

@@ -13,24 +13,24 @@ so a 1-D convolution over the prototype index (the reference's choice) has no lo
     h_{k+1} = h_k + W_2 Dropout(SiLU(LN(W_1 SiLU(LN(h_k)) + W_t e_t)))      (K blocks, W_2 zero-initialised)
     eps = W_out SiLU(LN(h_K))
 
-with e_t = MLP(sinusoid(t)). :class:`LatentPrior` bundles the network, the schedule and the
+with e_t = MLP(sinusoid(t)). :class:`~patronus_diffusion.diffusion.prior.LatentPrior` bundles the network, the schedule and the
 statistics of s (mean, std, min, max) and samples s.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ConfigError, DiffusionConfig, set_field
-from ..diffusion.samplers import get_sampler
-from ..diffusion.schedule import NoiseSchedule
 from .unet import timestep_embedding
+
+
+PRIOR_SAMPLERS = ("ddim", "ddpm", "dpmpp-2m")
+"""The core samplers (``diffusion.samplers.SAMPLERS``; a test keeps the two lists equal)."""
 
 
 @dataclass
@@ -70,7 +70,8 @@ class PriorConfig:
             raise ConfigError("prior hidden and blocks must be >= 1 and time_dim an even number >= 2")
         if self.batch_size < 2:
             raise ConfigError(f"prior batch_size must be >= 2, got {self.batch_size}")
-        get_sampler(self.sampler)
+        if self.sampler not in PRIOR_SAMPLERS:
+            raise ConfigError(f"prior sampler must be one of {', '.join(PRIOR_SAMPLERS)}, not {self.sampler!r}")
         return self
 
     @property
@@ -95,28 +96,6 @@ class PriorConfig:
             k = k.strip().removeprefix("prior.")
             set_field(out, k, v, f"prior.{k}", f"known: {sorted(f.name for f in fields(self))}")
         return out.validate()
-
-
-def _abar(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return schedule.alphas_cumprod.to(like.device)[t].to(like.dtype)[:, None]
-
-
-def training_target(z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
-                    prediction: str) -> torch.Tensor:
-    """eps, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0."""
-    if prediction == "eps":
-        return noise
-    ab = _abar(schedule, t, z0)
-    return ab.sqrt() * noise - (1 - ab).sqrt() * z0
-
-
-def output_to_eps(out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
-                  prediction: str) -> torch.Tensor:
-    """The eps the core samplers expect: eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t for v-prediction."""
-    if prediction == "eps":
-        return out
-    ab = _abar(schedule, t, z_t)
-    return ab.sqrt() * out + (1 - ab).sqrt() * z_t
 
 
 class ResidualBlock(nn.Module):
@@ -196,63 +175,3 @@ class SStatistics:
 
 PRIOR_WEIGHTS = "prior.safetensors"
 PRIOR_META = "prior.json"
-
-
-class LatentPrior:
-    """A trained prior: ``sample(n, seed)`` returns s vectors in the encoder's scale."""
-
-    def __init__(self, net: PriorMLP, stats: SStatistics, cfg: PriorConfig, meta: dict | None = None,
-                 path: Path | None = None):
-        self.net = net.eval().requires_grad_(False)
-        self.stats, self.cfg, self.meta, self.path = stats, cfg, meta or {}, path
-        self.schedule = NoiseSchedule.from_config(cfg.diffusion)
-
-    @property
-    def dim(self) -> int:
-        return self.net.dim
-
-    def eps(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The eps-model_fn of the core samplers, whatever the network predicts."""
-        return output_to_eps(self.net(z_t, t), z_t, t, self.schedule, self.cfg.prediction)
-
-    @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
-               clip: bool = False, progress: bool = False) -> torch.Tensor:
-        """n vectors s = std * z + mean with z from the prior's sampler started at seeded N(0, I) noise.
-
-        ``clip`` clamps s to the per-prototype [min, max] of the training s (off by default, so the
-        range report measures the sampler itself).
-        """
-        if n < 1:
-            raise ValueError(f"number of s vectors must be >= 1, got {n}")
-        g = torch.Generator().manual_seed(seed)
-        z_T = torch.randn((n, self.dim), generator=g)
-        fn = get_sampler(sampler or self.cfg.sampler)
-        opts = {"generator": torch.Generator().manual_seed(seed + 1)} if (sampler or self.cfg.sampler) == "ddpm" else {}
-        z = fn(self.eps, z_T, self.schedule, steps or self.cfg.sample_steps, progress=progress, **opts)
-        s = self.stats.unstandardise(z)
-        return torch.maximum(torch.minimum(s, self.stats.max), self.stats.min) if clip else s
-
-
-def load_prior(path: str | Path) -> LatentPrior:
-    """Load a prior directory written by ``patronus train-prior`` (prior.safetensors + prior.json)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..runs import CheckpointError, load_into
-
-    path = Path(path)
-    w, m = path / PRIOR_WEIGHTS, path / PRIOR_META
-    if not w.exists() or not m.exists():
-        raise CheckpointError(f"{path} holds no trained prior ({PRIOR_WEIGHTS} + {PRIOR_META}); train one with "
-                              f"`patronus train-prior --run RUN --out {path}`")
-    try:
-        meta = json.loads(m.read_text())
-        cfg = PriorConfig.from_dict(meta["config"])
-        tensors = load_file(str(w))
-    except (json.JSONDecodeError, KeyError, SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is damaged ({e}); retrain the prior") from None
-    stats = SStatistics.from_tensors(tensors)
-    net = PriorMLP(int(stats.mean.shape[0]), cfg)
-    load_into(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, w)
-    return LatentPrior(net, stats, cfg, meta, path)

@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError
 from ..diffusion.schedule import NoiseSchedule
-from ..models.prior import (PRIOR_META, PRIOR_WEIGHTS, LatentPrior, PriorConfig, PriorMLP, SStatistics,
-                            training_target)
+from ..diffusion.prior import LatentPrior, training_target
+from ..models.prior import PRIOR_META, PRIOR_WEIGHTS, PriorConfig, PriorMLP, SStatistics
 from ..utils.io import atomic_path, write_json, write_text
 from ..runs import (CheckpointError, flatten_optimizer, generator_state, load_into, load_weights,
                     read_checkpoint_state, set_generator_state, sha256, unflatten_optimizer, weights_file,

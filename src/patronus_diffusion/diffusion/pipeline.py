@@ -1,0 +1,220 @@
+"""The Patronus inference pipeline: network + noise schedule + samplers, batched and without autograd.
+
+Images are (B, C, H, W) tensors in [-1, 1] at the model's resolution; :meth:`PatronusPipeline.load_images`
+makes them from files or dataset indices. Encodings of dataset splits are cached per pipeline object
+(:meth:`PatronusPipeline.encode_dataset`), since the weights never change after loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..data import DataError, load_dataset, pil_to_tensor
+from ..models.prototypes import PrototypeMatch
+from .guidance import combine_guidance
+from .inversion import ddim_invert
+from .samplers import get_sampler
+from .schedule import NoiseSchedule
+
+
+class PatronusPipeline:
+    """A Patronus network (prototype encoder + conditional UNet) with its noise schedule and config: the
+    batched, autograd-free operations every analysis is built from (encode, invert, decode, sample).
+
+    ``model_fn(s)`` binds s (and, with guidance w > 0, classifier-free guidance
+    eps(s) + w (eps(s) - eps(null)) in one batched call) into the eps(x, t) that any sampler takes, so the
+    network, the schedule and the sampler stay separate. Loading a run is the API's job
+    (:meth:`patronus_diffusion.Patronus.load`)."""
+
+    def __init__(self, model: torch.nn.Module, config: RunConfig, device: torch.device,
+                 run_dir: Path | None = None, batch_size: int = 64):
+        self.model = model.eval().requires_grad_(False)
+        self.config = config
+        self.device = device
+        self.run_dir = run_dir
+        self.batch_size = batch_size
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self._encodings: dict[tuple, PrototypeMatch] = {}
+        self._datasets: dict[str, object] = {}
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.config.prototypes.num_prototypes
+
+    @property
+    def receptive_field(self):
+        return self.model.prototypes.receptive_field
+
+    # ------------------------------------------------------------------ images in
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.config.data
+        want = (d.channels, d.image_size, d.image_size)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images of shape (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], got {got}; "
+                             f"load files with Patronus.load_images(paths=...) to convert and resize them")
+        if x.numel() and (x.min() < -1.5 or x.max() > 1.5):
+            raise ValueError(f"images must be scaled to [-1, 1] (got range [{float(x.min()):.2f}, "
+                             f"{float(x.max()):.2f}]); use x / 127.5 - 1 for uint8 pixels")
+        return x.float()
+
+    def dataset(self, split: str = "test"):
+        """The run's dataset split (loaded once per object)."""
+        if split not in self._datasets:
+            self._datasets[split] = load_dataset(self.config.data, split)
+        return self._datasets[split]
+
+    def load_images(self, paths: Sequence[str | Path] | None = None, indices: Sequence[int] | None = None,
+                    split: str = "test") -> torch.Tensor:
+        """Images from files (converted with the run's resize policy) or from dataset indices."""
+        d = self.config.data
+        if paths:
+            out = []
+            for p in paths:
+                try:
+                    with Image.open(p) as img:
+                        img.load()
+                        out.append(pil_to_tensor(img, d.channels, d.image_size, d.resize))
+                except FileNotFoundError:
+                    raise DataError(f"image {p} does not exist") from None
+                except (OSError, ValueError, SyntaxError) as e:
+                    raise DataError(f"cannot read image {p}: {e}") from None
+            return torch.stack(out)
+        if indices is not None:
+            ds = self.dataset(split)
+            bad = [i for i in indices if not 0 <= int(i) < len(ds)]
+            if bad:
+                raise DataError(f"indices {bad} are outside the {split} split (0 ... {len(ds) - 1})")
+            return ds.get_batch(list(indices))
+        raise ValueError("give paths or indices")
+
+    # ------------------------------------------------------------------ core calls
+    def _chunks(self, *tensors):
+        n = tensors[0].shape[0]
+        for i in range(0, n, self.batch_size):
+            yield [t[i:i + self.batch_size] if t is not None else None for t in tensors]
+
+    def model_fn(self, s: torch.Tensor, guidance: float | None = None) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                  torch.Tensor]:
+        """eps(x, t) with the condition s bound (batch sizes of x and s must match).
+
+        With a guidance weight w > 0 (``guidance``, default the run's ``sample.guidance``) it is classifier-free
+        guidance on s, eps(s) + w (eps(s) - eps(null)), the conditional and null halves in one network call of 2B
+        rows; w = 0 is the plain conditional call.
+        """
+        s = s.to(self.device, torch.float32)
+        w = self.config.sample.guidance if guidance is None else float(guidance)
+        if w < 0:
+            raise ValueError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
+        if w == 0:
+            return lambda x, t: self.model(x, t, s)
+        if self.config.train.cond_dropout <= 0:
+            raise ValueError(f"guidance {w:g} needs a model trained with train.cond_dropout > 0 (a learned null s); "
+                             f"this run was trained without it")
+        b = s.shape[0]
+        s2 = torch.cat([s, s])
+        uncond = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(self.device)
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t, t]), s2, uncond).chunk(2)
+            return combine_guidance(eps_c, eps_u, w)
+
+        return fn
+
+    def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        s = torch.as_tensor(s, dtype=torch.float32)
+        if s.ndim != 2 or s.shape[1] != self.num_prototypes or (batch is not None and s.shape[0] != batch):
+            raise ValueError(f"s must have shape ({batch if batch is not None else 'B'}, {self.num_prototypes}), "
+                             f"got {tuple(s.shape)}")
+        return s
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, return_map: bool = False) -> PrototypeMatch:
+        """s, min distances and best-match locations of every prototype, for every image."""
+        x = self.check_images(images)
+        parts = [self.model.prototypes(c.to(self.device), return_map=return_map) for (c,) in self._chunks(x)]
+        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
+        return PrototypeMatch(s=cat("s"), distance=cat("distance"), location=cat("location"),
+                              distance_map=cat("distance_map") if return_map else None)
+
+    @torch.no_grad()
+    def encode_dataset(self, data="test", indices: Sequence[int] | None = None, chunk: int = 1024,
+                       progress: bool = False, desc: str = "encode") -> PrototypeMatch:
+        """s, distances and locations of dataset items, loaded and encoded ``chunk`` images at a time.
+
+        ``data`` is a split name of the run's dataset (results are cached on this object, keyed by split and
+        indices, so analyses in one process encode each image once) or any dataset object (not cached).
+        ``indices`` defaults to every item.
+        """
+        ds = self.dataset(data) if isinstance(data, str) else data
+        idx = list(range(len(ds))) if indices is None else [int(i) for i in indices]
+        key = (data, tuple(idx)) if isinstance(data, str) else None
+        if key is not None and key in self._encodings:
+            return self._encodings[key]
+        parts = [self.encode(ds.get_batch(idx[i:i + chunk]))
+                 for i in tqdm(range(0, len(idx), chunk), desc=desc, leave=False, disable=not progress)]
+        cat = lambda name: torch.cat([getattr(p, name) for p in parts]) if parts else torch.zeros(0)  # noqa: E731
+        out = PrototypeMatch(s=cat("s"), distance=cat("distance"), location=cat("location"))
+        if key is not None:
+            self._encodings[key] = out
+        return out
+
+    @torch.no_grad()
+    def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
+               progress: bool = False, callback=None) -> torch.Tensor:
+        """Deterministic DDIM inversion x_0 -> x_T under the images' own s (or the given s)."""
+        x = self.check_images(images)
+        s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
+        steps = steps or self.config.sample.invert_steps
+        out = [ddim_invert(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
+                           callback=callback).cpu() for xc, sc in self._chunks(x, s)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+               progress: bool = False, callback=None, guidance: float | None = None, **options) -> torch.Tensor:
+        """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`.
+
+        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``)."""
+        s = self.check_s(s, x_T.shape[0])
+        fn = get_sampler(sampler or self.config.sample.decode_sampler)
+        steps = steps or self.config.sample.invert_steps
+        out = [fn(self.model_fn(sc, guidance), xc.to(self.device), self.schedule, steps, progress=progress,
+                  callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def sample(self, s: torch.Tensor, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+               x_T: torch.Tensor | None = None, progress: bool = False, clamp: bool = True,
+               guidance: float | None = None, **options) -> torch.Tensor:
+        """Generate one image per row of s from fresh noise (seeded), with any sampler.
+
+        x0 predictions are clipped to [-1, 1] at every step unless ``clip_x0=False`` is passed (or the run's
+        ``sample.clip_x0`` is false): without it, deterministic samplers from pure noise saturate on young models.
+        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``).
+        """
+        s = self.check_s(s)
+        if x_T is None:
+            d = self.config.data
+            g = torch.Generator().manual_seed(seed)
+            x_T = torch.randn((s.shape[0], d.channels, d.image_size, d.image_size), generator=g)
+        if sampler == "ddpm" or (sampler is None and self.config.sample.sampler == "ddpm"):
+            options.setdefault("generator", torch.Generator(device=self.device).manual_seed(seed + 1))
+        options.setdefault("clip_x0", self.config.sample.clip_x0)
+        out = self.decode(x_T, s, steps=steps or self.config.sample.steps, sampler=sampler or self.config.sample.sampler,
+                          progress=progress, guidance=guidance, **options)
+        return out.clamp(-1, 1) if clamp else out
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, steps: int | None = None, progress: bool = False):
+        """(reconstruction, x_T, s): invert then decode with the same s and number of steps."""
+        x = self.check_images(images)
+        s = self.encode(x).s
+        x_T = self.invert(x, s, steps, progress=progress)
+        return self.decode(x_T, s, steps, progress=progress), x_T, s
