@@ -123,3 +123,23 @@ def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     assert summary["train_steps"] > 0 and summary["wall_minutes"] > 0
     assert "rise_median" in summary["gallery"]["edit_faithfulness"]
     assert str(out) in p.stdout
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    """A bad argument exits 2 with one line; an unexpected exception (a bug) propagates with a hint."""
+    import pytest
+
+    from patronus_diffusion.cli import core, main as cli_main
+
+    assert cli_main.main(["reconstruct", "--run", "pretrained:fashion-mnist", "--steps", "5,x",
+                          "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "comma-separated integers" in err
+
+    def boom(args):
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(core, "cmd_presets", boom)
+    with pytest.raises(ValueError, match="internal mistake"):
+        cli_main.main(["presets"])
+    assert "bug in patronus-diffusion" in capsys.readouterr().err

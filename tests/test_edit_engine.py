@@ -76,7 +76,7 @@ def test_inversion_cache_is_per_model_object_and_goes_with_it(tiny_run):
 # ------------------------------------------------------------------------------ validation before inversion
 @pytest.mark.parametrize("args,message", [
     (["edit", "--n", "1", "--edit", "3=maxx"], "1.5max"),
-    (["edit", "--n", "1", "--edit", "1=max", "--edit", "0*2x"], "could not convert"),
+    (["edit", "--n", "1", "--edit", "1=max", "--edit", "0*2x"], "the factor must be a number"),
     (["edit", "--n", "1", "--edit", "99=max"], "out of range"),
     (["extrapolate", "--prototypes", "0", "--values", "0,maxx"], "1.5max"),
     (["extrapolate", "--prototypes", "0", "--values", " , "], "--values is empty"),

@@ -17,8 +17,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .utils.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown or inconsistent."""
 
 

@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, RunConfig
+from .utils.errors import UserError
 from .utils.io import _UMASK, DiskWriteError, _explain, atomic_path, fsync_dir, replace_dir, write_json, write_text
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -45,7 +46,7 @@ ARCHITECTURE_SECTIONS = ("family", "prototypes", "unet", "diffusion")
 ARCHITECTURE_DATA_KEYS = ("image_size", "channels")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, damaged, or does not match the model it should load into."""
 
 

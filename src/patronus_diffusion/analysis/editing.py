@@ -29,6 +29,8 @@ from typing import Sequence
 
 import torch
 
+from ..utils.errors import UsageError
+
 
 @dataclass
 class Inverted:
@@ -118,11 +120,11 @@ def edit_s(s: torch.Tensor, prototypes: Sequence[int], value: float | torch.Tens
     ``value`` is a number or a tensor broadcastable to (B, len(prototypes)). ``mode``: set | scale | add.
     """
     if mode not in ("set", "scale", "add"):
-        raise ValueError(f"edit mode must be set, scale or add, not {mode!r}")
+        raise UsageError(f"edit mode must be set, scale or add, not {mode!r}")
     idx = list(prototypes)
     bad = [j for j in idx if not 0 <= j < s.shape[1]]
     if bad:
-        raise ValueError(f"prototype index(es) {bad} out of range 0 ... {s.shape[1] - 1}")
+        raise UsageError(f"prototype index(es) {bad} out of range 0 ... {s.shape[1] - 1}")
     out = s.clone()
     v = torch.as_tensor(value, dtype=s.dtype)
     if mode == "set":
@@ -171,7 +173,7 @@ class Reference:
     def quantile(self, q: float, prototype: int | None = None) -> float:
         """Quantile q of s_J over X for one prototype J (or of all entries when ``prototype`` is None)."""
         if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must lie in [0, 1], got {q}")
+            raise UsageError(f"quantile must lie in [0, 1], got {q}")
         vals = self.s.flatten() if prototype is None else self.s[:, prototype]
         return float(torch.quantile(vals.double(), q))
 
@@ -198,19 +200,19 @@ def resolve_value(token: str | float, prototype: int, ref: Reference | None) -> 
     except ValueError:
         pass
     if ref is None:
-        raise ValueError(f"value {token!r} needs a reference set (numbers work without one)")
+        raise UsageError(f"value {token!r} needs a reference set (numbers work without one)")
     if text.endswith("max"):
         factor = text[:-3].rstrip("*") or "1"
         try:
             return float(factor) * ref.max
         except ValueError:
-            raise ValueError(f"cannot read {token!r}; write e.g. max, 1.5max or 0.5*max") from None
+            raise UsageError(f"cannot read {token!r}; write e.g. max, 1.5max or 0.5*max") from None
     if text.startswith("q"):
         try:
             return ref.quantile(float(text[1:]), prototype)
         except ValueError:
-            raise ValueError(f"cannot read {token!r}; write a quantile as q0.95 (between q0 and q1)") from None
-    raise ValueError(f"cannot read edit value {token!r}; use a number, max, 1.5max or q0.9")
+            raise UsageError(f"cannot read {token!r}; write a quantile as q0.95 (between q0 and q1)") from None
+    raise UsageError(f"cannot read edit value {token!r}; use a number, max, 1.5max or q0.9")
 
 
 @dataclass
@@ -235,22 +237,29 @@ def parse_edit(spec: str, num_prototypes: int) -> list[EditOp]:
                 j, v = part.split(sym, 1)
                 break
         else:
-            raise ValueError(f"cannot read edit {part!r}; write J=VALUE, J*FACTOR or J+DELTA, e.g. 3=max")
+            raise UsageError(f"cannot read edit {part!r}; write J=VALUE, J*FACTOR or J+DELTA, e.g. 3=max")
         try:
             j = int(j.strip().lstrip("pP"))
         except ValueError:
-            raise ValueError(f"edit {part!r}: the prototype must be an integer id") from None
+            raise UsageError(f"edit {part!r}: the prototype must be an integer id") from None
         if not 0 <= j < num_prototypes:
-            raise ValueError(f"edit {part!r}: prototype {j} out of range 0 ... {num_prototypes - 1}")
+            raise UsageError(f"edit {part!r}: prototype {j} out of range 0 ... {num_prototypes - 1}")
         ops.append(EditOp(j, mode, v.strip()))
     if not ops:
-        raise ValueError("empty edit; write e.g. --edit 3=max")
+        raise UsageError("empty edit; write e.g. --edit 3=max")
     return ops
 
 
 def resolve_op(op: EditOp, ref: Reference | None) -> float:
     """The number of one operation: the target of a set (see :func:`resolve_value`), else the factor or delta."""
-    return resolve_value(op.value, op.prototype, ref) if op.mode == "set" else float(op.value)
+    if op.mode == "set":
+        return resolve_value(op.value, op.prototype, ref)
+    try:
+        return float(op.value)
+    except ValueError:
+        what = "factor" if op.mode == "scale" else "shift"
+        raise UsageError(f"edit {op}: the {what} must be a number, e.g. {op.prototype}"
+                         f"{'*1.5' if op.mode == 'scale' else '+0.5'}") from None
 
 
 def apply_ops(s: torch.Tensor, ops: Sequence[EditOp], ref: Reference | None) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.images import psnr, save_grid
 from ..utils.io import write_json
 from .editing import Reference
@@ -186,9 +187,9 @@ def interpolate_plan(x: torch.Tensor, n_alphas: int, **plan) -> EditPlan:
     """Two images A, B: ``n_alphas`` points s = lerp(s_A, s_B), x_T = slerp(x_T^A, x_T^B), endpoints included,
     next to the two reconstructions."""
     if x.shape[0] != 2:
-        raise ValueError(f"interpolation needs exactly 2 images, got {x.shape[0]}")
+        raise UsageError(f"interpolation needs exactly 2 images, got {x.shape[0]}")
     if n_alphas < 2:
-        raise ValueError("interpolation needs at least 2 points (the two endpoints)")
+        raise UsageError("interpolation needs at least 2 points (the two endpoints)")
     alphas = [float(a) for a in np.linspace(0, 1, n_alphas)]
     return EditPlan(images=x, alphas=alphas, reconstruction=True, **plan)
 
@@ -232,7 +233,7 @@ def run_interpolate(pat, plan: EditPlan, progress: bool = False) -> Interpolatio
 def variations_plan(x: torch.Tensor, k: int, **plan) -> EditPlan:
     """Each image's s decoded from its inverted x_T (the reconstruction) and from ``k`` seeded random x_T."""
     if k < 1:
-        raise ValueError("variations need k >= 1")
+        raise UsageError("variations need k >= 1")
     return EditPlan(images=x, reconstruction=True, variations=k, **plan)
 
 

@@ -31,8 +31,21 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .editing import (EditOp, Inverted, Reference, edit_s, faithfulness, faithfulness_summary, invert_images,
-                      lerp_s, parse_edit, resolve_op, resolve_value, slerp)
+from ..utils.errors import UsageError
+from .editing import (
+    EditOp,
+    Inverted,
+    Reference,
+    edit_s,
+    faithfulness,
+    faithfulness_summary,
+    invert_images,
+    lerp_s,
+    parse_edit,
+    resolve_op,
+    resolve_value,
+    slerp,
+)
 
 Box = tuple[int, int, int, int]
 
@@ -137,23 +150,23 @@ class EditPlan:
     def check(self, num_prototypes: int) -> None:
         """Every cheap check, before any inversion: prototype ids, per-image value counts, image counts."""
         if self.steps is not None and self.steps < 1:
-            raise ValueError("steps must be at least 1")
+            raise UsageError("steps must be at least 1")
         b = self.batch
         for e in self.edits:
             bad = [op.prototype for op in e.ops if not 0 <= op.prototype < num_prototypes]
             bad += [j for j in (e.measured or ()) if not 0 <= j < num_prototypes]
             if bad:
-                raise ValueError(f"edit {e.label!r}: prototype id(s) {bad} out of range 0 ... {num_prototypes - 1}")
+                raise UsageError(f"edit {e.label!r}: prototype id(s) {bad} out of range 0 ... {num_prototypes - 1}")
             for v in e.values:
                 if isinstance(v, torch.Tensor) and v.numel() != b:
-                    raise ValueError(f"edit {e.label!r}: {v.numel()} per-image values for {b} images")
+                    raise UsageError(f"edit {e.label!r}: {v.numel()} per-image values for {b} images")
             if e.given is not None and tuple(e.given.shape) != (b, num_prototypes):
-                raise ValueError(f"edit {e.label!r}: s' must have shape ({b}, {num_prototypes}), "
+                raise UsageError(f"edit {e.label!r}: s' must have shape ({b}, {num_prototypes}), "
                                  f"got {tuple(e.given.shape)}")
         if self.alphas and b != 2:
-            raise ValueError(f"interpolation needs exactly 2 images, got {b}")
+            raise UsageError(f"interpolation needs exactly 2 images, got {b}")
         if self.variations < 0:
-            raise ValueError("the number of variations must not be negative")
+            raise UsageError("the number of variations must not be negative")
 
 
 # ------------------------------------------------------------------------------ decoding primitives
@@ -379,7 +392,7 @@ def run_edits(pat, inv: Inverted, s_list: torch.Tensor, edited: Sequence[Sequenc
     """Decode every edited s' (E, B, P) from the images' inverted x_T (one batched call), re-encode the
     results, and measure each edit's faithfulness over the prototypes listed in ``edited[e]``."""
     if len(edited) != s_list.shape[0]:
-        raise ValueError(f"{s_list.shape[0]} edits but {len(edited)} lists of edited prototypes")
+        raise UsageError(f"{s_list.shape[0]} edits but {len(edited)} lists of edited prototypes")
     plan = EditPlan(images=inv.x0, edits=[Edit.replace(s_list[k], edited[k], f"edit {k}") for k in range(len(edited))],
                     steps=steps or inv.steps, sampler=sampler, inverted=inv)
     res = run_plan(pat, plan, progress)
@@ -407,7 +420,7 @@ def interpolate(pat, inv: Inverted, alphas: Sequence[float], steps: int | None =
     slerp(x_T^A, x_T^B); all alphas decoded in one batch. Returns (images (A, C, H, W), s (A, P));
     alpha = 0 and 1 are exactly the two reconstructions' conditions."""
     if inv.s.shape[0] != 2:
-        raise ValueError(f"interpolation needs exactly 2 images, got {inv.s.shape[0]}")
+        raise UsageError(f"interpolation needs exactly 2 images, got {inv.s.shape[0]}")
     res = run_plan(pat, EditPlan(images=inv.x0, alphas=list(alphas), steps=steps or inv.steps, sampler=sampler,
                                  inverted=inv), progress)
     return res.path, res.s_path_requested

@@ -38,6 +38,7 @@ from typing import Sequence
 
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .editing import Reference
 from .engine import Box, Edit, EditPlan, EditResult, run_plan
@@ -137,14 +138,14 @@ class EvaluationPlan:
 
     def check(self, num_prototypes: int) -> None:
         if not self.strengths:
-            raise ValueError("give at least one strength, e.g. --strengths 0.5,1")
+            raise UsageError("give at least one strength, e.g. --strengths 0.5,1")
         if not all(math.isfinite(a) for a in self.strengths):
-            raise ValueError(f"strengths must be finite numbers, got {self.strengths}")
+            raise UsageError(f"strengths must be finite numbers, got {self.strengths}")
         bad = [j for j in (self.prototypes or []) if not 0 <= j < num_prototypes]
         if bad or self.prototypes == []:
-            raise ValueError(f"prototype id(s) {bad or '[]'} out of range 0 ... {num_prototypes - 1}")
+            raise UsageError(f"prototype id(s) {bad or '[]'} out of range 0 ... {num_prototypes - 1}")
         if self.steps is not None and self.steps < 1:
-            raise ValueError("steps must be at least 1")
+            raise UsageError("steps must be at least 1")
 
 
 @dataclass

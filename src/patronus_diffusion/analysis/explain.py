@@ -28,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
 from .editing import Reference, reference_set
@@ -194,9 +195,9 @@ def build_gallery(pat, prototypes: Sequence[int] | None = None, n_ref: int = 256
     protos = list(range(P)) if prototypes is None else list(prototypes)
     bad = [j for j in protos if not 0 <= j < P]
     if bad or not protos:
-        raise ValueError(f"prototype id(s) {bad or '[]'} invalid; choose from 0 ... {P - 1}")
+        raise UsageError(f"prototype id(s) {bad or '[]'} invalid; choose from 0 ... {P - 1}")
     if n_images < 1:
-        raise ValueError("n_images must be at least 1")
+        raise UsageError("n_images must be at least 1")
     steps = steps or pat.config.sample.invert_steps
     timings = {}
 

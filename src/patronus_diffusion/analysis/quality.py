@@ -28,6 +28,8 @@ import torch
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
+from ..utils.errors import UsageError
+
 CAPTURE_AUROC = 0.75
 CAPTURE_ENT_RED = 0.2
 
@@ -113,7 +115,7 @@ def _kfold(n: int, folds: int, seed: int):
     from sklearn.model_selection import KFold
 
     if n < folds:
-        raise ValueError(f"{n} labelled items cannot be split into {folds} folds; encode more images (--limit)")
+        raise UsageError(f"{n} labelled items cannot be split into {folds} folds; encode more images (--limit)")
     return KFold(folds, shuffle=True, random_state=seed).split(np.arange(n))
 
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data.biased import correlated_subset, phi, resolve_attribute
 from ..data.errors import DataError
+from ..utils.errors import UsageError
 from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 
@@ -221,7 +222,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
     protos_a = [j for j, _ in rank_a[:top_k]]
     protos_b = [j for j, _ in rank_b[:top_k]]
     if not edit_scale > 0:
-        raise ValueError(f"edit_scale must be positive, got {edit_scale}")
+        raise UsageError(f"edit_scale must be positive, got {edit_scale}")
     # plausible maximum of every prototype over the clean training images (times edit_scale)
     values = edit_scale * S_train.max(0)
     neither = np.flatnonzero((data.test_y[:, 0] == 0) & (data.test_y[:, 1] == 0))

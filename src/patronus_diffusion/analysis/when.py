@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import write_json
 from .editing import Inverted, Reference, faithfulness
@@ -77,7 +78,7 @@ def when_plan(x: torch.Tensor, prototypes: Sequence[int], value: str, reference:
     """The unedited and every single-prototype edit s_J := value, decoded from the same x_T, traced."""
     protos = list(prototypes)
     if not protos:
-        raise ValueError("give at least one prototype to trace")
+        raise UsageError("give at least one prototype to trace")
     return EditPlan(images=x, edits=[Edit.set(j, value, reference) for j in protos], reference=reference,
                     reconstruction=True, trace=True, **plan)
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..models.prototypes import ReceptiveField, log_similarity
+from ..utils.errors import UsageError
 from ..utils.io import atomic_path, write_json
 from .figures import Panel, save_panels, short_name
 from .tables import write_csv
@@ -79,16 +80,16 @@ def select_prototypes(s: torch.Tensor, prototypes: Sequence[int] | None = None,
     """(B, K) ids: the given list for every image, each image's ``top_k`` by s, or all prototypes."""
     b, p = s.shape
     if prototypes is not None and top_k is not None:
-        raise ValueError("give either a list of prototypes or top_k, not both")
+        raise UsageError("give either a list of prototypes or top_k, not both")
     if prototypes is not None:
         ids = list(prototypes)
         bad = [j for j in ids if not 0 <= j < p]
         if bad:
-            raise ValueError(f"prototype id(s) {bad} out of range 0 ... {p - 1}")
+            raise UsageError(f"prototype id(s) {bad} out of range 0 ... {p - 1}")
         return torch.tensor(ids, dtype=torch.long).expand(b, len(ids)).clone()
     if top_k is not None:
         if not 1 <= top_k <= p:
-            raise ValueError(f"--top-k must be between 1 and {p}, got {top_k}")
+            raise UsageError(f"--top-k must be between 1 and {p}, got {top_k}")
         return s.topk(top_k, dim=1).indices
     return torch.arange(p).expand(b, p).clone()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion.samplers import SAMPLERS
+from ..utils.errors import UsageError
 
 
 def formatter():
@@ -44,7 +45,7 @@ def parse_int_list(text: str, error: str) -> list[int]:
     try:
         return [int(x) for x in str(text).replace(" ", "").split(",") if x]
     except ValueError:
-        raise ValueError(error) from None
+        raise UsageError(error) from None
 
 
 def parse_ids(text: str | None, n: int, what: str, noun: str) -> list[int] | None:
@@ -55,7 +56,7 @@ def parse_ids(text: str | None, n: int, what: str, noun: str) -> list[int] | Non
     ids = parse_int_list(text, f"{what} must be comma-separated {noun}, e.g. 0,3,17; got {text!r}")
     bad = [j for j in ids if not 0 <= j < n]
     if bad or not ids:
-        raise ValueError(f"{what}: {noun} {bad or '[]'} out of range 0 ... {n - 1}")
+        raise UsageError(f"{what}: {noun} {bad or '[]'} out of range 0 ... {n - 1}")
     return ids
 
 

@@ -13,9 +13,17 @@ import torch
 from ..presets import PRESETS, get_preset
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .common import (add_device, add_images, add_run, add_sampler, config_from_args, formatter, parse_int_list,
-                     print_outputs,
-                     select_images)
+from .common import (
+    add_device,
+    add_images,
+    add_run,
+    add_sampler,
+    config_from_args,
+    formatter,
+    parse_int_list,
+    print_outputs,
+    select_images,
+)
 
 
 def register(sub) -> None:
@@ -202,8 +210,8 @@ def cmd_sample(args) -> int:
 
 # ------------------------------------------------------------------------------------ reconstruct
 def cmd_reconstruct(args) -> int:
-    from ..evaluation.reconstruction import reconstruct
     from ..api import Patronus
+    from ..evaluation.reconstruction import reconstruct
 
     pat = Patronus.load(args.run, args.weights, args.device)
     x, names = select_images(pat, args)

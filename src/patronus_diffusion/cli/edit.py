@@ -7,8 +7,15 @@ engine), writes the result (figure PNG, JSON/CSV) and prints the summary and the
 
 from __future__ import annotations
 
+from ..utils.errors import UsageError
 from .common import formatter, print_outputs, select_images
-from .edit_args import add_edit_args, load_model, parse_prototypes, plan_args, reference_of
+from .edit_args import (
+    add_edit_args,
+    load_model,
+    parse_prototypes,
+    plan_args,
+    reference_of,
+)
 
 DEFAULT_EXTRAPOLATION = "0,0.25max,0.5max,0.75max,max,1.25max,1.5max"
 DEFAULT_STRENGTHS = "0.25,0.5,1,1.5"
@@ -112,7 +119,7 @@ def cmd_extrapolate(args) -> int:
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
     tokens = [v.strip() for v in args.values.split(",") if v.strip()]
     if not tokens:
-        raise ValueError("--values is empty; e.g. --values 0,1,2,3 or 0,0.5max,max")
+        raise UsageError("--values is empty; e.g. --values 0,1,2,3 or 0,0.5max,max")
     report = run_extrapolate(pat, extrapolate_plan(x, protos, tokens, ref, **common), progress=not args.no_progress)
     files = report.write(args.out)
     print_outputs(f"{len(protos)} prototype(s) x {len(tokens)} values x {len(names)} image(s) in "
@@ -126,10 +133,10 @@ def cmd_interpolate(args) -> int:
     pat = load_model(args)
     x, names = select_images(pat, args)
     if len(names) != 2:
-        raise ValueError(f"interpolate needs exactly two images, got {len(names)}; use --indices A,B, "
+        raise UsageError(f"interpolate needs exactly two images, got {len(names)}; use --indices A,B, "
                          f"--images A B or --n 2")
     if args.alphas < 2:
-        raise ValueError("--alphas must be at least 2 (the two endpoints)")
+        raise UsageError("--alphas must be at least 2 (the two endpoints)")
     report = run_interpolate(pat, interpolate_plan(x, args.alphas, **plan_args(pat, args, names)),
                              progress=not args.no_progress)
     files = report.write(args.out)
@@ -160,7 +167,7 @@ def cmd_variations(args) -> int:
     pat = load_model(args)
     x, names = select_images(pat, args)
     if args.k < 1:
-        raise ValueError("--k must be at least 1")
+        raise UsageError("--k must be at least 1")
     report = run_variations(pat, variations_plan(x, args.k, **plan_args(pat, args, names)),
                             progress=not args.no_progress)
     files = report.write(args.out)
@@ -172,10 +179,10 @@ def _strengths(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise ValueError(f"--strengths must be comma-separated numbers, e.g. {DEFAULT_STRENGTHS}; "
+        raise UsageError(f"--strengths must be comma-separated numbers, e.g. {DEFAULT_STRENGTHS}; "
                          f"got {text!r}") from None
     if not values:
-        raise ValueError(f"--strengths is empty; e.g. --strengths {DEFAULT_STRENGTHS}")
+        raise UsageError(f"--strengths is empty; e.g. --strengths {DEFAULT_STRENGTHS}")
     return values
 
 

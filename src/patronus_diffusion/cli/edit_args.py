@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..diffusion.samplers import SAMPLERS
+from ..utils.errors import UsageError
 from .common import add_device, add_images, add_run, parse_ids
 
 
@@ -39,14 +40,14 @@ def load_model(args):
     from ..api import Patronus
 
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
     torch.manual_seed(args.seed)
     return Patronus.load(args.run, args.weights, args.device, batch_size=args.batch_size)
 
 
 def steps_of(pat, args) -> int:
     if args.steps is not None and args.steps < 1:
-        raise ValueError("--steps must be at least 1")
+        raise UsageError("--steps must be at least 1")
     return args.steps or pat.config.sample.invert_steps
 
 

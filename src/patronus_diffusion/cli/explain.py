@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from .common import formatter, print_outputs, select_images
-from .edit_args import add_edit_args, load_model, parse_prototypes, plan_args, reference_of, steps_of
+from .edit_args import (
+    add_edit_args,
+    load_model,
+    parse_prototypes,
+    plan_args,
+    reference_of,
+    steps_of,
+)
 
 
 def register(sub) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .common import add_device, add_run, add_sampler, formatter, print_outputs
 
@@ -84,7 +85,7 @@ def _ints(text: str, flag: str) -> list[int]:
     try:
         return [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
+        raise UsageError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def _load_prior(pat, prior_dir: str | None, required: bool):
@@ -95,7 +96,7 @@ def _load_prior(pat, prior_dir: str | None, required: bool):
         return None
     prior = load_prior(find_prior(pat.run_dir, prior_dir))
     if prior.dim != pat.num_prototypes:
-        raise ValueError(f"the prior samples {prior.dim}-dimensional s but the run has {pat.num_prototypes} "
+        raise UsageError(f"the prior samples {prior.dim}-dimensional s but the run has {pat.num_prototypes} "
                          f"prototypes; train a prior for this run")
     warn_if_stale(pat, prior)
     return prior
@@ -105,8 +106,7 @@ def warn_if_stale(pat, prior) -> bool:
     """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
     import sys
 
-    from ..runs import weights_file
-    from ..runs import sha256
+    from ..runs import sha256, weights_file
 
     fitted = prior.meta.get("source", {}).get("weights_sha256")
     try:
@@ -150,12 +150,12 @@ def cmd_train_prior(args) -> int:
 # ------------------------------------------------------------------------------------ fid
 def cmd_fid(args) -> int:
     from ..api import Patronus
-    from ..evaluation.generation import generate, make_s, noise_for, run_protocol
     from ..evaluation.fid import fid_kid, protocol_line
+    from ..evaluation.generation import generate, make_s, noise_for, run_protocol
     from ..utils.images import save_grid
 
     if args.n < 2:
-        raise ValueError("--n must be at least 2 (FID needs a covariance)")
+        raise UsageError("--n must be at least 2 (FID needs a covariance)")
     pat = Patronus.load(args.run, args.weights, args.device)
     prior = _load_prior(pat, args.prior, required=args.mode == "unconditional")
     sampler, steps = args.sampler or pat.config.sample.sampler, args.steps or pat.config.sample.steps
@@ -192,9 +192,9 @@ def cmd_evaluate(args) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
-        raise ValueError(f"--modes must be a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
+        raise UsageError(f"--modes must be a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
     if args.n < 2 or args.recon_n < 2:
-        raise ValueError("--n and --recon-n must be at least 2")
+        raise UsageError("--n and --recon-n must be at least 2")
     settings = parse_settings(args.settings)
     pat = Patronus.load(args.run, args.weights, args.device)
     prior = _load_prior(pat, args.prior, required=False) if "unconditional" in modes else None

@@ -9,8 +9,7 @@ import os
 import sys
 
 # Command-group modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["core", "bench"]
-OPTIONAL_MODULES = ["explain", "edit", "generation", "quality", "protodiff"]
+COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "protodiff"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"patronus-diffusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES + OPTIONAL_MODULES:
-        try:
-            mod = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as e:
-            if name in OPTIONAL_MODULES and e.name == f"{__package__}.{name}":
-                continue
-            raise
-        mod.register(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 
@@ -41,14 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ..config import ConfigError
-    from ..data import DataError
-    from ..runs import CheckpointError
-    from ..utils.io import DiskWriteError
+    from ..utils.errors import UserError
 
     try:
         result = args.func(args)
-    except (ConfigError, DataError, CheckpointError, DiskWriteError, ValueError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"patronus {args.command}: error: {e}", file=sys.stderr)
         if os.environ.get("PATRONUS_DEBUG"):
             raise
@@ -56,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"patronus {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print(f"patronus {args.command}: an unexpected error, which is a bug in patronus-diffusion. Please report "
+              f"it with the command line and the traceback below.", file=sys.stderr)
+        raise
     return int(result or 0)
 
 

@@ -18,6 +18,7 @@ import torch
 from ..config import PROTODIFF_MODES, RunConfig
 from ..diffusion.samplers import SAMPLERS
 from ..presets import PRESETS
+from ..utils.errors import UsageError
 from ..utils.images import save_grid, save_png, to_uint8
 from ..utils.io import write_json, write_text
 from .common import add_device, config_from_args, formatter, parse_ids, print_outputs
@@ -215,7 +216,7 @@ def cmd_sample(args) -> int:
     cfg, run_dir = pd.config, pd.run_dir
     given = parse_labels(args.labels, pd.num_classes)
     if given is None and args.per_class < 1:
-        raise ValueError("--per-class must be >= 1")
+        raise UsageError("--per-class must be >= 1")
     labels = torch.tensor(given) if given is not None else pd.class_labels(args.per_class)
     w = cfg.protodiff.guidance if args.w is None else args.w
     sampler, steps = args.sampler or cfg.sample.sampler, args.steps or cfg.sample.steps

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig
+from ..utils.errors import UsageError
 from .common import add_device, add_run, formatter, print_outputs
 
 
@@ -120,13 +121,13 @@ def cmd_make_biased(args) -> int:
                   f"  {summary['sets'][name]['diagnose_command']}")
     elif args.preset == "celeba-hair-smile":
         if not args.data_root:
-            raise ValueError("--preset celeba-hair-smile needs --data-root CELEBA_DIR (with list_attr_celeba.txt)")
+            raise UsageError("--preset celeba-hair-smile needs --data-root CELEBA_DIR (with list_attr_celeba.txt)")
         summary = biased.celeba_hair_smile(args.data_root, args.out)
         print(json.dumps({k: summary[k] for k in ("n", "correlation_with_Smiling")}))
         print(f"train with\n  {summary['train_command']}")
     else:
         if not (args.a and args.b):
-            raise ValueError("give --a and --b (or --demo, or --preset celeba-hair-smile)")
+            raise UsageError("give --a and --b (or --demo, or --preset celeba-hair-smile)")
         cfg = DataConfig(dataset=args.dataset, root=args.data_root, attributes_csv=args.attributes_csv,
                          image_size=args.image_size, channels=1 if args.dataset in ("fashion-mnist", "mnist") else 3)
         summary = biased.build_biased_manifest(cfg, args.a, args.b, args.correlation, args.out, args.seed,
@@ -143,7 +144,7 @@ def cmd_diagnose(args) -> int:
 
     specs = [s.strip() for s in args.attributes.split(",") if s.strip()]
     if len(specs) != 2:
-        raise ValueError(f"--attributes needs exactly two attributes A,B, got {specs}")
+        raise UsageError(f"--attributes needs exactly two attributes A,B, got {specs}")
     pat = _load(args)
     probe_cfg = None
     if args.probe_data:

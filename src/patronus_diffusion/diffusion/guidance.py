@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from ..utils.errors import UsageError
 from .samplers import get_sampler
 from .schedule import NoiseSchedule
 
@@ -39,9 +40,9 @@ def guided_model_fn(model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
     (for ProtoDiffusion: labels and a tensor of -1). Both are concatenated along the batch.
     """
     if w < 0:
-        raise ValueError(f"guidance weight w must be >= 0 (w = 0 is the conditional model), got {w}")
+        raise UsageError(f"guidance weight w must be >= 0 (w = 0 is the conditional model), got {w}")
     if cond.shape != null_cond.shape:
-        raise ValueError(f"cond {tuple(cond.shape)} and null_cond {tuple(null_cond.shape)} must have the same shape")
+        raise UsageError(f"cond {tuple(cond.shape)} and null_cond {tuple(null_cond.shape)} must have the same shape")
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         c = cond.to(x.device)

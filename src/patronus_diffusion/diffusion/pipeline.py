@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data import DataError, load_dataset, pil_to_tensor
 from ..models.prototypes import PrototypeMatch
+from ..utils.errors import UsageError
 from .guidance import combine_guidance
 from .inversion import ddim_invert
 from .samplers import get_sampler
@@ -57,10 +58,10 @@ class PatronusPipeline:
         want = (d.channels, d.image_size, d.image_size)
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected images of shape (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], got {got}; "
+            raise UsageError(f"expected images of shape (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], got {got}; "
                              f"load files with Patronus.load_images(paths=...) to convert and resize them")
         if x.numel() and (x.min() < -1.5 or x.max() > 1.5):
-            raise ValueError(f"images must be scaled to [-1, 1] (got range [{float(x.min()):.2f}, "
+            raise UsageError(f"images must be scaled to [-1, 1] (got range [{float(x.min()):.2f}, "
                              f"{float(x.max()):.2f}]); use x / 127.5 - 1 for uint8 pixels")
         return x.float()
 
@@ -92,7 +93,7 @@ class PatronusPipeline:
             if bad:
                 raise DataError(f"indices {bad} are outside the {split} split (0 ... {len(ds) - 1})")
             return ds.get_batch(list(indices))
-        raise ValueError("give paths or indices")
+        raise UsageError("give paths or indices")
 
     # ------------------------------------------------------------------ core calls
     def _chunks(self, *tensors):
@@ -111,11 +112,11 @@ class PatronusPipeline:
         s = s.to(self.device, torch.float32)
         w = self.config.sample.guidance if guidance is None else float(guidance)
         if w < 0:
-            raise ValueError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
+            raise UsageError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
         if w == 0:
             return lambda x, t: self.model(x, t, s)
         if self.config.train.cond_dropout <= 0:
-            raise ValueError(f"guidance {w:g} needs a model trained with train.cond_dropout > 0 (a learned null s); "
+            raise UsageError(f"guidance {w:g} needs a model trained with train.cond_dropout > 0 (a learned null s); "
                              f"this run was trained without it")
         b = s.shape[0]
         s2 = torch.cat([s, s])
@@ -130,7 +131,7 @@ class PatronusPipeline:
     def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         s = torch.as_tensor(s, dtype=torch.float32)
         if s.ndim != 2 or s.shape[1] != self.num_prototypes or (batch is not None and s.shape[0] != batch):
-            raise ValueError(f"s must have shape ({batch if batch is not None else 'B'}, {self.num_prototypes}), "
+            raise UsageError(f"s must have shape ({batch if batch is not None else 'B'}, {self.num_prototypes}), "
                              f"got {tuple(s.shape)}")
         return s
 

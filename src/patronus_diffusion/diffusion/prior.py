@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..models.prior import PRIOR_META, PRIOR_WEIGHTS, PriorConfig, PriorMLP, SStatistics
+from ..utils.errors import UsageError
 from .samplers import get_sampler
 from .schedule import NoiseSchedule
 
@@ -65,7 +66,7 @@ class LatentPrior:
         range report measures the sampler itself).
         """
         if n < 1:
-            raise ValueError(f"number of s vectors must be >= 1, got {n}")
+            raise UsageError(f"number of s vectors must be >= 1, got {n}")
         g = torch.Generator().manual_seed(seed)
         z_T = torch.randn((n, self.dim), generator=g)
         fn = get_sampler(sampler or self.cfg.sampler)

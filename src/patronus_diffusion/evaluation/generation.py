@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.errors import UsageError
 from ..utils.images import psnr, save_grid, ssim
 from ..utils.io import write_json, write_text
 from .fid import fid_kid, protocol_line
@@ -40,11 +41,11 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
     for item in (x.strip() for x in text.split(",") if x.strip()):
         name, _, steps = item.partition(":")
         if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-            raise ValueError(f"setting {item!r} must look like SAMPLER:STEPS with SAMPLER in "
+            raise UsageError(f"setting {item!r} must look like SAMPLER:STEPS with SAMPLER in "
                              f"{', '.join(SAMPLERS)}, e.g. ddim:50")
         out.append((name, int(steps)))
     if not out:
-        raise ValueError("give at least one SAMPLER:STEPS setting")
+        raise UsageError("give at least one SAMPLER:STEPS setting")
     return out
 
 
@@ -100,12 +101,12 @@ def make_s(pat, mode: str, n: int, seed: int, prior=None, split: str = "test") -
         return s, {"mode": mode, "s_source": f"encoded {split} images (seeded subset, seed {seed})"}
     if mode == "unconditional":
         if prior is None:
-            raise ValueError("unconditional generation needs a prior over s: run `patronus train-prior` first "
+            raise UsageError("unconditional generation needs a prior over s: run `patronus train-prior` first "
                              "or pass --prior DIR")
         s, rng = unconditional_s(prior, n, seed)
         return s, {"mode": mode, "s_source": f"prior {prior.path}", "prior_sampler": prior.cfg.sampler,
                    "prior_steps": prior.cfg.sample_steps, "prior_s_outside_train_range": rng["fraction_outside"]}
-    raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
 
 # ------------------------------------------------------------------------------------ does s decide the content?
@@ -124,11 +125,11 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor.
     """
     if n < 2 or k < 2:
-        raise ValueError("class agreement needs n >= 2 images and k >= 2 generations per image")
+        raise UsageError("class agreement needs n >= 2 images and k >= 2 generations per image")
     s, names = conditional_s(pat, n, seed, split)
     labels = torch.as_tensor(pat.dataset(split).labels)[[int(x.split(":")[1]) for x in names]]
     if int(labels.min()) < 0:
-        raise ValueError(f"class agreement needs labelled {split} images")
+        raise UsageError(f"class agreement needs labelled {split} images")
     d = pat.config.data
     cols = []
     t0 = time.time()

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ..analysis.explain import explain_gallery
-from ..evaluation.reconstruction import reconstruct
 from ..api import Patronus
 from ..config import apply_overrides
+from ..evaluation.reconstruction import reconstruct
 from ..presets import get_preset
 from ..training import train
 from ..utils.images import save_grid

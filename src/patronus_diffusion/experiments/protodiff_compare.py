@@ -28,7 +28,12 @@ from ..api import ProtoDiffusion
 from ..config import PROTODIFF_MODES, ConfigError, RunConfig
 from ..runs import latest_checkpoint, read_checkpoint_state
 from ..training import train
-from ..training.protodiff import check_resume_identity, load_classifier, train_classifier
+from ..training.protodiff import (
+    check_resume_identity,
+    load_classifier,
+    train_classifier,
+)
+from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, write_json
 
@@ -55,7 +60,7 @@ def _log(message: str) -> None:
 def stage_targets(total_steps: int, k: int) -> list[int]:
     """k evaluation steps evenly spaced up to total_steps, e.g. (1500, 3) -> [500, 1000, 1500]."""
     if k < 1 or total_steps < k:
-        raise ValueError(f"need 1 <= --checkpoints <= --train-steps, got {k} and {total_steps}")
+        raise UsageError(f"need 1 <= --checkpoints <= --train-steps, got {k} and {total_steps}")
     return [int(round(total_steps * (i + 1) / k)) for i in range(k)]
 
 
@@ -121,7 +126,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     out = Path(out)
     modes = list(modes)
     if baseline not in modes:
-        raise ValueError(f"the baseline {baseline!r} must be one of --modes")
+        raise UsageError(f"the baseline {baseline!r} must be one of --modes")
     # ---- stage A: one classifier shared by every mode (and used to score the samples)
     clf_dir = Path(classifier) if classifier else out / "classifier"
     if not (clf_dir / "prototypes.safetensors").exists():

@@ -10,13 +10,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class DiskWriteError(OSError):
-    pass
+class DiskWriteError(UserError, OSError):
+    """A write failed (disk full, no permission); the previous file or checkpoint is still in place."""
 
 
 def _explain(path: Path, e: OSError) -> str:
