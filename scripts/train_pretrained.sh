@@ -9,7 +9,7 @@ EPOCHS=${1:-4}
 RUN=${2:-runs/pretrained-fmnist-v2}
 BIN=.venv/bin
 for e in $(seq 1 "$EPOCHS"); do
-  $BIN/patronus train --preset cpu-small --out "$RUN" --resume --epochs "$e" --no-progress \
+  $BIN/patronus train --preset cpu-small --out "$RUN" --resume-if-present --epochs "$e" --no-progress \
     --set train.sample_every=1000 train.checkpoint_every=250 train.keep_checkpoints=2
   $BIN/patronus export --run "$RUN" --out src/patronus_diffusion/pretrained/fashion-mnist
 done

@@ -143,3 +143,14 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     with pytest.raises(ValueError, match="internal mistake"):
         cli_main.main(["presets"])
     assert "bug in patronus-diffusion" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_run_fails_and_resume_if_present_starts_one(idx_root, tmp_path, capsys):
+    from patronus_diffusion.cli.main import main
+
+    base = ["train", "--preset", "tiny", "--steps", "2", "--no-progress", "--data-root", str(idx_root),
+            "--set", "data.limit=none", "train.sample_every=0", "train.checkpoint_every=0"]
+    assert main(base + ["--out", str(tmp_path / "typo"), "--resume"]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err and not (tmp_path / "typo" / "latest.json").exists()
+    assert main(base + ["--out", str(tmp_path / "new"), "--resume-if-present"]) == 0
+    assert (tmp_path / "new" / "latest.json").exists()

@@ -34,7 +34,10 @@ def register(sub) -> None:
     p.add_argument("--preset", default=None, choices=PRESETS,
                    help="starting configuration (default: cpu-small; with --init-from, the source run's config)")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out (an error when there is none)")
+    p.add_argument("--resume-if-present", action="store_true",
+                   help="continue when --out holds a checkpoint, else start a new run there (for scripts)")
     p.add_argument("--init-from", metavar="RUN",
                    help="fine-tune: start from the EMA weights of RUN (a run folder or pretrained:NAME) with the "
                         "same network; optimiser and step counter start fresh")
@@ -121,7 +124,8 @@ def cmd_train(args) -> int:
     from ..training import train
 
     cfg = config_from_args(args)
-    if args.resume and (Path(args.out) / "config.json").exists() and args.preset is None and not args.set:
+    resume = "if-present" if args.resume_if_present else args.resume
+    if resume and (Path(args.out) / "config.json").exists() and args.preset is None and not args.set:
         # `--resume` alone continues the saved config (budgets from the command line still apply)
         from ..runs import read_run_config
 
@@ -129,7 +133,7 @@ def cmd_train(args) -> int:
         for k in ("max_steps", "max_epochs", "max_minutes"):
             setattr(saved.train, k, getattr(cfg.train, k))
         cfg = saved
-    r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress,
+    r = train(cfg, args.out, resume=resume, device=args.device, progress=not args.no_progress,
               init_from=args.init_from)
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports
         return 0

@@ -37,13 +37,33 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 
 
 # --------------------------------------------------------------------------- preprocessing
+# Full-scale value of the PIL modes that hold more than 8 bits per pixel (16-bit grey PNG/TIFF, 32-bit int, float).
+HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def _high_depth_to_float(img: Image.Image) -> Image.Image:
+    """A >8-bit grey image as mode "F" with values in [0, 1], scaled by its bit depth (not clipped at 255):
+    16-bit modes by 65535, 32-bit "I" by 65535 (by 2^32 - 1 when a value exceeds 16 bits), float "F" taken as
+    [0, 1] intensities (clipped)."""
+    arr = np.asarray(img, dtype=np.float64)
+    scale = HIGH_DEPTH_SCALE[img.mode]
+    if img.mode == "I" and arr.size and arr.max() > 65535:
+        scale = 2.0 ** 32 - 1
+    return Image.fromarray(np.clip(arr / scale, 0.0, 1.0).astype(np.float32), mode="F")
+
+
 def pil_to_tensor(img: Image.Image, channels: int, size: int, resize: str) -> torch.Tensor:
-    """PIL image -> float tensor (C, size, size) in [-1, 1] using the given resize policy."""
+    """PIL image -> float tensor (C, size, size) in [-1, 1] using the given resize policy.
+
+    Transparency is composited onto white; 16-bit and float grey images keep their full range (a 16-bit value
+    v becomes v / 65535, not min(v, 255) / 255); grey becomes RGB by repeating it when ``channels`` is 3.
+    """
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
-    img = img.convert("L" if channels == 1 else "RGB")
+    high = img.mode in HIGH_DEPTH_SCALE
+    img = _high_depth_to_float(img) if high else img.convert("L" if channels == 1 else "RGB")
     if resize == "center-crop":
         img = ImageOps.fit(img, (size, size), method=Image.BICUBIC, centering=(0.5, 0.5))
     elif resize == "squash":
@@ -55,7 +75,9 @@ def pil_to_tensor(img: Image.Image, channels: int, size: int, resize: str) -> to
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+    if high:
+        arr = np.repeat(np.clip(arr, 0.0, 1.0) * 255.0, channels, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def uint8_batch_to_tensor(arr: np.ndarray, size: int) -> torch.Tensor:

@@ -123,7 +123,7 @@ def _init_weights(init_from: str | Path, cfg: RunConfig) -> tuple[Path, dict[str
     return path, load_weights(path)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: str | None = "auto",
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, device: str | None = "auto",
           progress: bool = True, max_steps: int | None = None, max_epochs: float | None = None,
           max_minutes: float | None = None, init_from: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir``; returns when any budget (steps, epochs, minutes) is reached.
@@ -132,6 +132,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     ``max_minutes`` limits this invocation. ``init_from`` (a run directory or ``pretrained:NAME``) starts a
     new run from that model's EMA weights (fine-tuning): the network must be the same, the optimiser, step
     counter and LR warm-up start fresh, and the source is recorded in ``init_from.json``.
+    ``resume=True`` continues the run in ``run_dir`` and fails when it holds no checkpoint (a mistyped folder
+    must not silently start a new run); ``resume="if-present"`` starts a new run there when there is none.
     """
     cfg = cfg.copy().validate()
     tc = cfg.train
@@ -151,7 +153,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
     run_dir = Path(run_dir)
+    if resume not in (False, True, "if-present"):
+        raise ConfigError(f"resume must be False, True or 'if-present', not {resume!r}")
     ckpt = latest_checkpoint(run_dir) if resume and run_dir.exists() else None
+    if resume is True and ckpt is None:
+        raise ConfigError(f"--resume: {run_dir} holds no checkpoint to continue (is the folder name right?); "
+                          f"use --resume-if-present to start a new run there when none exists")
     if resume and ckpt is None and is_main:
         print(f"[patronus] no checkpoint in {run_dir}; starting a new run")
     if ckpt is None and (run_dir / "latest.json").exists() and not resume:
