@@ -75,7 +75,11 @@ def test_ddim_golden_value_with_constant_eps():
     torch.testing.assert_close(out, x_T / math.sqrt(SCHED.alpha_bar(999)))
 
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers cross-check (pip install '.[crosscheck]')")
+try:  # only the diffusers cross-checks skip without it; the rest of this file always runs
+    import diffusers
+except ImportError:
+    diffusers = None
+needs_diffusers = pytest.mark.skipif(diffusers is None, reason="diffusers cross-check (pip install '.[crosscheck]')")
 
 
 def _dummy(x, t):
@@ -89,6 +93,7 @@ def _diffusers_loop(sched, x):
     return x
 
 
+@needs_diffusers
 def test_ddim_matches_diffusers_ddim_scheduler():
     ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
                                   set_alpha_to_one=True, timestep_spacing="trailing")
@@ -98,6 +103,7 @@ def test_ddim_matches_diffusers_ddim_scheduler():
     torch.testing.assert_close(ours, _diffusers_loop(ref, x).to(ours.dtype), rtol=1e-4, atol=1e-4)
 
 
+@needs_diffusers
 @pytest.mark.parametrize("steps", [8, 20])
 def test_dpmpp_2m_matches_diffusers_dpm_solver(steps):
     ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear",

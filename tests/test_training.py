@@ -231,3 +231,37 @@ def test_cli_init_from_without_preset_inherits_the_source_network(tiny_cfg, tmp_
     got = read_run_config(tmp_path / "ft")
     assert got.unet.cond_norm == "layer" and got.unet.base_channels == tiny_cfg.unet.base_channels
     assert got.train.max_steps == 1
+
+
+def test_ctrl_c_stops_at_a_step_boundary_and_resumes_bitwise(tiny_cfg, tmp_path, monkeypatch):
+    """SIGINT during step 5 finishes that step, saves a checkpoint whose weights match its step counter, and
+    resuming reproduces the straight run exactly (no batch applied twice)."""
+    import signal
+
+    from patronus_diffusion.training.ema import EMA
+
+    cfg = _cfg(tiny_cfg, log_every=1)
+    train(cfg, tmp_path / "straight", max_steps=9, progress=False)
+    original = EMA.update
+    calls = {"n": 0}
+
+    def update_then_interrupt(self, model):  # runs after the optimiser step, before the step counter moves
+        original(self, model)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(EMA, "update", update_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", max_steps=9, progress=False)
+    state = json.loads((latest_checkpoint(tmp_path / "cut") / "state.json").read_text())
+    assert state["step"] == 5
+    monkeypatch.setattr(EMA, "update", original)
+    # a stale log row written after the checkpoint must not survive the resume
+    with open(tmp_path / "cut" / "train_log.csv", "a") as f:
+        f.write("6,0,0,999\n")
+    train(cfg, tmp_path / "cut", resume=True, max_steps=9, progress=False)
+    a, b = _tensors(tmp_path / "straight"), _tensors(tmp_path / "cut")
+    assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
+    steps = [r.split(",")[0] for r in (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [str(i) for i in range(1, 10)]

@@ -11,8 +11,19 @@ from ..diffusion.samplers import SAMPLERS
 from ..utils.errors import UsageError
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where it says something: not for None/False defaults, and not when the help
+    text already states its default (e.g. "default: the run's config")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == []:
+            return text
+        return super()._get_help_string(action)
+
+
 def formatter():
-    return argparse.ArgumentDefaultsHelpFormatter
+    return _DefaultsFormatter
 
 
 def add_run(p: argparse.ArgumentParser, required: bool = True) -> None:

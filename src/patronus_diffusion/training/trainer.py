@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from ..diffusion.schedule import NoiseSchedule
 from ..models import build_model
 from ..utils.device import autocast, peak_memory_mb, pick_device
 from ..utils.images import save_grid
-from ..utils.io import write_json, write_text
+from ..utils.io import atomic_path, write_json, write_text
 from ..runs import (CheckpointError, architecture_differences, file_digest, generator_state, latest_checkpoint,
                          load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
@@ -41,6 +43,35 @@ from .objectives import OBJECTIVES
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4", "extra",
               "grad_norm", "lr", "images_per_s", "elapsed_s", "honour", "cluster"]
+
+
+class _StepBoundaryInterrupt:
+    """Defer Ctrl-C to the end of the current optimisation step: the first SIGINT sets a flag that the loop
+    turns into KeyboardInterrupt once the step is counted (so the checkpoint saved then never holds weights
+    one step ahead of its step counter); a second SIGINT interrupts at once. Main thread only."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[patronus] interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to stop now)")
+
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 @dataclass
@@ -77,15 +108,24 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optim
 
 
 class _Logger:
-    def __init__(self, path: Path, enabled: bool, resume: bool):
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        """``resume_step``: the checkpoint's step when resuming (rows logged after it are dropped, since
+        those steps run again), None for a new run (a fresh file)."""
         self.enabled = enabled
         self.path = path
         self.tb = None
         if not enabled:
             return
-        if not (resume and path.exists()):
+        if resume_step is None or not path.exists():
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerow(LOG_FIELDS)
+        else:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= resume_step]
+            with atomic_path(path) as tmp:
+                with open(tmp, "w", newline="") as f:
+                    csv.writer(f).writerows([rows[0] if rows else LOG_FIELDS] + kept)
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional
 
@@ -231,6 +271,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
     objective, preview_fn = OBJECTIVES[cfg.family]
     amp = autocast(dev, tc.precision)
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.precision == "fp16")
+    if ckpt is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
 
     per_epoch = batches_per_epoch(train_ds, tc.batch_size)
     total = tc.max_steps
@@ -247,7 +289,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
     if is_main and step == 0 and tc.sample_every:
         save_grid(preview_x, run_dir / "samples" / "reference.png", upscale=2)
 
-    logger = _Logger(run_dir / "train_log.csv", is_main, resume=ckpt is not None)
+    logger = _Logger(run_dir / "train_log.csv", is_main, resume_step=step if ckpt is not None else None)
     window: dict[str, list] = {"loss": [], "t": [], "per": [], "extra": [], "gn": [], "honour": [], "cluster": []}
     t_start = time.time()
     t_window = time.time()
@@ -264,10 +306,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                         keep=tc.keep_checkpoints,
                         state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, "images_seen": images_seen,
                                "ema_updates": ema.num_updates, "elapsed_s": time.time() - t_start,
+                               "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                                "rng": {"generator": generator_state(gen)}})
 
     model.train()
+    interrupt = _StepBoundaryInterrupt()
     try:
+        interrupt.install()
         done = total is not None and step >= total
         while not done:
             for b_idx, x0, y in iterate_batches(train_ds, tc.batch_size, tc.seed, epoch, batch_in_epoch,
@@ -322,6 +367,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                     model.train()
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                     checkpoint_now()
+                interrupt.raise_if_requested()  # Ctrl-C lands here, between steps, never inside one
                 if total is not None and step >= total:
                     done, stopped_by = True, "steps" if tc.max_steps == total else "epochs"
                     break
@@ -339,6 +385,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                 print(f"[patronus] stopped at step {step} ({type(e).__name__}); checkpoint saved — "
                       f"continue with --resume")
         raise
+    finally:
+        interrupt.uninstall()
     bar.close()
     checkpoint_now()
     if is_main:
