@@ -212,6 +212,9 @@ def fitted_model(root, tiny_cfg):
         net.prototypes[1] = z[int(np.flatnonzero(~a)[0]), :, centre, centre]
         net.prototypes[2] = z[int(np.flatnonzero(b)[0]), :, 0, 0]
         net.prototypes[3] = z[int(np.flatnonzero(~b)[0]), :, 0, 0]
+        # the remaining prototypes repeat the empty corner: a random prototype would respond to bars and mark
+        # at once, and the linear decoder below would then tie them together even in the unbiased control
+        net.prototypes[4:] = net.prototypes[3]
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
 
@@ -323,3 +326,56 @@ def test_verdict_needs_one_tested_direction_and_says_which():
     v, why = verdict(0.0, -0.05, 0.05, 0.7, 0.5, 0.2, ("shoe", "mark"))
     assert v == "no shortcut" and "only" not in why
     assert verdict(0.3, 0.1, 0.5, 0.7, 0.5, 0.2)[0] == "inconclusive"
+
+
+# ----------------------------------------------------------------------------- signed couplings
+def _dir(n, own, other, seed, sd=0.02):
+    rng = np.random.default_rng(seed)
+    return own + sd * rng.standard_normal(n), other + sd * rng.standard_normal(n)
+
+
+def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling")):
+    from patronus_diffusion.analysis.shortcut import assess
+
+    a_own, a_other = _dir(64, own_a, leak_ab, 1)
+    b_own, b_other = _dir(64, own_b, leak_ba, 2)
+    return assess({"dA_A": a_own, "dB_A": a_other}, {"dB_B": b_own, "dA_B": b_other}, 0.2, names, n_boot=500)
+
+
+def test_opposite_coupling_is_flagged_with_its_sign():
+    """Raising A lowers B by 0.4 and vice versa (own effects 0.5): the paper's black hair -> less smiling."""
+    r = _assess(0.5, -0.4, 0.5, -0.4)
+    assert r["verdict"] == "shortcut" and r["score"] < -0.7 and r["ci95"][1] < -0.2, r
+    assert "raising black_hair lowers smiling" in r["reason"] or "raising smiling lowers black_hair" in r["reason"]
+
+
+def test_opposite_and_positive_leaks_do_not_cancel():
+    r = _assess(0.5, 0.4, 0.5, -0.4)
+    assert r["verdict"] == "shortcut", r
+    assert {d["verdict"] for d in r["directions"].values()} == {"shortcut"}
+
+
+def test_opposite_leak_of_an_untested_direction_is_ignored():
+    """Only A is tested (B's own effect is 0) and A does not leak: B's leak of 0.3 must not decide anything."""
+    r = _assess(0.5, 0.0, 0.0, 0.3)
+    assert r["verdict"] == "no shortcut" and r["deciding_direction"] == "black_hair -> smiling", r
+    assert r["directions"]["b_to_a"]["verdict"] == "untested" and "only raising black_hair" in r["reason"]
+    assert _assess(0.02, 0.0, 0.01, 0.3)["verdict"] == "inconclusive"  # nothing tested at all
+
+
+def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(tmp_path, tiny_cfg):
+    """A decoder fitted on data where the mark comes with horizontal bars only (phi(vertical, mark) = -1):
+    diagnose(vertical, mark) and diagnose(not:vertical, mark) both say shortcut, with opposite signs."""
+    from patronus_diffusion.analysis.shortcut import diagnose
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    write_planted(tmp_path / "negative", -1.0)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(tmp_path / "negative", tiny_cfg)
+    kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
+    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw)
+    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
+    assert plain["verdict"] == "shortcut" and flipped["verdict"] == "shortcut", (plain["reason"], flipped["reason"])
+    assert plain["score"] < -0.2 and flipped["score"] > 0.2, (plain["score"], flipped["score"])

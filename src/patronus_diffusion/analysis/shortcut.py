@@ -2,23 +2,27 @@
 
 1. **Rank** prototypes for A and for B by single-prototype AUROC(y, s_j) on *clean* data (where A and
    B are independent), so that a prototype ranks high for A because it responds to A, not to B.
-2. **Edit causally.** For n clean test images with neither A nor B, invert x0 -> x_T under s, then
-   decode three times from the same x_T: with s (reconstruction x_rec), with s^A (the top-k prototypes
-   of A raised to their plausible maximum max_X s_j, times ``edit_scale``: 1 is the paper's manipulation,
-   larger values extrapolate for models whose s range is small) and with s^B (likewise for B).
+2. **Edit causally, in each direction.** Direction A: n clean test images *without* A, half with B and half
+   without (so that a rise *and* a fall of B can be seen); invert x0 -> x_T under s and decode from the same
+   x_T with s (reconstruction x_rec) and with s^A (the top-k prototypes of A raised to their plausible
+   maximum max_X s_j, times ``edit_scale``: 1 is the paper's manipulation, larger values extrapolate for
+   models whose s range is small). Direction B likewise, on images without B, half with A.
 3. **Measure** with an independent attribute probe (a small CNN trained on clean data, so it does
    not use one attribute as evidence for the other) the probabilities pA, pB of every image, and the
    per-image effects  dA|A = pA(x^A) - pA(x_rec),  dB|A = pB(x^A) - pB(x_rec)  (and dB|B, dA|B).
-4. **Score.** The shortcut score is the fraction of the intended change that leaks to the other attribute,
+4. **Score each direction** by its signed leak, the change of the other attribute per unit of the intended
+   change:
 
-       score = (mean dB|A + mean dA|B) / (mean dA|A + mean dB|B),
+       leak(A -> B) = mean dB|A / mean dA|A,        leak(B -> A) = mean dA|B / mean dB|B.
 
-   0 when edits of A leave B alone (and vice versa), about 1 when raising either brings the other
-   with it. The uncertainty is a bootstrap over (seed, image) units and the spread over seeds (each
-   seed draws other images and retrains the probe). Verdict with threshold tau: ``shortcut`` when the
-   95 % interval lies above tau, ``no shortcut`` when it lies below tau, else ``inconclusive``
-   (also when neither edit changes its own attribute by 0.1: the prototypes then do not carry the
-   attributes and the ratio means nothing; when only one does, the verdict rests on that direction).
+   +0.8 means "raising A raises B by 0.8 of what it does to A", -0.8 "raising A *lowers* B" (the paper's
+   black hair -> less smiling). A direction is *tested* when its own effect reaches 0.1; an untested
+   direction's leak is never used. Each tested direction's 95 % interval is a bootstrap over its (seed,
+   image) units; it is a **shortcut** when the interval lies beyond +-tau (either sign), **no shortcut**
+   when it lies inside (-tau, tau), else inconclusive. The model has a shortcut when any tested direction
+   has one, none when every tested direction has none. ``score`` and ``ci95`` are those of the deciding
+   direction (the largest |leak| among the tested ones), so the sign says which way the coupling goes and
+   naming an attribute the other way round (``not:A``) flips the sign, not the verdict.
 """
 
 from __future__ import annotations
@@ -157,27 +161,27 @@ def edit_effects(pat, x0: torch.Tensor, protos_a: list[int], protos_b: list[int]
             "s_after_a": res.s_after[0], "s_after_b": res.s_after[1], "s": res.s}
 
 
-def shortcut_score(e: dict[str, np.ndarray]) -> dict:
-    """score = (mean dB|A + mean dA|B) / (mean dA|A + mean dB|B) and the two one-way leak ratios."""
-    m = {k: float(np.mean(e[k])) for k in ("dA_A", "dB_A", "dB_B", "dA_B")}
-    own = m["dA_A"] + m["dB_B"]
-    return {"score": (m["dB_A"] + m["dA_B"]) / own if abs(own) > 1e-9 else float("nan"),
-            "leak_a_to_b": m["dB_A"] / m["dA_A"] if abs(m["dA_A"]) > 1e-9 else float("nan"),
-            "leak_b_to_a": m["dA_B"] / m["dB_B"] if abs(m["dB_B"]) > 1e-9 else float("nan"), **m}
+def leak(d_own: np.ndarray, d_other: np.ndarray) -> float:
+    """Signed leak of one direction: mean change of the other attribute / mean change of the edited one."""
+    own = float(np.mean(d_own))
+    return float(np.mean(d_other)) / own if abs(own) > 1e-9 else float("nan")
 
 
-def bootstrap_interval(e: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap interval of the score, resampling (seed, image) units with replacement."""
+def leak_interval(d_own: np.ndarray, d_other: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float, float]:
+    """Percentile bootstrap interval (lo, hi) and std of the leak, resampling (seed, image) units."""
     rng = np.random.default_rng(seed)
-    n = len(e["dA_A"])
+    n = len(d_own)
     vals = []
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
-        vals.append(shortcut_score({k: e[k][i] for k in ("dA_A", "dB_A", "dB_B", "dA_B")})["score"])
+        vals.append(leak(d_own[i], d_other[i]))
     vals = np.asarray(vals)
     vals = vals[np.isfinite(vals)]
-    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2]) if len(vals) else (np.nan, np.nan)
-    return float(lo), float(hi), float(vals.std()) if len(vals) else float("nan")
+    if not len(vals):
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi), float(vals.std())
 
 
 def tested_directions(own_a: float, own_b: float, names: tuple[str, str] = ("A", "B")) -> list[str]:
@@ -185,13 +189,23 @@ def tested_directions(own_a: float, own_b: float, names: tuple[str, str] = ("A",
     return [n for n, own in zip(names, (own_a, own_b)) if own >= MIN_OWN_EFFECT]
 
 
+def interval_verdict(lo: float, hi: float, threshold: float) -> str:
+    """shortcut: the interval lies beyond +-threshold; no shortcut: inside (-threshold, threshold)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if lo > threshold or hi < -threshold:
+        return "shortcut"
+    if lo > -threshold and hi < threshold:
+        return "no shortcut"
+    return "inconclusive"
+
+
 def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, threshold: float,
             names: tuple[str, str] = ("A", "B")) -> tuple[str, str]:
-    """(verdict, reason) from the score, its 95 % interval and the own effects dA|A and dB|B.
+    """(verdict, reason) of one leak interval given the own effects dA|A and dB|B (see :func:`assess`).
 
-    A direction is *tested* when raising that attribute's prototypes changes the attribute itself by at
-    least MIN_OWN_EFFECT; with no tested direction the leak ratio means nothing (inconclusive). With one,
-    the verdict stands on that direction alone, and the reason says so.
+    With no tested direction the leak means nothing (inconclusive); with one, the reason says the verdict
+    rests on it.
     """
     tested = tested_directions(own_a, own_b, names)
     if not np.isfinite(score) or not tested:
@@ -202,12 +216,70 @@ def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, thre
     only = "" if len(tested) == 2 else (
         f"; only raising {tested[0]} changes its own attribute by >= {MIN_OWN_EFFECT}, so the verdict rests on "
         f"that direction")
-    if lo > threshold:
-        return "shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies above the threshold {threshold}{only}"
-    if hi < threshold:
-        return "no shortcut", f"the 95% interval [{lo:.2f}, {hi:.2f}] lies below the threshold {threshold}{only}"
-    return "inconclusive", (f"the 95% interval [{lo:.2f}, {hi:.2f}] contains the threshold {threshold}; "
-                            f"use more --n/--seeds{only}")
+    v = interval_verdict(lo, hi, threshold)
+    if v == "shortcut":
+        return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] lies beyond +-{threshold}{only}"
+    if v == "no shortcut":
+        return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] lies within +-{threshold}{only}"
+    return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] overlaps +-{threshold}; use more --n/--seeds{only}"
+
+
+def _describe(edited: str, other: str, value: float) -> str:
+    word = "raises" if value > 0 else "lowers"
+    return f"raising {edited} {word} {other} ({value:+.2f} of its own change)"
+
+
+def assess(effects_a: dict[str, np.ndarray], effects_b: dict[str, np.ndarray], threshold: float = DEFAULT_THRESHOLD,
+           names: tuple[str, str] = ("A", "B"), n_boot: int = 2000, seed: int = 0) -> dict:
+    """The per-direction leaks, their intervals and the model's verdict (module docstring, step 4).
+
+    ``effects_a`` holds dA_A and dB_A of the images edited in direction A, ``effects_b`` dB_B and dA_B of
+    the images edited in direction B (per-image arrays)."""
+    dirs = {}
+    for key, (edited, other), own_k, other_k, e in (("a_to_b", names, "dA_A", "dB_A", effects_a),
+                                                     ("b_to_a", names[::-1], "dB_B", "dA_B", effects_b)):
+        own = float(np.mean(e[own_k]))
+        value = leak(e[own_k], e[other_k])
+        lo, hi, sd = leak_interval(e[own_k], e[other_k], n_boot, seed)
+        tested = own >= MIN_OWN_EFFECT
+        dirs[key] = {"edited": edited, "other": other, "own_effect": own, "leak": value, "ci95": [lo, hi],
+                     "bootstrap_std": sd, "tested": tested,
+                     "verdict": interval_verdict(lo, hi, threshold) if tested else "untested",
+                     "says": _describe(edited, other, value) if np.isfinite(value) else ""}
+    tested = [d for d in dirs.values() if d["tested"]]
+    own_a, own_b = dirs["a_to_b"]["own_effect"], dirs["b_to_a"]["own_effect"]
+    if not tested:
+        v, why = verdict(float("nan"), float("nan"), float("nan"), own_a, own_b, threshold, names)
+        return {"verdict": v, "reason": why, "score": float("nan"), "ci95": [float("nan")] * 2,
+                "bootstrap_std": float("nan"), "directions": dirs, "deciding_direction": None}
+    flagged = [d for d in tested if d["verdict"] == "shortcut"]
+    deciding = max(flagged or tested, key=lambda d: abs(d["leak"]) if np.isfinite(d["leak"]) else -1.0)
+    lo, hi = deciding["ci95"]
+    v, why = verdict(deciding["leak"], lo, hi, own_a, own_b, threshold, names)
+    if flagged:
+        v = "shortcut"
+    elif any(d["verdict"] != "no shortcut" for d in tested):
+        v = "inconclusive"
+    why = f"{deciding['says']}: {why}"
+    others = [d for d in tested if d is not deciding]
+    if others:
+        o = others[0]
+        why += f"; the other direction: {o['says']}, [{o['ci95'][0]:.2f}, {o['ci95'][1]:.2f}], {o['verdict']}"
+    return {"verdict": v, "reason": why, "score": deciding["leak"], "ci95": [lo, hi],
+            "bootstrap_std": deciding["bootstrap_std"], "directions": dirs,
+            "deciding_direction": f"{deciding['edited']} -> {deciding['other']}"}
+
+
+def _stratified(rng: np.random.Generator, pools: list[np.ndarray], n: int) -> np.ndarray:
+    """n indices drawn as evenly as possible from the pools (without replacement), sorted."""
+    take = [min(len(p), n // len(pools)) for p in pools]
+    short = n - sum(take)
+    for k, p in enumerate(pools):  # fill from pools that have more
+        extra = min(short, len(p) - take[k])
+        take[k] += extra
+        short -= extra
+    picks = [rng.choice(p, t, replace=False) for p, t in zip(pools, take) if t > 0]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
 # ----------------------------------------------------------------------------- main
@@ -225,48 +297,61 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         raise UsageError(f"edit_scale must be positive, got {edit_scale}")
     # plausible maximum of every prototype over the clean training images (times edit_scale)
     values = edit_scale * S_train.max(0)
-    neither = np.flatnonzero((data.test_y[:, 0] == 0) & (data.test_y[:, 1] == 0))
-    if len(neither) < 2:
-        raise DataError(f"the clean test split has {len(neither)} images with neither {a_spec} nor {b_spec}; "
-                        f"the edits need some (use more or other clean data)")
-    per_seed, pooled, probe_quality, first = [], {k: [] for k in ("dA_A", "dB_A", "dB_B", "dA_B")}, [], None
+    y = data.test_y
+    pools_a = [np.flatnonzero((y[:, 0] == 0) & (y[:, 1] == v)) for v in (0, 1)]  # edit A: no A, B either way
+    pools_b = [np.flatnonzero((y[:, 1] == 0) & (y[:, 0] == v)) for v in (0, 1)]  # edit B: no B, A either way
+    for pools, (attr, other) in ((pools_a, (a_spec, b_spec)), (pools_b, (b_spec, a_spec))):
+        if len(pools[0]) + len(pools[1]) < 2:
+            raise DataError(f"the clean test split has {len(pools[0]) + len(pools[1])} images without {attr}; "
+                            f"the edits need some, with and without {other} (use more or other clean data)")
+    keys_a, keys_b = ("dA_A", "dB_A"), ("dB_B", "dA_B")
+    pooled_a, pooled_b = {k: [] for k in keys_a}, {k: [] for k in keys_b}
+    per_seed, probe_quality, first = [], [], None
     for r in tqdm(range(seeds), desc="diagnose seeds", disable=not progress):
         probe = train_probe(data.train_x, data.train_y, seed=seed + r, epochs=probe_epochs)
         p_test = probe_probabilities(probe, data.test_x)
         probe_quality.append([float(auroc(data.test_y[:, k], p_test[:, k])) for k in (0, 1)])
         rng = np.random.default_rng(seed + 1000 + r)
-        pick = np.sort(rng.choice(neither, min(n_images, len(neither)), replace=False))
-        e = edit_effects(pat, data.test_x[pick], protos_a, protos_b, values, probe, steps)
-        per_seed.append(shortcut_score(e))
-        for k in pooled:
-            pooled[k].append(e[k])
+        pick_a, pick_b = _stratified(rng, pools_a, n_images), _stratified(rng, pools_b, n_images)
+        ea = edit_effects(pat, data.test_x[pick_a], protos_a, protos_b, values, probe, steps)
+        eb = edit_effects(pat, data.test_x[pick_b], protos_a, protos_b, values, probe, steps)
+        per_seed.append(assess({k: ea[k] for k in keys_a}, {k: eb[k] for k in keys_b}, threshold,
+                               (a_spec, b_spec), n_boot=200, seed=seed + r)["score"])
+        for k in keys_a:
+            pooled_a[k].append(ea[k])
+        for k in keys_b:
+            pooled_b[k].append(eb[k])
         if first is None:
-            first = e
-    pooled = {k: np.concatenate(v) for k, v in pooled.items()}
-    total = shortcut_score(pooled)
-    lo, hi, boot_sd = bootstrap_interval(pooled, seed=seed)
-    seed_scores = np.array([p["score"] for p in per_seed])
-    own = (total["dA_A"] + total["dB_B"]) / 2
+            first = ea
+    pooled_a = {k: np.concatenate(v) for k, v in pooled_a.items()}
+    pooled_b = {k: np.concatenate(v) for k, v in pooled_b.items()}
+    result = assess(pooled_a, pooled_b, threshold, (a_spec, b_spec), seed=seed)
+    means = {k: float(np.mean(v)) for k, v in {**pooled_a, **pooled_b}.items()}
+    seed_scores = np.array(per_seed, dtype=np.float64)
+    dirs = result["directions"]
     report = {
         "a": a_spec, "b": b_spec, "clean_data": data.source,
         "clean_train_correlation": phi(data.train_y[:, 0], data.train_y[:, 1]),
-        "score": total["score"], "ci95": [lo, hi], "bootstrap_std": boot_sd,
-        "seed_scores": seed_scores.tolist(), "seed_std": float(seed_scores.std()),
-        "verdict": None, "reason": None, "threshold": threshold, "own_effect": own, "min_own_effect": MIN_OWN_EFFECT,
-        "effects": {k: total[k] for k in ("dA_A", "dB_A", "dB_B", "dA_B", "leak_a_to_b", "leak_b_to_a")},
+        "score": result["score"], "ci95": result["ci95"], "bootstrap_std": result["bootstrap_std"],
+        "deciding_direction": result["deciding_direction"],
+        "directions": dirs,
+        "seed_scores": seed_scores.tolist(), "seed_std": float(np.nanstd(seed_scores)),
+        "verdict": result["verdict"], "reason": result["reason"], "threshold": threshold,
+        "own_effect": (means["dA_A"] + means["dB_B"]) / 2, "min_own_effect": MIN_OWN_EFFECT,
+        "effects": {**means, "leak_a_to_b": dirs["a_to_b"]["leak"], "leak_b_to_a": dirs["b_to_a"]["leak"]},
         "prototypes": {"a": [{"prototype": j, "auroc": v} for j, v in rank_a[:max(top_k, 10)]],
                        "b": [{"prototype": j, "auroc": v} for j, v in rank_b[:max(top_k, 10)]],
                        "edited_a": protos_a, "edited_b": protos_b, "shared": sorted(set(protos_a) & set(protos_b)),
                        "edit_values": {str(j): float(values[j]) for j in sorted(set(protos_a) | set(protos_b))}},
         "probe_test_auroc": {"a": float(np.mean([q[0] for q in probe_quality])),
                              "b": float(np.mean([q[1] for q in probe_quality]))},
-        "n_images_per_seed": int(min(n_images, len(neither))), "seeds": seeds, "steps": steps, "top_k": top_k,
+        "edit_images": f"direction A: clean test images without {a_spec}, half with {b_spec}; direction B: "
+                       f"without {b_spec}, half with {a_spec}",
+        "n_images_per_seed": int(len(pick_a)), "seeds": seeds, "steps": steps, "top_k": top_k,
         "edit_scale": edit_scale,
-        "per_image": {k: v.tolist() for k, v in pooled.items()},
+        "per_image": {**{k: v.tolist() for k, v in pooled_a.items()}, **{k: v.tolist() for k, v in pooled_b.items()}},
     }
-    report["verdict"], report["reason"] = verdict(total["score"], lo, hi, total["dA_A"], total["dB_B"], threshold,
-                                                  (a_spec, b_spec))
-    report["tested_directions"] = tested_directions(total["dA_A"], total["dB_B"], (a_spec, b_spec))
+    report["tested_directions"] = tested_directions(means["dA_A"], means["dB_B"], (a_spec, b_spec))
     if not report["tested_directions"] and pat.config.unet.cond_norm == "none":
         report["reason"] += ("; this model was trained without unet.cond_norm=layer, and such CPU-budget decoders "
                              "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
@@ -321,8 +406,8 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
             label = f"pA={probs[i, 0]:.2f} pB={probs[i, 1]:.2f}" if probs is not None else ""
             ax.set_title(f"{title}\n{label}" if i == 0 else label, fontsize=7)
             ax.axis("off")
-    fig.suptitle(f"shortcut score {report['score']:.2f} [{report['ci95'][0]:.2f}, {report['ci95'][1]:.2f}]: "
-                 f"{report['verdict']} (tau = {report['threshold']})", fontsize=9)
+    fig.suptitle(f"shortcut score {report['score']:+.2f} [{report['ci95'][0]:+.2f}, {report['ci95'][1]:+.2f}] "
+                 f"({report['deciding_direction']}): {report['verdict']} (tau = +-{report['threshold']})", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -339,9 +424,11 @@ def write_diagnosis(pat, report: dict, out: str | Path) -> dict[str, Path]:
              "rankings.csv": out / "rankings.csv", "diagnosis.png": out / "diagnosis.png"}
     per = report["per_image"]
     write_json(files["diagnosis.json"], {k: v for k, v in report.items() if not k.startswith("_") and k != "per_image"})
-    write_text(files["effects.csv"], "unit,dA_A,dB_A,dB_B,dA_B\n" + "".join(
-        f"{i},{per['dA_A'][i]:.5f},{per['dB_A'][i]:.5f},{per['dB_B'][i]:.5f},{per['dA_B'][i]:.5f}\n"
-        for i in range(len(per["dA_A"]))))
+    write_text(files["effects.csv"], "direction,unit,d_own,d_other\n" + "".join(
+        f"{name},{i},{per[own][i]:.5f},{per[other][i]:.5f}\n"
+        for name, own, other in ((f"{report['a']}->{report['b']}", "dA_A", "dB_A"),
+                                 (f"{report['b']}->{report['a']}", "dB_B", "dA_B"))
+        for i in range(len(per[own]))))
     pr = report["prototypes"]
     write_text(files["rankings.csv"], "attribute,rank,prototype,auroc\n" + "".join(
         f"{name},{r},{d['prototype']},{d['auroc']:.4f}\n" for name, key in ((report["a"], "a"), (report["b"], "b"))

@@ -59,9 +59,13 @@ def _binary(values: np.ndarray, name: str) -> np.ndarray:
 def resolve_attribute(ds, spec: str) -> np.ndarray:
     """Boolean vector (N,) for one item per dataset row from an attribute specification.
 
-    ``NAME`` binary column; ``NAME=v1+v2`` column in a set of values; ``class:c1+c2`` class names or indices.
+    ``NAME`` binary column; ``NAME=v1+v2`` column in a set of values; ``class:c1+c2`` class names or indices;
+    ``not:SPEC`` (or ``!SPEC``) the complement of any of these.
     """
     spec = spec.strip()
+    for prefix in ("not:", "!"):
+        if spec.startswith(prefix):
+            return ~resolve_attribute(ds, spec[len(prefix):])
     if spec.startswith("class:"):
         labels = np.asarray(ds.labels)
         if (labels < 0).all():
