@@ -105,6 +105,10 @@ class TrainConfig:
     prototype_weight_decay: bool = True
     """AdamW's decay also acts on the prototype vectors (as in the reference); set False to exempt them."""
     warmup_steps: int = 0
+    lr_schedule: str = "warmup"
+    """warmup (linear from 0 over warmup_steps, then constant) | protodiff (ProtoDiffusion's: per epoch, linear
+    warm-up from lr to 2.5 lr over epochs/20, then a cosine to 0) | protodiff-reference (the reference code's
+    discontinuous trace of it: the cosine restarts from lr). See training/lr.py."""
     grad_clip: float | None = None
     ema_decay: float = 0.9999
     ema_warmup: bool = True
@@ -273,6 +277,9 @@ class RunConfig:
         if u.cond_mode not in ("add", "film"):
             raise ConfigError(f"unet.cond_mode must be add or film, not {u.cond_mode!r}")
         tc = self.train
+        if tc.lr_schedule not in ("warmup", "protodiff", "protodiff-reference"):
+            raise ConfigError(f"train.lr_schedule must be warmup, protodiff or protodiff-reference, not "
+                              f"{tc.lr_schedule!r}")
         if tc.honour_weight > 0 and (len(tc.honour_t) != 2 or
                                      not 0 <= tc.honour_t[0] < tc.honour_t[1] <= self.diffusion.timesteps):
             raise ConfigError(f"train.honour_t must be two timesteps low,high with 0 <= low < high <= "

@@ -38,7 +38,7 @@ from ..runs import (CheckpointError, architecture_differences, file_digest, gene
                          load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
-from .lr import warmup_lr
+from .lr import lr_at
 from .objectives import OBJECTIVES
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4", "extra",
@@ -280,6 +280,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         by_epochs = int(math.ceil(tc.max_epochs * per_epoch))
         total = by_epochs if total is None else min(total, by_epochs)
     deadline = time.time() + tc.max_minutes * 60 if tc.max_minutes else None
+    # epochs the LR schedule spans: the epoch budget, else the step budget in epochs
+    lr_epochs = (int(math.ceil(tc.max_epochs)) if tc.max_epochs is not None else
+                 int(math.ceil(total / per_epoch)) if total is not None else None)
+    if tc.lr_schedule != "warmup" and lr_epochs is None:
+        raise ConfigError(f"train.lr_schedule={tc.lr_schedule} needs --epochs or --steps (it spans the whole run)")
 
     preview_n = min(16, len(preview_ds))
     pg = torch.Generator().manual_seed(1234)
@@ -325,7 +330,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                 if tc.channels_last:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
-                    g["lr"] = warmup_lr(step, tc.lr, tc.warmup_steps)
+                    g["lr"] = lr_at(step, tc.lr_schedule, tc.lr, tc.warmup_steps, per_epoch, lr_epochs)
                 out = objective(train_model, x0, y, t, noise, schedule, cfg, amp)
                 loss = out.per_image.mean() + (out.extra if out.extra is not None else 0.0)
                 if not torch.isfinite(loss):
