@@ -36,6 +36,10 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# extra evaluate-edits flags per candidate: the condition-dropout model is decoded with guidance on s
+EDIT_FLAGS: dict[str, list[str]] = {"cfg": ["--guidance", "2"]}
+
+
 def _finished(run: Path, steps: int) -> bool:
     summary = run / "train_summary.json"
     return summary.exists() and json.loads(summary.read_text()).get("step", 0) >= steps
@@ -69,13 +73,13 @@ def _run(cmd: list[str], log: Path) -> None:
                        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
 
 
-def measure_one(run: Path, out: Path, n: int, fid_n: int) -> dict:
+def measure_one(run: Path, out: Path, n: int, fid_n: int, edit_flags: list[str] | None = None) -> dict:
     """Every measure of the table for one trained candidate (each step skipped when its file exists)."""
     out.mkdir(parents=True, exist_ok=True)
     log = out / "measure.log"
     steps = [
         (out / "edits" / "edits_eval.json", ["evaluate-edits", "--run", str(run), "--n", str(n), "--steps", "20",
-                                             "--strengths", "0.5,1",
+                                             "--strengths", "0.5,1", *(edit_flags or []),
                                              "--out", str(out / "edits"), "--no-progress"]),
         (out / "quality" / "quality.json", ["quality", "--run", str(run), "--out", str(out / "quality"),
                                             "--no-progress"]),
@@ -117,7 +121,7 @@ def cmd_measure(args) -> None:
             continue
         print(f"[study] measuring {name}", flush=True)
         rows[name] = {"what": CANDIDATES[name][0], "overrides": CANDIDATES[name][1],
-                      **measure_one(run, out / f"measure-{name}", args.n, args.fid_n)}
+                      **measure_one(run, out / f"measure-{name}", args.n, args.fid_n, EDIT_FLAGS.get(name))}
         summary_path.write_text(json.dumps(rows, indent=2))
         print(json.dumps({name: rows[name]}), flush=True)
 

@@ -217,3 +217,25 @@ def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
                        "locality_median"]
     assert len(rows) == 1 + 2 * 2 * 2
     assert (out / "edits_eval.png").stat().st_size > 1000
+
+
+def test_guided_decoding_is_threaded_through_the_engine(idx_root, tmp_path, _tiny_cfg_master):
+    """--guidance W decodes every planned condition with CFG on s (one pipeline call with guidance=W), and
+    evaluate-edits records it; W = 0/None leaves today's unguided decode."""
+    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+    from patronus_diffusion.config import apply_overrides
+    from patronus_diffusion.training import train
+
+    cfg = apply_overrides(_tiny_cfg_master, ["train.cond_dropout=0.2", "train.sample_every=0",
+                                             "train.checkpoint_every=0"])
+    train(cfg, tmp_path / "cfg", max_steps=4, progress=False)
+    pat = Patronus.load(tmp_path / "cfg", device="cpu")
+    seen = []
+    original = pat.decode
+    pat.decode = lambda *a, **k: (seen.append(k.get("guidance")), original(*a, **k))[1]
+    x = pat.load_images(indices=[0, 1])
+    plain = run_plan(pat, EditPlan(images=x, edits=[Edit.set(0, 1.0)], reconstruction=True, steps=3))
+    guided = run_plan(pat, EditPlan(images=x, edits=[Edit.set(0, 1.0)], reconstruction=True, steps=3, guidance=2.0))
+    assert seen == [None, 2.0]
+    assert not torch.allclose(plain.images, guided.images)
+    assert guided.meta()["guidance"] == 2.0 and "guidance" not in plain.meta()

@@ -128,6 +128,9 @@ class EditPlan:
     image; ``trace``: record s of the predicted x0 at every sampling step (reconstruction and edits).
     ``steps``/``sampler`` default to the run's sample.invert_steps and sample.decode_sampler; ``seed`` is
     the noise seed of the variations (and is reported with the results); ``inverted`` skips the inversion.
+    ``guidance`` w > 0 decodes (reconstruction, edits, path) with classifier-free guidance on s,
+    eps(s') + w (eps(s') - eps(null)), for models trained with ``train.cond_dropout``; the inversion stays
+    unguided, and rise is then measured against the guided reconstruction from the same x_T.
     """
 
     images: torch.Tensor
@@ -141,6 +144,7 @@ class EditPlan:
     variations: int = 0
     seed: int = 0
     trace: bool = False
+    guidance: float | None = None
     inverted: Inverted | None = None
 
     @property
@@ -193,9 +197,11 @@ class TrajectoryRecorder:
 
 
 def decode_batch(pat, x_T: torch.Tensor, s: torch.Tensor, steps: int, sampler: str | None = None,
-                 progress: bool = False, callback=None) -> torch.Tensor:
+                 progress: bool = False, callback=None, guidance: float | None = None) -> torch.Tensor:
     """The engine's one decode call: rows of (x_T, s) -> images in [-1, 1] (the model chunks the batch)."""
-    return pat.decode(x_T, s, steps=steps, sampler=sampler, progress=progress, callback=callback).clamp(-1, 1)
+    opts = {"guidance": guidance} if guidance else {}
+    return pat.decode(x_T, s, steps=steps, sampler=sampler, progress=progress, callback=callback,
+                      **opts).clamp(-1, 1)
 
 
 def sample_variations(pat, s: torch.Tensor, k: int, seed: int = 0, steps: int | None = None,
@@ -303,6 +309,8 @@ class EditResult:
              "sampler": self.sampler}
         if self.reference is not None:
             m["reference"] = self.reference.to_json()
+        if self.plan.guidance:
+            m["guidance"] = self.plan.guidance
         m.update(more)
         return m
 
@@ -332,7 +340,8 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
         xs.append(torch.cat([slerp(inv.x_T[:1], inv.x_T[1:], a) for a in alphas]))
         ss.append(torch.stack([lerp_s(inv.s[0], inv.s[1], a) for a in alphas]))
     recorder = TrajectoryRecorder(pat.model.prototypes) if plan.trace and xs else None
-    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder) if xs
+    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder,
+                            plan.guidance) if xs
                else inv.x_T.new_zeros((0, *shape)))
     var = (sample_variations(pat, inv.s, plan.variations, plan.seed, steps, plan.sampler, progress)
            if plan.variations else None)

@@ -135,6 +135,7 @@ class EvaluationPlan:
     steps: int | None = None
     sampler: str | None = None
     seed: int = 0
+    guidance: float | None = None
 
     def check(self, num_prototypes: int) -> None:
         if not self.strengths:
@@ -202,7 +203,7 @@ class EditEvaluation:
         per = self.per_prototype()
         r = self.result
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
-                    "steps": r.steps, "sampler": r.sampler, "prototypes": self.prototypes,
+                    "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance, "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
                     "headline_target": "own_max", "target_kinds": list(TARGET_KINDS),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
@@ -267,7 +268,8 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
     protos = list(range(pat.num_prototypes)) if plan.prototypes is None else list(plan.prototypes)
     strengths = [float(a) for a in plan.strengths]
     ref = plan.reference
-    common = dict(names=plan.names, steps=plan.steps, sampler=plan.sampler, reference=ref, seed=plan.seed)
+    common = dict(names=plan.names, steps=plan.steps, sampler=plan.sampler, reference=ref, seed=plan.seed,
+                  guidance=plan.guidance)
     base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, **common), progress)
     s_rec = base.s_reconstruction
     own = ref.s[:, protos].max(0).values

@@ -27,6 +27,9 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
     if ref_seed:
         p.add_argument("--ref-seed", type=int, default=0, help="seed of the reference set X (fixed while --seed "
                                                                "changes the picked images)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="decode with classifier-free guidance on s, eps(s') + W (eps(s') - eps(null)); needs a model "
+                        "trained with train.cond_dropout > 0 (the inversion stays unguided)")
     p.add_argument("--batch-size", type=int, default=64, help="images per network call (edits are chunked)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -60,4 +63,5 @@ def reference_of(pat, args):
 
 def plan_args(pat, args, names) -> dict:
     """The EditPlan fields every command takes from its flags: names, steps, sampler, seed."""
-    return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed}
+    return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed,
+            "guidance": args.guidance}
