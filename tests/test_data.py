@@ -107,3 +107,24 @@ def test_batches_are_a_permutation_fixed_by_seed_and_epoch(idx_root):
     c = [y for _, _, y in iterate_batches(ds, 16, seed=0, epoch=1)]
     assert len(a) == 8 and all(torch.equal(x, y) for x, y in zip(a[3:], b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_training_on_a_folder_says_what_it_found(tmp_path, capsys):
+    """Counts, split rule, conversion, transparency and images far below the model's resolution are reported."""
+    from PIL import Image
+
+    from patronus_diffusion.cli.main import main
+
+    for sub, make in (("cats", lambda: Image.new("RGBA", (40, 40), (255, 0, 0, 128))),
+                      ("dogs", lambda: Image.new("L", (5, 5), 100))):
+        (tmp_path / "pics" / sub).mkdir(parents=True)
+        for i in range(12):
+            make().save(tmp_path / "pics" / sub / f"{i}.png")
+    assert main(["train", "--preset", "tiny", "--dataset", "folder", "--data-root", str(tmp_path / "pics"),
+                 "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4", "--no-progress",
+                 "--set", "data.limit=none", "train.sample_every=0"]) == 0
+    out = capsys.readouterr().out
+    assert "train /" in out and "hash of their names" in out
+    assert "12 with transparency" in out or "with transparency, composited onto white" in out
+    assert "smaller than half the model's 16 px (smallest 5x5)" in out
+    assert "2 classes (sub-folder names): cats, dogs" in out

@@ -99,6 +99,8 @@ class DatasetInfo:
     class_names: tuple[str, ...] = ()
     attribute_names: tuple[str, ...] = ()
     skipped: list[str] = field(default_factory=list)
+    split_rule: str = ""
+    """How the split was chosen (folders: sub-folders, the CSV's split column, or a name hash)."""
 
 
 class DescribedDataset(torch.utils.data.Dataset):
@@ -308,8 +310,50 @@ def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
         for i, p in enumerate(files):
             row = rel_table.get(str(p.relative_to(base))) or rel_table.get(p.name)
             attrs[i] = [_to_float(row[a]) for a in attr_names]
-    info = DatasetInfo("folder", split, str(base), class_names, tuple(attr_names), skipped)
+    rule = ("the train/ and test/ sub-folders" if has_split_dirs else
+            "the split column of the attribute CSV" if cfg.attributes_csv and any("split" in r for r in table.values())
+            else "a fixed 10 % of the files, chosen by a hash of their names, is the test split")
+    info = DatasetInfo("folder", split, str(base), class_names, tuple(attr_names), skipped, rule)
     return FolderDataset(files, base, cfg, info, labels, attrs)
+
+
+def describe_training_data(train_ds, test_ds, cfg: DataConfig) -> list[str]:
+    """What a training run found, in a few lines: counts, split rule, conversion, and for image folders the
+    file modes, transparency and images far below the model's resolution (they are upscaled)."""
+    info = train_ds.info
+    lines = [f"data: {info.name} at {info.root}: {len(train_ds)} train / "
+             f"{len(test_ds) if test_ds is not None else 0} test images"
+             + (f" (split: {info.split_rule})" if info.split_rule else "")]
+    conv = f"converted to {cfg.channels} channel(s) at {cfg.image_size}x{cfg.image_size} px ({cfg.resize})"
+    if isinstance(train_ds, FolderDataset):
+        modes: dict[str, int] = {}
+        alpha, small, smallest = 0, 0, None
+        for f in train_ds.files:
+            with Image.open(f) as img:
+                modes[img.mode] = modes.get(img.mode, 0) + 1
+                alpha += img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+                short = min(img.size)
+                if short < cfg.image_size / 2:
+                    small += 1
+                    smallest = img.size if smallest is None or short < min(smallest) else smallest
+        conv += "; file modes " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
+        if alpha:
+            conv += f"; {alpha} with transparency, composited onto white"
+        lines.append(conv)
+        if small:
+            lines.append(f"warning: {small} image(s) are smaller than half the model's {cfg.image_size} px "
+                         f"(smallest {smallest[0]}x{smallest[1]}): they are upscaled and will look blurred")
+    else:
+        lines.append(conv)
+    if info.class_names:
+        shown = ", ".join(info.class_names[:10]) + (" ..." if len(info.class_names) > 10 else "")
+        lines.append(f"{len(info.class_names)} classes" + (" (sub-folder names)" if isinstance(train_ds, FolderDataset)
+                                                         else "") + f": {shown}")
+    if info.attribute_names:
+        lines.append(f"{len(info.attribute_names)} attributes: {', '.join(info.attribute_names[:10])}")
+    if info.skipped:
+        lines.append(f"skipped {len(info.skipped)} unreadable image(s)")
+    return lines
 
 
 def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,

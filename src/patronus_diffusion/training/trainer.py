@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig
 from ..data import DataError, batches_per_epoch, iterate_batches, load_dataset
+from ..data.datasets import describe_training_data
 from ..diffusion.schedule import NoiseSchedule
 from ..models import build_model
 from ..utils.device import autocast, peak_memory_mb, pick_device
@@ -214,9 +215,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         raise DataError(f"the training set has {len(train_ds)} images, fewer than train.batch_size={tc.batch_size}; "
                         f"lower the batch size (--batch-size)")
     try:
-        preview_ds = load_dataset(cfg.data, "test")
+        preview_ds = test_ds = load_dataset(cfg.data, "test")
     except DataError:
-        preview_ds = train_ds
+        preview_ds, test_ds = train_ds, None
+    if is_main and ckpt is None:
+        for line in describe_training_data(train_ds, test_ds, cfg.data):
+            print(f"[patronus] {line}")
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     model = build_model(cfg).to(dev)
     if tc.channels_last:
