@@ -235,7 +235,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = build_optimizer(model, cfg)
     # Timesteps and noise are drawn for the whole global batch on every rank and then sliced, so K ranks
-    # train exactly like one process with the same global batch (up to float summation order).
+    # train like one process with the same global batch (up to float summation order) when nothing else is
+    # random; dropout and the objectives' own draws use each rank's global RNG (seed + rank), see README.
     gen = torch.Generator(device="cpu").manual_seed(tc.seed * 7919)
     step, epoch, batch_in_epoch, images_seen = 0, 0, 0, 0
 
