@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup data demo test test-fast bench clean
+.PHONY: setup data browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ data:
 demo: setup
 	$(BIN)/patronus demo --out results/demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+browser:
+	@bash scripts/ensure_chromium.sh
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

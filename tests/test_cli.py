@@ -114,6 +114,7 @@ def test_export_bundle_loads_like_the_run(tiny_run, tmp_path):
 def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     out = tmp_path / "demo"
     p = run_cli("demo", "--out", out, "--preset", "tiny", "--minutes", 0.05, "--n", 2, "--gallery-images", 1,
+                "--no-reports",  # the report has its own test; the shipped model's would take minutes here
                 "--set", f"data.root={idx_root}", "data.limit=none", "train.sample_every=0")
     for name in ("generated_from_test_s.png", "reconstructions.png", "reconstruct.csv", "reconstruct.json",
                  "summary.json", "explain/overview.png", "explain/explain.json", "explain/prototypes.csv"):

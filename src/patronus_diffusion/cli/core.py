@@ -101,6 +101,8 @@ def register(sub) -> None:
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=8, help="images to reconstruct")
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
+    p.add_argument("--no-reports", action="store_true",
+                   help="skip the closing HTML reports of the demo's model and of pretrained:fashion-mnist")
     add_device(p)
     p.set_defaults(func=cmd_demo)
 
@@ -233,10 +235,12 @@ def cmd_demo(args) -> int:
 
     summary, files = run_demo(args.out, preset=args.preset, overrides=args.set, minutes=args.minutes, seed=args.seed,
                               n_reconstruct=args.n, gallery_images=args.gallery_images, fresh=args.fresh,
-                              device=args.device)
+                              device=args.device, reports=not args.no_reports)
     print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {args.out}/", files)
     print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
           f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
+    for name, r in summary.get("reports", {}).items():
+        print(f"[demo] open {r['page']} in a browser ({name})")
     return 0
 
 

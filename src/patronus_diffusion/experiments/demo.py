@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..analysis.explain import explain_gallery
+from ..analysis.report import build_report
 from ..api import Patronus
 from ..config import apply_overrides
 from ..evaluation.reconstruction import reconstruct
@@ -26,8 +27,9 @@ from ..utils.io import write_json
 
 def run_demo(out: str | Path, *, preset: str = "cpu-small", overrides: list[str] | None = None, minutes: float = 6.0,
              seed: int = 0, n_reconstruct: int = 8, gallery_images: int = 4, fresh: bool = False,
-             device: str | None = "auto") -> tuple[dict, dict[str, Path]]:
-    """Run the demo into ``out``; returns (summary, files written)."""
+             device: str | None = "auto", reports: bool = True) -> tuple[dict, dict[str, Path]]:
+    """Run the demo into ``out``; returns (summary, files written). ``reports`` ends with the quick HTML report
+    of the demo's own model and of the shipped ``pretrained:fashion-mnist``."""
     t_all = time.time()
     out = Path(out)
     run = out / "run"
@@ -74,6 +76,13 @@ def run_demo(out: str | Path, *, preset: str = "cpu-small", overrides: list[str]
                               "max_s_X": gal["reference"]["max_s_X"],
                               "edit_faithfulness": {k: gal["faithfulness"][k] for k in ("rise_median", "others_median")}}
         files["gallery"] = out / "explain" / "overview.png"
+    if reports:
+        for name, model in (("report", pat), ("report-pretrained", Patronus.load("pretrained:fashion-mnist",
+                                                                                device=device))):
+            print(f"[demo] quick HTML report -> {out / name / 'index.html'}")
+            t0 = time.time()
+            files[name] = build_report(model, quick=True, seed=seed).write(out / name)["page"]
+            summary.setdefault("reports", {})[name] = {"page": str(files[name]), "seconds": round(time.time() - t0, 1)}
     summary["wall_minutes"] = round((time.time() - t_all) / 60, 2)
     write_json(out / "summary.json", summary)
     return summary, {**files, "summary": out / "summary.json", "run": run}

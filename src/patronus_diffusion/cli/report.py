@@ -1,0 +1,39 @@
+"""`patronus report`: one self-contained HTML page about a model (analysis/report.py)."""
+
+from __future__ import annotations
+
+from .common import add_device, add_run, formatter, print_outputs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="a self-contained HTML report: model card, a card per prototype, quality",
+                       formatter_class=formatter(),
+                       description="Writes OUT/index.html (opens offline: inline pictures and data, no external "
+                                   "files) and OUT/report.json: the model card (training curve, reconstruction, "
+                                   "edit benchmark, FID/diagnoses found in --results folders), a card per "
+                                   "prototype (nearest training patches, s histogram, edit strip with its rise, "
+                                   "best AUROC, dead/redundant flags; sortable and filterable) and the quality "
+                                   "table. --quick uses a small budget.")
+    add_run(p)
+    p.add_argument("--out", default="results/report")
+    p.add_argument("--quick", action="store_true", help="a smaller budget (2 edited images, 20 DDIM steps, ...)")
+    p.add_argument("--results", nargs="*", default=[], metavar="DIR",
+                   help="earlier result folders to quote (fid.json, diagnosis.json, edits_eval.json inside)")
+    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ..analysis.report import build_report
+    from ..api import Patronus
+
+    pat = Patronus.load(args.run, args.weights, args.device)
+    rep = build_report(pat, quick=args.quick, seed=args.seed, progress=not args.no_progress, results=args.results)
+    files = rep.write(args.out)
+    b = rep.card["edit_benchmark"]
+    print(f"{len(rep.prototypes)} prototype cards; median rise {b['median_rise']}, off-target "
+          f"{b['median_off_target']}; reconstruction {rep.card['reconstruction']['psnr_db']} dB at "
+          f"{rep.card['reconstruction']['steps']} steps; {rep.provenance['timings']['total_seconds']} s")
+    print_outputs("wrote", files)
+    return 0

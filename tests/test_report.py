@@ -1,0 +1,41 @@
+"""`patronus report`: one offline HTML page with a card per prototype (a browser test follows in tests/browser)."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+from patronus_diffusion.cli.main import main
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cards, self.srcs, self.links, self.scripts = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div" and "card" in (a.get("class") or "").split():
+            self.cards.append(a.get("id"))
+        if "src" in a:
+            self.srcs.append(a["src"])
+        if tag in ("link", "a") and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "script":
+            self.scripts.append(a)
+
+
+def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path, capsys):
+    assert main(["report", "--run", str(tiny_run), "--out", str(tmp_path / "r"), "--quick", "--no-progress",
+                 "--device", "cpu"]) == 0
+    page = (tmp_path / "r" / "index.html").read_text()
+    p = _Collect()
+    p.feed(page)
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    n = data["card"]["prototypes"]
+    assert p.cards == [f"p{j}" for j in range(n)]
+    assert p.srcs and all(s.startswith("data:image/png;base64,") for s in p.srcs)  # every picture inline
+    assert not p.links and all("src" not in s for s in p.scripts)  # no external stylesheet, link or script
+    assert not re.search(r"https?://", page)
+    assert len(data["prototypes"]) == n and {"rise", "s_quantiles", "nearest", "dead"} <= set(data["prototypes"][0])
+    assert "median_rise" in data["card"]["edit_benchmark"] and data["quality"]["probes"]
+    assert "prototype cards" in capsys.readouterr().out
