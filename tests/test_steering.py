@@ -5,6 +5,8 @@ import csv
 import pytest
 import torch
 
+from helpers import quiet_cfg
+
 from patronus_diffusion.config import ConfigError, apply_overrides
 from patronus_diffusion.diffusion.schedule import NoiseSchedule
 from patronus_diffusion.models import build_model
@@ -13,13 +15,7 @@ from patronus_diffusion.training import train
 
 
 def _quiet(cfg, **train_fields):
-    cfg = cfg.copy()
-    cfg.train.sample_every = 0
-    cfg.train.checkpoint_every = 0
-    cfg.train.log_every = 2
-    for k, v in train_fields.items():
-        setattr(cfg.train, k, v)
-    return cfg
+    return quiet_cfg(cfg, **{"log_every": 2, **train_fields})
 
 
 def test_film_conditioning_changes_eps_with_s_and_add_mode_is_unchanged(tiny_cfg):

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from helpers import quiet_cfg
+
 from patronus_diffusion.config import ConfigError, apply_overrides
 from patronus_diffusion.models import build_model
 from patronus_diffusion.training import CheckpointError, latest_checkpoint, train
@@ -14,12 +16,7 @@ from patronus_diffusion.utils.io import DiskWriteError
 
 
 def _cfg(tiny_cfg, **kw):
-    c = tiny_cfg.copy()
-    c.train.sample_every = 0
-    c.train.checkpoint_every = 0
-    for k, v in kw.items():
-        setattr(c.train, k, v)
-    return c
+    return quiet_cfg(tiny_cfg, **kw)
 
 
 def _tensors(run):
