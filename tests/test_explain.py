@@ -84,7 +84,7 @@ class _StubPatronus:
 
     class config:  # noqa: N801
         class sample:  # noqa: N801
-            invert_steps, decode_sampler = 1, "ddim"
+            ddim_steps, decode_sampler = 1, "ddim"
 
     class _M:
         def __init__(self, s):

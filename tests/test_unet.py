@@ -66,3 +66,15 @@ def test_override_none_means_null_only_for_optional_fields():
     cfg = apply_overrides(cfg, ["unet.cond_norm=none", "data.root=none"])
     assert cfg.unet.cond_norm == "none" and cfg.data.root is None
     build_model(cfg)
+
+
+def test_old_config_files_with_invert_steps_still_load(tmp_path):
+    """sample.invert_steps was renamed ddim_steps; a run written before the rename loads with its value."""
+    import json
+
+    from patronus_diffusion.config import RunConfig
+    from patronus_diffusion.presets import get_preset
+
+    d = get_preset("tiny").to_dict()
+    d["sample"]["invert_steps"] = d["sample"].pop("ddim_steps") + 7
+    assert RunConfig.from_dict(json.loads(json.dumps(d))).sample.ddim_steps == get_preset("tiny").sample.ddim_steps + 7

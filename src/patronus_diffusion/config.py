@@ -150,8 +150,12 @@ class SampleConfig:
     """Defaults for sampling and inversion; chosen by measurement (see README)."""
 
     sampler: str = "dpmpp-2m"
+    """Sampler from fresh noise."""
     steps: int = 20
-    invert_steps: int = 50
+    """Its number of network evaluations."""
+    ddim_steps: int = 50
+    """DDIM steps of an inversion *and* of decoding an inverted x_T (edits, reconstructions): the two must match
+    for the round trip to be exact. Called ``invert_steps`` before; old config files load unchanged."""
     decode_sampler: str = "ddim"
     clip_x0: bool = True
     """Clip the predicted clean image to [-1, 1] at every step when sampling from fresh noise (standard DDPM
@@ -313,9 +317,14 @@ def _validate_protodiff(pc: ProtoDiffConfig) -> None:
                           f"{pc.embed_dim} (the prototypes become the class-embedding table)")
 
 
+# Fields renamed since configs were first written: (section prefix, old name) -> new name.
+RENAMED = {("sample.", "invert_steps"): "ddim_steps"}
+
+
 def _from_dict(cls, d: dict[str, Any], prefix: str):
     if not isinstance(d, dict):
         raise ConfigError(f"config section {prefix or 'root'} must be an object, got {type(d).__name__}")
+    d = {RENAMED.get((prefix, k), k): v for k, v in d.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:

@@ -63,7 +63,7 @@ def _tiny() -> RunConfig:
         diffusion=DiffusionConfig(),
         train=TrainConfig(batch_size=16, lr=1e-3, weight_decay=0.0, grad_clip=1.0, ema_decay=0.99, max_steps=20,
                           log_every=5, sample_every=0, checkpoint_every=10),
-        sample=SampleConfig(steps=5, invert_steps=5),
+        sample=SampleConfig(steps=5, ddim_steps=5),
     )
 
 

@@ -83,7 +83,7 @@ def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: boo
     hash of the bytes of x0 and s and the step count: analyses that edit the same images in one
     process invert them once. Every call returns its own copy of x_T.
     """
-    steps = steps or pat.config.sample.invert_steps
+    steps = steps or pat.config.sample.ddim_steps
     s = pat.encode(x0).s
     store = _inversion_store(pat) if cache else None
     key = inversion_key(x0, s, steps) if store is not None else None

@@ -126,7 +126,7 @@ class EditPlan:
     s(x0) unedited too; ``alphas``: interpolation points between image 0 and image 1 (s = lerp(s_A, s_B),
     x_T = slerp(x_T^A, x_T^B)); ``variations``: decodes of s(x0) from that many seeded x_T ~ N(0, I) per
     image; ``trace``: record s of the predicted x0 at every sampling step (reconstruction and edits).
-    ``steps``/``sampler`` default to the run's sample.invert_steps and sample.decode_sampler; ``seed`` is
+    ``steps``/``sampler`` default to the run's sample.ddim_steps and sample.decode_sampler; ``seed`` is
     the noise seed of the variations (and is reported with the results); ``inverted`` skips the inversion.
     ``guidance`` w > 0 decodes (reconstruction, edits, path) with classifier-free guidance on s,
     eps(s') + w (eps(s') - eps(null)), for models trained with ``train.cond_dropout``; the inversion stays
@@ -211,7 +211,7 @@ def sample_variations(pat, s: torch.Tensor, k: int, seed: int = 0, steps: int | 
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((s.shape[0] * k, d.channels, d.image_size, d.image_size), generator=g)
     out = pat.sample(s.repeat_interleave(k, 0), sampler=sampler or pat.config.sample.decode_sampler,
-                     steps=steps or pat.config.sample.invert_steps, seed=seed, x_T=x_T, progress=progress)
+                     steps=steps or pat.config.sample.ddim_steps, seed=seed, x_T=x_T, progress=progress)
     return out.reshape(s.shape[0], k, d.channels, d.image_size, d.image_size)
 
 
@@ -319,7 +319,7 @@ class EditResult:
 def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     """Invert (cached), decode every planned condition in one batched call, re-encode, measure."""
     plan.check(pat.num_prototypes)
-    steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.invert_steps)
+    steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.ddim_steps)
     t0 = time.time()
     inv = plan.inverted if plan.inverted is not None else invert_images(pat, plan.images, steps, progress=progress)
     invert_seconds = time.time() - t0

@@ -198,7 +198,7 @@ def build_gallery(pat, prototypes: Sequence[int] | None = None, n_ref: int = 256
         raise UsageError(f"prototype id(s) {bad or '[]'} invalid; choose from 0 ... {P - 1}")
     if n_images < 1:
         raise UsageError("n_images must be at least 1")
-    steps = steps or pat.config.sample.invert_steps
+    steps = steps or pat.config.sample.ddim_steps
     timings = {}
 
     t0 = time.time()

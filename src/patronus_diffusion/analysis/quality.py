@@ -383,7 +383,7 @@ def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     return Path(path)
 
 
-def s_use(pat, ds, n: int = 512, seed: int = 0) -> dict:
+def decoder_use_of_s(pat, ds, n: int = 512, seed: int = 0) -> dict:
     """The decoder's use of s on the first ``n`` images (evaluation.heldout.conditioning_gain)."""
     from ..evaluation.heldout import conditioning_gain
 
@@ -406,7 +406,7 @@ def run_quality(pat, split: str = "train", limit: int | None = 10000, folds: int
     enc = encode_dataset(pat, ds, limit, progress=progress)
     report = quality_report(enc, prototype_vectors(pat), folds, seed, cos_threshold, corr_threshold, progress=progress)
     report["split"] = split
-    report["s_use"] = s_use(pat, ds, n=min(512, limit or 512), seed=seed)
+    report["s_use"] = decoder_use_of_s(pat, ds, n=min(512, limit or 512), seed=seed)
     if out is not None:
         report["files"] = {k: str(v) for k, v in write_quality(report, out, report["tad_targets"]).items()}
     return report

@@ -19,7 +19,7 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
         add_images(p, default_n=n)
     add_device(p)
     p.add_argument("--steps", type=int, default=None,
-                   help="DDIM steps for inversion and decoding (default: the run's sample.invert_steps)")
+                   help="DDIM steps for inversion and decoding (default: the run's sample.ddim_steps)")
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
                    help="decoding sampler (default: the run's sample.decode_sampler, ddim; eta=0 DDIM is the exact "
                         "mirror of the inversion)")
@@ -51,7 +51,7 @@ def load_model(args):
 def steps_of(pat, args) -> int:
     if args.steps is not None and args.steps < 1:
         raise UsageError("--steps must be at least 1")
-    return args.steps or pat.config.sample.invert_steps
+    return args.steps or pat.config.sample.ddim_steps
 
 
 def reference_of(pat, args):

@@ -172,7 +172,7 @@ class PatronusPipeline:
         """Deterministic DDIM inversion x_0 -> x_T under the images' own s (or the given s)."""
         x = self.check_images(images)
         s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
-        steps = steps or self.config.sample.invert_steps
+        steps = steps or self.config.sample.ddim_steps
         out = [ddim_invert(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
                            callback=callback).cpu() for xc, sc in self._chunks(x, s)]
         return torch.cat(out)
@@ -185,7 +185,7 @@ class PatronusPipeline:
         ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``)."""
         s = self.check_s(s, x_T.shape[0])
         fn = get_sampler(sampler or self.config.sample.decode_sampler)
-        steps = steps or self.config.sample.invert_steps
+        steps = steps or self.config.sample.ddim_steps
         out = [fn(self.model_fn(sc, guidance), xc.to(self.device), self.schedule, steps, progress=progress,
                   callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]
         return torch.cat(out)
