@@ -155,10 +155,11 @@ def planted_images(a, b, rng):
     return x
 
 
-def write_planted(root, correlation, n=96, seed=0):
+def write_planted(root, correlation, n=96, seed=0, coin=False):
+    """``coin`` adds a third binary attribute drawn at random, which no image shows."""
     from PIL import Image
 
-    rows = []
+    rows, rng_coin = [], np.random.default_rng(seed + 99)
     for split in ("train", "test"):
         a = np.arange(n) % 2 == 1
         b = B.assign_mark(a, correlation, seed + (split == "test"))
@@ -167,8 +168,11 @@ def write_planted(root, correlation, n=96, seed=0):
             rel = f"images/{split}_{i:03d}.png"
             (root / "images").mkdir(parents=True, exist_ok=True)
             Image.fromarray(imgs[i]).save(root / rel)
-            rows.append(B.ManifestRow(rel, split, {"vertical": float(a[i]), "mark": float(b[i])}))
-    B.write_manifest(root / "attributes.csv", rows, ["vertical", "mark"])
+            values = {"vertical": float(a[i]), "mark": float(b[i])}
+            if coin:
+                values["coin"] = float(rng_coin.integers(0, 2))
+            rows.append(B.ManifestRow(rel, split, values))
+    B.write_manifest(root / "attributes.csv", rows, ["vertical", "mark"] + (["coin"] if coin else []))
     return root
 
 
@@ -379,3 +383,28 @@ def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(
     flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
     assert plain["verdict"] == "shortcut" and flipped["verdict"] == "shortcut", (plain["reason"], flipped["reason"])
     assert plain["score"] < -0.2 and flipped["score"] > 0.2, (plain["score"], flipped["score"])
+
+
+def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_untested(tmp_path, tiny_cfg, capsys):
+    from patronus_diffusion.analysis.shortcut import binary_attributes, scan_pairs
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0, coin=True)
+    write_planted(tmp_path / "biased", 1.0, coin=True)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(tmp_path / "biased", tiny_cfg)
+    names = binary_attributes(pat, probe_cfg)
+    assert names == ["vertical", "mark", "coin"]
+    rows = scan_pairs(pat, names, probe_cfg, progress=False, n_images=8, seeds=1, top_k=1, steps=10, probe_epochs=10)
+    assert len(rows) == 3
+    assert {rows[0]["a"], rows[0]["b"]} == {"vertical", "mark"} and rows[0]["verdict"] == "shortcut", rows[0]
+    coin_rows = [r for r in rows if "coin" in (r["a"], r["b"])]
+    assert all(r["verdict"] != "shortcut" for r in coin_rows), coin_rows
+
+
+def test_scan_without_attributes_says_so(tiny_run, capsys):
+    from patronus_diffusion.cli.main import main
+
+    assert main(["diagnose", "--run", str(tiny_run), "--scan", "--device", "cpu"]) == 2
+    assert "binary attribute columns" in capsys.readouterr().err

@@ -335,7 +335,8 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "score": result["score"], "ci95": result["ci95"], "bootstrap_std": result["bootstrap_std"],
         "deciding_direction": result["deciding_direction"],
         "directions": dirs,
-        "seed_scores": seed_scores.tolist(), "seed_std": float(np.nanstd(seed_scores)),
+        "seed_scores": seed_scores.tolist(),
+        "seed_std": float(seed_scores[np.isfinite(seed_scores)].std()) if np.isfinite(seed_scores).any() else float("nan"),
         "verdict": result["verdict"], "reason": result["reason"], "threshold": threshold,
         "own_effect": (means["dA_A"] + means["dB_B"]) / 2, "min_own_effect": MIN_OWN_EFFECT,
         "effects": {**means, "leak_a_to_b": dirs["a_to_b"]["leak"], "leak_b_to_a": dirs["b_to_a"]["leak"]},
@@ -357,6 +358,34 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
                              "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
     report["_first"] = first
     return report
+
+
+# ----------------------------------------------------------------------------- scan
+def binary_attributes(pat, probe_cfg=None) -> list[str]:
+    """Names of the 0/1 attribute columns of the clean data (``probe_cfg``) or of the run's own data."""
+    from ..data import load_dataset
+
+    ds = load_dataset(probe_cfg or pat.config.data, "train")
+    attrs = np.asarray(ds.attributes, dtype=np.float64)
+    return [name for k, name in enumerate(ds.attribute_names)
+            if attrs.shape[0] and np.isin(attrs[:, k][np.isfinite(attrs[:, k])], (0.0, 1.0)).all()
+            and 0 < np.nanmean(attrs[:, k]) < 1]
+
+
+def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **diagnose_kw) -> list[dict]:
+    """Diagnose every pair of ``names`` and rank the pairs by the size of their measured coupling |score|
+    (the deciding direction's signed leak), strongest first; pairs without a tested direction come last."""
+    from itertools import combinations
+
+    rows = []
+    pairs = list(combinations(names, 2))
+    for a, b in tqdm(pairs, desc="scan pairs", disable=not progress):
+        r = diagnose(pat, a, b, probe_cfg, progress=False, **diagnose_kw)
+        rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
+                     "deciding_direction": r["deciding_direction"], "reason": r["reason"],
+                     "leak_a_to_b": r["directions"]["a_to_b"]["leak"], "leak_b_to_a": r["directions"]["b_to_a"]["leak"],
+                     "tested_directions": r["tested_directions"]})
+    return sorted(rows, key=lambda r: -abs(r["score"]) if np.isfinite(r["score"]) else float("inf"))
 
 
 # ----------------------------------------------------------------------------- figure

@@ -57,12 +57,17 @@ def register(sub) -> None:
     p = sub.add_parser("diagnose", help="detect a shortcut between two attributes with causal prototype edits",
                        formatter_class=formatter(),
                        description="Rank prototypes for A and B on clean data, raise each attribute's top "
-                                   "prototypes on clean test images (neither A nor B), and measure with an "
-                                   "independent probe how much the other attribute changes. Writes diagnosis.json "
-                                   "(score, 95%% interval, verdict, evidence), effects.csv, rankings.csv and "
-                                   "diagnosis.png.")
+                                   "prototypes on clean test images without it (half with the other attribute), "
+                                   "and measure with an independent probe how much the other attribute changes, "
+                                   "with its sign. Writes diagnosis.json (signed score, 95%% interval, verdict, "
+                                   "evidence per direction), effects.csv, rankings.csv and diagnosis.png. --scan "
+                                   "diagnoses every pair of binary attributes instead and ranks them (scan.json, "
+                                   "scan.csv).")
     add_run(p)
-    p.add_argument("--attributes", required=True, help="A,B (attribute names, NAME=v1+v2 or class:c1+c2)")
+    p.add_argument("--attributes", help="A,B (attribute names, NAME=v1+v2, class:c1+c2 or not:SPEC)")
+    p.add_argument("--scan", action="store_true",
+                   help="diagnose every pair of the binary attributes (of --probe-data, else the run's data) and "
+                        "rank them by |coupling|; cost: one diagnosis per pair")
     p.add_argument("--probe-data", help="folder of clean images (A and B independent); default: the run's own "
                                         "data subsampled to phi(A, B) = 0")
     p.add_argument("--probe-csv", help="attribute CSV of --probe-data (default: PROBE_DATA/attributes.csv)")
@@ -142,9 +147,9 @@ def cmd_make_biased(args) -> int:
 def cmd_diagnose(args) -> int:
     from ..analysis.shortcut import diagnose, write_diagnosis
 
-    specs = [s.strip() for s in args.attributes.split(",") if s.strip()]
-    if len(specs) != 2:
-        raise UsageError(f"--attributes needs exactly two attributes A,B, got {specs}")
+    specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
+    if not args.scan and len(specs) != 2:
+        raise UsageError(f"--attributes needs exactly two attributes A,B (or pass --scan), got {specs}")
     pat = _load(args)
     probe_cfg = None
     if args.probe_data:
@@ -153,6 +158,8 @@ def cmd_diagnose(args) -> int:
             raise FileNotFoundError(f"no attribute CSV {csv}; pass --probe-csv")
         probe_cfg = DataConfig(**{**pat.config.data.__dict__, "dataset": "folder", "root": args.probe_data,
                                   "attributes_csv": csv, "limit": None})
+    if args.scan:
+        return _scan(pat, probe_cfg, args)
     report = diagnose(pat, specs[0], specs[1], probe_cfg, n_images=args.n, seeds=args.seeds, top_k=args.top_k,
                       steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold,
                       probe_limit=args.probe_limit, seed=args.seed, progress=not args.no_progress)
@@ -167,4 +174,28 @@ def cmd_diagnose(args) -> int:
           f"d{specs[0]} {eff['dA_B']:+.3f}")
     print(f"  probe test AUROC: {report['probe_test_auroc']}")
     print_outputs("wrote", files)
+    return 0
+
+
+def _scan(pat, probe_cfg, args) -> int:
+    from ..analysis.shortcut import binary_attributes, scan_pairs
+    from ..utils.io import write_json, write_text
+
+    names = binary_attributes(pat, probe_cfg)
+    if len(names) < 2:
+        raise UsageError(f"--scan needs at least two binary attribute columns; found {names or 'none'}")
+    rows = scan_pairs(pat, names, probe_cfg, progress=not args.no_progress, n_images=args.n, seeds=args.seeds,
+                      top_k=args.top_k, steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold,
+                      probe_limit=args.probe_limit, seed=args.seed)
+    out = Path(args.out)
+    write_json(out / "scan.json", {"attributes": names, "pairs": rows, "threshold": args.threshold,
+                                   "ranking": "by |score| (the deciding direction's signed leak), strongest first"})
+    write_text(out / "scan.csv", "a,b,score,ci_low,ci_high,verdict,deciding_direction\n" + "".join(
+        f"{r['a']},{r['b']},{r['score']:.4f},{r['ci95'][0]:.4f},{r['ci95'][1]:.4f},{r['verdict']},"
+        f"{r['deciding_direction'] or ''}\n" for r in rows))
+    for r in rows:
+        print(f"{r['a']:>16} / {r['b']:<16} score {r['score']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] "
+              f"{r['verdict']}")
+    print_outputs(f"{len(rows)} pair(s) of {len(names)} attributes", {"ranking": out / "scan.json",
+                                                                     "table": out / "scan.csv"})
     return 0
