@@ -57,8 +57,11 @@ def run_demo(out: str | Path, *, preset: str = "cpu-small", overrides: list[str]
     rec_files = rec.write(out)
     summary = {
         "run": str(run), "preset": cfg.preset, "dataset": cfg.data.dataset, "train_steps": r.step,
+        "note": "train_steps, images_seen and epochs count the whole run (a repeated `make demo` continues it); "
+                "*_this_run count this invocation",
         "images_seen": r.images_seen, "epochs": round(json.loads((run / "train_summary.json").read_text())["epoch"], 3),
-        "train_minutes": round(t_train / 60, 2), "final_train_loss": round(r.last_loss, 5),
+        "train_steps_this_run": json.loads((run / "train_summary.json").read_text())["steps_this_invocation"],
+        "train_minutes_this_run": round(t_train / 60, 2), "final_train_loss": round(r.last_loss, 5),
         "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
                      "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},
         "reconstruction_psnr_db": {k: v["psnr_db"] for k, v in rec.by_steps.items()},

@@ -300,6 +300,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         save_grid(preview_x, run_dir / "samples" / "reference.png", upscale=2)
 
     logger = _Logger(run_dir / "train_log.csv", is_main, resume_step=step if ckpt is not None else None)
+    start_step, start_images = step, images_seen
     window: dict[str, list] = {"loss": [], "t": [], "per": [], "extra": [], "gn": [], "honour": [], "cluster": []}
     t_start = time.time()
     t_window = time.time()
@@ -406,6 +407,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
             _save_preview(ema.model, preview_fn, preview_x, preview_y, schedule, cfg, run_dir, step)
         write_json(run_dir / "train_summary.json", {
             "step": step, "epoch": epoch + batch_in_epoch / per_epoch, "images_seen": images_seen,
+            "steps_this_invocation": step - start_step, "images_this_invocation": images_seen - start_images,
             "elapsed_s_this_invocation": time.time() - t_start, "last_loss": last_loss, "stopped_by": stopped_by,
             "peak_memory_mb": peak_memory_mb(dev), "device": str(dev)})
     if world > 1:
