@@ -150,7 +150,7 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
     timings["gallery_seconds"] = round(time.time() - t0, 1)
     ds = pat.dataset("test")
     stats_idx = seeded_indices(len(ds), budget["stats_images"], seed + 1)
-    s_stats, _, _ = encode_subset(pat, "test", stats_idx)  # the gallery's statistics set (cached encoding)
+    s_stats, _, _ = encode_subset(pat, "test", stats_idx)  # the gallery's statistics set: a cache hit
     x = gallery.result.x0
     t0 = time.time()
     ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=gallery.reference, strengths=budget["strengths"],

@@ -11,6 +11,7 @@ from ..utils.errors import UsageError
 from .common import formatter, print_outputs, select_images
 from .edit_args import (
     add_edit_args,
+    edit_inputs,
     load_model,
     parse_prototypes,
     plan_args,
@@ -96,9 +97,7 @@ def register(sub) -> None:
 def cmd_edit(args) -> int:
     from ..analysis.edits import edit_plan, run_edit
 
-    pat = load_model(args)
-    x, names = select_images(pat, args)
-    common = plan_args(pat, args, names)
+    pat, x, names, common = edit_inputs(args)
     plan = edit_plan(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
     report = run_edit(pat, plan, progress=not args.no_progress)
     files = report.write(args.out)
@@ -112,9 +111,7 @@ def cmd_edit(args) -> int:
 def cmd_extrapolate(args) -> int:
     from ..analysis.edits import extrapolate_plan, run_extrapolate
 
-    pat = load_model(args)
-    x, names = select_images(pat, args)
-    common = plan_args(pat, args, names)
+    pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
     tokens = [v.strip() for v in args.values.split(",") if v.strip()]
@@ -149,9 +146,7 @@ def cmd_interpolate(args) -> int:
 def cmd_consistency(args) -> int:
     from ..analysis.edits import consistency_plan, run_consistency
 
-    pat = load_model(args)
-    x, names = select_images(pat, args)
-    common = plan_args(pat, args, names)
+    pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
     report = run_consistency(pat, consistency_plan(x, protos, args.value, ref, **common),
@@ -189,9 +184,7 @@ def _strengths(text: str) -> list[float]:
 def cmd_evaluate_edits(args) -> int:
     from ..analysis.evaluate_edits import TARGET_KINDS, EvaluationPlan, evaluate_edits
 
-    pat = load_model(args)
-    x, names = select_images(pat, args)
-    common = plan_args(pat, args, names)
+    pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = None if args.prototypes.strip().lower() == "all" else parse_prototypes(args.prototypes,
                                                                                     pat.num_prototypes)

@@ -61,6 +61,16 @@ def reference_of(pat, args):
     return reference_set(pat, n=args.ref_n, seed=args.ref_seed)
 
 
+def edit_inputs(args):
+    """(pat, images, names, plan fields) every edit command starts from: the model, the selected images and
+    the EditPlan fields its flags give (:func:`plan_args`)."""
+    from .common import select_images
+
+    pat = load_model(args)
+    x, names = select_images(pat, args)
+    return pat, x, names, plan_args(pat, args, names)
+
+
 def plan_args(pat, args, names) -> dict:
     """The EditPlan fields every command takes from its flags: names, steps, sampler, seed."""
     return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed,

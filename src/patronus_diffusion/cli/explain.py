@@ -11,9 +11,9 @@ from pathlib import Path
 from .common import formatter, print_outputs, select_images
 from .edit_args import (
     add_edit_args,
+    edit_inputs,
     load_model,
     parse_prototypes,
-    plan_args,
     reference_of,
     steps_of,
 )
@@ -104,9 +104,7 @@ def cmd_where(args) -> int:
 def cmd_when(args) -> int:
     from ..analysis.when import default_prototypes, run_when, when_plan
 
-    pat = load_model(args)
-    x, names = select_images(pat, args)
-    common = plan_args(pat, args, names)
+    pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes) or default_prototypes(pat, x)
     report = run_when(pat, when_plan(x, protos, args.value, ref, **common), progress=not args.no_progress)
