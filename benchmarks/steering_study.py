@@ -33,6 +33,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                                           "train.cluster_weight=0.05"]),
     "cfg": ("+ condition dropout 0.1 (learned null; guidance on s at decode)", ["train.cond_dropout=0.1"]),
     "reference": ("the reference conditioning (no LayerNorm)", ["unet.cond_norm=none"]),
+    "cosine": ("+ cosine metric (unit-length patches and prototypes: d in [0, 4])", ["prototypes.metric=cosine"]),
+    "cosine-film": ("cosine metric + FiLM conditioning", ["prototypes.metric=cosine", "unet.cond_mode=film"]),
 }
 
 

@@ -84,6 +84,21 @@ def test_distances_minimum_and_locations_match_brute_force():
     torch.testing.assert_close(out.s, log_similarity(out.distance))
 
 
+def test_cosine_metric_is_two_minus_two_cos_and_ignores_feature_scale():
+    torch.manual_seed(2)
+    net = PrototypeNetwork(1, 32, PrototypeConfig(num_prototypes=4, metric="cosine"))
+    z = net.encoder(torch.rand(2, 1, 32, 32) * 2 - 1)
+    zn = z / z.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    pn = net.prototypes / net.prototypes.norm(dim=1, keepdim=True)
+    cos = torch.einsum("bdhw,pd->bphw", zn, pn)
+    d = net.distances(z)
+    torch.testing.assert_close(d, 2 - 2 * cos, rtol=1e-4, atol=1e-4)
+    assert (d >= 0).all() and (d <= 4 + 1e-5).all()
+    torch.testing.assert_close(net.distances(37.0 * z), d, rtol=1e-4, atol=1e-4)  # the scale of z does not matter
+    s = log_similarity(d)
+    assert (s >= math.log(5 / 4) - 1e-5).all()
+
+
 def test_prototype_equal_to_a_patch_gives_max_similarity_at_that_patch():
     torch.manual_seed(1)
     net = PrototypeNetwork(1, 32, PrototypeConfig(num_prototypes=3))

@@ -58,6 +58,10 @@ class PrototypeConfig:
     init: str = "uniform"
     """Prototype initialisation: ``uniform`` (U[0, 1), the reference) or ``patches`` (farthest-point picks among the
     encoder features of real training patches, so that every prototype starts inside the feature cloud)."""
+    metric: str = "l2"
+    """How a patch z is compared with a prototype p: ``l2`` (the reference: d = ||z - p||^2 on raw features) or
+    ``cosine`` (d = ||z/|z| - p/|p|||^2 = 2 - 2 cos(z, p) in [0, 4], so s = log((d + 1)/(d + eps)) spans
+    [0.22, 9.21] whatever the scale the encoder's features drift to; see docs/steering.md)."""
 
     @property
     def dim(self) -> int:
@@ -276,6 +280,8 @@ class RunConfig:
             raise ConfigError(f"train.precision must be fp32, bf16 or fp16, not {self.train.precision!r}")
         if p.init not in ("uniform", "patches"):
             raise ConfigError(f"prototypes.init must be uniform or patches, not {p.init!r}")
+        if p.metric not in ("l2", "cosine"):
+            raise ConfigError(f"prototypes.metric must be l2 or cosine, not {p.metric!r}")
         if u.cond_norm not in ("none", "layer"):
             raise ConfigError(f"unet.cond_norm must be none or layer, not {u.cond_norm!r}")
         if u.cond_mode not in ("add", "film"):

@@ -14,6 +14,11 @@ prototype's location. The similarity is the ProtoPNet log-activation
 which is 0 for a far prototype and log(1/eps) ~ 9.21 for an exact match, and decreases
 monotonically with d_j. The vector s = (s_1, ..., s_P) conditions the diffusion model.
 
+With ``prototypes.metric=cosine`` both z_{h,w} and p_j are scaled to unit length first, so
+d = 2 - 2 cos(z, p) lies in [0, 4] and s in [log(5/4), log(1/eps)]. On raw features (``l2``, the
+reference) the encoder's features grow during training until every d_j is ~25-50, where s ~ 1/d is
+~0.03, varies by ~0.004 between images and ds/dd ~ -1/d^2 gives the prototypes almost no gradient.
+
 Where a prototype fires in pixels follows from receptive-field arithmetic (:class:`ReceptiveField`):
 unit (h, w) of the last layer sees a square of side r centred at (start + w*jump, start + h*jump).
 """
@@ -133,12 +138,16 @@ class PrototypeNetwork(nn.Module):
     def num_prototypes(self) -> int:
         return self.prototypes.shape[0]
 
+    def compared(self, z: torch.Tensor, dim: int) -> torch.Tensor:
+        """The vectors the metric compares: z itself (``l2``) or z scaled to unit length along ``dim`` (``cosine``)."""
+        return F.normalize(z, dim=dim, eps=1e-6) if self.cfg.metric == "cosine" else z
+
     def distances(self, z: torch.Tensor) -> torch.Tensor:
         """Squared L2 distance of every patch of z (B, D, H, W) to every prototype: (B, P, H, W)."""
         b, d, h, w = z.shape
-        zf = z.flatten(2)  # (B, D, HW)
+        zf = self.compared(z.flatten(2), dim=1)  # (B, D, HW)
         z2 = (zf * zf).sum(1, keepdim=True)  # (B, 1, HW)
-        p = self.prototypes
+        p = self.compared(self.prototypes, dim=1)
         p2 = (p * p).sum(1)[None, :, None]  # (1, P, 1)
         cross = torch.einsum("pd,bdn->bpn", p, zf)
         return F.relu(z2 - 2 * cross + p2).view(b, -1, h, w)
@@ -164,7 +173,7 @@ class PrototypeNetwork(nn.Module):
         one is the patch farthest (squared L2) from those already chosen, so the P starting points are real,
         diverse features: d_j = 0 at their source patch and s_j = log(1/eps) there.
         """
-        z = self.encoder(x).permute(0, 2, 3, 1).reshape(-1, self.prototypes.shape[1])
+        z = self.compared(self.encoder(x).permute(0, 2, 3, 1).reshape(-1, self.prototypes.shape[1]), dim=1)
         if z.shape[0] < self.num_prototypes:
             raise ValueError(f"{z.shape[0]} patches are fewer than {self.num_prototypes} prototypes; use more images")
         first = int(torch.randint(0, z.shape[0], (1,), generator=generator))
