@@ -161,6 +161,12 @@ class SampleConfig:
     """DDIM steps of an inversion *and* of decoding an inverted x_T (edits, reconstructions): the two must match
     for the round trip to be exact. Called ``invert_steps`` before; old config files load unchanged."""
     decode_sampler: str = "ddim"
+    """The sampler that decodes an inverted x_T (with ``inversion=ddim``; ``edict`` inverts and decodes with EDICT)."""
+    inversion: str = "ddim"
+    """``ddim``: plain DDIM inversion (approximate: the round trip loses detail at few steps) or ``edict``: exact
+    coupled inversion (Wallace et al. 2023; twice the network evaluations, exact at any step count)."""
+    edict_mix: float = 0.93
+    """EDICT's mixing weight p in (0, 1)."""
     clip_x0: bool = True
     """Clip the predicted clean image to [-1, 1] at every step when sampling from fresh noise (standard DDPM
     practice; the reference never clips). Decoding an inverted x_T never clips, so reconstructions stay exact."""
@@ -298,6 +304,10 @@ class RunConfig:
             raise ConfigError(f"train.honour_fraction must lie in (0, 1], got {tc.honour_fraction}")
         if not 0.0 <= tc.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout must lie in [0, 1), got {tc.cond_dropout}")
+        if self.sample.inversion not in ("ddim", "edict"):
+            raise ConfigError(f"sample.inversion must be ddim or edict, not {self.sample.inversion!r}")
+        if not 0 < self.sample.edict_mix < 1:
+            raise ConfigError(f"sample.edict_mix must lie in (0, 1), not {self.sample.edict_mix}")
         if self.sample.guidance and self.family == "patronus" and tc.cond_dropout == 0:
             raise ConfigError("sample.guidance needs a model trained with train.cond_dropout > 0 (a learned null s)")
         if self.data.resize not in ("center-crop", "squash", "pad"):

@@ -49,14 +49,14 @@ _INVERSIONS: "weakref.WeakKeyDictionary[object, OrderedDict[str, torch.Tensor]]"
 INVERSION_CACHE_SIZE = 32  # inversions kept per model (least recently used dropped first)
 
 
-def inversion_key(x0: torch.Tensor, s: torch.Tensor, steps: int) -> str:
-    """Hash of the images' and s's float32 bytes (with their shapes) and the step count."""
+def inversion_key(x0: torch.Tensor, s: torch.Tensor, steps: int, scheme: str = "ddim") -> str:
+    """Hash of the images' and s's float32 bytes (with their shapes), the step count and the inversion scheme."""
     h = hashlib.sha256()
     for t in (x0, s):
         a = t.detach().to("cpu", torch.float32).contiguous()
         h.update(repr(tuple(a.shape)).encode())
         h.update(a.numpy().tobytes())
-    h.update(f"steps={int(steps)}".encode())
+    h.update(f"steps={int(steps)} scheme={scheme}".encode())
     return h.hexdigest()
 
 
@@ -86,7 +86,9 @@ def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: boo
     steps = steps or pat.config.sample.ddim_steps
     s = pat.encode(x0).s
     store = _inversion_store(pat) if cache else None
-    key = inversion_key(x0, s, steps) if store is not None else None
+    sc = pat.config.sample
+    scheme = f"edict:{sc.edict_mix}" if sc.inversion == "edict" else "ddim"
+    key = inversion_key(x0, s, steps, scheme) if store is not None else None
     if store is not None and key in store:
         store.move_to_end(key)
         x_T = store[key]

@@ -210,7 +210,7 @@ def sample_variations(pat, s: torch.Tensor, k: int, seed: int = 0, steps: int | 
     d = pat.config.data
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((s.shape[0] * k, d.channels, d.image_size, d.image_size), generator=g)
-    out = pat.sample(s.repeat_interleave(k, 0), sampler=sampler or pat.config.sample.decode_sampler,
+    out = pat.sample(s.repeat_interleave(k, 0), sampler=sampler or pat.decode_sampler,
                      steps=steps or pat.config.sample.ddim_steps, seed=seed, x_T=x_T, progress=progress)
     return out.reshape(s.shape[0], k, d.channels, d.image_size, d.image_size)
 
@@ -328,13 +328,14 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     # then the interpolation path (one row per alpha); the variations follow from their own noise.
     t0 = time.time()
     b, p = inv.s.shape
-    shape = tuple(inv.x_T.shape[1:])
+    shape = tuple(inv.x0.shape[1:])  # of the images; x_T may be an EDICT state with twice the channels
+    x_shape = tuple(inv.x_T.shape[1:])
     r, e, alphas = int(plan.reconstruction), len(plan.edits), [float(a) for a in plan.alphas]
     conds = [inv.s] * r + [edit.apply(inv.s) for edit in plan.edits]
     n_cond = len(conds) * b
     xs, ss = [], []
     if conds:
-        xs.append(inv.x_T.unsqueeze(0).expand(len(conds), *inv.x_T.shape).reshape(n_cond, *shape))
+        xs.append(inv.x_T.unsqueeze(0).expand(len(conds), *inv.x_T.shape).reshape(n_cond, *x_shape))
         ss.append(torch.stack(conds).reshape(n_cond, p))
     if alphas:
         xs.append(torch.cat([slerp(inv.x_T[:1], inv.x_T[1:], a) for a in alphas]))
@@ -362,7 +363,7 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     fs = [faithfulness(inv.s, s_req[k], s_cond[r + k], edit.prototypes) for k, edit in enumerate(plan.edits)]
     res = EditResult(
         plan=plan, inverted=inv, run=str(getattr(pat, "run_dir", None)),
-        sampler=plan.sampler or pat.config.sample.decode_sampler,
+        sampler=plan.sampler or pat.decode_sampler,
         receptive_field=getattr(pat, "receptive_field", None) if loc_all is not None else None,
         images=imgs[r:], s_requested=s_req, s_after=s_cond[r:], location=None if loc_cond is None else loc_cond[r:],
         rise=torch.stack([f["rise"] for f in fs]) if e else torch.zeros(0, b),
@@ -414,7 +415,8 @@ def decode_many(pat, x_T: torch.Tensor, s_list: torch.Tensor, steps: int, sample
     """Decode E conditions per x_T in one batched call: x_T (B, ...), s_list (E, B, P) -> (E, B, C, H, W)."""
     e, b = s_list.shape[:2]
     flat_x = x_T.unsqueeze(0).expand(e, *x_T.shape).reshape(e * b, *x_T.shape[1:])
-    return decode_batch(pat, flat_x, s_list.reshape(e * b, -1), steps, sampler, progress).reshape(e, b, *x_T.shape[1:])
+    out = decode_batch(pat, flat_x, s_list.reshape(e * b, -1), steps, sampler, progress)
+    return out.reshape(e, b, *out.shape[1:])
 
 
 def decode_edit(pat, inv: Inverted, s_edit: torch.Tensor, steps: int | None = None,

@@ -37,6 +37,19 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic given it)")
 
 
+def add_inversion(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inversion", choices=("ddim", "edict"), default=None,
+                   help="inversion scheme (default: the run's sample.inversion, ddim): ddim is approximate at few "
+                        "steps; edict is exact at any step count for twice the network evaluations")
+
+
+def apply_inversion(pat, args):
+    """Set the loaded model's inversion scheme from --inversion (when given); returns the model."""
+    if getattr(args, "inversion", None):
+        pat.config.sample.inversion = args.inversion
+    return pat
+
+
 def add_sampler(p: argparse.ArgumentParser, steps: int | None = None, default: str | None = None) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=default,
                    help="sampler (default: the run's config, dpmpp-2m)")

@@ -16,8 +16,10 @@ from ..utils.io import write_json, write_text
 from .common import (
     add_device,
     add_images,
+    add_inversion,
     add_run,
     add_sampler,
+    apply_inversion,
     config_from_args,
     formatter,
     parse_int_list,
@@ -84,6 +86,7 @@ def register(sub) -> None:
     add_images(p, default_n=8)
     p.add_argument("--steps", default="50,100", help="comma-separated inversion/decoding step counts")
     p.add_argument("--out", default="results/reconstruct")
+    add_inversion(p)
     add_device(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -219,7 +222,7 @@ def cmd_reconstruct(args) -> int:
     from ..api import Patronus
     from ..evaluation.reconstruction import reconstruct
 
-    pat = Patronus.load(args.run, args.weights, args.device)
+    pat = apply_inversion(Patronus.load(args.run, args.weights, args.device), args)
     x, names = select_images(pat, args)
     step_list = parse_int_list(str(args.steps), f"--steps must be comma-separated integers, got {args.steps!r}")
     res = reconstruct(pat, x, names, step_list)

@@ -10,7 +10,7 @@ import torch
 
 from ..diffusion.samplers import SAMPLERS
 from ..utils.errors import UsageError
-from .common import add_device, add_images, add_run, parse_ids
+from .common import add_device, add_images, add_inversion, add_run, apply_inversion, parse_ids
 
 
 def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None:
@@ -23,6 +23,7 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
                    help="decoding sampler (default: the run's sample.decode_sampler, ddim; eta=0 DDIM is the exact "
                         "mirror of the inversion)")
+    add_inversion(p)
     p.add_argument("--ref-n", type=int, default=256, help="size of the reference set X for max(s_X) and quantiles")
     if ref_seed:
         p.add_argument("--ref-seed", type=int, default=0, help="seed of the reference set X (fixed while --seed "
@@ -45,7 +46,7 @@ def load_model(args):
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     torch.manual_seed(args.seed)
-    return Patronus.load(args.run, args.weights, args.device, batch_size=args.batch_size)
+    return apply_inversion(Patronus.load(args.run, args.weights, args.device, batch_size=args.batch_size), args)
 
 
 def steps_of(pat, args) -> int:

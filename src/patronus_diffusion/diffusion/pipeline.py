@@ -19,8 +19,8 @@ from ..data import DataError, load_dataset, pil_to_tensor
 from ..models.prototypes import PrototypeMatch
 from ..utils.errors import UsageError
 from .guidance import combine_guidance
-from .inversion import ddim_invert
-from .samplers import get_sampler
+from .inversion import ddim_invert, edict_invert
+from .samplers import edict_state, get_sampler
 from .schedule import NoiseSchedule
 
 
@@ -166,16 +166,44 @@ class PatronusPipeline:
             self._encodings[key] = out
         return out
 
+    @property
+    def decode_sampler(self) -> str:
+        """The sampler that decodes an inverted x_T: ``edict`` with ``sample.inversion=edict``, else
+        ``sample.decode_sampler``."""
+        sc = self.config.sample
+        return "edict" if sc.inversion == "edict" else sc.decode_sampler
+
     @torch.no_grad()
     def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
                progress: bool = False, callback=None) -> torch.Tensor:
-        """Deterministic DDIM inversion x_0 -> x_T under the images' own s (or the given s)."""
+        """Deterministic inversion x_0 -> x_T under the images' own s (or the given s).
+
+        ``sample.inversion=ddim``: x_T is (B, C, H, W); ``edict``: an exact EDICT state (B, 2C, H, W) that
+        :meth:`decode` (with its default sampler) turns back into the images."""
         x = self.check_images(images)
         s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
         steps = steps or self.config.sample.ddim_steps
-        out = [ddim_invert(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
-                           callback=callback).cpu() for xc, sc in self._chunks(x, s)]
+        sc = self.config.sample
+        opts = {"mix": sc.edict_mix} if sc.inversion == "edict" else {}
+        fn = edict_invert if sc.inversion == "edict" else ddim_invert
+        out = [fn(self.model_fn(sc_), xc.to(self.device), self.schedule, steps, progress=progress,
+                  callback=callback, **opts).cpu() for xc, sc_ in self._chunks(x, s)]
         return torch.cat(out)
+
+    def _decoder_input(self, x_T: torch.Tensor, sampler: str) -> torch.Tensor:
+        """x_T as the sampler reads it: EDICT takes a two-sequence state; every other sampler plain noise."""
+        c = self.config.data.channels
+        if sampler == "edict":
+            if x_T.shape[1] == c:
+                return edict_state(x_T)
+            if x_T.shape[1] == 2 * c:
+                return x_T
+        elif x_T.shape[1] == c:
+            return x_T
+        elif x_T.shape[1] == 2 * c:
+            raise UsageError(f"this x_T is an EDICT state ({x_T.shape[1]} channels, from sample.inversion=edict); "
+                             f"decode it with the edict sampler, not {sampler!r}")
+        raise UsageError(f"x_T has {x_T.shape[1]} channels; this model's images have {c}")
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
@@ -184,7 +212,11 @@ class PatronusPipeline:
 
         ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``)."""
         s = self.check_s(s, x_T.shape[0])
-        fn = get_sampler(sampler or self.config.sample.decode_sampler)
+        sampler = sampler or self.decode_sampler
+        fn = get_sampler(sampler)
+        x_T = self._decoder_input(x_T, sampler)
+        if sampler == "edict":
+            options.setdefault("mix", self.config.sample.edict_mix)
         steps = steps or self.config.sample.ddim_steps
         out = [fn(self.model_fn(sc, guidance), xc.to(self.device), self.schedule, steps, progress=progress,
                   callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]

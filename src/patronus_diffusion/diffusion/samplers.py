@@ -142,7 +142,55 @@ def dpmpp_2m(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, step
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim, "ddpm": ddpm, "dpmpp-2m": dpmpp_2m}
+def ddim_coefficients(schedule: NoiseSchedule, t: int, prev: int) -> tuple[float, float]:
+    """(a, b) of the deterministic DDIM step written as x_prev = a x_t + b eps(x_t, t):
+    a = sqrt(abar_prev / abar_t), b = sqrt(1 - abar_prev) - sqrt(abar_prev (1 - abar_t) / abar_t)."""
+    ab, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(prev)
+    return math.sqrt(ab_prev / ab), math.sqrt(1 - ab_prev) - math.sqrt(ab_prev * (1 - ab) / ab)
+
+
+def edict_state(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """An EDICT state: the two sequences (x, y) stacked along channels, (B, 2C, H, W); plain noise has y = x."""
+    return torch.cat([x, x if y is None else y], dim=1)
+
+
+@torch.no_grad()
+def edict(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, mix: float = 0.93,
+          generator: torch.Generator | None = None, callback: Callback = None, progress: bool = False,
+          clip_x0: bool = False) -> torch.Tensor:
+    """EDICT decoding (Wallace et al. 2023): two coupled DDIM sequences, exactly invertible in closed form.
+
+    With (a, b) of :func:`ddim_coefficients` and the mixing weight p, each step t -> prev is
+
+        x' = a x + b eps(y, t);   y' = a y + b eps(x', t)
+        x'' = p x' + (1 - p) y';  y'' = p y' + (1 - p) x''
+
+    and every line can be solved for its left-hand input, so :func:`~.inversion.edict_invert` walks back
+    exactly (to float rounding) at any step count. Costs 2 network evaluations per step. ``x_T`` is a state
+    (B, 2C, H, W) of :func:`edict_state` (from ``edict_invert``, or plain noise with x = y). Returns x (B, C, H, W).
+    ``clip_x0`` and ``generator`` are accepted for the shared signature and unused (clipping breaks exactness).
+    """
+    ts = schedule.timesteps(steps)
+    if x_T.shape[1] % 2:
+        raise UsageError(f"edict decodes a (B, 2C, H, W) state of two sequences; got {x_T.shape[1]} channels "
+                         "(wrap plain noise with edict_state(noise))")
+    x, y = x_T.chunk(2, dim=1)
+    for i, t in _iter(ts, progress, "edict"):
+        prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a, b = ddim_coefficients(schedule, t, prev)
+        x = a * x + b * model_fn(y, _tvec(t, y)).to(x.dtype)
+        eps = model_fn(x, _tvec(t, x)).to(y.dtype)
+        y = a * y + b * eps
+        x = mix * x + (1 - mix) * y
+        y = mix * y + (1 - mix) * x
+        if callback is not None:
+            ab_prev = schedule.alpha_bar(prev)
+            x0 = x if prev < 0 else predict_x0(x, eps, ab_prev)
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim, "ddpm": ddpm, "dpmpp-2m": dpmpp_2m, "edict": edict}
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Reconstruction: invert x0 -> x_T with deterministic DDIM under the image's own s, decode (x_T, s) back.
+"""Reconstruction: invert x0 -> x_T (DDIM, or exact EDICT) under the image's own s, decode (x_T, s) back.
 
 PSNR/SSIM of the decoded image against the original measure how exact the inversion is at a step count;
 every edit (which decodes the same x_T under an edited s) inherits this error, so it is reported with them.
@@ -28,9 +28,13 @@ class ReconstructionResult:
     ssim: dict[int, torch.Tensor] = field(default_factory=dict)
     by_steps: dict[str, dict] = field(default_factory=dict)
 
+    inversion: str = "ddim"
+
     def to_json(self) -> dict:
         steps = list(self.reconstructions)
-        return {"run": self.run, "images": self.names, "sampler": "ddim (eta=0) inversion and decoding",
+        how = ("ddim (eta=0) inversion and decoding" if self.inversion == "ddim"
+               else "edict (exact coupled) inversion and decoding")
+        return {"run": self.run, "images": self.names, "sampler": how, "inversion": self.inversion,
                 "rows_of_reconstructions_png": ["original"] + [f"{k} steps" for k in steps], "by_steps": self.by_steps}
 
     def write(self, out: str | Path) -> dict[str, Path]:
@@ -48,8 +52,9 @@ class ReconstructionResult:
 
 def reconstruct(pat, x: torch.Tensor, names: list[str], step_list: list[int],
                 progress: bool = True) -> ReconstructionResult:
-    """Invert and decode ``x`` at each step count (DDIM eta = 0 both ways)."""
-    res = ReconstructionResult(run=str(pat.run_dir), names=list(names), originals=x)
+    """Invert and decode ``x`` at each step count (the run's ``sample.inversion`` scheme both ways)."""
+    res = ReconstructionResult(run=str(pat.run_dir), names=list(names), originals=x,
+                               inversion=pat.config.sample.inversion)
     s = pat.encode(x).s
     for k in step_list:
         t0 = time.time()
