@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..utils.images import to_uint8
+from ..utils.images import png_uri
 from ..utils.io import write_json, write_text
 from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, encode_subset, seeded_indices
@@ -46,19 +45,6 @@ BUDGETS = {
 
 
 # ------------------------------------------------------------------------------ pictures as data URIs
-def png_uri(images: torch.Tensor, upscale: int = 2) -> str:
-    """A row of images (N, C, H, W) in [-1, 1] as one PNG data URI."""
-    arr = to_uint8(images)  # (N, H, W, C) uint8
-    row = np.concatenate(list(arr), axis=1)
-    row = row[..., 0] if row.shape[-1] == 1 else row
-    img = Image.fromarray(row)
-    if upscale > 1:
-        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def figure_uri(draw, size=(3.2, 1.6)) -> str:
     """A small matplotlib figure drawn by ``draw(ax)`` as a PNG data URI."""
     import matplotlib

@@ -16,11 +16,13 @@ encode, invert, decode, sample) plus loading from a run folder or a ``pretrained
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..diffusion.pipeline import PatronusPipeline
 from ..models import build_model
-from ..runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, weights_file
+from ..runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, sha256, weights_file
+from ..utils.errors import UsageError
 from ..utils.device import pick_device
 
 
@@ -48,3 +50,34 @@ class Patronus(PatronusPipeline):
             meta = json.loads((self.run_dir / "train_summary.json").read_text())
         return {"run": str(self.run_dir), "preset": self.config.preset, "prototypes": self.num_prototypes,
                 "image_size": self.config.data.image_size, "channels": self.config.data.channels, **meta}
+
+    # ------------------------------------------------------------------ the prior over s
+    def load_prior(self, prior_dir: str | Path | None = None, required: bool = True):
+        """The run's prior over s (``RUN/prior`` or ``prior_dir``); None when absent and not ``required``.
+
+        Warns on stderr when the prior was fitted to the s of other weights (the run was trained further)."""
+        from ..diffusion.prior import load_prior
+        from ..training.prior import PRIOR_WEIGHTS, default_prior_dir, find_prior
+
+        if not required and not prior_dir and not (default_prior_dir(self.run_dir) / PRIOR_WEIGHTS).exists():
+            return None
+        prior = load_prior(find_prior(self.run_dir, prior_dir))
+        if prior.dim != self.num_prototypes:
+            raise UsageError(f"the prior samples {prior.dim}-dimensional s but the run has {self.num_prototypes} "
+                             f"prototypes; train a prior for this run")
+        self.prior_is_stale(prior)
+        return prior
+
+    def prior_is_stale(self, prior) -> bool:
+        """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
+        fitted = prior.meta.get("source", {}).get("weights_sha256")
+        try:
+            current = sha256(weights_file(self.run_dir, prior.meta.get("source", {}).get("weights", "ema")))
+        except Exception:  # noqa: BLE001 - a missing file is reported by the load itself
+            return False
+        if fitted and fitted != current:
+            print(f"patronus: warning: the prior in {prior.path} was fitted to the s of other weights than "
+                  f"{self.run_dir}'s current ones; retrain it with `patronus train-prior --run {self.run_dir}`",
+                  file=sys.stderr)
+            return True
+        return False

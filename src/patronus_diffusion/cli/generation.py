@@ -89,36 +89,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _load_prior(pat, prior_dir: str | None, required: bool):
-    from ..diffusion.prior import load_prior
-    from ..training.prior import default_prior_dir, find_prior
-
-    if not required and not prior_dir and not (default_prior_dir(pat.run_dir) / "prior.safetensors").exists():
-        return None
-    prior = load_prior(find_prior(pat.run_dir, prior_dir))
-    if prior.dim != pat.num_prototypes:
-        raise UsageError(f"the prior samples {prior.dim}-dimensional s but the run has {pat.num_prototypes} "
-                         f"prototypes; train a prior for this run")
-    warn_if_stale(pat, prior)
-    return prior
-
-
-def warn_if_stale(pat, prior) -> bool:
-    """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
-    import sys
-
-    from ..runs import sha256, weights_file
-
-    fitted = prior.meta.get("source", {}).get("weights_sha256")
-    try:
-        current = sha256(weights_file(pat.run_dir, prior.meta.get("source", {}).get("weights", "ema")))
-    except Exception:  # noqa: BLE001 - a missing file is reported by the load itself
-        return False
-    if fitted and fitted != current:
-        print(f"patronus: warning: the prior in {prior.path} was fitted to the s of other weights than "
-              f"{pat.run_dir}'s current ones; retrain it with `patronus train-prior --run {pat.run_dir}`",
-              file=sys.stderr)
-        return True
-    return False
+    return pat.load_prior(prior_dir, required)
 
 
 # ------------------------------------------------------------------------------------ train-prior

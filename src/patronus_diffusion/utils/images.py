@@ -1,7 +1,9 @@
-"""Image helpers: [-1, 1] tensors <-> uint8, lossless PNG grids, PSNR/SSIM."""
+"""Image helpers: [-1, 1] tensors <-> uint8, lossless PNG grids and data URIs, PSNR/SSIM."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from pathlib import Path
 
@@ -60,3 +62,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     va, vb, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2))
     return s.flatten(1).mean(1)
+
+
+def png_uri(images: torch.Tensor, upscale: int = 2) -> str:
+    """A row of images (N, C, H, W) in [-1, 1] as one PNG data URI."""
+    arr = to_uint8(images)  # (N, H, W, C) uint8
+    row = np.concatenate(list(arr), axis=1)
+    row = row[..., 0] if row.shape[-1] == 1 else row
+    img = Image.fromarray(row)
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

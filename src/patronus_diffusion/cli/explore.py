@@ -1,0 +1,68 @@
+"""`patronus explore`: a local web page with one slider per prototype (explore/)."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+from .common import add_device, add_run, formatter
+
+
+def register(sub) -> None:
+    p = sub.add_parser("explore", help="a local web explorer: pick or upload an image, move a slider per prototype",
+                       formatter_class=formatter(),
+                       description="Serves a page on http://HOST:PORT (127.0.0.1 unless --host says otherwise). "
+                                   "Pick a test image or upload one: it is encoded and inverted once (cached). "
+                                   "Each slider sets one prototype's s_J within [1 % quantile, max] over the "
+                                   "reference set; the image is decoded again from the cached inversion and "
+                                   "re-encoded, so the page shows the requested s next to the reached one. Also: "
+                                   "reset, interpolate between two images, sample from the run's prior, download "
+                                   "the image and s. Ctrl-C stops the server.")
+    add_run(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but a loopback address exposes the model to your network")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    p.add_argument("--steps", type=int, default=10, help="inversion and decoding steps per slider update")
+    p.add_argument("--inversion", choices=("edict", "ddim"), default="edict",
+                   help="edict: exact at any step count (2 network calls per step); ddim: 1 call per step but "
+                        "the picked image comes back blurred at 10-20 steps")
+    p.add_argument("--ref-n", type=int, default=256, help="reference images behind the slider ranges")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance on s when decoding (models trained with train.cond_dropout)")
+    p.add_argument("--log-requests", action="store_true", help="print every HTTP request")
+    add_device(p)
+    p.set_defaults(func=cmd_explore)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_explore(args) -> int:
+    from ..api import Patronus
+    from ..explore.server import make_server
+    from ..explore.session import ExplorerSession
+
+    pat = Patronus.load(args.run, args.weights, args.device)
+    session = ExplorerSession(pat, steps=args.steps, inversion=args.inversion, ref_n=args.ref_n,
+                              ref_seed=args.seed, prior=pat.load_prior(required=False), guidance=args.guidance)
+    if not is_loopback(args.host):
+        print(f"patronus: warning: serving on {args.host}, not on 127.0.0.1: anyone who can reach this machine "
+              "can use the explorer and upload files to it", file=sys.stderr)
+    server = make_server(session, args.host, args.port, quiet=not args.log_requests)
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in str(host) else host
+    print(f"[explore] {pat.run_dir}: {pat.num_prototypes} prototypes, {args.steps} {args.inversion} steps per update")
+    print(f"[explore] open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\n[explore] stopped")
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,184 @@
+"""The explorer's web server: the standard library's threaded HTTP server, JSON in and out.
+
+Only the three files of ``explore/static/`` are served, by name from a fixed table (no path from a URL
+ever reaches the file system). Everything else is the JSON API of :class:`~.session.ExplorerSession`:
+
+    GET  /api/info                     model facts and slider ranges
+    GET  /api/thumbs?offset=&count=    test images for the picking grid
+    POST /api/pick      {index}        pick a test image (encode + invert once)
+    POST /api/upload?name=FILE         the raw bytes of an image file
+    POST /api/prior     {seed}         sample s from the run's prior and decode it
+    POST /api/render    {key, s, seq, client}   decode the picked image under s, re-encode it
+    POST /api/interpolate {a, b, alpha}
+
+A user error (a bad upload, an unknown index) is a 400 with ``{"error": message}`` that the page shows;
+the server keeps running. A bug is a 500, and its traceback goes to the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, unquote, urlparse
+
+from ..utils.errors import UserError
+from .session import MAX_UPLOAD_BYTES, ExplorerSession
+
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
+          "/explorer.css": ("explorer.css", "text/css; charset=utf-8")}
+MAX_JSON_BYTES = 1 << 20
+DRAIN_BYTES = 64 << 20  # a too-large upload up to this size is read and answered; a larger one is cut off
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def static_file(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def make_handler(session: ExplorerSession, quiet: bool = True):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "patronus-explore"
+
+        def log_message(self, fmt, *args):  # requests are not logged unless asked (a slider sends many)
+            if not quiet:
+                sys.stderr.write("[explore] " + fmt % args + "\n")
+
+        # ------------------------------------------------------------ responses
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in SECURITY_HEADERS.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, obj, status: int = 200) -> None:
+            self._send(status, json.dumps(obj).encode(), "application/json")
+
+        def _error(self, status: int, message: str) -> None:
+            self._json({"error": message}, status)
+
+        def _body(self, limit: int) -> bytes | None:
+            """The request body, or None after answering 413 when it is larger than ``limit``."""
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > limit:
+                self.close_connection = True
+                left = n if n <= DRAIN_BYTES else 0  # read what was sent, so the browser sees the answer
+                while left > 0:
+                    left -= len(self.rfile.read(min(left, 1 << 16)) or b"x" * left)
+                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"the upload is {n / 2**20:.1f} MiB; the limit is {limit / 2**20:.0f} MiB")
+                return None
+            return self.rfile.read(n) if n else b""
+
+        def _dispatch(self, fn) -> None:
+            try:
+                fn()
+            except UserError as e:
+                self._error(HTTPStatus.BAD_REQUEST, str(e))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except Exception as e:  # a bug: keep its traceback in the terminal, tell the page
+                traceback.print_exc()
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__}: {e}); "
+                                                              "see the terminal running `patronus explore`")
+
+        # ------------------------------------------------------------ routes
+        def do_HEAD(self):
+            self.do_GET()
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            if url.path in STATIC:
+                name, ctype = STATIC[url.path]
+                return self._send(200, static_file(name), ctype)
+            if url.path == "/favicon.ico":
+                return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+            q = parse_qs(url.query)
+            if url.path == "/api/info":
+                return self._dispatch(lambda: self._json(session.info()))
+            if url.path == "/api/thumbs":
+                return self._dispatch(lambda: self._json(session.thumbnails(
+                    _int(q, "offset", 0), _int(q, "count", 48))))
+            self._error(HTTPStatus.NOT_FOUND, "not found")
+
+        def do_POST(self):
+            url = urlparse(self.path)
+            if url.path == "/api/upload":
+                name = unquote(parse_qs(url.query).get("name", ["upload"])[0])[:120]
+
+                def upload():
+                    data = self._body(MAX_UPLOAD_BYTES)
+                    if data is not None:
+                        self._json(session.pick_upload(data, name))
+                return self._dispatch(upload)
+            routes = {"/api/pick": lambda a: session.pick_test(_num(a, "index", int)),
+                      "/api/prior": lambda a: session.sample_prior(_num(a, "seed", int, 0)),
+                      "/api/render": lambda a: session.render(str(a.get("key", "")), a.get("s") or [],
+                                                              _num(a, "seq", int, 0), str(a.get("client", ""))),
+                      "/api/interpolate": lambda a: session.interpolate(str(a.get("a", "")), str(a.get("b", "")),
+                                                                        _num(a, "alpha", float))}
+            if url.path not in routes:
+                return self._error(HTTPStatus.NOT_FOUND, "not found")
+
+            def call():
+                raw = self._body(MAX_JSON_BYTES)
+                if raw is None:
+                    return
+                try:
+                    args = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    raise RequestError("the request body is not JSON") from None
+                if not isinstance(args, dict):
+                    raise RequestError("the request body must be a JSON object")
+                self._json(routes[url.path](args))
+            self._dispatch(call)
+
+    return Handler
+
+
+class RequestError(UserError):
+    """A malformed API request."""
+
+
+def _num(args: dict, name: str, kind, default=None):
+    v = args.get(name, default)
+    if v is None:
+        raise RequestError(f"missing {name!r}")
+    try:
+        return kind(v)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name!r} must be a number, got {v!r}") from None
+
+
+def _int(q: dict, name: str, default: int) -> int:
+    try:
+        return int(q.get(name, [default])[0])
+    except ValueError:
+        raise RequestError(f"{name!r} must be an integer") from None
+
+
+def make_server(session: ExplorerSession, host: str = "127.0.0.1", port: int = 8765,
+                quiet: bool = True) -> ThreadingHTTPServer:
+    """A threaded server bound to (host, port); port 0 picks a free one (``server.server_address``)."""
+    cls = ThreadingHTTPServer
+    if ":" in host:  # an IPv6 address
+        cls = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    server = cls((host, port), make_handler(session, quiet))
+    server.daemon_threads = True
+    return server

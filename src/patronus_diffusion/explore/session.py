@@ -1,0 +1,232 @@
+"""The explorer's state and computations, without any web code (``explore/server.py`` serves them).
+
+An :class:`ExplorerSession` holds one loaded Patronus model and the images the user picked. Picking an
+image (a test index, an upload, a prior sample) encodes it and inverts it **once** through the edit
+engine's cached inversion; every slider move is then one :func:`~..analysis.engine.run_plan` call that
+decodes the cached x_T under the requested s and re-encodes the result, so the page can show the
+requested s next to the s the decoded image really has ("did the edit take?").
+
+Slider ranges come from the seeded reference set X of the edit commands: per prototype J from the
+1 % quantile of s_J over X to max(s_J over X), the value some real image reaches, not 0 ... max.
+The default scheme is exact EDICT inversion at 10 steps (``docs/explore.md``: reconstruction stays
+exact at any step count, so few steps keep a slider update fast without losing the image).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..analysis.editing import Inverted, invert_images, reference_set
+from ..analysis.engine import Edit, EditPlan, run_plan
+from ..data import pil_to_tensor
+from ..diffusion.samplers import edict_state
+from ..utils.errors import UsageError
+from ..utils.images import png_uri
+
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+"""Uploads larger than this are refused (4 MiB; the model works at its own small resolution anyway)."""
+MAX_UPLOAD_PIXELS = 25_000_000
+"""Uploads with more pixels than this are refused before decoding (decompression bombs)."""
+UPLOAD_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "I", "I;16", "I;16B", "I;16L", "F"}
+"""Image modes an upload may have; others (YCbCr, LAB, HSV, ...) get a message asking for RGB or grey."""
+MAX_ENTRIES = 64  # picked images kept (least recently used dropped first)
+
+
+class UploadError(UsageError):
+    """An upload the explorer cannot use; the message is shown in the page."""
+
+
+@dataclass
+class Entry:
+    """One picked image with its cached inversion."""
+
+    key: str
+    name: str
+    inverted: Inverted
+
+    @property
+    def s(self) -> torch.Tensor:
+        return self.inverted.s[0]
+
+
+def read_upload(data: bytes, channels: int, size: int, resize: str) -> torch.Tensor:
+    """Bytes of an uploaded file -> (1, C, size, size) in [-1, 1], or an :class:`UploadError` saying why not."""
+    if not data:
+        raise UploadError("the upload is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"the upload is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_UPLOAD_PIXELS:
+                raise UploadError(f"the image has {img.width} x {img.height} pixels; the limit is "
+                                  f"{MAX_UPLOAD_PIXELS:,} pixels")
+            if img.mode not in UPLOAD_MODES:
+                raise UploadError(f"images of mode {img.mode} are not supported; save it as an RGB or greyscale "
+                                  "PNG or JPEG")
+            img.load()
+            if img.mode == "CMYK":
+                img = img.convert("RGB")
+            return pil_to_tensor(img, channels, size, resize)[None]
+    except UploadError:
+        raise
+    except UnidentifiedImageError:
+        raise UploadError("this file is not an image the explorer can read (PNG, JPEG, GIF, BMP, TIFF or WebP)") \
+            from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UploadError(f"cannot read this image: {e}") from None
+
+
+class ExplorerSession:
+    """Picked images, their cached inversions, and slider updates of one model (thread-safe)."""
+
+    def __init__(self, pat, steps: int = 10, inversion: str = "edict", ref_n: int = 256, ref_seed: int = 0,
+                 prior=None, guidance: float | None = None):
+        if steps < 1:
+            raise UsageError("--steps must be at least 1")
+        self.pat = pat
+        pat.config.sample.inversion = inversion
+        self.steps = steps
+        self.guidance = guidance
+        self.prior = prior
+        self.reference = reference_set(pat, ref_n, ref_seed)
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._latest: dict[str, int] = {}
+        self.test_size = len(pat.dataset("test"))
+
+    # ---------------------------------------------------------------- model facts for the page
+    def slider_ranges(self) -> list[dict]:
+        """Per prototype: [low, high] = [1 % quantile, max] of s_J over the reference set X, and its median."""
+        s = self.reference.s
+        lo, mid, hi = (torch.quantile(s, q, dim=0) for q in (0.01, 0.5, 1.0))
+        return [{"id": j, "min": round(float(lo[j]), 5), "median": round(float(mid[j]), 5),
+                 "max": round(float(hi[j]), 5)} for j in range(s.shape[1])]
+
+    def info(self) -> dict:
+        pat = self.pat
+        d = pat.config.data
+        return {"run": str(pat.run_dir), "dataset": d.dataset, "image_size": d.image_size, "channels": d.channels,
+                "num_prototypes": pat.num_prototypes, "steps": self.steps,
+                "inversion": pat.config.sample.inversion, "test_images": self.test_size,
+                "prior": self.prior is not None, "max_upload_mib": MAX_UPLOAD_BYTES // 2**20,
+                "reference": self.reference.to_json(), "sliders": self.slider_ranges()}
+
+    def thumbnails(self, offset: int = 0, count: int = 48) -> dict:
+        """Test images offset ... offset + count - 1 as small data URIs, for the picking grid."""
+        offset = max(0, min(int(offset), self.test_size - 1))
+        idx = list(range(offset, min(offset + max(1, min(int(count), 200)), self.test_size)))
+        x = self.pat.load_images(indices=idx)
+        return {"offset": offset, "total": self.test_size,
+                "images": [{"index": i, "src": png_uri(x[k:k + 1], upscale=1)} for k, i in enumerate(idx)]}
+
+    # ---------------------------------------------------------------- picking
+    def _add(self, x: torch.Tensor, name: str, s: torch.Tensor | None = None,
+             x_T: torch.Tensor | None = None) -> dict:
+        """Invert x once (or take the given x_T, for a generated image) and remember it."""
+        with self._lock:
+            t0 = time.time()
+            if x_T is None:
+                inv = invert_images(self.pat, x, self.steps)
+            else:
+                inv = Inverted(x0=x, s=s, x_T=x_T, steps=self.steps)
+            key = uuid.uuid4().hex[:12]
+            self._entries[key] = Entry(key, name, inv)
+            while len(self._entries) > MAX_ENTRIES:
+                self._entries.popitem(last=False)
+            seconds = time.time() - t0
+            match = self.pat.encode(x)
+        return {"key": key, "name": name, "image": png_uri(x, upscale=1), "s": _floats(inv.s[0]),
+                "boxes": self._boxes(match.location[0]), "invert_seconds": round(seconds, 3)}
+
+    def pick_test(self, index: int) -> dict:
+        if not 0 <= int(index) < self.test_size:
+            raise UsageError(f"test image {index} does not exist (0 ... {self.test_size - 1})")
+        return self._add(self.pat.load_images(indices=[int(index)]), f"test:{int(index)}")
+
+    def pick_upload(self, data: bytes, filename: str = "upload") -> dict:
+        d = self.pat.config.data
+        x = read_upload(data, d.channels, d.image_size, d.resize)
+        return self._add(x, f"upload:{filename}")
+
+    def sample_prior(self, seed: int = 0) -> dict:
+        """s from the run's prior, an image decoded from fresh seeded noise; the sliders then edit it."""
+        if self.prior is None:
+            raise UsageError("this run has no prior over s; train one with `patronus train-prior --run RUN`")
+        s = self.prior.sample(1, seed=seed, clip=True)
+        d = self.pat.config.data
+        noise = torch.randn((1, d.channels, d.image_size, d.image_size), generator=torch.Generator().manual_seed(seed))
+        with self._lock:
+            x = self.pat.decode(noise, s, steps=self.steps, guidance=self.guidance).clamp(-1, 1)
+        x_T = edict_state(noise) if self.pat.decode_sampler == "edict" else noise  # as inversions are stored
+        return self._add(x, f"prior:{seed}", s=s, x_T=x_T)
+
+    def entry(self, key: str) -> Entry:
+        if key not in self._entries:
+            raise UsageError("this image is no longer loaded (the server was restarted or forgot it); pick it again")
+        self._entries.move_to_end(key)
+        return self._entries[key]
+
+    # ---------------------------------------------------------------- slider updates
+    def render(self, key: str, s: list[float], seq: int = 0, client: str = "") -> dict:
+        """Decode the picked image's cached x_T under the requested s, re-encode it.
+
+        Requests carry a sequence number per client; one that waits for the model while a newer one of the
+        same client arrived is dropped (``{"stale": true}``), so a dragged slider never queues up work.
+        """
+        chan = f"{client}:{key}"
+        self._latest[chan] = max(self._latest.get(chan, -1), int(seq))
+        with self._lock:
+            if int(seq) < self._latest[chan]:
+                return {"stale": True, "seq": seq}
+            e = self.entry(key)
+            want = self._check_s(s)
+            t0 = time.time()
+            changed = [j for j in range(want.shape[1]) if abs(float(want[0, j] - e.s[j])) > 1e-9]
+            plan = EditPlan(images=e.inverted.x0, edits=[Edit.replace(want, changed or [0], "slider")],
+                            steps=self.steps, inverted=e.inverted, guidance=self.guidance)
+            res = run_plan(self.pat, plan)
+            seconds = time.time() - t0
+        return {"seq": seq, "image": png_uri(res.images[0], upscale=1), "s_requested": _floats(want[0]),
+                "s_reached": _floats(res.s_after[0, 0]), "boxes": self._boxes(res.location[0, 0]),
+                "seconds": round(seconds, 3)}
+
+    def interpolate(self, key_a: str, key_b: str, alpha: float) -> dict:
+        """The image between two picked ones: s = lerp(s_A, s_B), x_T = slerp(x_T^A, x_T^B)."""
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise UsageError("alpha must lie in [0, 1]")
+        with self._lock:
+            a, b = self.entry(key_a), self.entry(key_b)
+            both = Inverted(x0=torch.cat([a.inverted.x0, b.inverted.x0]), s=torch.cat([a.inverted.s, b.inverted.s]),
+                            x_T=torch.cat([a.inverted.x_T, b.inverted.x_T]), steps=self.steps)
+            t0 = time.time()
+            res = run_plan(self.pat, EditPlan(images=both.x0, alphas=[float(alpha)], steps=self.steps,
+                                              inverted=both, guidance=self.guidance))
+            seconds = time.time() - t0
+        return {"image": png_uri(res.path[0:1], upscale=1), "s_requested": _floats(res.s_path_requested[0]),
+                "s_reached": _floats(res.s_path[0]), "alpha": float(alpha), "seconds": round(seconds, 3)}
+
+    def _check_s(self, s) -> torch.Tensor:
+        p = self.pat.num_prototypes
+        try:
+            t = torch.tensor([float(v) for v in s], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise UsageError("s must be a list of numbers") from None
+        if t.numel() != p or not torch.isfinite(t).all():
+            raise UsageError(f"s must hold {p} finite numbers, got {t.numel()}")
+        return t[None]
+
+    def _boxes(self, location: torch.Tensor) -> list[list[int]]:
+        """Receptive-field box (x0, y0, x1, y1) in model pixels of every prototype's best match."""
+        return [list(self.pat.receptive_field.box(int(r), int(c))) for r, c in location.tolist()]
+
+
+def _floats(t: torch.Tensor, digits: int = 5) -> list[float]:
+    return [round(float(v), digits) for v in t.flatten().tolist()]

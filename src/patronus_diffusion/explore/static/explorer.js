@@ -1,0 +1,274 @@
+// Patronus explorer: pick an image, move a slider per prototype, see the decoded image and its re-encoded s.
+// One render request is in flight at a time; slider moves while it runs are merged into the next one
+// (debounced), and the server drops a request that a newer one of this page overtook.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4"];
+const state = {
+  info: null, cur: null, s: null, seq: 0, inflight: false, pending: false, timer: null,
+  client: Math.random().toString(36).slice(2), offset: 0, a: null, b: null, lastImage: null,
+};
+
+async function api(path, body, raw) {
+  const opts = body === undefined ? {} : {
+    method: "POST", body: raw ? body : JSON.stringify(body),
+    headers: { "Content-Type": raw ? "application/octet-stream" : "application/json" },
+  };
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    throw new Error("the explorer server does not answer (is `patronus explore` still running?)");
+  }
+  let data;
+  try { data = await res.json(); } catch (e) { data = { error: `the server answered ${res.status}` }; }
+  if (!res.ok) throw new Error(data.error || `the server answered ${res.status}`);
+  return data;
+}
+
+function say(text, ok) {
+  const m = $("message");
+  m.textContent = text || "";
+  m.className = ok ? "ok" : "";
+}
+
+function fmt(v) { return Number(v).toFixed(3); }
+
+// ------------------------------------------------------------------ boxes over the images
+function drawBoxes(boxId, boxes, ids) {
+  const holder = $(boxId);
+  holder.querySelectorAll(".box").forEach((b) => b.remove());
+  if (!boxes) return;
+  const size = state.info.image_size;
+  ids.forEach((j, k) => {
+    const [x0, y0, x1, y1] = boxes[j];
+    const d = document.createElement("div");
+    d.className = "box";
+    d.style.left = (100 * x0 / size) + "%";
+    d.style.top = (100 * y0 / size) + "%";
+    d.style.width = (100 * (x1 - x0) / size) + "%";
+    d.style.height = (100 * (y1 - y0) / size) + "%";
+    d.style.borderColor = COLORS[k % COLORS.length];
+    const tag = document.createElement("span");
+    tag.textContent = "P" + j;
+    tag.style.background = COLORS[k % COLORS.length];
+    d.appendChild(tag);
+    holder.appendChild(d);
+  });
+}
+
+function topIds(s, k) {
+  return s.map((v, j) => [v, j]).sort((p, q) => q[0] - p[0]).slice(0, k).map((p) => p[1]);
+}
+
+// ------------------------------------------------------------------ sliders
+function buildSliders() {
+  const rows = $("rows");
+  rows.textContent = "";
+  const order = topIds(state.cur.s, state.cur.s.length);
+  for (const j of order) {
+    const r = state.info.sliders[j];
+    const lo = Math.min(r.min, state.cur.s[j]), hi = Math.max(r.max, state.cur.s[j]);
+    const row = document.createElement("div");
+    row.className = "proto";
+    row.dataset.id = j;
+    row.innerHTML = `<span class="name">P${j}</span><input type="range" aria-label="prototype ${j}">` +
+      `<span class="req"></span><span class="reached"></span>`;
+    const input = row.querySelector("input");
+    input.min = lo; input.max = hi; input.step = ((hi - lo) / 200) || 1e-4; input.value = state.cur.s[j];
+    input.addEventListener("input", () => {
+      state.s[j] = Number(input.value);
+      updateRow(row, j);
+      schedule();
+    });
+    row.addEventListener("mouseenter", () => {
+      drawBoxes("orig-box", state.cur.boxes, [j]);
+      drawBoxes("edit-box", state.editBoxes || state.cur.boxes, [j]);
+    });
+    row.addEventListener("mouseleave", showTopBoxes);
+    rows.appendChild(row);
+    updateRow(row, j);
+  }
+}
+
+function updateRow(row, j, reached) {
+  const changed = Math.abs(state.s[j] - state.cur.s[j]) > 1e-9;
+  row.classList.toggle("edited", changed);
+  row.querySelector(".req").textContent = fmt(state.s[j]);
+  const cell = row.querySelector(".reached");
+  if (reached !== undefined) {
+    cell.textContent = fmt(reached[j]);
+    cell.classList.remove("took", "missed");
+    if (changed) {
+      const rise = (reached[j] - state.cur.s[j]) / (state.s[j] - state.cur.s[j]);
+      cell.classList.add(rise >= 0.5 ? "took" : "missed");
+      cell.title = `rise ${rise.toFixed(2)} of the requested change`;
+    } else {
+      cell.title = "";
+    }
+  }
+}
+
+function showReached(reached) {
+  document.querySelectorAll(".proto").forEach((row) => updateRow(row, Number(row.dataset.id), reached));
+}
+
+function showTopBoxes() {
+  if (!state.cur) return;
+  const ids = topIds(state.cur.s, 3);
+  drawBoxes("orig-box", state.cur.boxes, ids);
+  drawBoxes("edit-box", state.editBoxes || state.cur.boxes, ids);
+}
+
+// ------------------------------------------------------------------ rendering (debounced, one in flight)
+function schedule() {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => {
+    if (state.inflight) { state.pending = true; return; }
+    render();
+  }, 30);
+}
+
+async function render() {
+  if (!state.cur) return;
+  state.inflight = true;
+  const seq = ++state.seq;
+  const t0 = performance.now();
+  try {
+    const out = await api("/api/render", { key: state.cur.key, s: state.s, seq, client: state.client });
+    if (!out.stale && seq === state.seq) {
+      setEdited(out.image, out.s_requested);
+      state.editBoxes = out.boxes;
+      showReached(out.s_reached);
+      showTopBoxes();
+      $("edited").dataset.seq = String(seq);
+      $("timing").textContent = `(${out.seconds.toFixed(2)} s model, ${((performance.now() - t0) / 1000).toFixed(2)} s total)`;
+      say("", true);
+    }
+  } catch (e) {
+    say(e.message);
+  } finally {
+    state.inflight = false;
+    if (state.pending) { state.pending = false; render(); }
+  }
+}
+
+function setEdited(src, s) {
+  $("edited").src = src;
+  state.lastImage = src;
+  $("dl-img").href = src;
+  const blob = new Blob([JSON.stringify({ run: state.info.run, image: state.cur.name, s_requested: s }, null, 1)],
+    { type: "application/json" });
+  const old = $("dl-s").href;
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  $("dl-s").href = URL.createObjectURL(blob);
+  $("dl-img").classList.remove("disabled");
+  $("dl-s").classList.remove("disabled");
+}
+
+// ------------------------------------------------------------------ picking
+function picked(out) {
+  state.cur = out;
+  state.s = out.s.slice();
+  state.editBoxes = null;
+  $("orig").src = out.image;
+  $("orig-name").textContent = out.name;
+  setEdited(out.image, out.s);
+  $("edited").dataset.seq = String(state.seq);
+  $("timing").textContent = `(inverted in ${out.invert_seconds.toFixed(2)} s)`;
+  ["reset", "set-a", "set-b"].forEach((id) => { $(id).disabled = false; });
+  buildSliders();
+  showReached(out.s);
+  showTopBoxes();
+  document.querySelectorAll(".thumbs img").forEach((im) => im.classList.toggle("current", im.alt === out.name));
+  say(`${out.name} picked; move a slider`, true);
+}
+
+async function pick(fn, what) {
+  say(`${what}…`, true);
+  try { picked(await fn()); } catch (e) { say(e.message); }
+}
+
+async function loadThumbs(offset) {
+  try {
+    const out = await api(`/api/thumbs?offset=${offset}&count=48`);
+    state.offset = out.offset;
+    const grid = $("thumbs");
+    grid.textContent = "";
+    for (const im of out.images) {
+      const el = document.createElement("img");
+      el.src = im.src;
+      el.alt = `test:${im.index}`;
+      el.title = `test image ${im.index}`;
+      el.addEventListener("click", () => pick(() => api("/api/pick", { index: im.index }), `inverting test image ${im.index}`));
+      grid.appendChild(el);
+    }
+    $("page").textContent = `${out.offset} … ${out.offset + out.images.length - 1} of ${out.total}`;
+  } catch (e) { say(e.message); }
+}
+
+function upload(file) {
+  const limit = state.info.max_upload_mib * 1024 * 1024;
+  if (file.size > limit) {
+    say(`${file.name} is ${(file.size / 1048576).toFixed(1)} MiB; the limit is ${state.info.max_upload_mib} MiB`);
+    return;
+  }
+  pick(async () => api(`/api/upload?name=${encodeURIComponent(file.name)}`, await file.arrayBuffer(), true),
+    `reading ${file.name}`);
+}
+
+async function interpolate() {
+  if (!state.a || !state.b) return;
+  const alpha = Number($("alpha").value);
+  try {
+    const out = await api("/api/interpolate", { a: state.a.key, b: state.b.key, alpha });
+    $("edited").src = out.image;
+    $("dl-img").href = out.image;
+    $("edited").dataset.seq = String(++state.seq);
+    $("timing").textContent = `(A→B at ${alpha.toFixed(2)}, ${out.seconds.toFixed(2)} s)`;
+  } catch (e) { say(e.message); }
+}
+
+// ------------------------------------------------------------------ start
+async function start() {
+  try {
+    state.info = await api("/api/info");
+  } catch (e) { say(e.message); return; }
+  const i = state.info;
+  $("model").textContent = `${i.run} · ${i.dataset} ${i.image_size}px · ${i.num_prototypes} prototypes · ` +
+    `${i.steps} ${i.inversion.toUpperCase()} steps per update`;
+  $("index").max = i.test_images - 1;
+  $("upload-hint").textContent = `Uploads: any image file up to ${i.max_upload_mib} MiB; it is converted to ` +
+    `${i.channels === 1 ? "greyscale" : "RGB"} ${i.image_size} × ${i.image_size}.`;
+  $("prior").disabled = !i.prior;
+  if (!i.prior) $("prior").title = "this run has no prior (patronus train-prior --run RUN)";
+  $("prev").addEventListener("click", () => loadThumbs(Math.max(0, state.offset - 48)));
+  $("next").addEventListener("click", () => loadThumbs(state.offset + 48));
+  $("open").addEventListener("click", () => {
+    const n = Number($("index").value);
+    pick(() => api("/api/pick", { index: n }), `inverting test image ${n}`);
+  });
+  $("upload").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); ev.target.value = ""; });
+  $("prior").addEventListener("click", () =>
+    pick(() => api("/api/prior", { seed: Number($("prior-seed").value) }), "sampling from the prior"));
+  $("reset").addEventListener("click", () => {
+    if (!state.cur) return;
+    state.s = state.cur.s.slice();
+    buildSliders();
+    render();
+  });
+  $("set-a").addEventListener("click", () => { state.a = state.cur; abText(); });
+  $("set-b").addEventListener("click", () => { state.b = state.cur; abText(); });
+  $("alpha").addEventListener("input", () => { clearTimeout(state.itimer); state.itimer = setTimeout(interpolate, 60); });
+  await loadThumbs(0);
+  await pick(() => api("/api/pick", { index: 0 }), "inverting test image 0");
+}
+
+function abText() {
+  $("ab").textContent = `A = ${state.a ? state.a.name : "—"}, B = ${state.b ? state.b.name : "—"}`;
+  $("alpha").disabled = !(state.a && state.b && state.a.key !== state.b.key);
+  if (!$("alpha").disabled) interpolate();
+}
+
+start();
