@@ -38,4 +38,7 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     assert not re.search(r"https?://", page)
     assert len(data["prototypes"]) == n and {"rise", "s_quantiles", "nearest", "dead"} <= set(data["prototypes"][0])
     assert "median_rise" in data["card"]["edit_benchmark"] and data["quality"]["probes"]
+    em = data["prototypes"][0]["emergence"]  # the "when" curve of every card, with its numbers
+    assert set(em) == {"t_half", "final_gain", "requested_change"} and em["requested_change"] >= 0
+    assert page.count('class="when"') == n
     assert "prototype cards" in capsys.readouterr().out

@@ -15,6 +15,7 @@ def test_report_cards_render_and_sort_in_chromium(browser, tiny_run, tmp_path):
     first = cards.first.locator("img.patches")
     assert first.evaluate("img => img.complete && img.naturalWidth > 0")  # the picture decoded
     assert cards.first.locator("img.strip").evaluate("img => img.naturalWidth > 0")
+    assert cards.first.locator("img.when").evaluate("img => img.naturalWidth > 0")  # the emergence curve
     page.click("text=mean s")
     means = [float(v) for v in page.eval_on_selector_all("div.card", "cs => cs.map(c => c.dataset.mean)")]
     assert means == sorted(means, reverse=True)

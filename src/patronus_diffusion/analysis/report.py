@@ -11,6 +11,9 @@ Per prototype J (the gallery, :func:`~.explain.build_gallery`, and the edit benc
 * the histogram of s_J over a seeded set of test images, with quantiles and how often J is an image's top one;
 * an edit strip: s_J raised from the reconstruction's value towards J's own plausible maximum at several
   strengths, decoded from the inverted x_T, with the measured rise (1 = the requested change happened);
+* its emergence ("when") curve: the same edit (s_J at its own maximum) decoded with the predicted clean image
+  re-encoded at every sampling step; the curve is the mean gain of s_J over the unedited decode along t, and
+  t_half the step where it first reaches half its final value (:mod:`.when`);
 * its best attribute/class AUROC (when the data has labels), and flags: dead, or redundant with another prototype.
 """
 
@@ -35,6 +38,8 @@ from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, encode_subset, seeded_indices
 from .figures import crop
 from .quality import run_quality
+from .engine import Edit, EditPlan, run_plan
+from .when import emergence_of, half_rise_timestep
 
 BUDGETS = {
     "quick": {"n_images": 2, "patch_images": 2000, "stats_images": 500, "quality_limit": 2000, "steps": 20,
@@ -143,6 +148,12 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
                                             names=gallery.sources, steps=budget["steps"], seed=seed), progress)
     timings["edit_benchmark_seconds"] = round(time.time() - t0, 1)
     t0 = time.time()
+    own_max = {p["prototype"]: p["targets"]["own_max"] for p in ev.per_prototype()}
+    em = emergence_of(run_plan(pat, EditPlan(
+        images=x, edits=[Edit.set(j, float(own_max[j]), label=f"{j}=own max") for j in gallery.prototypes],
+        reference=gallery.reference, reconstruction=True, trace=True, steps=budget["steps"]), progress))
+    timings["emergence_seconds"] = round(time.time() - t0, 1)
+    t0 = time.time()
     quality = run_quality(pat, limit=budget["quality_limit"], folds=budget["folds"], seed=seed, progress=progress)
     timings["quality_seconds"] = round(time.time() - t0, 1)
     matrix, names = quality.pop("_matrix"), quality["tad_targets"]
@@ -169,6 +180,8 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
                 best_target = {"target": names[t], "auroc": round(float(matrix[t, j]), 4)}
         rec = gallery.record(r)
         p = per_proto[j]
+        gain = em.gain_vs_unedited(em.prototypes.index(j)).mean(1).numpy()
+        t_half = half_rise_timestep(em.t, gain)
         records.append({
             "prototype": j, "s_mean": rec["s_mean"], "s_quantiles": rec["s_quantiles"],
             "top_fraction": rec["top_fraction"], "own_max": p["targets"]["own_max"],
@@ -179,7 +192,10 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
             "best_auroc": best_target, "dead": j in dead, "redundant_with": sorted(set(redundant.get(j, []))),
             "img_patches": png_uri(patches, 4) if patches is not None else "",
             "img_strip": png_uri(torch.stack(strip).clamp(-1, 1), 3),
+            "emergence": {"t_half": t_half, "final_gain": round(float(gain[-1]), 5),
+                          "requested_change": round(float((em.targets[em.prototypes.index(j)] - em.s_x0[:, j]).mean()), 5)},
             "img_hist": figure_uri(lambda ax, v=vals, j=j: _hist(ax, v, j), (2.6, 1.4)),
+            "img_when": figure_uri(lambda ax, g=gain, th=t_half: _when(ax, em.t, g, th), (2.6, 1.4)),
         })
     curve, log = _train_curve(Path(pat.run_dir)) if pat.run_dir is not None else (None, None)
     info = pat.info()
@@ -201,7 +217,7 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
                   "host": {"python": platform.python_version(), "torch": torch.__version__,
                            "threads": torch.get_num_threads(), "machine": platform.machine()},
                   "reference": gallery.reference.to_json(), "edit_images": gallery.sources,
-                  "not_computed": ["the emergence ('when') curve of each prototype (use `patronus when`)"]}
+                  "emergence": "s_J := its own max, traced over the same images and steps as the edit strip"}
     pictures = {"train_curve": curve} if curve else {}
     return ModelReport(card=card, prototypes=records, quality=_quality_json(quality), provenance=provenance,
                        pictures=pictures)
@@ -218,6 +234,17 @@ def _same_size(crops: list[torch.Tensor]) -> torch.Tensor:
 def _median(t: torch.Tensor):
     v = t[torch.isfinite(t)]
     return round(float(v.median()), 4) if v.numel() else None
+
+
+def _when(ax, t: np.ndarray, gain: np.ndarray, t_half: int | None) -> None:
+    ax.plot(t, gain, color="#2f6fdf", linewidth=1.2)
+    ax.axhline(0, color="#999", linewidth=0.6)
+    if t_half is not None:
+        ax.axvline(t_half, color="#c0392b", linewidth=0.8, linestyle=":")
+    ax.set_xlim(float(t.max()), float(t.min()))  # generation runs from t = T (left) to 0 (right)
+    ax.set_xlabel("t", fontsize=7)
+    ax.set_ylabel("gain of s_J", fontsize=7)
+    ax.tick_params(labelsize=6)
 
 
 def _hist(ax, vals: np.ndarray, j: int) -> None:
@@ -269,6 +296,7 @@ def _card_html(p: dict) -> str:
     auroc = (f"{html.escape(p['best_auroc']['target'])} {p['best_auroc']['auroc']:.3f}" if p["best_auroc"] else "n/a")
     data = " ".join(f'data-{k}="{v if v is not None else -1e9}"' for k, v in
                     (("rise", p["rise"]), ("mean", p["s_mean"]), ("top", p["top_fraction"]),
+                     ("emerge", p["emergence"]["t_half"]),
                      ("auroc", p["best_auroc"]["auroc"] if p["best_auroc"] else None)))
     nearest = "; ".join(f"{html.escape(n['label'])} d={n['distance']:.3g}" for n in p["nearest"][:5])
     return (f'<div class="card{" flagged" if flags else ""}" {data} id="p{p["prototype"]}">'
@@ -283,6 +311,9 @@ def _card_html(p: dict) -> str:
               f'{100 * p["top_fraction"]:.1f} % of images</div>'
             + f'<div>edit strip (input, reconstruction, then s_J towards its own max at {html.escape(rise_row)})</div>'
             + f'<img alt="edit strip of p{p["prototype"]}" class="strip" src="{p["img_strip"]}">'
+            + f'<div>emergence: gain of s_J over the unedited decode along generation (t = T ... 0), t_half '
+              f'{p["emergence"]["t_half"] if p["emergence"]["t_half"] is not None else "n/a"}</div>'
+            + f'<img alt="emergence curve of p{p["prototype"]}" class="when" src="{p["img_when"]}">'
             + f'<div><b>rise {_fmt(p["rise"])}</b> (1 = as asked), off-target {_fmt(p["off_target"])}, '
               f'locality {_fmt(p["locality"], 2)}; best AUROC: {auroc}</div></div>')
 
@@ -306,7 +337,7 @@ def render_html(rep: ModelReport) -> str:
 <h1>Patronus model report</h1>
 <p class="muted">made by <code>{html.escape(prov['command'])}</code> on {html.escape(prov['made'])}, in
 {prov['timings']['total_seconds']} s; budget {html.escape(json.dumps(prov['budget']))}.
-Not computed: {html.escape('; '.join(prov['not_computed']))}.</p>
+Emergence curves: {html.escape(prov['emergence'])}.</p>
 <h2>Model card</h2><table>{rows}</table>{curve}
 <h3>FID / KID from earlier result files</h3><ul>{fids or "<li class='muted'>none given (pass --results DIR)</li>"}</ul>
 <h2>Quality</h2><p class="muted">linear probes on s ({q['n_images'] if q else 0} training images), TAD,
@@ -322,6 +353,7 @@ reference set X: {html.escape(json.dumps(prov['reference']))}</p>
 <div class="controls">sort by <button onclick="sortCards('rise')">rise</button>
 <button onclick="sortCards('mean')">mean s</button><button onclick="sortCards('top')">top fraction</button>
 <button onclick="sortCards('auroc')">AUROC</button>
+<button onclick="sortCards('emerge')" title="t_half, largest first: the earliest in generation">emergence</button>
 <label><input type="checkbox" id="flagged" onchange="filterCards()"> flagged only</label></div>
 <div class="cards" id="cards">{''.join(_card_html(p) for p in rep.prototypes)}</div>
 <script type="application/json" id="report-data">{data_json}</script>
