@@ -165,8 +165,11 @@ class SampleConfig:
     inversion: str = "ddim"
     """``ddim``: plain DDIM inversion (approximate: the round trip loses detail at few steps) or ``edict``: exact
     coupled inversion (Wallace et al. 2023; twice the network evaluations, exact at any step count)."""
-    edict_mix: float = 0.93
-    """EDICT's mixing weight p in (0, 1)."""
+    edict_mix: float = 0.8
+    """EDICT's mixing weight p in (0, 1). Any p keeps the round trip exact, but it decides how edits behave
+    (benchmarks/exact_inversion.py, docs/explore.md): the EDICT paper's 0.93 amplifies edits 3-18x and wrecks the
+    image at 10-20 steps; 0.8 at 20 steps gives edits closest to DDIM-100's; at 10 steps 0.5-0.6 (0.8 amplifies 2x).
+    Below ~0.6 at 20+ steps the inversion's (1/p)^(2 steps) growth overflows float32 precision."""
     clip_x0: bool = True
     """Clip the predicted clean image to [-1, 1] at every step when sampling from fresh noise (standard DDPM
     practice; the reference never clips). Decoding an inverted x_T never clips, so reconstructions stay exact."""

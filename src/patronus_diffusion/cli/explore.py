@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--inversion", choices=("edict", "ddim"), default="edict",
                    help="edict: exact at any step count (2 network calls per step); ddim: 1 call per step but "
                         "the picked image comes back blurred at 10-20 steps")
+    p.add_argument("--mix", type=float, default=0.6,
+                   help="EDICT mixing weight p (docs/explore.md: at 10 steps 0.6 keeps edits closest to DDIM-100's; "
+                        "with --steps 20 use 0.8)")
     p.add_argument("--ref-n", type=int, default=256, help="reference images behind the slider ranges")
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance on s when decoding (models trained with train.cond_dropout)")
@@ -49,7 +52,7 @@ def cmd_explore(args) -> int:
     from ..explore.session import ExplorerSession
 
     pat = Patronus.load(args.run, args.weights, args.device)
-    session = ExplorerSession(pat, steps=args.steps, inversion=args.inversion, ref_n=args.ref_n,
+    session = ExplorerSession(pat, steps=args.steps, inversion=args.inversion, mix=args.mix, ref_n=args.ref_n,
                               ref_seed=args.seed, prior=pat.load_prior(required=False), guidance=args.guidance)
     if not is_loopback(args.host):
         print(f"patronus: warning: serving on {args.host}, not on 127.0.0.1: anyone who can reach this machine "

@@ -45,7 +45,7 @@ def ddim_invert(model_fn: ModelFn, x0: torch.Tensor, schedule: NoiseSchedule, st
 
 
 @torch.no_grad()
-def edict_invert(model_fn: ModelFn, x0: torch.Tensor, schedule: NoiseSchedule, steps: int, *, mix: float = 0.93,
+def edict_invert(model_fn: ModelFn, x0: torch.Tensor, schedule: NoiseSchedule, steps: int, *, mix: float = 0.8,
                  callback: Callback = None, progress: bool = False) -> torch.Tensor:
     """Exact inversion of :func:`~.samplers.edict`: x0 -> the state (B, 2C, H, W) that decodes back to x0.
 

@@ -155,7 +155,7 @@ def edict_state(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def edict(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, mix: float = 0.93,
+def edict(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, mix: float = 0.8,
           generator: torch.Generator | None = None, callback: Callback = None, progress: bool = False,
           clip_x0: bool = False) -> torch.Tensor:
     """EDICT decoding (Wallace et al. 2023): two coupled DDIM sequences, exactly invertible in closed form.
