@@ -121,17 +121,19 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=10)
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--screenshot", default=None)
+    ap.add_argument("--browser-only", action="store_true", help="skip part 1")
     ap.add_argument("--out", default="results/explorer_latency.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pat = Patronus.load(args.run, device="cpu")
     res = {"run": args.run, "threads": args.threads, "load_average": os.getloadavg(),
-           "command": " ".join(sys.argv), "model_side": model_side(pat, args.updates)}
-    if args.browser:
+           "command": " ".join(sys.argv), "model_side": [] if args.browser_only else model_side(pat, args.updates)}
+    if args.browser or args.browser_only:
         res["browser"] = browser_side(pat, args.updates, args.screenshot)
         print(res["browser"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    out = Path(args.out if not args.browser_only else Path(args.out).with_name("explorer_latency_browser.json"))
+    out.write_text(json.dumps(res, indent=1))
     print("| inversion | steps | network calls | median update (s) | p90 (s) | unedited PSNR (dB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in res["model_side"]:
