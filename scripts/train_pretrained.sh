@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # How the shipped model pretrained:fashion-mnist is made (resumable; re-run to continue).
-#   bash scripts/train_pretrained.sh [EPOCHS] [RUN_DIR]
-# Trains the cpu-small preset on Fashion-MNIST one epoch at a time and exports the EMA weights, config
-# and training log into the package after every epoch (src/patronus_diffusion/pretrained/fashion-mnist/).
+#   bash scripts/train_pretrained.sh [EPOCHS] [RUN_DIR] [EXPORT_DIR]
+# Trains the cpu-small preset (the steering study's recipe: LayerNorm on s, cosine prototype metric) on
+# Fashion-MNIST one epoch at a time, checkpointing every 250 steps. After the last epoch it exports the EMA
+# weights, config and training log to EXPORT_DIR (default: the package's pretrained/fashion-mnist/).
+# Extra overrides: RECIPE="unet.cond_mode=film" bash scripts/train_pretrained.sh 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${1:-4}
-RUN=${2:-runs/pretrained-fmnist-v2}
+EPOCHS=${1:-20}
+RUN=${2:-runs/pretrained-fmnist-v3}
+EXPORT=${3:-src/patronus_diffusion/pretrained/fashion-mnist}
 BIN=.venv/bin
 for e in $(seq 1 "$EPOCHS"); do
   $BIN/patronus train --preset cpu-small --out "$RUN" --resume-if-present --epochs "$e" --no-progress \
-    --set train.sample_every=1000 train.checkpoint_every=250 train.keep_checkpoints=2
-  $BIN/patronus export --run "$RUN" --out src/patronus_diffusion/pretrained/fashion-mnist
+    --set train.sample_every=1000 train.checkpoint_every=250 train.keep_checkpoints=2 ${RECIPE:-}
 done
+$BIN/patronus export --run "$RUN" --out "$EXPORT"
