@@ -1,5 +1,6 @@
 """ProtoDiffusion: classifier math, class-embedding modes, guidance, prototype files, trainer and CLI."""
 
+import csv
 import json
 import math
 
@@ -311,9 +312,11 @@ def test_cli_classifier_train_sample(idx_root, tmp_path, capsys):
 
 
 def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypatch):
-    """The full compare loop with a stub FID (the Inception network is tested by the FID module)."""
+    """The full compare loop over 2 seeds with a stub FID (the Inception network is tested by the FID module) and a
+    real, quickly trained independent judge."""
     import patronus_diffusion.evaluation.fid as fid
 
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
     calls = []
 
     def fake_fid_kid(gen, data_cfg, split="test", n_ref=2000, seed=0, progress=True, cache_dir=None,
@@ -327,28 +330,48 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     monkeypatch.setattr(fid, "InceptionFeatures", lambda **kw: None)
     args = ["protodiff", "compare", "--preset", "protodiff-tiny", "--data-root", idx_root, "--set", "data.limit=none",
             "--out", tmp_path / "cmp", "--modes", "regular", "proto-frozen", "--train-steps", 4, "--checkpoints", 2,
-            "--n-gen", 4, "--steps", 2, "--classifier-epochs", 1, "--no-progress"]
+            "--seeds", "0,1", "--n-gen", 4, "--steps", 2, "--classifier-epochs", 1, "--judge-epochs", 1,
+            "--no-progress"]
     assert _cli(*args) == 0
-    assert calls == ["regular", "proto-frozen", "regular", "proto-frozen"]  # checkpoint-major
+    assert calls == ["regular", "proto-frozen"] * 4  # checkpoint-major, then seed, then mode
     rows = (tmp_path / "cmp" / "curves.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("mode,checkpoint,step,images_seen,train_seconds,fid")
-    table = (tmp_path / "cmp" / "reach_baseline.csv").read_text().splitlines()
-    assert table[2].split(",")[0] == "proto-frozen" and table[2].endswith("True")
-    for f in ("fid_vs_images.png", "fid_vs_wallclock.png", "compare.json", "samples/regular_step000002.png"):
+    assert len(rows) == 9 and rows[0].startswith("mode,seed,checkpoint,step,images_seen,train_seconds,fid")
+    means = list(csv.DictReader(open(tmp_path / "cmp" / "curves_mean.csv")))
+    assert len(means) == 4 and all(m["seeds"] == "2" for m in means)
+    assert all(0.0 <= float(m["judge_accuracy_mean"]) <= 1.0 for m in means)  # the judge scored every point
+    table = list(csv.DictReader(open(tmp_path / "cmp" / "reach_baseline.csv")))
+    assert table[1]["mode"] == "proto-frozen" and table[1]["reached"] == "True" and table[1]["seeds_reaching"] == "2/2"
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["judge"]["architecture"].startswith("JudgeNet")
+    for f in ("fid_vs_images.png", "fid_vs_wallclock.png", "samples/regular_seed1_step000002.png"):
         assert (tmp_path / "cmp" / f).exists(), f
-    assert _cli(*args) == 0 and len(calls) == 4  # re-running skips finished checkpoints
+    # the seeds really differ: two seeds of one mode are different runs
+    w0 = (tmp_path / "cmp" / "runs" / "regular" / "seed0" / "model.safetensors").read_bytes()
+    w1 = (tmp_path / "cmp" / "runs" / "regular" / "seed1" / "model.safetensors").read_bytes()
+    assert w0 != w1
+    assert _cli(*args) == 0 and len(calls) == 8  # re-running skips finished checkpoints
 
 
 def test_reach_baseline_table_by_hand():
-    from patronus_diffusion.experiments.protodiff_compare import reach_baseline_table, stage_targets
+    from patronus_diffusion.experiments.protodiff_compare import mean_curves, reach_baseline_table, stage_targets
 
-    rows = [{"mode": "regular", "step": s, "fid": f, "images_seen": s * 10, "train_seconds": s}
-            for s, f in ((1, 90.0), (2, 60.0), (3, 50.0))]
-    rows += [{"mode": "proto-frozen", "step": s, "fid": f, "images_seen": s * 10, "train_seconds": s}
-             for s, f in ((1, 70.0), (2, 49.0), (3, 45.0))]
-    rows += [{"mode": "random-frozen", "step": 3, "fid": 51.0, "images_seen": 30, "train_seconds": 3}]
-    t = {r["mode"]: r for r in reach_baseline_table(rows, "regular")}
+    rows = []
+    for seed, shift in ((0, -1.0), (1, 1.0)):  # two seeds scattered +-1 around the same curve
+        rows += [{"mode": "regular", "seed": seed, "step": s, "fid": f + shift, "kid": 0.01, "images_seen": s * 10,
+                  "train_seconds": 3600 * s, "classifier_accuracy_on_samples": 0.5, "judge_accuracy_on_samples": 0.4}
+                 for s, f in ((1, 90.0), (2, 60.0), (3, 50.0))]
+        rows += [{"mode": "proto-frozen", "seed": seed, "step": s, "fid": f + shift, "kid": 0.01,
+                  "images_seen": s * 10, "train_seconds": 3600 * s, "classifier_accuracy_on_samples": 0.5,
+                  "judge_accuracy_on_samples": 0.6} for s, f in ((1, 70.0), (2, 49.5), (3, 45.0))]
+    rows += [{"mode": "random-frozen", "seed": 0, "step": 3, "fid": 51.0, "kid": 0.01, "images_seen": 30,
+              "train_seconds": 3, "classifier_accuracy_on_samples": 0.5, "judge_accuracy_on_samples": None}]
+    means = mean_curves(rows)
+    m = next(r for r in means if r["mode"] == "regular" and r["step"] == 3)
+    assert m["fid_mean"] == pytest.approx(50.0) and m["fid_std"] == pytest.approx(2 ** 0.5)  # sample std of 49, 51
+    t = {r["mode"]: r for r in reach_baseline_table(means, "regular", rows, threads=2)}
     assert t["regular"]["images_seen_to_reach"] == 30 and t["proto-frozen"]["images_seen_to_reach"] == 20
+    assert t["proto-frozen"]["cpu_hours_to_reach"] == pytest.approx(4.0)  # 2 h of wall-clock on 2 threads
+    assert t["proto-frozen"]["seeds_reaching"] == "2/2"  # 44 and 46 at step 3 vs the baseline's best mean 50
     assert not t["random-frozen"]["reached"] and t["random-frozen"]["images_seen_to_reach"] == ""
     assert stage_targets(1500, 3) == [500, 1000, 1500]
     with pytest.raises(ValueError):

@@ -21,7 +21,7 @@ from ..presets import PRESETS
 from ..utils.errors import UsageError
 from ..utils.images import save_grid, save_png, to_uint8
 from ..utils.io import write_json, write_text
-from .common import add_device, config_from_args, formatter, parse_ids, print_outputs
+from .common import add_device, config_from_args, formatter, parse_ids, parse_int_list, print_outputs
 
 PD_PRESETS = [p for p in PRESETS if p.startswith("protodiff")]
 DEFAULT_PRESET = "protodiff-fmnist-cpu"
@@ -109,17 +109,27 @@ def register(sub) -> None:
 
     p = s.add_parser("compare", help="train every mode on the same budget and measure FID over training",
                      formatter_class=formatter(),
-                     description="Train the classifier (once), then each mode with the same seed, data order and "
-                                 "budget; at each checkpoint generate class-balanced guided samples and measure "
-                                 "FID/KID (offline Inception) and the classifier's accuracy on them. Re-running "
-                                 "skips finished work. Writes curves.csv, fid_vs_images.png, fid_vs_wallclock.png, "
-                                 "reach_baseline.csv, compare.json and sample grids into --out.")
+                     description="Train the prototype classifier (once), then every mode from each of --seeds (the "
+                                 "seed sets initialisation and data order; all modes get the same seeds) on the "
+                                 "same budget. At each checkpoint, generate --n-gen class-balanced guided samples "
+                                 "from the same x_T and labels for every mode and measure FID/KID against the test "
+                                 "split (offline Inception), the accuracy of an INDEPENDENT JUDGE on them (a plain "
+                                 "CNN trained on real images only, another architecture and seed, never used to "
+                                 "make prototypes; cached in ~/.cache/patronus-diffusion/judge) and the prototype "
+                                 "classifier's own accuracy (which may favour the proto modes). Re-running skips "
+                                 "finished work. Writes curves.csv (per seed), curves_mean.csv (mean +- std over "
+                                 "seeds), reach_baseline.csv (steps, images and CPU-hours each mode needs to reach "
+                                 "the baseline's best mean FID), fid_vs_images.png, fid_vs_wallclock.png, "
+                                 "compare.json and sample grids into --out.")
     p.add_argument("--out", default="results/protodiff_compare")
     p.add_argument("--modes", nargs="+", default=list(PROTODIFF_MODES), choices=PROTODIFF_MODES)
     p.add_argument("--baseline", default="regular", choices=PROTODIFF_MODES)
     p.add_argument("--train-steps", type=int, default=None, help="optimisation steps per mode; None = the preset's train.max_steps")
     p.add_argument("--checkpoints", type=int, default=3, help="evaluations per mode, evenly spaced in steps")
-    p.add_argument("--n-gen", type=int, default=300, help="generated images per evaluation (class-balanced)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every mode is trained from each")
+    p.add_argument("--judge-epochs", type=float, default=None,
+                   help="epochs of the independent judge when it is not cached yet (default: 2)")
+    p.add_argument("--n-gen", type=int, default=1000, help="generated images per evaluation (class-balanced)")
     p.add_argument("--n-ref", type=int, default=2000, help="reference images (test split) for FID/KID")
     p.add_argument("--classifier", help="an existing train-classifier folder; None = train one into OUT/classifier")
     p.add_argument("--classifier-epochs", type=float, help="epochs when the classifier is trained here; None = the preset's")
@@ -263,9 +273,14 @@ def _class_names(cfg: RunConfig) -> list[str]:
 def cmd_compare(args) -> int:
     from ..experiments.protodiff_compare import run_protodiff_compare
 
+    from ..evaluation.judge import JudgeSettings
+
+    seeds = parse_int_list(args.seeds, f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    judge = JudgeSettings(epochs=args.judge_epochs) if args.judge_epochs is not None else None
     res = run_protodiff_compare(
         config_from_args(args, default_preset=DEFAULT_PRESET, budgets=False), args.out, modes=args.modes,
-        baseline=args.baseline, train_steps=args.train_steps, checkpoints=args.checkpoints, n_gen=args.n_gen,
+        baseline=args.baseline, train_steps=args.train_steps, checkpoints=args.checkpoints, seeds=seeds,
+        judge_settings=judge, n_gen=args.n_gen,
         n_ref=args.n_ref, classifier=args.classifier, classifier_epochs=args.classifier_epochs, w=args.w,
         sampler=args.sampler, steps=args.steps, device=args.device, progress=not args.no_progress)
     print_outputs("[compare] done", res.files)

@@ -1,16 +1,20 @@
 """The measured comparison of ProtoDiffusion's class-embedding modes (`patronus protodiff compare`).
 
-Train the prototype classifier (once), then each mode with the same seed, data order and budget; at each of
-``checkpoints`` evenly spaced steps generate class-balanced guided samples and measure FID/KID (offline
-Inception) and the classifier's accuracy on them::
+Train the prototype classifier (once), then each mode from each of ``seeds`` (the seed sets the UNet's
+initialisation and the data order; every mode gets the same ones) on the same budget; at each of ``checkpoints``
+evenly spaced steps generate class-balanced guided samples from the same x_T and labels for every mode and
+measure FID/KID against the test split (offline Inception), the accuracy of the **independent judge**
+(:mod:`~..evaluation.judge`: a plain CNN trained on real images only, another architecture and seed, never used to
+make prototypes) on them, and the prototype classifier's own accuracy (which may favour the proto modes)::
 
     from patronus_diffusion.experiments.protodiff_compare import run_protodiff_compare
     res = run_protodiff_compare(get_preset("protodiff-fmnist-cpu"), "results/protodiff_compare", train_steps=1500)
-    res.files            # curves.csv, reach_baseline.csv, fid_vs_images.png, fid_vs_wallclock.png, compare.json
+    res.files            # curves.csv (per seed), curves_mean.csv (mean +- std over seeds), reach_baseline.csv,
+                         # fid_vs_images.png, fid_vs_wallclock.png, compare.json
 
-Re-running skips finished work: every (mode, checkpoint) evaluation is stored in ``OUT/evals/`` and the runs
-in ``OUT/runs/MODE`` resume. The loop is checkpoint-major, so a partial study still compares every mode at
-the same (early) budgets; the tables and plots are refreshed after every round.
+Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
+runs in ``OUT/runs/MODE/seedS`` resume. The loop is checkpoint-major (then seed, then mode), so a partial study
+still compares every mode at the same (early) budgets; the tables and plots are refreshed after every round.
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, write_json
 
-CURVE_FIELDS = ["mode", "checkpoint", "step", "images_seen", "train_seconds", "fid", "kid", "kid_std",
-                "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds"]
-REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "images_seen_to_reach", "train_seconds_to_reach", "reached"]
+CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "fid", "kid", "kid_std",
+                "judge_accuracy_on_samples", "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds"]
+MEAN_FIELDS = ["mode", "step", "images_seen", "seeds", "fid_mean", "fid_std", "kid_mean", "kid_std",
+               "judge_accuracy_mean", "judge_accuracy_std", "classifier_accuracy_mean", "train_seconds_mean"]
+REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "images_seen_to_reach",
+                "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
 SAMPLE_SEED = 12345
 
 
@@ -88,8 +95,10 @@ def compare_config(base: RunConfig, mode: str, prototypes: Path, train_steps: in
 
 
 def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protocol: dict, *, n_gen: int,
-                        n_ref: int, device: str | None = "auto", progress: bool = True) -> dict:
-    """Class-balanced guided samples -> FID/KID and the prototype classifier's accuracy on them."""
+                        n_ref: int, device: str | None = "auto", progress: bool = True, judge=None) -> dict:
+    """Class-balanced guided samples -> FID/KID, the independent judge's and the prototype classifier's accuracy.
+
+    The samples start from the same seeded x_T with the same labels for every mode and checkpoint."""
     from ..evaluation.fid import fid_kid
 
     pd = ProtoDiffusion.load(run_dir, "ema", device)
@@ -100,29 +109,37 @@ def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protoco
                      seed=protocol["seed"], progress=progress)
     sample_s = time.time() - t0
     acc = float((classifier.predict(imgs) == labels).float().mean())
+    judged = judge.accuracy(imgs, labels) if judge is not None else None
     t0 = time.time()
     res = fid_kid(imgs, pd.config.data, split="test", n_ref=n_ref, seed=0, progress=progress,
                   extractor=extractor, protocol={**protocol, "mode": mode})
     per_class = min(10, -(-n_gen // C))
     grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(C)])
     return {"fid": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"], "protocol": res["protocol"],
-            "classifier_accuracy_on_samples": acc, "sample_seconds": round(sample_s, 1),
+            "judge_accuracy_on_samples": judged, "classifier_accuracy_on_samples": acc,
+            "sample_seconds": round(sample_s, 1),
             "fid_seconds": round(time.time() - t0, 1), "grid": imgs[grid_idx], "grid_nrow": per_class}
 
 
 def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[str] = PROTODIFF_MODES,
                           baseline: str = "regular", train_steps: int | None = None, checkpoints: int = 3,
-                          n_gen: int = 300, n_ref: int = 2000, classifier: str | Path | None = None,
-                          classifier_epochs: float | None = None, w: float | None = None, sampler: str | None = None,
-                          steps: int | None = None, device: str | None = "auto", progress: bool = True,
+                          seeds: Sequence[int] = (0, 1, 2), n_gen: int = 1000, n_ref: int = 2000,
+                          classifier: str | Path | None = None, classifier_epochs: float | None = None,
+                          w: float | None = None, sampler: str | None = None, steps: int | None = None,
+                          judge_settings=None, device: str | None = "auto", progress: bool = True,
                           log: Callable[[str], None] = _log) -> CompareResult:
     """Run (or continue) the comparison into ``out``; ``base`` is the starting config (preset and overrides).
 
     ``classifier`` is an existing train-classifier folder (None: train one into OUT/classifier, for
-    ``classifier_epochs`` epochs when given); ``w``, ``sampler`` and ``steps`` default to the config's.
+    ``classifier_epochs`` epochs when given); ``w``, ``sampler`` and ``steps`` default to the config's;
+    ``judge_settings`` (:class:`~..evaluation.judge.JudgeSettings`) how the cached independent judge is trained.
     """
     from ..evaluation.fid import InceptionFeatures
+    from ..evaluation.judge import get_judge
 
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must be distinct integers, got {seeds}")
     out = Path(out)
     modes = list(modes)
     if baseline not in modes:
@@ -146,21 +163,28 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 "sampler": sampler or first.sample.sampler, "steps": steps or first.sample.steps,
                 "seed": SAMPLE_SEED, "weights": "ema", "labels": "class-balanced", "n_generated": n_gen}
     extractor = InceptionFeatures(device="cpu")
-    # ---- stage B + evaluation, resumable per (mode, checkpoint); checkpoint-major, so a partial run
+    judge = get_judge(first.data, judge_settings, progress=progress)
+    log(f"[compare] independent judge: {judge.meta['architecture']}, seed {judge.meta['key']['settings']['seed']}, "
+        f"{judge.meta['test_accuracy']:.3f} on real test images")
+    meta = {"classifier": clf_meta, "judge": {k: judge.meta.get(k) for k in ("architecture", "test_accuracy",
+                                                                              "n_train", "cache_file")},
+            "seeds": seeds, "torch_threads": torch.get_num_threads()}
+    # ---- stage B + evaluation, resumable per (mode, seed, checkpoint); checkpoint-major, so a partial run
     # ---- still compares every mode at the same (early) budgets
     for k, target in enumerate(targets, 1):
-        for mode in modes:
+        for seed, mode in ((s, m) for s in seeds for m in modes):
             cfg = compare_config(base, mode, protos, train_steps)
-            run_dir = out / "runs" / mode
+            cfg.train.seed = seed
+            run_dir = out / "runs" / mode / f"seed{seed}"
             times_path = run_dir / "stage_seconds.json"
-            ev_path = out / "evals" / f"{mode}_step{target:06d}.json"
+            ev_path = out / "evals" / f"{mode}_seed{seed}_step{target:06d}.json"
             if ev_path.exists():
                 continue
             times = json.loads(times_path.read_text()) if times_path.exists() else {}
             if _run_step(run_dir) < target:
                 if _run_step(run_dir) > 0:
                     check_resume_identity(run_dir, cfg)
-                log(f"[compare] {mode}: training to step {target} ({k}/{len(targets)})")
+                log(f"[compare] {mode} seed {seed}: training to step {target} ({k}/{len(targets)})")
                 t0 = time.time()
                 r = train(cfg, run_dir, resume=_run_step(run_dir) > 0, device=device, max_steps=target,
                           progress=progress)
@@ -169,49 +193,89 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 images_seen = r.images_seen
             else:
                 images_seen = target * cfg.train.batch_size
-            log(f"[compare] {mode}: evaluating step {target}")
+            log(f"[compare] {mode} seed {seed}: evaluating step {target}")
             ev = evaluate_checkpoint(run_dir, mode, clf, extractor, {**protocol, "images_seen": images_seen},
-                                     n_gen=n_gen, n_ref=n_ref, device=device, progress=progress)
-            save_grid(ev.pop("grid"), out / "samples" / f"{mode}_step{target:06d}.png", nrow=ev.pop("grid_nrow"),
-                      upscale=2)
+                                     n_gen=n_gen, n_ref=n_ref, device=device, progress=progress, judge=judge)
+            save_grid(ev.pop("grid"), out / "samples" / f"{mode}_seed{seed}_step{target:06d}.png",
+                      nrow=ev.pop("grid_nrow"), upscale=2)
             train_s = sum(v for s_, v in times.items() if int(s_) <= target)
-            write_json(ev_path, {"mode": mode, "checkpoint": k, "step": target, "images_seen": images_seen,
-                                 "train_seconds": round(train_s, 1), **ev})
-            log(f"[compare] {mode} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, "
-                f"classifier accuracy on samples {ev['classifier_accuracy_on_samples']:.3f}")
+            write_json(ev_path, {"mode": mode, "seed": seed, "checkpoint": k, "step": target,
+                                 "images_seen": images_seen, "train_seconds": round(train_s, 1), **ev})
+            log(f"[compare] {mode} seed {seed} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, judge "
+                f"accuracy {ev['judge_accuracy_on_samples']:.3f}, classifier accuracy "
+                f"{ev['classifier_accuracy_on_samples']:.3f}")
             if mode == modes[-1]:  # refresh the curves after every round, so a partial run has them
-                write_comparison(out, collect_evals(out, modes, targets), baseline, clf_meta, protocol, first)
-    rows = collect_evals(out, modes, targets)
-    files = write_comparison(out, rows, baseline, clf_meta, protocol, first)
-    return CompareResult(out, files, rows, reach_baseline_table(rows, baseline), clf_meta.get("accuracy"), protocol)
+                write_comparison(out, collect_evals(out, modes, targets, seeds), baseline, meta, protocol, first)
+    rows = collect_evals(out, modes, targets, seeds)
+    files = write_comparison(out, rows, baseline, meta, protocol, first)
+    return CompareResult(out, files, rows, reach_baseline_table(mean_curves(rows), baseline, rows,
+                                                                 meta["torch_threads"]),
+                         clf_meta.get("accuracy"), protocol)
 
 
 # ---------------------------------------------------------------------------- tables and plots
-def collect_evals(out: Path, modes: list[str], targets: list[int]) -> list[dict]:
+def collect_evals(out: Path, modes: list[str], targets: list[int], seeds: Sequence[int]) -> list[dict]:
     rows = []
     for mode in modes:
-        for t in targets:
-            p = out / "evals" / f"{mode}_step{t:06d}.json"
-            if p.exists():
-                ev = json.loads(p.read_text())
-                rows.append({k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")})
+        for seed in seeds:
+            for t in targets:
+                p = out / "evals" / f"{mode}_seed{seed}_step{t:06d}.json"
+                if p.exists():
+                    ev = json.loads(p.read_text())
+                    rows.append({k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")})
     return rows
 
 
-def reach_baseline_table(rows: list[dict], baseline: str) -> list[dict]:
-    """Per mode: the first checkpoint whose FID <= the baseline's best FID (images seen, training seconds)."""
-    base = [r for r in rows if r["mode"] == baseline]
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in vals if v is not None]
+    if not vals:
+        return None, None
+    t = torch.tensor(vals, dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=True)) if len(vals) > 1 else 0.0
+
+
+def mean_curves(rows: list[dict]) -> list[dict]:
+    """Per (mode, step): mean and sample std over the seeds evaluated there (std 0 with one seed)."""
+    out = []
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        for step in sorted({r["step"] for r in rows if r["mode"] == mode}):
+            g = [r for r in rows if r["mode"] == mode and r["step"] == step]
+            fid, fid_sd = _mean_std([r["fid"] for r in g])
+            kid, kid_sd = _mean_std([r["kid"] for r in g])
+            judge, judge_sd = _mean_std([r.get("judge_accuracy_on_samples") for r in g])
+            clf, _ = _mean_std([r["classifier_accuracy_on_samples"] for r in g])
+            secs, _ = _mean_std([r["train_seconds"] for r in g])
+            out.append({"mode": mode, "step": step, "images_seen": g[0]["images_seen"], "seeds": len(g),
+                        "fid_mean": fid, "fid_std": fid_sd, "kid_mean": kid, "kid_std": kid_sd,
+                        "judge_accuracy_mean": judge, "judge_accuracy_std": judge_sd,
+                        "classifier_accuracy_mean": clf, "train_seconds_mean": secs})
+    return out
+
+
+def reach_baseline_table(means: list[dict], baseline: str, rows: list[dict] | None = None,
+                         threads: int = 1) -> list[dict]:
+    """Per mode: the first step whose mean FID over seeds <= the baseline's best mean FID, with the images seen,
+    mean training seconds and CPU-hours (seconds x torch threads / 3600) to get there, and in how many seeds
+    the mode's own curve reaches that FID at all."""
+    base = [r for r in means if r["mode"] == baseline]
     if not base:
         return []
-    best = min(r["fid"] for r in base)
+    best = min(r["fid_mean"] for r in base)
     table = []
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["step"])
-        hit = next((r for r in mine if r["fid"] <= best), None)
+    for mode in dict.fromkeys(r["mode"] for r in means):
+        mine = sorted((r for r in means if r["mode"] == mode), key=lambda r: r["step"])
+        hit = next((r for r in mine if r["fid_mean"] <= best), None)
+        per_seed = {}
+        for r in rows or []:
+            if r["mode"] == mode:
+                per_seed[r["seed"]] = per_seed.get(r["seed"], False) or r["fid"] <= best
         table.append({"mode": mode, "baseline_best_fid": round(best, 3),
-                      "best_fid": round(min(r["fid"] for r in mine), 3),
+                      "best_fid": round(min(r["fid_mean"] for r in mine), 3),
+                      "steps_to_reach": hit["step"] if hit else "",
                       "images_seen_to_reach": hit["images_seen"] if hit else "",
-                      "train_seconds_to_reach": hit["train_seconds"] if hit else "",
+                      "train_seconds_to_reach": round(hit["train_seconds_mean"], 1) if hit else "",
+                      "cpu_hours_to_reach": round(hit["train_seconds_mean"] * threads / 3600, 3) if hit else "",
+                      "seeds_reaching": f"{sum(per_seed.values())}/{len(per_seed)}" if per_seed else "",
                       "reached": bool(hit)})
     return table
 
@@ -225,25 +289,32 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
     return path
 
 
-def plot_curves(rows: list[dict], x_key: str, x_label: str, path: Path, scale: float = 1.0) -> Path:
+def plot_curves(means: list[dict], x_key: str, x_label: str, path: Path, scale: float = 1.0) -> Path:
+    """FID and the judge's accuracy, mean +- std over seeds (bands), per mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["step"])
+    for mode in dict.fromkeys(r["mode"] for r in means):
+        mine = sorted((r for r in means if r["mode"] == mode), key=lambda r: r["step"])
         xs = [r[x_key] * scale for r in mine]
-        axes[0].plot(xs, [r["fid"] for r in mine], marker="o", label=mode)
-        axes[1].errorbar(xs, [r["kid"] * 1e3 for r in mine], yerr=[r["kid_std"] * 1e3 for r in mine], marker="o",
-                         capsize=3, label=mode)
-    axes[0].set_ylabel("FID (lower is better)")
-    axes[1].set_ylabel("KID x 1e3 (lower is better)")
+        for ax, key in ((axes[0], "fid"), (axes[1], "judge_accuracy")):
+            m = [r[f"{key}_mean"] for r in mine]
+            if any(v is None for v in m):
+                continue
+            sd = [r[f"{key}_std"] or 0.0 for r in mine]
+            line, = ax.plot(xs, m, marker="o", label=f"{mode} (n={mine[-1]['seeds']})")
+            ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                            color=line.get_color(), alpha=0.15)
+    axes[0].set_ylabel("FID vs test split (lower is better)")
+    axes[1].set_ylabel("independent judge's accuracy on samples")
     for ax in axes:
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
+    fig.suptitle("mean +- std over seeds", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -251,24 +322,31 @@ def plot_curves(rows: list[dict], x_key: str, x_label: str, path: Path, scale: f
     return path
 
 
-def write_comparison(out: Path, rows: list[dict], baseline: str, clf_meta: dict, protocol: dict,
+def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, protocol: dict,
                      cfg: RunConfig) -> dict[str, Path]:
-    files = {"curves": _write_csv(out / "curves.csv", rows, CURVE_FIELDS)}
-    table = reach_baseline_table(rows, baseline)
+    means = mean_curves(rows)
+    files = {"curves": _write_csv(out / "curves.csv", rows, CURVE_FIELDS),
+             "curves_mean": _write_csv(out / "curves_mean.csv", means, MEAN_FIELDS)}
+    threads = meta.get("torch_threads", 1)
+    table = reach_baseline_table(means, baseline, rows, threads)
     files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table, REACH_FIELDS)
     if rows:
-        files["fid_vs_images"] = plot_curves(rows, "images_seen", "training images seen", out / "fid_vs_images.png")
-        files["fid_vs_wallclock"] = plot_curves(rows, "train_seconds", "training wall-clock (minutes)",
+        files["fid_vs_images"] = plot_curves(means, "images_seen", "training images seen", out / "fid_vs_images.png")
+        files["fid_vs_wallclock"] = plot_curves(means, "train_seconds_mean", "training wall-clock (minutes)",
                                                 out / "fid_vs_wallclock.png", scale=1 / 60)
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
+    clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
         "preset": cfg.preset, "dataset": cfg.data.dataset, "image_size": cfg.data.image_size,
-        "train_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
-        "classifier_accuracy": clf_meta.get("accuracy"), "baseline": baseline, "sampling": protocol,
+        "train_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size, "seeds": meta.get("seeds"),
+        "lr_schedule": cfg.train.lr_schedule, "torch_threads": threads,
+        "classifier_accuracy": clf.get("accuracy"), "judge": meta.get("judge"), "baseline": baseline,
+        "sampling": protocol,
         "fid_protocol": {k: fid_protocol.get(k) for k in ("metric", "feature_network", "preprocessing", "reference",
                                                           "small_n", "note")},
-        "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
+        "curves_mean": means, "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
         "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
-                "ran beside it); images seen is the load-independent axis."})
+                "ran beside it); images seen is the load-independent axis. The judge is an independent CNN; the "
+                "classifier accuracy uses the network whose prototypes condition the proto modes."})
     files["summary"] = out / "compare.json"
     return files
