@@ -79,6 +79,10 @@ def _protodiff_fmnist_cpu() -> RunConfig:
     cfg.sample = SampleConfig(sampler="dpmpp-2m", steps=10)
     cfg.train.max_epochs = None
     cfg.train.max_steps = 1500
+    # the reference's schedule (warm-up to 2.5 lr over epochs/20, then a cosine to 0, stepped per epoch), with the
+    # base LR lowered so that its peak is cpu-small's 1e-3
+    cfg.train.lr_schedule = "protodiff"
+    cfg.train.lr = 4e-4
     cfg.train.sample_every = 500
     cfg.train.checkpoint_every = 500
     return cfg
