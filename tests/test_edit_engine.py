@@ -182,7 +182,8 @@ def test_evaluate_edits_values_follow_the_definitions(counted):
     for a, j in enumerate([2, 0]):
         assert ev.targets[a, 0].item() == pytest.approx(float(ref.s[:, j].max()))
         assert ev.targets[a, 1].item() == pytest.approx(ref.max)
-        for k in range(2):
+        assert ev.targets[a, 2].item() == pytest.approx(float(ref.s[:, j].min()))  # lowering to the own minimum
+        for k in range(3):
             for s, strength in enumerate([0.5, 1.0]):
                 e = ev.edit_index(a, k, s)
                 want = strength * (ev.targets[a, k] - s_rec[:, j])
@@ -202,16 +203,21 @@ def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "median rise" in printed and "edits_eval.json" in printed
     res = json.loads((out / "edits_eval.json").read_text())
-    assert set(res) == {"median_rise", "median_off_target", "median_locality", "per_prototype", "settings",
-                        "seconds"}
+    assert set(res) == {"median_rise", "median_off_target", "median_locality", "median_rise_lower",
+                        "median_off_target_lower", "per_prototype", "settings", "seconds"}
     assert math.isfinite(res["median_rise"]) and math.isfinite(res["median_off_target"])
     assert [p["prototype"] for p in res["per_prototype"]] == [0, 1]
     assert res["settings"]["strengths"] == [0.5, 1.0] and len(res["settings"]["images"]) == 2
     for p in res["per_prototype"]:
         assert [(r["target_kind"], r["strength"]) for r in p["sweep"]] == [
-            ("own_max", 0.5), ("own_max", 1.0), ("global_max", 0.5), ("global_max", 1.0)]
+            ("own_max", 0.5), ("own_max", 1.0), ("global_max", 0.5), ("global_max", 1.0), ("own_min", 0.5),
+            ("own_min", 1.0)]
         for r in p["sweep"]:
-            assert len(r["rise"]) == 2 and all(v is not None and math.isfinite(v) for v in r["rise"])
+            assert len(r["rise"]) == 2
+            if r["target_kind"] == "own_min":  # an image already at J's minimum has no change to ask: null
+                assert all(v is None or math.isfinite(v) for v in r["rise"])
+            else:
+                assert all(v is not None and math.isfinite(v) for v in r["rise"])
         assert p["sweep"][2]["target"] == pytest.approx(res["settings"]["reference"]["max_s_X"], abs=1e-4)
     rows = list(csv.reader((out / "edits_eval.csv").read_text().splitlines()))
     assert rows[0] == ["prototype", "target_kind", "strength", "target", "rise_median", "off_target_median",

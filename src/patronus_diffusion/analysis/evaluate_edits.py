@@ -5,10 +5,11 @@ On N fixed, seeded images x0 with s = f(x0) and x_T = DDIM-invert(x0, s):
     recon = DDIM(x_T, s)      the unedited decode from the same x_T; s(recon) is the baseline, so the
                               inversion error is not charged to the edit
 
-For every prototype J, two targets, taken over the seeded reference set X of the engine:
+For every prototype J, targets taken over the seeded reference set X of the engine:
 
-    own_max:    target = max_{x in X} s_J(x)       J's own plausible maximum
+    own_max:    target = max_{x in X} s_J(x)       J's own plausible maximum (raise J: the headline)
     global_max: target = max(s_X)                  the largest entry of s over X (the paper's "max")
+    own_min:    target = min_{x in X} s_J(x)       J's own plausible minimum (lower J: remove what it sees)
 
 and every strength a (default 0.25, 0.5, 1, 1.5):
 
@@ -22,7 +23,7 @@ and every strength a (default 0.25, 0.5, 1, 1.5):
 (rise and off-target are undefined, NaN, where |value - s_J(recon)| <= 1e-3; locality where the box
 covers all or none of the image.) Each is summarised by its median over the images, per prototype,
 target kind and strength; the headline numbers are medians over the prototypes at strength 1 (or the
-listed strength nearest to it) with the own-max target.
+listed strength nearest to it) with the own-max target; ``median_rise_lower`` is the same with own_min.
 
 All decodes of one image set run in two batched engine calls: the reconstruction (which fixes the
 values), then every prototype x target x strength edit at once, from the cached inversion.
@@ -46,12 +47,13 @@ from .figures import Panel, save_panels, short_name
 from .tables import write_csv
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
-TARGET_KINDS = ("own_max", "global_max")
+TARGET_KINDS = ("own_max", "global_max", "own_min")
 MIN_CHANGE = 1e-3
 DEFINITIONS = {
     "value": "s_J(recon) + strength * (target - s_J(recon)); recon = the unedited image decoded from the same x_T",
     "own_max": "target = max over the reference set X of s_J",
     "global_max": "target = max(s_X), the largest entry of s over X",
+    "own_min": "target = min over the reference set X of s_J (lowering J)",
     "rise": "(s_J(edited) - s_J(recon)) / (value - s_J(recon)); null where |value - s_J(recon)| <= 1e-3",
     "off_target": "mean over k != J of |s_k(edited) - s_k(recon)|, divided by |value - s_J(recon)|",
     "locality": "mean |edited - recon| inside the receptive-field box of J's best match in the edited image, "
@@ -136,8 +138,12 @@ class EvaluationPlan:
     sampler: str | None = None
     seed: int = 0
     guidance: float | None = None
+    kinds: tuple[str, ...] = TARGET_KINDS
+    """The target kinds to run (own_max first: it is the headline)."""
 
     def check(self, num_prototypes: int) -> None:
+        if not self.kinds or self.kinds[0] != "own_max" or not set(self.kinds) <= set(TARGET_KINDS):
+            raise UsageError(f"target kinds must start with own_max and come from {TARGET_KINDS}, got {self.kinds}")
         if not self.strengths:
             raise UsageError("give at least one strength, e.g. --strengths 0.5,1")
         if not all(math.isfinite(a) for a in self.strengths):
@@ -152,7 +158,7 @@ class EvaluationPlan:
 @dataclass
 class EditEvaluation:
     """The benchmark's numbers: rise, off_target, locality and requested (the change value - s_J(recon)) are
-    (J, K, S, B) for prototype J, target kind K (:data:`TARGET_KINDS`), strength S and image B;
+    (J, K, S, B) for prototype J, target kind K (``plan.kinds``), strength S and image B;
     targets (J, K); ``base`` holds the reconstruction, ``result`` every edit (edit index (j K + k) S + s)."""
 
     plan: EvaluationPlan
@@ -172,12 +178,16 @@ class EditEvaluation:
         """Index of the strength nearest to 1 (the headline numbers are reported there)."""
         return min(range(len(self.strengths)), key=lambda s: (abs(self.strengths[s] - 1.0), s))
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.plan.kinds)
+
     def edit_index(self, a: int, k: int, s: int) -> int:
-        return (a * len(TARGET_KINDS) + k) * len(self.strengths) + s
+        return (a * len(self.kinds) + k) * len(self.strengths) + s
 
     def sweep(self, a: int) -> list[dict]:
         rows = []
-        for k, kind in enumerate(TARGET_KINDS):
+        for k, kind in enumerate(self.kinds):
             for s, strength in enumerate(self.strengths):
                 rows.append({"target_kind": kind, "strength": strength, "target": round(float(self.targets[a, k]), 5),
                              "requested_change_median": _median(self.requested[a, k, s]),
@@ -191,12 +201,17 @@ class EditEvaluation:
     def per_prototype(self) -> list[dict]:
         h, s_rec = self.headline, self.base.s_reconstruction
         out = []
+        low = self.kinds.index("own_min") if "own_min" in self.kinds else None
         for a, j in enumerate(self.prototypes):
-            out.append({"prototype": j, "s_recon_median": _median(s_rec[:, j]),
-                        "targets": {kind: round(float(self.targets[a, k]), 5) for k, kind in enumerate(TARGET_KINDS)},
-                        "rise_median": _median(self.rise[a, 0, h]),
-                        "off_target_median": _median(self.off_target[a, 0, h]),
-                        "locality_median": _median(self.locality[a, 0, h]), "sweep": self.sweep(a)})
+            rec = {"prototype": j, "s_recon_median": _median(s_rec[:, j]),
+                   "targets": {kind: round(float(self.targets[a, k]), 5) for k, kind in enumerate(self.kinds)},
+                   "rise_median": _median(self.rise[a, 0, h]),
+                   "off_target_median": _median(self.off_target[a, 0, h]),
+                   "locality_median": _median(self.locality[a, 0, h])}
+            if low is not None:
+                rec |= {"rise_lower_median": _median(self.rise[a, low, h]),
+                        "off_target_lower_median": _median(self.off_target[a, low, h])}
+            out.append(rec | {"sweep": self.sweep(a)})
         return out
 
     def summary(self) -> dict:
@@ -205,12 +220,15 @@ class EditEvaluation:
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
                     "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance, "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
-                    "headline_target": "own_max", "target_kinds": list(TARGET_KINDS),
+                    "headline_target": "own_max", "target_kinds": list(self.kinds),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
-        return {"median_rise": _median_of([p["rise_median"] for p in per]),
-                "median_off_target": _median_of([p["off_target_median"] for p in per]),
-                "median_locality": _median_of([p["locality_median"] for p in per]),
-                "per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
+        out = {"median_rise": _median_of([p["rise_median"] for p in per]),
+               "median_off_target": _median_of([p["off_target_median"] for p in per]),
+               "median_locality": _median_of([p["locality_median"] for p in per])}
+        if "own_min" in self.kinds:
+            out |= {"median_rise_lower": _median_of([p["rise_lower_median"] for p in per]),
+                    "median_off_target_lower": _median_of([p["off_target_lower_median"] for p in per])}
+        return out | {"per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """edits_eval.json, edits_eval.csv (prototype x target kind x strength) and edits_eval.png."""
@@ -246,13 +264,17 @@ class EditEvaluation:
                 own = [_median(self.rise[a, 0, s]) for s in range(len(self.strengths))]
                 line, = ax.plot(self.strengths, [float("nan") if v is None else v for v in own], marker="o",
                                 linewidth=1.4, label=f"p{j}")
-                glob = [_median(self.rise[a, 1, s]) for s in range(len(self.strengths))]
-                ax.plot(self.strengths, [float("nan") if v is None else v for v in glob], marker="x", linestyle="--",
-                        linewidth=1.0, color=line.get_color())
+                for kind, style in (("global_max", "--"), ("own_min", ":")):
+                    if kind in self.kinds:
+                        k = self.kinds.index(kind)
+                        v = [_median(self.rise[a, k, s]) for s in range(len(self.strengths))]
+                        ax.plot(self.strengths, [float("nan") if x is None else x for x in v], marker="x",
+                                linestyle=style, linewidth=1.0, color=line.get_color())
             ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
             ax.set_xlabel("strength (fraction of the way from s_J(recon) to the target)")
             ax.set_ylabel("median rise")
-            ax.set_title("rise vs strength (solid: own max over X, dashed: max(s_X); dotted: requested)", fontsize=8)
+            ax.set_title("rise vs strength (solid: raise to own max over X, dashed: to max(s_X), dotted: lower to "
+                         "own min; grey: as requested)", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="best", ncol=max(1, len(self.prototypes) // 8))
 
@@ -273,12 +295,14 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
     base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, **common), progress)
     s_rec = base.s_reconstruction
     own = ref.s[:, protos].max(0).values
-    targets = torch.stack([own, torch.full_like(own, ref.max)], 1)  # (J, K)
+    by_kind = {"own_max": own, "global_max": torch.full_like(own, ref.max), "own_min": ref.s[:, protos].min(0).values}
+    kinds = tuple(plan.kinds)
+    targets = torch.stack([by_kind[k] for k in kinds], 1)  # (J, K)
     edits = [Edit.set(j, s_rec[:, j] + strength * (float(targets[a, k]) - s_rec[:, j]),
                       label=f"p{j} {kind} x{strength:g}")
-             for a, j in enumerate(protos) for k, kind in enumerate(TARGET_KINDS) for strength in strengths]
+             for a, j in enumerate(protos) for k, kind in enumerate(kinds) for strength in strengths]
     res = run_plan(pat, EditPlan(images=plan.images, edits=edits, inverted=base.inverted, **common), progress)
-    n_j, n_k, n_s, b = len(protos), len(TARGET_KINDS), len(strengths), plan.images.shape[0]
+    n_j, n_k, n_s, b = len(protos), len(kinds), len(strengths), plan.images.shape[0]
     rise, off, loc, req = (torch.zeros(n_j, n_k, n_s, b) for _ in range(4))
     for a, j in enumerate(protos):
         for k in range(n_k):

@@ -145,7 +145,8 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
     x = gallery.result.x0
     t0 = time.time()
     ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=gallery.reference, strengths=budget["strengths"],
-                                            names=gallery.sources, steps=budget["steps"], seed=seed), progress)
+                                            names=gallery.sources, steps=budget["steps"], seed=seed,
+                                            kinds=("own_max", "own_min")), progress)
     timings["edit_benchmark_seconds"] = round(time.time() - t0, 1)
     t0 = time.time()
     own_max = {p["prototype"]: p["targets"]["own_max"] for p in ev.per_prototype()}
@@ -185,7 +186,8 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
         records.append({
             "prototype": j, "s_mean": rec["s_mean"], "s_quantiles": rec["s_quantiles"],
             "top_fraction": rec["top_fraction"], "own_max": p["targets"]["own_max"],
-            "rise": p["rise_median"], "off_target": p["off_target_median"], "locality": p["locality_median"],
+            "rise": p["rise_median"], "rise_lower": p.get("rise_lower_median"),
+            "off_target": p["off_target_median"], "locality": p["locality_median"],
             "rise_by_strength": {str(ev.strengths[s]): _median(ev.rise[a, 0, s]) for s in range(len(ev.strengths))},
             "nearest": [{"source": rec["nearest_patches"][m]["source"], "distance": rec["nearest_patches"][m]["distance"],
                          "label": rec["nearest_patches"][m]["label"]} for m in range(len(rec["nearest_patches"]))],
@@ -314,7 +316,8 @@ def _card_html(p: dict) -> str:
             + f'<div>emergence: gain of s_J over the unedited decode along generation (t = T ... 0), t_half '
               f'{p["emergence"]["t_half"] if p["emergence"]["t_half"] is not None else "n/a"}</div>'
             + f'<img alt="emergence curve of p{p["prototype"]}" class="when" src="{p["img_when"]}">'
-            + f'<div><b>rise {_fmt(p["rise"])}</b> (1 = as asked), off-target {_fmt(p["off_target"])}, '
+            + f'<div><b>rise {_fmt(p["rise"])}</b> (1 = as asked; lowered to its own min: {_fmt(p["rise_lower"])}), '
+              f'off-target {_fmt(p["off_target"])}, '
               f'locality {_fmt(p["locality"], 2)}; best AUROC: {auroc}</div></div>')
 
 

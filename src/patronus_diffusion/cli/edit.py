@@ -182,7 +182,7 @@ def _strengths(text: str) -> list[float]:
 
 
 def cmd_evaluate_edits(args) -> int:
-    from ..analysis.evaluate_edits import TARGET_KINDS, EvaluationPlan, evaluate_edits
+    from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits
 
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
@@ -192,9 +192,11 @@ def cmd_evaluate_edits(args) -> int:
     ev = evaluate_edits(pat, plan, progress=not args.no_progress)
     files = ev.write(args.out)
     s = ev.summary()
-    print(f"{len(ev.prototypes)} prototype(s) x {len(TARGET_KINDS)} targets x {len(ev.strengths)} strength(s) x "
+    print(f"{len(ev.prototypes)} prototype(s) x {len(ev.kinds)} targets x {len(ev.strengths)} strength(s) x "
           f"{len(names)} image(s) in {ev.seconds:.1f} s")
-    print(f"strength {s['settings']['headline_strength']:g}, own max over X: median rise {s['median_rise']}, "
+    print(f"strength {s['settings']['headline_strength']:g}, raised to own max over X: median rise {s['median_rise']}, "
           f"median off-target {s['median_off_target']}, median locality {s['median_locality']}")
+    print(f"lowered to own min over X: median rise {s['median_rise_lower']}, median off-target "
+          f"{s['median_off_target_lower']}")
     print_outputs("wrote", files)
     return 0
