@@ -222,7 +222,7 @@ def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
     rows = list(csv.reader((out / "edits_eval.csv").read_text().splitlines()))
     assert rows[0] == ["prototype", "target_kind", "strength", "target", "rise_median", "off_target_median",
                        "locality_median"]
-    assert len(rows) == 1 + 2 * 2 * 2
+    assert len(rows) == 1 + 2 * 3 * 2  # header + prototype x target kind x strength
     assert (out / "edits_eval.png").stat().st_size > 1000
 
 
