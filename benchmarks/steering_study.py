@@ -91,7 +91,8 @@ def measure_one(run: Path, out: Path, n: int, fid_n: int, edit_flags: list[str] 
                                               "--out", str(out / "evaluate"), "--no-progress"]),
     ]
     for done, cmd in steps:
-        if not done.exists():
+        stale = done.name == "edits_eval.json" and done.exists() and "median_rise_lower" not in done.read_text()
+        if not done.exists() or stale:  # edits measured before lowering was part of evaluate-edits: redo them
             _run(cmd, log)
     e = json.loads((out / "edits" / "edits_eval.json").read_text())
     q = json.loads((out / "quality" / "quality.json").read_text())
@@ -101,6 +102,7 @@ def measure_one(run: Path, out: Path, n: int, fid_n: int, edit_flags: list[str] 
     ips = [float(r.split(",")[header.index("images_per_s")]) for r in log_rows[1:]]
     gen = v["generation"][0]
     return {"median_rise": e["median_rise"], "median_off_target": e["median_off_target"],
+            "median_rise_lower": e.get("median_rise_lower"), "median_off_target_lower": e.get("median_off_target_lower"),
             "median_locality": e.get("median_locality"), "probe_accuracy": q["probes"]["class"]["mean"],
             "decoder_use_of_s": q.get("s_use", {}).get("gain"),
             "fid": gen["fid"], "kid": gen["kid"], "kid_std": gen["kid_std"], "fid_n": gen["n"],
@@ -129,6 +131,7 @@ def cmd_measure(args) -> None:
 
 
 COLUMNS = [("median_rise", "rise", "{:.3f}"), ("median_off_target", "off-target", "{:.3f}"),
+           ("median_rise_lower", "rise (lower)", "{:.3f}"),
            ("median_locality", "locality", "{:.2f}"), ("probe_accuracy", "probe acc.", "{:.3f}"),
            ("class_agreement", "class agr.", "{:.3f}"), ("fid", "FID", "{:.1f}"), ("psnr_50", "PSNR@50", "{:.1f}"),
            ("train_images_per_s", "train img/s", "{:.0f}")]
