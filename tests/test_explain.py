@@ -81,10 +81,11 @@ class _StubPatronus:
 
     batch_size = 2
     num_prototypes = 4
+    decode_sampler = "ddim"
 
     class config:  # noqa: N801
         class sample:  # noqa: N801
-            ddim_steps, decode_sampler = 1, "ddim"
+            ddim_steps, decode_sampler, inversion, edict_mix = 1, "ddim", "ddim", 0.8
 
     class _M:
         def __init__(self, s):

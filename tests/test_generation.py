@@ -164,6 +164,35 @@ def test_train_prior_caches_encodings_resumes_exactly_and_reloads(tiny_run, tmp_
     assert meta["source"]["n_s"] == s1.shape[0]
 
 
+def test_full_disk_during_a_prior_write_keeps_the_previous_prior_and_says_so(tiny_run, tmp_path, monkeypatch):
+    import errno
+
+    from patronus_diffusion import Patronus
+    from patronus_diffusion import runs as runs_mod
+    from patronus_diffusion.training import prior as prior_mod
+    from patronus_diffusion.utils.io import DiskWriteError
+
+    pat = Patronus.load(tiny_run)
+    out = tmp_path / "p"
+    cfg = dataclasses.replace(TINY_PRIOR)
+    train_prior(pat, out, cfg, cache_dir=tmp_path / "cache", progress=False, max_steps=10)
+    before = {f: (out / f).read_bytes() for f in ("prior.safetensors", "prior.json")}
+    ck_before = sorted(p.name for p in (out / "checkpoint").iterdir())
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for module in (runs_mod, prior_mod):  # the checkpoint writer and the exported prior
+        monkeypatch.setattr(module, "save_file", no_space)
+    with pytest.raises(DiskWriteError, match="disk is full"):
+        train_prior(pat, out, cfg, cache_dir=tmp_path / "cache", progress=False, resume=True, max_steps=20)
+    monkeypatch.undo()
+    assert {f: (out / f).read_bytes() for f in before} == before  # the previous prior is untouched
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ck_before
+    assert load_prior(out).dim == pat.num_prototypes  # and still loads
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".tmp*"))
+
+
 def test_reference_statistics_are_cached_and_invalidated_by_preprocessing(tiny_cfg, tmp_path):
     ext = PixelFeatures()
     a = reference_statistics(tiny_cfg.data, "test", 20, 0, ext, tmp_path, progress=False)
@@ -273,4 +302,5 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
 def test_prior_sampler_names_are_the_core_samplers():
     from patronus_diffusion.diffusion.samplers import SAMPLERS
 
-    assert set(PRIOR_SAMPLERS) == set(SAMPLERS)
+    # every core sampler but EDICT, whose two-sequence state exists to decode an exact inversion
+    assert set(PRIOR_SAMPLERS) == set(SAMPLERS) - {"edict"}

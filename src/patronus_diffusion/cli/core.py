@@ -244,6 +244,8 @@ def cmd_demo(args) -> int:
           f"100 steps {summary['reconstruction_psnr_db']['100']} dB")
     for name, r in summary.get("reports", {}).items():
         print(f"[demo] open {r['page']} in a browser ({name})")
+    print(f"[demo] move the prototypes yourself: patronus explore --run {Path(args.out) / 'run'}   "
+          "(or --run pretrained:fashion-mnist)")
     return 0
 
 
