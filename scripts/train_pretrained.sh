@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # How the shipped model pretrained:fashion-mnist is made (resumable; re-run to continue).
 #   bash scripts/train_pretrained.sh [EPOCHS] [RUN_DIR] [EXPORT_DIR]
-# Trains the cpu-small preset (the steering study's recipe: LayerNorm on s, cosine prototype metric) on
+# Trains the cpu-small preset (the steering study's recipe: cosine prototype metric, FiLM conditioning on s) on
 # Fashion-MNIST one epoch at a time, checkpointing every 250 steps. After the last epoch it exports the EMA
 # weights, config and training log to EXPORT_DIR (default: the package's pretrained/fashion-mnist/).
-# Extra overrides: RECIPE="unet.cond_mode=film" bash scripts/train_pretrained.sh 20
+# Extra overrides: RECIPE="train.cond_dropout=0.1" bash scripts/train_pretrained.sh 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:-20}
-RUN=${2:-runs/pretrained-fmnist-v3}
+RUN=${2:-runs/pretrained-fmnist-v4}
 EXPORT=${3:-src/patronus_diffusion/pretrained/fashion-mnist}
 BIN=.venv/bin
 for e in $(seq 1 "$EPOCHS"); do
