@@ -25,8 +25,13 @@ class _Collect(HTMLParser):
 
 
 def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path, capsys):
+    earlier = tmp_path / "earlier" / "evaluate"
+    earlier.mkdir(parents=True)
+    (earlier / "class_agreement.json").write_text(json.dumps(
+        {"agreement": 0.3526, "n_images": 100, "per_image": 4, "chance": 0.1, "judge_test_accuracy": 0.8735}))
+    (earlier / "fid.json").write_text(json.dumps({"fid": 81.1, "kid": 0.0327, "protocol_line": "FID 81.10 (N=500)"}))
     assert main(["report", "--run", str(tiny_run), "--out", str(tmp_path / "r"), "--quick", "--no-progress",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--results", str(tmp_path / "earlier")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
     p = _Collect()
     p.feed(page)
@@ -42,3 +47,4 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     assert set(em) == {"t_half", "final_gain", "requested_change"} and em["requested_change"] >= 0
     assert page.count('class="when"') == n
     assert "prototype cards" in capsys.readouterr().out
+    assert "class agreement 0.353" in page and "FID 81.10 (N=500)" in page  # quoted from the --results folder

@@ -109,8 +109,9 @@ def _train_curve(run_dir: Path):
 
 
 def _earlier_results(folders: list[str | Path]) -> dict:
-    """FID/KID protocol lines, shortcut diagnoses and edit benchmarks found in earlier result folders."""
-    found = {"fid": [], "diagnosis": [], "edits_eval": []}
+    """FID/KID protocol lines, class agreement, shortcut diagnoses and edit benchmarks found in earlier result
+    folders."""
+    found = {"fid": [], "class_agreement": [], "diagnosis": [], "edits_eval": []}
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.json")):
             try:
@@ -120,6 +121,10 @@ def _earlier_results(folders: list[str | Path]) -> dict:
             if path.name == "fid.json" and "fid" in data:
                 found["fid"].append({"file": str(path), "fid": data["fid"], "kid": data.get("kid"),
                                      "protocol_line": data.get("protocol_line")})
+            elif path.name == "class_agreement.json" and "agreement" in data:
+                found["class_agreement"].append({"file": str(path), **{k: data.get(k) for k in
+                                                 ("agreement", "n_images", "per_image", "chance",
+                                                  "judge_test_accuracy", "pixel_spread_grey_levels")}})
             elif path.name == "diagnosis.json" and "verdict" in data:
                 found["diagnosis"].append({"file": str(path), **{k: data.get(k) for k in
                                            ("a", "b", "verdict", "score", "ci95", "reason")}})
@@ -327,6 +332,10 @@ def render_html(rep: ModelReport) -> str:
                    f"</td></tr>" for k, v in c.items() if k not in ("earlier_results",))
     fids = "".join(f"<li>{html.escape(f['protocol_line'] or str(f['fid']))} <span class='muted'>"
                    f"({html.escape(f['file'])})</span></li>" for f in c["earlier_results"]["fid"])
+    agree = "".join(f"<li><b>class agreement {a['agreement']:.3f}</b> (chance {a['chance']}): generations from the s "
+                    f"of {a['n_images']} test images x {a['per_image']} noises, judged by an independent classifier "
+                    f"({a['judge_test_accuracy']:.3f} on real test images) <span class='muted'>"
+                    f"({html.escape(a['file'])})</span></li>" for a in c["earlier_results"]["class_agreement"])
     diags = "".join(f"<li>{html.escape(str(d['a']))} / {html.escape(str(d['b']))}: <b>{html.escape(str(d['verdict']))}</b> "
                     f"{html.escape(str(d['reason']))}</li>" for d in c["earlier_results"]["diagnosis"])
     probes = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v['metric'])}</td><td>{v['mean']:.3f} "
@@ -342,7 +351,7 @@ def render_html(rep: ModelReport) -> str:
 {prov['timings']['total_seconds']} s; budget {html.escape(json.dumps(prov['budget']))}.
 Emergence curves: {html.escape(prov['emergence'])}.</p>
 <h2>Model card</h2><table>{rows}</table>{curve}
-<h3>FID / KID from earlier result files</h3><ul>{fids or "<li class='muted'>none given (pass --results DIR)</li>"}</ul>
+<h3>FID / KID and class agreement from earlier result files</h3><ul>{fids + agree or "<li class='muted'>none given (pass --results DIR with `patronus fid` / `patronus evaluate` output)</li>"}</ul>
 <h2>Quality</h2><p class="muted">linear probes on s ({q['n_images'] if q else 0} training images), TAD,
 redundancy and dead prototypes (<code>patronus quality</code> with the report's budget)</p>
 <table><tr><th>target</th><th>metric</th><th>value</th></tr>{probes}</table>
