@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PATRONUS = [sys.executable, "-m", "patronus_diffusion.cli.main"]
 
-# name -> (what it tests, overrides on top of cpu-small). cpu-small already has cond_norm=layer, patch init.
+# name -> (what it tests, overrides on top of cpu-small as it was when the study began: cond_norm=layer, patch
+# init, l2 metric, additive conditioning). BASE pins that starting point, since cpu-small now has the winner.
+BASE = ["prototypes.metric=l2", "unet.cond_mode=add"]
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "layer": ("today's cpu-small: LayerNorm on s, added to every block", []),
     "honour": ("+ honour loss (re-encode the predicted x0 under edited s)", ["train.honour_weight=0.05"]),
@@ -35,7 +37,11 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "reference": ("the reference conditioning (no LayerNorm)", ["unet.cond_norm=none"]),
     "cosine": ("+ cosine metric (unit-length patches and prototypes: d in [0, 4])", ["prototypes.metric=cosine"]),
     "cosine-film": ("cosine metric + FiLM conditioning", ["prototypes.metric=cosine", "unet.cond_mode=film"]),
+    "cosine-film-contrast": ("cosine-film + contrastive honour loss (only the edited prototype's change is asked)",
+                             ["prototypes.metric=cosine", "unet.cond_mode=film", "train.honour_weight=0.05",
+                              "train.honour_mode=contrast"]),
 }
+CANDIDATES = {name: (what, BASE + overrides) for name, (what, overrides) in CANDIDATES.items()}
 
 
 # extra evaluate-edits flags per candidate: the condition-dropout model is decoded with guidance on s

@@ -77,17 +77,45 @@ def test_honour_loss_reaches_only_the_unet(tiny_cfg):
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.unet.parameters())
 
 
+def test_contrast_honour_charges_a_decoder_that_ignores_s_the_full_change(tiny_cfg):
+    """Closed form: with the same eps under s' and s (a decoder that ignores s), the two predictions re-encode to the
+    same s, so the loss is huber(requested change / sd) per row; the encoder stays frozen."""
+    cfg = _quiet(tiny_cfg, honour_weight=1.0)
+    m = build_model(cfg)
+    sched = NoiseSchedule.from_config(cfg.diffusion)
+    x0 = torch.rand(8, 1, 16, 16) * 2 - 1
+    s = m.prototypes(x0).s.detach()
+    torch.manual_seed(1)
+    batch = obj._honour_batch(x0, s, sched, cfg.train)
+    eps = torch.randn_like(batch["x_t"])
+    got = obj.honour_contrast_loss(m.prototypes, batch, eps, eps, sched, s)
+    rows = torch.arange(batch["j"].shape[0])
+    change = (batch["s"][rows, batch["j"]] - batch["s_base"][rows, batch["j"]]) / s.std(0).clamp_min(1e-6)[batch["j"]]
+    want = torch.nn.functional.huber_loss(-change, torch.zeros_like(change), delta=1.0)
+    assert torch.allclose(got, want, atol=1e-6) and float(want) > 0
+    # through a real UNet: the gradient reaches the UNet only
+    eps_e = m(batch["x_t"], batch["t"], batch["s"])
+    eps_b = m(batch["x_t"], batch["t"], batch["s_base"])
+    obj.honour_contrast_loss(m.prototypes, batch, eps_e, eps_b, sched, s).backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in m.prototypes.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.unet.parameters())
+
+
 def test_steering_options_train_and_log(tiny_cfg, tmp_path):
     cfg = apply_overrides(_quiet(tiny_cfg), ["train.honour_weight=0.1", "train.cluster_weight=0.1",
                                              "train.cond_dropout=0.2", "unet.cond_mode=film"])
     train(cfg, tmp_path / "r", max_steps=4, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "r" / "train_log.csv")))
     assert float(rows[-1]["honour"]) > 0 and float(rows[-1]["cluster"]) > 0
+    contrast = apply_overrides(_quiet(tiny_cfg), ["train.honour_weight=0.1", "train.honour_mode=contrast"])
+    train(contrast, tmp_path / "c", max_steps=4, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "c" / "train_log.csv")))
+    assert float(rows[-1]["honour"]) > 0
 
 
 def test_bad_steering_options_are_rejected(tiny_cfg):
     for bad in (["unet.cond_mode=cross"], ["train.cond_dropout=1.0"], ["sample.guidance=2"],
-                ["train.honour_weight=1", "train.honour_t=500,100"]):
+                ["train.honour_weight=1", "train.honour_t=500,100"], ["train.honour_mode=both"]):
         with pytest.raises(ConfigError):
             apply_overrides(tiny_cfg, bad)
 

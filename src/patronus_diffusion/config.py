@@ -132,6 +132,10 @@ class TrainConfig:
     """The [low, high) timestep range of the honour loss."""
     honour_fraction: float = 0.25
     """Fraction of each batch that gets an edited s for the honour loss."""
+    honour_mode: str = "match"
+    """``match``: the re-encoded s of the image predicted under the edited s' must equal s' (all coordinates);
+    ``contrast``: the same x_t is also decoded under the unedited s, and only the *difference* of the edited
+    coordinate between the two predictions must equal the requested change (ignoring s cannot satisfy it)."""
     cond_dropout: float = 0.0
     """Probability that a training image is conditioned on a learned null vector instead of its s (classifier-free
     guidance on s at decode time needs it; ``sample.guidance`` then sets the weight)."""
@@ -299,6 +303,8 @@ class RunConfig:
         if tc.lr_schedule not in ("warmup", "protodiff", "protodiff-reference"):
             raise ConfigError(f"train.lr_schedule must be warmup, protodiff or protodiff-reference, not "
                               f"{tc.lr_schedule!r}")
+        if tc.honour_mode not in ("match", "contrast"):
+            raise ConfigError(f"train.honour_mode must be match or contrast, not {tc.honour_mode!r}")
         if tc.honour_weight > 0 and (len(tc.honour_t) != 2 or
                                      not 0 <= tc.honour_t[0] < tc.honour_t[1] <= self.diffusion.timesteps):
             raise ConfigError(f"train.honour_t must be two timesteps low,high with 0 <= low < high <= "

@@ -51,11 +51,14 @@ def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg
     uncond = torch.rand(b, device=x0.device) < tc.cond_dropout if tc.cond_dropout > 0 else None
     honour = _honour_batch(x0, s.detach(), schedule, tc) if tc.honour_weight > 0 else None
     x_in, t_in, s_in = x_t, t, s
-    if honour is not None:
-        x_in, t_in = torch.cat([x_t, honour["x_t"]]), torch.cat([t, honour["t"]])
-        s_in = torch.cat([s, honour["s"]])
+    contrast = honour is not None and tc.honour_mode == "contrast"
+    if honour is not None:  # edited rows (and, for the contrast, the same x_t unedited) in the same network call
+        reps = 2 if contrast else 1
+        x_in, t_in = torch.cat([x_t] + [honour["x_t"]] * reps), torch.cat([t] + [honour["t"]] * reps)
+        s_in = torch.cat([s, honour["s"]] + ([honour["s_base"]] if contrast else []))
         if uncond is not None:
-            uncond = torch.cat([uncond, torch.zeros(honour["t"].shape[0], dtype=torch.bool, device=x0.device)])
+            uncond = torch.cat([uncond, torch.zeros(reps * honour["t"].shape[0], dtype=torch.bool,
+                                                    device=x0.device)])
     with amp:
         eps_all = model(x_in, t_in, s_in, uncond) if uncond is not None else model(x_in, t_in, s_in)
     eps = eps_all[:b]
@@ -70,7 +73,10 @@ def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg
         extra = extra + tc.cluster_weight * c
         logs["cluster"] = float(c.detach())
     if honour is not None:
-        h = honour_loss(inner.prototypes, honour, eps_all[b:].float(), schedule, s.detach())
+        k = honour["t"].shape[0]
+        h = (honour_contrast_loss(inner.prototypes, honour, eps_all[b:b + k].float(), eps_all[b + k:].float(),
+                                  schedule, s.detach()) if contrast
+             else honour_loss(inner.prototypes, honour, eps_all[b:].float(), schedule, s.detach()))
         extra = extra + tc.honour_weight * h
         logs["honour"] = float(h.detach())
     return LossOutput(per, extra if logs else None, logs)
@@ -105,7 +111,35 @@ def _honour_batch(x0: torch.Tensor, s: torch.Tensor, schedule: NoiseSchedule, tc
     lo, hi = tc.honour_t
     t = torch.randint(lo, hi, (k,), device=dev)
     noise = torch.randn_like(x0[:k])
-    return {"x_t": schedule.q_sample(x0[:k], t, noise), "t": t, "s": target}
+    return {"x_t": schedule.q_sample(x0[:k], t, noise), "t": t, "s": target, "s_base": s[:k], "j": j}
+
+
+def _reencode_prediction(prototypes: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                         schedule: NoiseSchedule) -> torch.Tensor:
+    """s of the predicted clean image x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar), read by the prototype
+    network with its parameters detached (only the UNet learns from it)."""
+    ab = schedule.alphas_cumprod.to(eps.device)[t].float().view(-1, 1, 1, 1)
+    x0_hat = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+    frozen = {k: v.detach() for k, v in prototypes.named_parameters()}
+    return torch.func.functional_call(prototypes, frozen, (x0_hat,)).s
+
+
+def honour_contrast_loss(prototypes: torch.nn.Module, honour: dict[str, torch.Tensor], eps_edit: torch.Tensor,
+                         eps_base: torch.Tensor, schedule: NoiseSchedule, s_batch: torch.Tensor) -> torch.Tensor:
+    """The contrastive honour loss: the same x_t decoded under the edited s' and under s; with J the edited
+    coordinate and sd_J its batch std (detached),
+
+        mean_b huber( ((s_J(x0_hat(s')) - s_J(x0_hat(s))) - (s'_J - s_J)) / sd_J )
+
+    Only the change of the edited prototype between the two predictions is asked for, so a decoder that ignores
+    s (both predictions equal) pays the full requested change; the encoder is frozen in the term."""
+    rows = torch.arange(honour["j"].shape[0], device=eps_edit.device)
+    j = honour["j"]
+    got = (_reencode_prediction(prototypes, honour["x_t"], honour["t"], eps_edit, schedule)[rows, j]
+           - _reencode_prediction(prototypes, honour["x_t"], honour["t"], eps_base, schedule)[rows, j])
+    want = honour["s"][rows, j] - honour["s_base"][rows, j]
+    sd = s_batch.std(0).clamp_min(1e-6)[j]
+    return torch.nn.functional.huber_loss((got - want) / sd, torch.zeros_like(got), delta=1.0)
 
 
 def honour_loss(prototypes: torch.nn.Module, honour: dict[str, torch.Tensor], eps: torch.Tensor,
@@ -119,10 +153,7 @@ def honour_loss(prototypes: torch.nn.Module, honour: dict[str, torch.Tensor], ep
     cannot collapse s to make the term small. Dividing by sd_k makes each prototype count alike whatever its range;
     the Huber loss (quadratic below 1 sd, linear above) keeps a young decoder's huge errors from dominating.
     """
-    ab = schedule.alphas_cumprod.to(eps.device)[honour["t"]].float().view(-1, 1, 1, 1)
-    x0_hat = (honour["x_t"] - (1 - ab).sqrt() * eps) / ab.sqrt()
-    frozen = {k: v.detach() for k, v in prototypes.named_parameters()}
-    s_hat = torch.func.functional_call(prototypes, frozen, (x0_hat,)).s
+    s_hat = _reencode_prediction(prototypes, honour["x_t"], honour["t"], eps, schedule)
     sd = s_batch.std(0).clamp_min(1e-6)
     return torch.nn.functional.huber_loss((s_hat - honour["s"]) / sd, torch.zeros_like(s_hat), delta=1.0)
 
