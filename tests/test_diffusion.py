@@ -7,7 +7,7 @@ import torch
 
 from patronus_diffusion.config import DiffusionConfig
 from patronus_diffusion.diffusion.inversion import ddim_invert, edict_invert
-from patronus_diffusion.diffusion.samplers import SAMPLERS, ddim, ddpm, dpmpp_2m, edict, edict_state
+from patronus_diffusion.diffusion.samplers import SAMPLERS, ddim, ddpm, dpmpp_2m, edict, edict_state, get_sampler
 from patronus_diffusion.diffusion.schedule import NoiseSchedule
 
 SCHED = NoiseSchedule.from_config(DiffusionConfig())
@@ -42,7 +42,7 @@ def gaussian_eps_model(mu: torch.Tensor, var: float):
     return fn
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(SAMPLERS) + ["edict"])
 def test_samplers_share_one_signature_and_hit_the_data_distribution(name):
     torch.manual_seed(0)
     mu = torch.full((1, 2, 4, 4), 0.5)
@@ -54,7 +54,7 @@ def test_samplers_share_one_signature_and_hit_the_data_distribution(name):
     if name == "edict":
         x_T = edict_state(x_T)  # EDICT decodes a two-sequence state; plain noise starts with x = y
     seen = []
-    out = SAMPLERS[name](fn, x_T, SCHED, steps, generator=torch.Generator().manual_seed(0),
+    out = get_sampler(name)(fn, x_T, SCHED, steps, generator=torch.Generator().manual_seed(0),
                          callback=lambda info: seen.append(info["t"]), progress=False)
     assert seen == SCHED.timesteps(steps)
     assert abs(float(out.mean()) - 0.5) < 0.03
@@ -148,6 +148,25 @@ def test_edict_inversion_is_exact_at_few_steps_even_for_a_nonlinear_model(steps)
     assert float((rec - x0).abs().max()) < 1e-8
     # plain DDIM inversion of the same model at the same steps is far from exact
     assert float((ddim(fn, ddim_invert(fn, x0, SCHED, steps), SCHED, steps) - x0).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["ddim", "edict"])
+def test_reported_x0_is_the_model_prediction_at_every_step(name):
+    """For data that is one point x*, the exact eps model predicts x0 = x* from any x_t: every step's reported x0
+    must be x* (EDICT's too, though its state mixes two sequences)."""
+    star = torch.linspace(-0.8, 0.8, 16).view(1, 1, 4, 4)
+    ab_all = SCHED.alphas_cumprod.double()
+
+    def fn(x, t):
+        ab = ab_all[t].view(-1, 1, 1, 1)
+        return (x - ab.sqrt() * star.double()) / (1 - ab).sqrt()
+
+    x_T = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    if name == "edict":
+        x_T = edict_state(x_T, torch.randn(3, 1, 4, 4, dtype=torch.float64))
+    seen = []
+    get_sampler(name)(fn, x_T, SCHED, 6, callback=lambda info: seen.append(info["x0"]))
+    assert len(seen) == 6 and all(torch.allclose(x0, star.double().expand_as(x0), atol=1e-6) for x0 in seen)
 
 
 def test_edict_rejects_a_plain_noise_tensor_of_odd_channels():

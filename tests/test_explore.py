@@ -14,6 +14,7 @@ from patronus_diffusion.api import Patronus
 from patronus_diffusion.cli.explore import is_loopback
 from patronus_diffusion.explore.server import make_server
 from patronus_diffusion.explore.session import MAX_UPLOAD_BYTES, ExplorerSession, UploadError, read_upload
+from patronus_diffusion.utils.errors import UserError
 
 
 def _png(mode, size=(20, 20), value=0, fmt="PNG") -> bytes:
@@ -103,9 +104,36 @@ def test_server_serves_only_its_own_files(session):
             assert get(path)[0] == 404, path
         status, body, _ = get("/api/info")
         assert status == 200 and json.loads(body)["num_prototypes"] == session.pat.num_prototypes
+
+        def post(path, body=b"{}", **headers):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+            r = c.getresponse()
+            return r.status, json.loads(r.read() or b"{}")
+
+        # another Host (DNS rebinding) or a cross-site page is refused; a plain-text POST is not taken as JSON
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/api/info", headers={"Host": "evil.example:80"})
+        assert c.getresponse().status == 403
+        assert post("/api/pick", b'{"index": 0}', Origin="http://evil.example")[0] == 403
+        assert post("/api/pick", b'{"index": 0}', **{"Content-Type": "text/plain"})[0] == 400
+        assert post("/api/pick", b'{"index": 1e999}')[0] == 400  # an overflowing number is a user error
+        assert post("/api/pick", b"\xff\xfe")[0] == 400
+        assert post("/api/pick", b'{"index": 0}', Origin=f"http://127.0.0.1:{port}")[0] == 200  # its own page
+        # a second explorer on the same port: a one-line user error, not a traceback
+        with pytest.raises(UserError, match="--port 0"):
+            make_server(session, "127.0.0.1", port)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_mixing_weight_follows_the_step_count(tiny_run):
+    pat = Patronus.load(tiny_run, device="cpu")
+    assert ExplorerSession(pat, steps=10, ref_n=8).pat.config.sample.edict_mix == 0.6
+    assert ExplorerSession(pat, steps=20, ref_n=8).pat.config.sample.edict_mix == 0.8
+    with pytest.raises(UserError, match="--mix"):
+        ExplorerSession(pat, steps=10, mix=1.0, ref_n=8)
 
 
 def test_loopback_detection_for_the_host_warning():

@@ -302,5 +302,4 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
 def test_prior_sampler_names_are_the_core_samplers():
     from patronus_diffusion.diffusion.samplers import SAMPLERS
 
-    # every core sampler but EDICT, whose two-sequence state exists to decode an exact inversion
-    assert set(PRIOR_SAMPLERS) == set(SAMPLERS) - {"edict"}
+    assert set(PRIOR_SAMPLERS) == set(SAMPLERS)

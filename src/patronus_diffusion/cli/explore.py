@@ -26,9 +26,9 @@ def register(sub) -> None:
     p.add_argument("--inversion", choices=("edict", "ddim"), default="edict",
                    help="edict: exact at any step count (2 network calls per step); ddim: 1 call per step but "
                         "the picked image comes back blurred at 10-20 steps")
-    p.add_argument("--mix", type=float, default=0.6,
-                   help="EDICT mixing weight p (docs/explore.md: at 10 steps 0.6 keeps edits closest to DDIM-100's; "
-                        "with --steps 20 use 0.8)")
+    p.add_argument("--mix", type=float, default=None,
+                   help="EDICT mixing weight p (default: 0.6 up to 10 steps, 0.8 beyond; docs/explore.md: these keep "
+                        "edits closest to DDIM-100's)")
     p.add_argument("--ref-n", type=int, default=256, help="reference images behind the slider ranges")
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance on s when decoding (models trained with train.cond_dropout)")

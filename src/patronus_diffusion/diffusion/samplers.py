@@ -178,22 +178,26 @@ def edict(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, steps: 
     for i, t in _iter(ts, progress, "edict"):
         prev = ts[i + 1] if i + 1 < len(ts) else -1
         a, b = ddim_coefficients(schedule, t, prev)
-        x = a * x + b * model_fn(y, _tvec(t, y)).to(x.dtype)
-        eps = model_fn(x, _tvec(t, x)).to(y.dtype)
-        y = a * y + b * eps
+        eps_y = model_fn(y, _tvec(t, y)).to(x.dtype)
+        x0 = predict_x0(y, eps_y, schedule.alpha_bar(t))  # the model's own prediction at this step (as ddim's)
+        x = a * x + b * eps_y
+        y = a * y + b * model_fn(x, _tvec(t, x)).to(y.dtype)
         x = mix * x + (1 - mix) * y
         y = mix * y + (1 - mix) * x
         if callback is not None:
-            ab_prev = schedule.alpha_bar(prev)
-            x0 = x if prev < 0 else predict_x0(x, eps, ab_prev)
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim, "ddpm": ddpm, "dpmpp-2m": dpmpp_2m, "edict": edict}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim, "ddpm": ddpm, "dpmpp-2m": dpmpp_2m}
+"""Samplers that start from plain noise (B, C, H, W): every ``--sampler`` choice."""
+EXACT_DECODERS: dict[str, Callable[..., torch.Tensor]] = {"edict": edict}
+"""Decoders of an exact inversion's state (``sample.inversion``): same signature, but x_T is their own state."""
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    if name in EXACT_DECODERS:
+        return EXACT_DECODERS[name]
     if name not in SAMPLERS:
         raise UsageError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]

@@ -48,6 +48,15 @@ def static_file(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
+def allowed_hosts(host: str, port: int) -> set[str] | None:
+    """Host headers the explorer answers: its loopback names (DNS-rebinding protection); None (any) when bound to a
+    non-loopback address on purpose."""
+    loop = {"127.0.0.1", "localhost", "::1"}
+    if host not in loop and not host.startswith("127."):
+        return None
+    return {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]", host)}
+
+
 def make_handler(session: ExplorerSession, quiet: bool = True):
     class Handler(BaseHTTPRequestHandler):
         server_version = "patronus-explore"
@@ -68,14 +77,19 @@ def make_handler(session: ExplorerSession, quiet: bool = True):
                 self.wfile.write(body)
 
         def _json(self, obj, status: int = 200) -> None:
-            self._send(status, json.dumps(obj).encode(), "application/json")
+            self._send(status, json.dumps(obj, allow_nan=False).encode(), "application/json")
 
         def _error(self, status: int, message: str) -> None:
             self._json({"error": message}, status)
 
         def _body(self, limit: int) -> bytes | None:
             """The request body, or None after answering 413 when it is larger than ``limit``."""
-            n = int(self.headers.get("Content-Length") or 0)
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                raise RequestError("the Content-Length header is not a number") from None
+            if n < 0:
+                raise RequestError("the Content-Length header is negative")
             if n > limit:
                 self.close_connection = True
                 left = n if n <= DRAIN_BYTES else 0  # read what was sent, so the browser sees the answer
@@ -98,11 +112,25 @@ def make_handler(session: ExplorerSession, quiet: bool = True):
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__}: {e}); "
                                                               "see the terminal running `patronus explore`")
 
+        def _trusted(self) -> bool:
+            """Refuse requests for another Host (DNS rebinding) and cross-site POSTs (another page in the browser)."""
+            hosts = allowed_hosts(*self.server.server_address[:2])
+            if hosts is not None and self.headers.get("Host", "") not in hosts:
+                self._error(HTTPStatus.FORBIDDEN, "this explorer answers only on its own address (Host header)")
+                return False
+            origin = self.headers.get("Origin")
+            if self.command == "POST" and origin and origin != f"http://{self.headers.get('Host', '')}":
+                self._error(HTTPStatus.FORBIDDEN, "cross-site requests are refused")
+                return False
+            return True
+
         # ------------------------------------------------------------ routes
         def do_HEAD(self):
             self.do_GET()
 
         def do_GET(self):
+            if not self._trusted():
+                return
             url = urlparse(self.path)
             if url.path in STATIC:
                 name, ctype = STATIC[url.path]
@@ -118,6 +146,8 @@ def make_handler(session: ExplorerSession, quiet: bool = True):
             self._error(HTTPStatus.NOT_FOUND, "not found")
 
         def do_POST(self):
+            if not self._trusted():
+                return
             url = urlparse(self.path)
             if url.path == "/api/upload":
                 name = unquote(parse_qs(url.query).get("name", ["upload"])[0])[:120]
@@ -137,12 +167,14 @@ def make_handler(session: ExplorerSession, quiet: bool = True):
                 return self._error(HTTPStatus.NOT_FOUND, "not found")
 
             def call():
+                if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+                    raise RequestError("send the request as application/json")
                 raw = self._body(MAX_JSON_BYTES)
                 if raw is None:
                     return
                 try:
                     args = json.loads(raw or b"{}")
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     raise RequestError("the request body is not JSON") from None
                 if not isinstance(args, dict):
                     raise RequestError("the request body must be a JSON object")
@@ -162,7 +194,7 @@ def _num(args: dict, name: str, kind, default=None):
         raise RequestError(f"missing {name!r}")
     try:
         return kind(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RequestError(f"{name!r} must be a number, got {v!r}") from None
 
 
@@ -179,6 +211,10 @@ def make_server(session: ExplorerSession, host: str = "127.0.0.1", port: int = 8
     cls = ThreadingHTTPServer
     if ":" in host:  # an IPv6 address
         cls = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
-    server = cls((host, port), make_handler(session, quiet))
+    try:
+        server = cls((host, port), make_handler(session, quiet))
+    except OSError as e:
+        raise RequestError(f"cannot serve on {host}:{port}: {e.strerror or e}; another explorer may be running "
+                           f"there: pass --port 0 (any free port) or another --port") from None
     server.daemon_threads = True
     return server

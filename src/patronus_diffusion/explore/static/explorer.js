@@ -22,7 +22,7 @@ async function api(path, body, raw) {
     throw new Error("the explorer server does not answer (is `patronus explore` still running?)");
   }
   let data;
-  try { data = await res.json(); } catch (e) { data = { error: `the server answered ${res.status}` }; }
+  try { data = await res.json(); } catch (e) { throw new Error(`the server answered ${res.status} without JSON`); }
   if (!res.ok) throw new Error(data.error || `the server answered ${res.status}`);
   return data;
 }
@@ -33,7 +33,7 @@ function say(text, ok) {
   m.className = ok ? "ok" : "";
 }
 
-function fmt(v) { return Number(v).toFixed(3); }
+function fmt(v) { return v === null || v === undefined ? "n/a" : Number(v).toFixed(3); }
 
 // ------------------------------------------------------------------ boxes over the images
 function drawBoxes(boxId, boxes, ids) {
@@ -134,10 +134,12 @@ async function render() {
   if (!state.cur) return;
   state.inflight = true;
   const seq = ++state.seq;
+  const key = state.cur.key;
   const t0 = performance.now();
   try {
-    const out = await api("/api/render", { key: state.cur.key, s: state.s, seq, client: state.client });
-    if (!out.stale && seq === state.seq) {
+    const out = await api("/api/render", { key, s: state.s, seq, client: state.client });
+    // keep an answer only if it is the newest and still about the picked image (a pick may have overtaken it)
+    if (!out.stale && seq === state.seq && state.cur && key === state.cur.key) {
       setEdited(out.image, out.s_requested);
       state.editBoxes = out.boxes;
       showReached(out.s_reached);
@@ -169,6 +171,9 @@ function setEdited(src, s) {
 
 // ------------------------------------------------------------------ picking
 function picked(out) {
+  clearTimeout(state.timer);
+  state.pending = false;
+  state.seq++;  // any render still on its way belongs to the previous image
   state.cur = out;
   state.s = out.s.slice();
   state.editBoxes = null;
