@@ -126,7 +126,8 @@ def register(sub) -> None:
     p.add_argument("--baseline", default="regular", choices=PROTODIFF_MODES)
     p.add_argument("--train-steps", type=int, default=None, help="optimisation steps per mode; None = the preset's train.max_steps")
     p.add_argument("--checkpoints", type=int, default=3, help="evaluations per mode, evenly spaced in steps")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every mode is trained from each")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every mode is trained from each "
+                                                     "(they replace --seed, which then has no effect here)")
     p.add_argument("--judge-epochs", type=float, default=None,
                    help="epochs of the independent judge when it is not cached yet (default: 2)")
     p.add_argument("--n-gen", type=int, default=1000, help="generated images per evaluation (class-balanced)")
