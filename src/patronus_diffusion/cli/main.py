@@ -9,7 +9,8 @@ import os
 import sys
 
 # Command-group modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "report", "explore", "protodiff"]
+COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "report", "explore", "protodiff",
+                   "interop"]
 
 
 def build_parser() -> argparse.ArgumentParser:
