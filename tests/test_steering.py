@@ -58,15 +58,20 @@ def test_cluster_cost_is_scale_free_and_zero_only_at_exact_matches():
     assert float(obj.cluster_cost(d)) > 0.0
 
 
-def test_honour_loss_reaches_only_the_unet(tiny_cfg):
-    """The encoder is frozen inside the honour term: its gradient must be exactly zero there."""
+def _honour_setup(tiny_cfg, seed: int):
+    """A tiny model, 8 random images, their s and one honour batch."""
     cfg = _quiet(tiny_cfg, honour_weight=1.0)
     m = build_model(cfg)
     sched = NoiseSchedule.from_config(cfg.diffusion)
     x0 = torch.rand(8, 1, 16, 16) * 2 - 1
     s = m.prototypes(x0).s.detach()
-    torch.manual_seed(0)
-    batch = obj._honour_batch(x0, s, sched, cfg.train)
+    torch.manual_seed(seed)
+    return cfg, m, sched, s, obj._honour_batch(x0, s, sched, cfg.train)
+
+
+def test_honour_loss_reaches_only_the_unet(tiny_cfg):
+    """The encoder is frozen inside the honour term: its gradient must be exactly zero there."""
+    cfg, m, sched, s, batch = _honour_setup(tiny_cfg, 0)
     assert batch["t"].min() >= cfg.train.honour_t[0] and batch["t"].max() < cfg.train.honour_t[1]
     changed = (batch["s"] != s[: batch["s"].shape[0]]).sum(1)
     assert torch.all(changed <= 1)  # one prototype edited per row
@@ -80,13 +85,7 @@ def test_honour_loss_reaches_only_the_unet(tiny_cfg):
 def test_contrast_honour_charges_a_decoder_that_ignores_s_the_full_change(tiny_cfg):
     """Closed form: with the same eps under s' and s (a decoder that ignores s), the two predictions re-encode to the
     same s, so the loss is huber(requested change / sd) per row; the encoder stays frozen."""
-    cfg = _quiet(tiny_cfg, honour_weight=1.0)
-    m = build_model(cfg)
-    sched = NoiseSchedule.from_config(cfg.diffusion)
-    x0 = torch.rand(8, 1, 16, 16) * 2 - 1
-    s = m.prototypes(x0).s.detach()
-    torch.manual_seed(1)
-    batch = obj._honour_batch(x0, s, sched, cfg.train)
+    cfg, m, sched, s, batch = _honour_setup(tiny_cfg, 1)
     eps = torch.randn_like(batch["x_t"])
     got = obj.honour_contrast_loss(m.prototypes, batch, eps, eps, sched, s)
     rows = torch.arange(batch["j"].shape[0])
