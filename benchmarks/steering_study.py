@@ -130,10 +130,13 @@ def cmd_measure(args) -> None:
             print(f"[study] {name}: not trained yet, skipped")
             continue
         print(f"[study] measuring {name}", flush=True)
-        rows[name] = {"what": CANDIDATES[name][0], "overrides": CANDIDATES[name][1],
-                      **measure_one(run, out / f"measure-{name}", args.n, args.fid_n, EDIT_FLAGS.get(name))}
+        row = {"what": CANDIDATES[name][0], "overrides": CANDIDATES[name][1],
+               **measure_one(run, out / f"measure-{name}", args.n, args.fid_n, EDIT_FLAGS.get(name))}
+        # re-read before writing: another `measure` (other candidates) may have updated the file meanwhile
+        rows = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        rows[name] = row
         summary_path.write_text(json.dumps(rows, indent=2))
-        print(json.dumps({name: rows[name]}), flush=True)
+        print(json.dumps({name: row}), flush=True)
 
 
 COLUMNS = [("median_rise", "rise", "{:.3f}"), ("median_off_target", "off-target", "{:.3f}"),
