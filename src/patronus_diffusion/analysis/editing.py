@@ -86,9 +86,7 @@ def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: boo
     steps = steps or pat.config.sample.ddim_steps
     s = pat.encode(x0).s
     store = _inversion_store(pat) if cache else None
-    sc = pat.config.sample
-    scheme = f"edict:{sc.edict_mix}" if sc.inversion == "edict" else "ddim"
-    key = inversion_key(x0, s, steps, scheme) if store is not None else None
+    key = inversion_key(x0, s, steps, pat.inversion_tag) if store is not None else None
     if store is not None and key in store:
         store.move_to_end(key)
         x_T = store[key]

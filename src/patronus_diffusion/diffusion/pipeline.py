@@ -167,11 +167,20 @@ class PatronusPipeline:
         return out
 
     @property
+    def exact_inversion(self) -> bool:
+        """True with ``sample.inversion=edict``: invert and decode with EDICT's exact coupled scheme."""
+        return self.config.sample.inversion == "edict"
+
+    @property
+    def inversion_tag(self) -> str:
+        """What decides an inversion's result besides images, s and steps (part of the inversion cache key)."""
+        return f"edict:{self.config.sample.edict_mix}" if self.exact_inversion else "ddim"
+
+    @property
     def decode_sampler(self) -> str:
         """The sampler that decodes an inverted x_T: ``edict`` with ``sample.inversion=edict``, else
         ``sample.decode_sampler``."""
-        sc = self.config.sample
-        return "edict" if sc.inversion == "edict" else sc.decode_sampler
+        return "edict" if self.exact_inversion else self.config.sample.decode_sampler
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
@@ -183,11 +192,10 @@ class PatronusPipeline:
         x = self.check_images(images)
         s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
         steps = steps or self.config.sample.ddim_steps
-        sc = self.config.sample
-        opts = {"mix": sc.edict_mix} if sc.inversion == "edict" else {}
-        fn = edict_invert if sc.inversion == "edict" else ddim_invert
-        out = [fn(self.model_fn(sc_), xc.to(self.device), self.schedule, steps, progress=progress,
-                  callback=callback, **opts).cpu() for xc, sc_ in self._chunks(x, s)]
+        fn, opts = ((edict_invert, {"mix": self.config.sample.edict_mix}) if self.exact_inversion
+                    else (ddim_invert, {}))
+        out = [fn(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,
+                  callback=callback, **opts).cpu() for xc, sc in self._chunks(x, s)]
         return torch.cat(out)
 
     def _decoder_input(self, x_T: torch.Tensor, sampler: str) -> torch.Tensor:

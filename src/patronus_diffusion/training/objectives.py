@@ -133,10 +133,11 @@ def honour_contrast_loss(prototypes: torch.nn.Module, honour: dict[str, torch.Te
 
     Only the change of the edited prototype between the two predictions is asked for, so a decoder that ignores
     s (both predictions equal) pays the full requested change; the encoder is frozen in the term."""
-    rows = torch.arange(honour["j"].shape[0], device=eps_edit.device)
-    j = honour["j"]
-    got = (_reencode_prediction(prototypes, honour["x_t"], honour["t"], eps_edit, schedule)[rows, j]
-           - _reencode_prediction(prototypes, honour["x_t"], honour["t"], eps_base, schedule)[rows, j])
+    k = honour["j"].shape[0]
+    rows, j = torch.arange(k, device=eps_edit.device), honour["j"]
+    both = _reencode_prediction(prototypes, honour["x_t"].repeat(2, 1, 1, 1), honour["t"].repeat(2),
+                                torch.cat([eps_edit, eps_base]), schedule)  # one encoder pass for both
+    got = both[:k][rows, j] - both[k:][rows, j]
     want = honour["s"][rows, j] - honour["s_base"][rows, j]
     sd = s_batch.std(0).clamp_min(1e-6)[j]
     return torch.nn.functional.huber_loss((got - want) / sd, torch.zeros_like(got), delta=1.0)
