@@ -134,9 +134,8 @@ def test_distinct_loss_is_logged_when_enabled(tiny_cfg, tmp_path):
     assert float(rows[-1]["extra"]) > 0
 
 
-@pytest.mark.slow
-def test_torchrun_two_ranks_train_like_one_process(tiny_cfg, idx_root, tmp_path):
-    """DDP on CPU (gloo): 2 ranks x half the batch give the weights of 1 process x the whole batch."""
+def _torchrun(idx_root, out, steps, *overrides, resume=False):
+    """Train the tiny preset on 2 CPU ranks (gloo); returns the CompletedProcess."""
     import os
     import shutil
     import subprocess
@@ -145,23 +144,54 @@ def test_torchrun_two_ranks_train_like_one_process(tiny_cfg, idx_root, tmp_path)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
         pytest.skip("torchrun not installed beside this python")
-    cfg = _cfg(tiny_cfg)
-    train(cfg, tmp_path / "single", max_steps=4, progress=False)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "patronus_diffusion.cli.main", "train",
-           "--preset", "tiny", "--out", str(tmp_path / "ddp"), "--steps", "4", "--no-progress",
-           "--data-root", str(idx_root), "--set", "data.limit=none", "train.sample_every=0", "train.checkpoint_every=0"]
+           "--preset", "tiny", "--out", str(out), "--steps", str(steps), "--no-progress",
+           "--data-root", str(idx_root), *(["--resume"] if resume else []),
+           "--set", "data.limit=none", "train.sample_every=0", "train.checkpoint_every=0", *overrides]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count('"step": 4') == 1  # only rank 0 reports
-    a = ck.load_weights(tmp_path / "single" / "model.safetensors")
-    b = ck.load_weights(tmp_path / "ddp" / "model.safetensors")
+    return p
+
+
+def _max_diff(run_a, run_b):
+    a, b = ck.load_weights(run_a / "model.safetensors"), ck.load_weights(run_b / "model.safetensors")
     assert a.keys() == b.keys()
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_like_one_process(tiny_cfg, idx_root, tmp_path):
+    """DDP on CPU (gloo): 2 ranks x half the batch give the weights of 1 process x the whole batch, condition
+    dropout included (the drop decisions are drawn for the global batch, like t and the noise)."""
+    cfg = _cfg(tiny_cfg, cond_dropout=0.3)
+    train(cfg, tmp_path / "single", max_steps=4, progress=False)
+    p = _torchrun(idx_root, tmp_path / "ddp", 4, "train.cond_dropout=0.3")
+    assert p.stdout.count('"step": 4') == 1  # only rank 0 reports
+    worst = _max_diff(tmp_path / "single", tmp_path / "ddp")
+    train(_cfg(tiny_cfg, cond_dropout=0.0), tmp_path / "nodrop", max_steps=4, progress=False)
+    drop_matters = _max_diff(tmp_path / "single", tmp_path / "nodrop")  # what the drop decisions change
     train(cfg, tmp_path / "three", max_steps=3, progress=False)
-    c = ck.load_weights(tmp_path / "three" / "model.safetensors")
-    one_step = max(float((a[k] - c[k]).abs().max()) for k in a)  # what a single step changes
-    assert worst < 1e-4 < one_step, (worst, one_step)
+    one_step = _max_diff(tmp_path / "single", tmp_path / "three")  # what a single step changes
+    assert worst < 1e-4 < min(one_step, drop_matters), (worst, one_step, drop_matters)
+
+
+@pytest.mark.slow
+def test_torchrun_resume_with_dropout_is_bitwise(idx_root, tmp_path):
+    """2 ranks with dropout: 4 steps straight == 2 steps + --resume + 2 steps, bitwise (each rank's dropout
+    stream is a function of (seed, rank, step), not a state only rank 0 could save)."""
+    _torchrun(idx_root, tmp_path / "straight", 4, "unet.dropout=0.3")
+    _torchrun(idx_root, tmp_path / "halves", 2, "unet.dropout=0.3", "train.checkpoint_every=2")
+    _torchrun(idx_root, tmp_path / "halves", 4, "unet.dropout=0.3", "train.checkpoint_every=2", resume=True)
+    assert _max_diff(tmp_path / "straight", tmp_path / "halves") == 0.0
+
+
+def test_per_step_seeds_differ_between_ranks_and_steps():
+    from patronus_diffusion.training.trainer import step_seed
+
+    seeds = {step_seed(0, r, k) for r in range(8) for k in range(2000)}
+    assert len(seeds) == 8 * 2000
+    assert step_seed(1, 0, 0) != step_seed(0, 0, 0)
 
 
 def test_atomic_writes_get_normal_file_permissions(tmp_path):

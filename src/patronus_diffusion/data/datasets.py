@@ -357,15 +357,18 @@ def describe_training_data(train_ds, test_ds, cfg: DataConfig) -> list[str]:
 
 
 def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
-                    num_workers: int = 0, drop_last: bool = True):
+                    num_workers: int = 0, drop_last: bool = True, shard: tuple[int, int] = (0, 1)):
     """Yield (batch_index, images, labels) for one epoch in a permutation fixed by (seed, epoch).
 
     Resuming at ``start_batch`` reproduces exactly the batches a straight run would have seen.
+    ``shard=(rank, world)`` keeps rows rank, rank + world, ... of each global batch of ``batch_size``, so a
+    data-parallel rank decodes only its own slice.
     """
+    rank, world = shard
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(len(ds), generator=g)
     n_batches = max(len(ds) // batch_size, 1) if drop_last else -(-len(ds) // batch_size)
-    batches = [perm[i * batch_size:(i + 1) * batch_size] for i in range(start_batch, n_batches)]
+    batches = [perm[i * batch_size:(i + 1) * batch_size][rank::world] for i in range(start_batch, n_batches)]
     if num_workers > 0 and isinstance(ds, FolderDataset):
         loader = torch.utils.data.DataLoader(ds, batch_sampler=[b.tolist() for b in batches],
                                              num_workers=num_workers, persistent_workers=False)

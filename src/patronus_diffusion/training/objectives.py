@@ -30,13 +30,41 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp) -> LossOutput:
+@dataclass
+class BatchDraws:
+    """The per-image random numbers of one training step, drawn for the whole *global* batch.
+
+    t (timesteps), noise and cond_u (uniforms on [0, 1): a row gets the null condition when cond_u < p) come
+    from the trainer's dedicated generator, so K data-parallel ranks slicing these draws see exactly what one
+    process with the global batch sees, and a resumed run continues the same stream.
+    """
+    t: torch.Tensor
+    noise: torch.Tensor
+    cond_u: torch.Tensor
+
+    def slice(self, rank: int, world: int) -> "BatchDraws":
+        return BatchDraws(self.t[rank::world], self.noise[rank::world], self.cond_u[rank::world])
+
+
+def draw_batch(gen: torch.Generator, shape: torch.Size, schedule: NoiseSchedule, cfg: RunConfig) -> BatchDraws:
+    """t ~ U{0..T-1} (ProtoDiffusion: the first low_t_fraction of the global batch folded to t mod low_t_max),
+    noise ~ N(0, I) and the condition-drop uniforms, for a global batch of ``shape``."""
+    t = torch.randint(0, schedule.num_timesteps, (shape[0],), generator=gen)
+    if cfg.family == "protodiffusion":
+        t = fold_low_timesteps(t, cfg.protodiff.low_t_fraction, cfg.protodiff.low_t_max)
+    noise = torch.randn(shape, generator=gen)
+    return BatchDraws(t, noise, torch.rand(shape[0], generator=gen))
+
+
+def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp,
+                       cond_u: torch.Tensor | None = None) -> LossOutput:
     """L = mean ||eps - eps_theta(x_t, t, s(x_0))||^2 (+ the weighted regularisers of ``cfg.train``).
 
     s is computed from the clean x_0 in fp32; gradients reach the UNet, the encoder and the prototypes.
     Options that make s steer the decoder (all off in the reference):
 
-    - ``cond_dropout`` p: a row gets the null condition with probability p (classifier-free guidance on s);
+    - ``cond_dropout`` p: a row gets the null condition with probability p (classifier-free guidance on s),
+      decided by ``cond_u`` < p (:class:`BatchDraws`; drawn from torch's global RNG when not given);
     - ``honour_weight``: extra rows with one prototype of s edited, whose predicted clean image must re-encode to
       the edited s (:func:`honour_loss`); they run in the same network call as the batch;
     - ``cluster_weight``: :func:`cluster_cost` keeps prototypes near real patches.
@@ -48,7 +76,9 @@ def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg
     s = match.s
     x_t = schedule.q_sample(x0, t, noise)
     b = x0.shape[0]
-    uncond = torch.rand(b, device=x0.device) < tc.cond_dropout if tc.cond_dropout > 0 else None
+    if cond_u is None:
+        cond_u = torch.rand(b)
+    uncond = cond_u.to(x0.device) < tc.cond_dropout if tc.cond_dropout > 0 else None
     honour = _honour_batch(x0, s.detach(), schedule, tc) if tc.honour_weight > 0 else None
     x_in, t_in, s_in = x_t, t, s
     contrast = honour is not None and tc.honour_mode == "contrast"
@@ -181,19 +211,21 @@ def fold_low_timesteps(t: torch.Tensor, fraction: float, low_max: int) -> torch.
     return t
 
 
-def protodiff_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp) -> LossOutput:
-    """L = mean ||eps - eps_theta(x_t, t, y')||^2 with y' = -1 (null) with probability p_uncond, else y.
+def protodiff_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg: RunConfig, amp,
+                        cond_u: torch.Tensor | None = None) -> LossOutput:
+    """L = mean ||eps - eps_theta(x_t, t, y')||^2 with y' = -1 (null) where cond_u < p_uncond, else y.
 
-    A fraction ``low_t_fraction`` of the batch has its timestep folded to t mod low_t_max (uniform on
-    [0, low_t_max) when T is a multiple of low_t_max), the reference's over-sampling of small t (off by default).
-    The drop mask comes from torch's global RNG, which checkpoints save and restore (exact resume).
+    The reference's over-sampling of small t (a fraction ``low_t_fraction`` of the batch folded to t mod
+    low_t_max, off by default) is applied to the global batch by :func:`draw_batch`, before ranks slice it.
+    ``cond_u`` comes from :class:`BatchDraws` (torch's global RNG when not given).
     """
     pc = cfg.protodiff
     if labels.numel() and int(labels.min()) < 0:
         raise DataError("some training images have no class label (-1); ProtoDiffusion needs labelled data")
-    drop = torch.rand(labels.shape[0]) < pc.p_uncond
-    y = torch.where(drop.to(labels.device), torch.full_like(labels, -1), labels)
-    t = fold_low_timesteps(t, pc.low_t_fraction, pc.low_t_max)
+    if cond_u is None:
+        cond_u = torch.rand(labels.shape[0])
+    drop = cond_u.to(labels.device) < pc.p_uncond
+    y = torch.where(drop, torch.full_like(labels, -1), labels)
     x_t = schedule.q_sample(x0, t, noise)
     with amp:
         eps = model(x_t, t, y)

@@ -6,11 +6,13 @@ Usage (Python)::
     from patronus_diffusion.training import train
     train(get_preset("cpu-small"), "runs/fmnist", max_minutes=30)     # resume=True continues it
 
-Reproducibility: batches come from a permutation fixed by (seed, epoch); timesteps and noise come
-from a dedicated generator whose state, with torch's global RNG (dropout), the optimizer and the EMA
-is saved in every checkpoint. N steps straight and N/2 + resume + N/2 therefore give the same weights.
+Reproducibility: batches come from a permutation fixed by (seed, epoch); timesteps, noise and condition
+drops come from a dedicated generator whose state, with the optimizer and the EMA, is saved in every
+checkpoint; dropout draws from torch's global RNG reseeded at every step from (seed, rank, step).
+N steps straight and N/2 + resume + N/2 therefore give the same weights, on one process or K ranks.
 Multi-GPU: launch with ``torchrun --nproc_per_node=K -m patronus_diffusion.cli.main train ...``; the
-global batch is split across ranks and only rank 0 writes.
+global batch is split across ranks (every rank draws the global batch's random numbers and keeps its
+slice) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..runs import (CheckpointError, architecture_differences, file_digest, gene
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
 from .lr import lr_at
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, draw_batch
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4", "extra",
               "grad_norm", "lr", "images_per_s", "elapsed_s", "honour", "cluster"]
@@ -83,6 +85,11 @@ class TrainResult:
     elapsed_s: float
     last_loss: float
     stopped_by: str
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The global-RNG seed of one (rank, step): distinct per rank and step, a function of nothing else."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -189,6 +196,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
 
     rank, world = _dist_info()
     is_main = rank == 0
+    if tc.batch_size % world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch; it must split evenly over "
+                          f"{world} ranks (use a multiple of {world})")
     dev = pick_device(device)
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -234,9 +244,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         model.prototypes.init_from_patches(train_ds.get_batch(pick).to(dev), g_init)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = build_optimizer(model, cfg)
-    # Timesteps and noise are drawn for the whole global batch on every rank and then sliced, so K ranks
-    # train like one process with the same global batch (up to float summation order) when nothing else is
-    # random; dropout and the objectives' own draws use each rank's global RNG (seed + rank), see README.
+    # Timesteps, noise and condition drops are drawn for the whole global batch on every rank and then sliced
+    # (draw_batch), so K ranks train like one process with the same global batch, up to float summation order.
+    # What runs inside the network (dropout, the honour loss's edits) draws from torch's global RNG, reseeded
+    # at every step from (seed, rank, step): a resumed run, on any number of ranks, continues bitwise.
     gen = torch.Generator(device="cpu").manual_seed(tc.seed * 7919)
     step, epoch, batch_in_epoch, images_seen = 0, 0, 0, 0
 
@@ -327,17 +338,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         done = total is not None and step >= total
         while not done:
             for b_idx, x0, y in iterate_batches(train_ds, tc.batch_size, tc.seed, epoch, batch_in_epoch,
-                                                cfg.data.num_workers):
-                t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen)
-                noise = torch.randn(x0.shape, generator=gen)
+                                                cfg.data.num_workers, shard=(rank, world)):
+                draws = draw_batch(gen, (tc.batch_size, *x0.shape[1:]), schedule, cfg)  # the global batch's
                 if world > 1:
-                    x0, y, t, noise = x0[rank::world], y[rank::world], t[rank::world], noise[rank::world]
-                x0, y, t, noise = x0.to(dev, non_blocking=True), y.to(dev), t.to(dev), noise.to(dev)
+                    draws = draws.slice(rank, world)
+                torch.manual_seed(step_seed(tc.seed, rank, step))  # dropout & co.: a stream per (rank, step)
+                x0, y, t, noise = x0.to(dev, non_blocking=True), y.to(dev), draws.t.to(dev), draws.noise.to(dev)
                 if tc.channels_last:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, tc.lr_schedule, tc.lr, tc.warmup_steps, per_epoch, lr_epochs)
-                out = objective(train_model, x0, y, t, noise, schedule, cfg, amp)
+                out = objective(train_model, x0, y, t, noise, schedule, cfg, amp, cond_u=draws.cond_u)
                 loss = out.per_image.mean() + (out.extra if out.extra is not None else 0.0)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower train.lr or enable "
@@ -351,8 +362,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                 ema.update(model)
                 step += 1
                 batch_in_epoch = b_idx + 1
-                images_seen += x0.shape[0] * world
-                imgs_window += x0.shape[0] * world
+                images_seen += tc.batch_size
+                imgs_window += tc.batch_size
                 last_loss = float(loss.detach())
                 window["loss"].append(last_loss)
                 window["t"].append(t.cpu())
