@@ -38,7 +38,7 @@ from ..utils.device import autocast, peak_memory_mb, pick_device
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, write_json, write_text
 from ..runs import (CheckpointError, architecture_differences, file_digest, generator_state, latest_checkpoint,
-                         load_into, load_weights, read_checkpoint_state, read_run_config, restore_rng,
+                         load_into, load_weights, read_checkpoint_state, read_run_config,
                          save_checkpoint, save_weights, set_generator_state, unflatten_optimizer)
 from .ema import EMA
 from .lr import lr_at
@@ -263,7 +263,6 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         ema.num_updates = state["ema_updates"]
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         images_seen = state["images_seen"]
-        restore_rng(state)
         set_generator_state(gen, state["rng"]["generator"])
         if is_main:
             print(f"[patronus] resumed {run_dir} from {ckpt.name} (step {step}, epoch {epoch})")
@@ -339,9 +338,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
         while not done:
             for b_idx, x0, y in iterate_batches(train_ds, tc.batch_size, tc.seed, epoch, batch_in_epoch,
                                                 cfg.data.num_workers, shard=(rank, world)):
-                draws = draw_batch(gen, (tc.batch_size, *x0.shape[1:]), schedule, cfg)  # the global batch's
-                if world > 1:
-                    draws = draws.slice(rank, world)
+                draws = draw_batch(gen, (tc.batch_size, *x0.shape[1:]), schedule, cfg).slice(rank, world)
                 torch.manual_seed(step_seed(tc.seed, rank, step))  # dropout & co.: a stream per (rank, step)
                 x0, y, t, noise = x0.to(dev, non_blocking=True), y.to(dev), draws.t.to(dev), draws.noise.to(dev)
                 if tc.channels_last:
