@@ -292,3 +292,55 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_bitwise(tiny_cfg, tmp_path,
     assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
     steps = [r.split(",")[0] for r in (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(1, 10)]
+
+
+def _train_cli(idx_root, out, steps, *, resume=False):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "patronus_diffusion.cli.main", "train", "--preset", "tiny", "--out", str(out),
+           "--steps", str(steps), "--no-progress", "--data-root", str(idx_root),
+           *(["--resume-if-present"] if resume else []),
+           "--set", "data.limit=none", "train.sample_every=0", "train.checkpoint_every=1", "train.log_every=1",
+           "train.keep_checkpoints=2", "unet.dropout=0.2"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_is_bitwise(idx_root, tmp_path):
+    """SIGKILL lands anywhere (mid-step, mid-checkpoint write, at start-up); re-running with resume continues
+    from the last complete checkpoint, and the end result is bitwise the uninterrupted run's, log included."""
+    import random
+    import time
+
+    steps = 14
+    t0 = time.time()
+    straight = _train_cli(idx_root, tmp_path / "straight", steps)
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
+    duration = time.time() - t0
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(4):  # four interrupted attempts at random moments of a whole run's duration
+        p = _train_cli(idx_root, tmp_path / "killed", steps, resume=True)
+        try:
+            p.wait(timeout=rng.uniform(0.2, 0.9) * duration)
+        except Exception:  # still running: kill it hard
+            p.kill()
+            p.wait()
+            kills += 1
+    p = _train_cli(idx_root, tmp_path / "killed", steps, resume=True)
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    assert kills >= 1  # the test has to have interrupted something to mean anything
+    a, b = _tensors(tmp_path / "straight"), _tensors(tmp_path / "killed")
+    for f in a:
+        for k in a[f]:
+            assert torch.equal(a[f][k], b[f][k]), (f, k)
+
+    def log(run):  # step, epoch, images seen, loss: what must not depend on interruptions
+        rows = (run / "train_log.csv").read_text().splitlines()[1:]
+        return [r.split(",")[:4] for r in rows]
+
+    assert log(tmp_path / "killed") == log(tmp_path / "straight")
+    assert not [p for p in (tmp_path / "killed" / "checkpoints").iterdir() if not p.name.startswith("step_")]
