@@ -303,3 +303,74 @@ def test_prior_sampler_names_are_the_core_samplers():
     from patronus_diffusion.diffusion.samplers import SAMPLERS
 
     assert set(PRIOR_SAMPLERS) == set(SAMPLERS)
+
+
+# ------------------------------------------------------------------------------------ streaming, device
+class RecordingFeatures(PixelFeatures):
+    """PixelFeatures that records the device it was built for and the size of every batch it featurises."""
+
+    built_with: list = []
+
+    def __init__(self, device="not given", batch_size=None, **kw):
+        super().__init__()
+        RecordingFeatures.built_with.append(device)
+        self.device = device
+        self.batch_sizes = []
+
+    def __call__(self, images, progress=False, desc=""):
+        self.batch_sizes.append(int(images.shape[0]))
+        return super().__call__(images, progress, desc)
+
+
+def test_running_moments_match_the_two_pass_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 8, generator=g, dtype=torch.float64) * 3 + 50  # a large mean tests the shifted sums
+    m = fidmod.RunningMoments()
+    for chunk in x.split(97):
+        m.update(chunk.float())
+    mu, sigma = m.statistics()
+    xf = x.float().double()
+    assert torch.allclose(mu, xf.mean(0), atol=1e-9)
+    assert torch.allclose(sigma, torch.cov(xf.T), atol=1e-7)
+
+
+def test_fid_kid_streams_batches_and_equals_the_in_memory_result(tiny_run, tmp_path):
+    from patronus_diffusion.api import Patronus
+    from patronus_diffusion.evaluation.generation import GeneratedBatches, conditional_s, noise_for
+
+    pat = Patronus.load(tiny_run, device="cpu")
+    pat.batch_size = 2
+    s, _ = conditional_s(pat, 5, seed=0)
+    batches = GeneratedBatches(pat, s, noise_for(pat, 5, 0), "ddim", 2, keep=3)
+    ext = RecordingFeatures("cpu")
+    streamed = fid_kid(batches, pat.config.data, n_ref=6, cache_dir=tmp_path, extractor=ext, progress=False)
+    assert ext.batch_sizes[-3:] == [2, 2, 1]  # generated images reached the features two at a time
+    assert batches.n == 5 and batches.preview_images.shape[0] == 3 and batches.seconds > 0
+    images = torch.cat(list(GeneratedBatches(pat, s, noise_for(pat, 5, 0), "ddim", 2)))
+    whole = fid_kid(images, pat.config.data, n_ref=6, cache_dir=tmp_path, extractor=ext, progress=False)
+    assert streamed["fid"] == pytest.approx(whole["fid"], rel=1e-9, abs=1e-9)
+    assert streamed["kid"] == pytest.approx(whole["kid"], rel=1e-9, abs=1e-12)
+    assert streamed["protocol"]["generated_resolution"] == list(images.shape[1:])
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):  # a bad batch inside a stream is still caught
+        fid_kid(iter([images[:2], images[2:] * 255]), pat.config.data, n_ref=6, cache_dir=tmp_path, extractor=ext)
+
+
+def test_fid_and_evaluate_run_inception_on_the_models_device(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(fidmod, "InceptionFeatures", RecordingFeatures)
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
+    RecordingFeatures.built_with.clear()
+    assert main(["fid", "--run", str(tiny_run), "--n", "3", "--n-ref", "4", "--steps", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    assert main(["evaluate", "--run", str(tiny_run), "--n", "2", "--settings", "ddim:2", "--n-ref", "4",
+                 "--modes", "conditional", "--recon-n", "2", "--recon-steps", "2", "--agreement-n", "0",
+                 "--device", "cpu", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    assert RecordingFeatures.built_with == [torch.device("cpu")] * 2  # pat.device, not a hard-coded default
+    assert json.loads((tmp_path / "f" / "fid.json").read_text())["protocol"]["inception_device"] == "cpu"
+
+
+def test_inception_features_follow_the_requested_device():
+    from patronus_diffusion.utils.device import pick_device
+
+    ext = fidmod.InceptionFeatures(device="cpu")
+    assert ext.device == torch.device("cpu") and ext.batch_size == 32
+    assert fidmod.InceptionFeatures().device == pick_device("auto")  # the best device by default, not the CPU

