@@ -301,6 +301,63 @@ def test_cli_make_biased_demo_on_fashion_mnist(tmp_path):
         assert (corner[b == 1] > 0.8).all() and (corner[b == 0] < 0.8).mean() > 0.9
 
 
+def test_cli_make_biased_demo_plants_a_negative_coupling(tmp_path, capsys):
+    """`make-biased --demo --correlation -0.9`: the mark comes with non-footwear, and the printed commands
+    use their own run names (never the positive demo's runs/demo-biased)."""
+    from patronus_diffusion.cli.main import main
+    from patronus_diffusion.config import DataConfig
+    from patronus_diffusion.data import load_dataset
+    from patronus_diffusion.data.datasets import FASHION_MNIST_DIR
+    from pathlib import Path
+
+    if not Path(FASHION_MNIST_DIR).exists():
+        pytest.skip("Fashion-MNIST is not installed")
+    assert main(["make-biased", "--demo", "--correlation", "-0.9", "--n-train", "80", "--n-test", "40",
+                 "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "runs/demo-opposite" in printed and "runs/demo-biased " not in printed
+    root = tmp_path / "biased"
+    for split in ("train", "test"):
+        ds = load_dataset(DataConfig(dataset="folder", root=str(root), attributes_csv=str(root / "attributes.csv")),
+                          split)
+        assert B.phi(ds.attributes[:, 1], ds.attributes[:, 2]) == pytest.approx(-0.9, abs=0.05), split
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["correlation"] == -0.9 and summary["sets"]["unbiased"]["train"]["correlation"] == pytest.approx(0)
+
+
+def test_cli_diagnose_scan_writes_a_ranked_table(tmp_path, tiny_cfg, capsys):
+    """--scan end to end on a run trained (briefly) on planted data whose third attribute is stored as -1/1:
+    every pair gets a row in scan.json and scan.csv, ranked by |score|."""
+    import csv as csvmod
+
+    from patronus_diffusion.cli.main import main
+    from patronus_diffusion.config import apply_overrides
+    from patronus_diffusion.training import train
+
+    clean = write_planted(tmp_path / "unbiased", 0.0, coin=True)
+    rows = list(csvmod.DictReader(open(clean / "attributes.csv")))
+    for r in rows:  # the coin column as -1/1, as CelebA stores its attributes
+        r["coin"] = "1" if float(r["coin"]) > 0 else "-1"
+    with open(clean / "attributes.csv", "w", newline="") as f:
+        w = csvmod.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg = apply_overrides(tiny_cfg, [f"data.root={clean}", "data.dataset=folder", "data.image_size=16",
+                                     f"data.attributes_csv={clean / 'attributes.csv'}"])
+    train(cfg, tmp_path / "run", max_steps=4, progress=False)
+    out = tmp_path / "scan"
+    assert main(["diagnose", "--run", str(tmp_path / "run"), "--scan", "--probe-data", str(clean), "--n", "4",
+                 "--seeds", "1", "--top-k", "1", "--steps", "3", "--device", "cpu", "--out", str(out),
+                 "--no-progress"]) == 0
+    scan = json.loads((out / "scan.json").read_text())
+    assert scan["attributes"] == ["vertical", "mark", "coin"] and len(scan["pairs"]) == 3
+    scores = [abs(r["score"]) for r in scan["pairs"] if r["score"] is not None]
+    assert scores == sorted(scores, reverse=True)
+    table = list(csvmod.DictReader(open(out / "scan.csv")))
+    assert [(r["a"], r["b"]) for r in table] == [(r["a"], r["b"]) for r in scan["pairs"]]
+    assert "3 pair(s) of 3 attributes" in capsys.readouterr().out
+
+
 def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):
     """gain = (L_other - L_own) / L_other with the same t and noise: exactly 0 when s cannot reach the UNet."""
     from patronus_diffusion.diffusion.schedule import NoiseSchedule
@@ -383,6 +440,60 @@ def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(
     flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
     assert plain["verdict"] == "shortcut" and flipped["verdict"] == "shortcut", (plain["reason"], flipped["reason"])
     assert plain["score"] < -0.2 and flipped["score"] > 0.2, (plain["score"], flipped["score"])
+
+
+def rewire(pat, proto, cause, paint):
+    """Make the closed-form decoder paint a pattern when prototype ``proto`` is raised: the pattern is
+    mean(x | attribute paint[0]) - mean(x | attribute paint[1]) (attribute index, value), scaled to appear in full
+    at the prototype's largest training s and not at all at its mean over images without attribute ``cause``."""
+    ds = pat.dataset("train")
+    x = ds.get_batch(range(len(ds)))
+    s, flat, y = pat.encode(x).s, x.flatten(1), torch.as_tensor(ds.attributes)
+    (ia, va), (ib, vb) = paint
+    pattern = flat[y[:, ia] == va].mean(0) - flat[y[:, ib] == vb].mean(0)
+    ref = s[y[:, cause] == 0, proto].mean()
+    per_unit = pattern / (s[:, proto].max() - ref)
+    with torch.no_grad():
+        pat.model.w[proto] += per_unit
+        pat.model.w[-1] -= ref * per_unit
+
+
+def test_opposite_mixed_signs_through_a_closed_form_decoder(tmp_path, tiny_cfg):
+    """The unbiased decoder, rewired: raising the vertical-bar prototype also paints the mark (A -> B up), and
+    raising the mark prototype paints a horizontal bar (B -> A down). Both directions are flagged, each with
+    its own sign, and the reason names the coupling in words."""
+    from patronus_diffusion.analysis.shortcut import diagnose
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(clean, tiny_cfg)
+    rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
+    rewire(pat, proto=2, cause=1, paint=((0, 0), (0, 1)))  # raising the mark prototype paints a horizontal bar
+    r = diagnose(pat, "vertical", "mark", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
+                 progress=False)
+    d = r["directions"]
+    assert r["verdict"] == "shortcut", r["reason"]
+    assert d["a_to_b"]["verdict"] == "shortcut" and d["a_to_b"]["leak"] > 0.2, d
+    assert d["b_to_a"]["verdict"] == "shortcut" and d["b_to_a"]["leak"] < -0.2, d
+    assert "raising vertical raises mark" in r["reason"] and "raising mark lowers vertical" in r["reason"], r["reason"]
+
+
+def test_opposite_single_tested_direction_through_a_closed_form_decoder(tmp_path, tiny_cfg):
+    """coin is a label no image shows: raising its prototypes cannot move p(coin), so only vertical -> coin is
+    tested, and it does not leak: no shortcut, said to rest on that one direction."""
+    from patronus_diffusion.analysis.shortcut import diagnose
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0, coin=True)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(clean, tiny_cfg)
+    r = diagnose(pat, "vertical", "coin", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
+                 progress=False)
+    assert r["directions"]["b_to_a"]["verdict"] == "untested", r["directions"]
+    assert r["verdict"] == "no shortcut" and "only raising vertical" in r["reason"], r["reason"]
 
 
 def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_untested(tmp_path, tiny_cfg, capsys):

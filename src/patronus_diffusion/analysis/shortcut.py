@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..data.biased import correlated_subset, phi, resolve_attribute
 from ..data.errors import DataError
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, UserError
 from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 
@@ -362,30 +362,42 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
 
 # ----------------------------------------------------------------------------- scan
 def binary_attributes(pat, probe_cfg=None) -> list[str]:
-    """Names of the 0/1 attribute columns of the clean data (``probe_cfg``) or of the run's own data."""
+    """Names of the two-valued attribute columns (0/1, -1/1, ...; both values present) of the clean data
+    (``probe_cfg``) or of the run's own data: the columns a bare NAME spec resolves (the larger value is True)."""
     from ..data import load_dataset
 
     ds = load_dataset(probe_cfg or pat.config.data, "train")
     attrs = np.asarray(ds.attributes, dtype=np.float64)
-    return [name for k, name in enumerate(ds.attribute_names)
-            if attrs.shape[0] and np.isin(attrs[:, k][np.isfinite(attrs[:, k])], (0.0, 1.0)).all()
-            and 0 < np.nanmean(attrs[:, k]) < 1]
+    names = []
+    for k, name in enumerate(ds.attribute_names):
+        col = attrs[:, k][np.isfinite(attrs[:, k])] if attrs.shape[0] else attrs[:0, 0]
+        if len(np.unique(col)) == 2:
+            names.append(name)
+    return names
 
 
 def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **diagnose_kw) -> list[dict]:
     """Diagnose every pair of ``names`` and rank the pairs by the size of their measured coupling |score|
-    (the deciding direction's signed leak), strongest first; pairs without a tested direction come last."""
+    (the deciding direction's signed leak), strongest first; pairs without a tested direction come last, and a
+    pair whose diagnosis cannot run (e.g. too few clean images) is kept as ``skipped`` with the reason."""
     from itertools import combinations
 
     rows = []
     pairs = list(combinations(names, 2))
     for a, b in tqdm(pairs, desc="scan pairs", disable=not progress):
-        r = diagnose(pat, a, b, probe_cfg, progress=False, **diagnose_kw)
+        try:
+            r = diagnose(pat, a, b, probe_cfg, progress=False, **diagnose_kw)
+        except UserError as e:  # e.g. too few clean images for one pair: say so and scan on
+            rows.append({"a": a, "b": b, "score": None, "ci95": [None, None], "verdict": "skipped",
+                         "deciding_direction": None, "reason": str(e), "leak_a_to_b": None, "leak_b_to_a": None,
+                         "tested_directions": []})
+            continue
         rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
                      "deciding_direction": r["deciding_direction"], "reason": r["reason"],
                      "leak_a_to_b": r["directions"]["a_to_b"]["leak"], "leak_b_to_a": r["directions"]["b_to_a"]["leak"],
                      "tested_directions": r["tested_directions"]})
-    return sorted(rows, key=lambda r: -abs(r["score"]) if np.isfinite(r["score"]) else float("inf"))
+    measured = lambda r: r["score"] is not None and np.isfinite(r["score"])  # noqa: E731
+    return sorted(rows, key=lambda r: -abs(r["score"]) if measured(r) else float("inf"))
 
 
 # ----------------------------------------------------------------------------- figure

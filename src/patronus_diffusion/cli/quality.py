@@ -190,10 +190,14 @@ def _scan(pat, probe_cfg, args) -> int:
     out = Path(args.out)
     write_json(out / "scan.json", {"attributes": names, "pairs": rows, "threshold": args.threshold,
                                    "ranking": "by |score| (the deciding direction's signed leak), strongest first"})
+    num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
     write_text(out / "scan.csv", "a,b,score,ci_low,ci_high,verdict,deciding_direction\n" + "".join(
-        f"{r['a']},{r['b']},{r['score']:.4f},{r['ci95'][0]:.4f},{r['ci95'][1]:.4f},{r['verdict']},"
+        f"{r['a']},{r['b']},{num(r['score'])},{num(r['ci95'][0])},{num(r['ci95'][1])},{r['verdict']},"
         f"{r['deciding_direction'] or ''}\n" for r in rows))
     for r in rows:
+        if r["score"] is None:
+            print(f"{r['a']:>16} / {r['b']:<16} skipped: {r['reason']}")
+            continue
         print(f"{r['a']:>16} / {r['b']:<16} score {r['score']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] "
               f"{r['verdict']}")
     print_outputs(f"{len(rows)} pair(s) of {len(names)} attributes", {"ranking": out / "scan.json",

@@ -347,14 +347,17 @@ def fashion_mnist_shortcut_demo(out: str | Path, correlation: float = 0.9, n_tra
             write_manifest(path, prev + rows, ["label", "footwear", "mark"])
             summary["sets"].setdefault(name, {})[split] = {"n": int(len(idx)), "correlation": phi(footwear, mark),
                                                            "p_mark": float(mark.mean())}
+    # a negative coupling gets its own run names, so it never resumes (or overwrites) the positive demo's model
+    tags = {"biased": "biased" if correlation >= 0 else "opposite", "unbiased": "unbiased"}
     for name in ("biased", "unbiased"):
+        tag = tags[name]
         summary["sets"][name]["train_command"] = (
             f"patronus train --preset cpu-small --dataset folder --data-root {out / name} "
-            f"--attributes-csv {out / name / 'attributes.csv'} --out runs/demo-{name} --steps 2000 "
+            f"--attributes-csv {out / name / 'attributes.csv'} --out runs/demo-{tag} --steps 2000 "
             f"--set unet.cond_norm=layer")
         summary["sets"][name]["diagnose_command"] = (
-            f"patronus diagnose --run runs/demo-{name} --attributes footwear,mark "
-            f"--probe-data {out / 'unbiased'} --out results/diagnose-{name}")
+            f"patronus diagnose --run runs/demo-{tag} --attributes footwear,mark "
+            f"--probe-data {out / 'unbiased'} --out results/diagnose-{tag}")
     write_json(out / "demo.json", summary)
     return summary
 
