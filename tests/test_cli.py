@@ -146,6 +146,36 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     assert "bug in patronus-diffusion" in capsys.readouterr().err
 
 
+def test_values_a_user_chose_are_user_errors_not_bugs(idx_root, tmp_path, capsys):
+    """Errors the user can fix by changing an argument exit 2 with one line, wherever in the stack they arise
+    (they used to be plain ValueErrors, reported as bugs with a traceback)."""
+    import pytest
+
+    from patronus_diffusion.cli.main import main
+    from patronus_diffusion.config import apply_overrides
+    from patronus_diffusion.data.biased import cell_proportions
+    from patronus_diffusion.models import build_model
+    from patronus_diffusion.presets import get_preset
+    from patronus_diffusion.utils.errors import UserError
+
+    assert main(["make-biased", "--demo", "--correlation", "1.5", "--n-train", "8", "--n-test", "4",
+                 "--data-root", str(idx_root), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "impossible" in err and "bug" not in err
+    assert main(["make-biased", "--demo", "--n-train", "4000", "--data-root", str(idx_root),
+                 "--out", str(tmp_path / "b")]) == 2  # the small test IDX set lacks the demo classes
+    assert "too few train images" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--steps", "1", "--no-progress", "--data-root", str(idx_root),
+                 "--set", "data.image_size=2", "--out", str(tmp_path / "r")]) == 2
+    assert "bug" not in capsys.readouterr().err
+    with pytest.raises(UserError, match="larger image"):
+        build_model(apply_overrides(get_preset("tiny"), ["data.image_size=2"]))
+    with pytest.raises(UserError, match="strictly between 0 and 1"):
+        cell_proportions(0.0, p_a=1.0)
+    with pytest.raises(UserError, match="cond_mode"):
+        build_model(apply_overrides(get_preset("tiny"), ["unet.cond_mode=sideways"]))
+
+
 def test_resume_of_a_missing_run_fails_and_resume_if_present_starts_one(idx_root, tmp_path, capsys):
     from patronus_diffusion.cli.main import main
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.errors import UsageError
 from ..utils.io import atomic_path, write_json
 from .errors import DataError
 from .sources.celeba import (CELEBA_SPLITS, celeba_image_names, celeba_paths, read_celeba_attributes,
@@ -110,13 +111,13 @@ def phi(a: np.ndarray, b: np.ndarray) -> float:
 def cell_proportions(correlation: float, p_a: float = 0.5, p_b: float = 0.5) -> dict[tuple[int, int], float]:
     """Proportions of the (A, B) cells for marginals p_a, p_b and phi = ``correlation`` (see module docstring)."""
     if not (0 < p_a < 1 and 0 < p_b < 1):
-        raise ValueError("the marginals of A and B must lie strictly between 0 and 1")
+        raise DataError("the marginals of A and B must lie strictly between 0 and 1")
     p11 = p_a * p_b + correlation * math.sqrt(p_a * (1 - p_a) * p_b * (1 - p_b))
     cells = {(1, 1): p11, (1, 0): p_a - p11, (0, 1): p_b - p11, (0, 0): 1 - p_a - p_b + p11}
     if min(cells.values()) < -1e-12:
         lo = max(-math.sqrt(p_a * p_b / ((1 - p_a) * (1 - p_b))), -math.sqrt((1 - p_a) * (1 - p_b) / (p_a * p_b)))
         hi = min(math.sqrt(p_a * (1 - p_b) / ((1 - p_a) * p_b)), math.sqrt((1 - p_a) * p_b / (p_a * (1 - p_b))))
-        raise ValueError(f"correlation {correlation} is impossible with P(A)={p_a:.2f}, P(B)={p_b:.2f}; "
+        raise UsageError(f"correlation {correlation} is impossible with P(A)={p_a:.2f}, P(B)={p_b:.2f}; "
                          f"choose one in [{lo:.2f}, {hi:.2f}]")
     return {k: max(v, 0.0) for k, v in cells.items()}
 
@@ -321,6 +322,7 @@ def fashion_mnist_shortcut_demo(out: str | Path, correlation: float = 0.9, n_tra
     from .datasets import fashion_mnist_root
     from .idx import find_idx, read_idx
 
+    cell_proportions(correlation)  # a bad --correlation fails before any data is read
     src = fashion_mnist_root(root)
     out = Path(out)
     summary = {"correlation": correlation, "classes": list(DEMO_CLASSES), "footwear": list(DEMO_FOOTWEAR),
@@ -330,6 +332,10 @@ def fashion_mnist_shortcut_demo(out: str | Path, correlation: float = 0.9, n_tra
         labels = read_idx(find_idx(src, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
         rng = np.random.default_rng(seed + (split == "test"))
         per_class = n // len(DEMO_CLASSES)
+        short = {c: int((labels == c).sum()) for c in DEMO_CLASSES if (labels == c).sum() < per_class}
+        if short:
+            raise DataError(f"{src} has too few {split} images of the demo classes for {n} items "
+                            f"({per_class} per class; found {short}): pass a smaller --n-{split}")
         idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
                                       for c in DEMO_CLASSES]))
         footwear = np.isin(labels[idx], DEMO_FOOTWEAR)

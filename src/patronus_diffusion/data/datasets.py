@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ..config import DataConfig
+from ..utils.errors import UsageError
 from .errors import DataError
 from .idx import find_idx, read_idx
 
@@ -71,7 +72,7 @@ def pil_to_tensor(img: Image.Image, channels: int, size: int, resize: str) -> to
     elif resize == "pad":
         img = ImageOps.pad(img, (size, size), method=Image.BICUBIC, color=0)
     else:
-        raise ValueError(f"unknown resize policy {resize!r}")
+        raise UsageError(f"unknown resize policy {resize!r}")
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]

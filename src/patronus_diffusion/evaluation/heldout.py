@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..diffusion.schedule import NoiseSchedule
+from ..utils.errors import UsageError
 
 
 @torch.no_grad()
@@ -40,7 +41,7 @@ def heldout_loss(model, images: torch.Tensor, schedule: NoiseSchedule, seed: int
 def derangement(n: int, seed: int) -> torch.Tensor:
     """A seeded permutation with no fixed point (every image gets another image's s)."""
     if n < 2:
-        raise ValueError("the s-shuffle check needs at least 2 images")
+        raise UsageError("the s-shuffle check needs at least 2 images")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return torch.roll(perm, 1)[torch.argsort(perm)]
 

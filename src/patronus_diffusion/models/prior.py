@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ConfigError, DiffusionConfig, set_field
+from ..utils.errors import UsageError
 from .unet import timestep_embedding
 
 
@@ -130,7 +131,7 @@ class PriorMLP(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"the prior expects s of shape (B, {self.dim}), got {tuple(z.shape)}")
+            raise UsageError(f"the prior expects s of shape (B, {self.dim}), got {tuple(z.shape)}")
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))
         h = self.inp(z)
         for block in self.blocks:

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ClassifierConfig, ConfigError, RunConfig
+from ..utils.errors import UsageError
 from .unet import UNet
 
 PROTOTYPE_FORMAT = "protodiff-prototypes-v1"
@@ -130,7 +131,7 @@ def save_prototypes(path: str | Path, prototypes: torch.Tensor, meta: dict) -> t
     protos = prototypes.detach().float().cpu().contiguous()
     meta = {"format": PROTOTYPE_FORMAT, "num_classes": protos.shape[0], "dim": protos.shape[1], **meta}
     if len(meta.get("class_names") or []) not in (0, protos.shape[0]):
-        raise ValueError(f"{len(meta['class_names'])} class names for {protos.shape[0]} prototypes")
+        raise UsageError(f"{len(meta['class_names'])} class names for {protos.shape[0]} prototypes")
     with atomic_path(path) as tmp:
         save_file({"prototypes": protos}, str(tmp), metadata={"format": PROTOTYPE_FORMAT})
     json_path = path.with_suffix(".json")
@@ -187,7 +188,7 @@ class ClassEmbedding(nn.Module):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.long()
         if labels.numel() and int(labels.max()) >= self.num_classes:
-            raise ValueError(f"class label {int(labels.max())} is out of range: this model has "
+            raise UsageError(f"class label {int(labels.max())} is out of range: this model has "
                              f"{self.num_classes} classes (0 ... {self.num_classes - 1}; -1 = unconditional)")
         table = self.table
         if self.padding_idx0:  # reference behaviour: row 0 receives no gradient
@@ -232,7 +233,7 @@ class ProtoDiffusionModel(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.shape != (x_t.shape[0],):
-            raise ValueError(f"labels must have shape ({x_t.shape[0]},), got {tuple(labels.shape)}")
+            raise UsageError(f"labels must have shape ({x_t.shape[0]},), got {tuple(labels.shape)}")
         return self.unet(x_t, t, self.classes(labels.to(x_t.device)))
 
 

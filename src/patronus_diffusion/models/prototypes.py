@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import PrototypeConfig
+from ..config import ConfigError, PrototypeConfig
+from ..data.errors import DataError
 
 
 # ------------------------------------------------------------------------------ receptive field
@@ -64,7 +65,7 @@ class ReceptiveField:
             r = r + (k - 1) * j
             j = j * s
         if n < 1:
-            raise ValueError(f"encoder reduces a {image_size}-px image to nothing; use a larger image or fewer layers")
+            raise ConfigError(f"encoder reduces a {image_size}-px image to nothing; use a larger image or fewer layers")
         return cls(image_size=image_size, size=int(n), jump=j, rf=r, start=start)
 
     def box(self, h: int, w: int, display_size: int | None = None) -> tuple[int, int, int, int]:
@@ -175,7 +176,7 @@ class PrototypeNetwork(nn.Module):
         """
         z = self.compared(self.encoder(x).permute(0, 2, 3, 1).reshape(-1, self.prototypes.shape[1]), dim=1)
         if z.shape[0] < self.num_prototypes:
-            raise ValueError(f"{z.shape[0]} patches are fewer than {self.num_prototypes} prototypes; use more images")
+            raise DataError(f"{z.shape[0]} patches are fewer than {self.num_prototypes} prototypes; use more images")
         first = int(torch.randint(0, z.shape[0], (1,), generator=generator))
         chosen = [first]
         d = ((z - z[first]) ** 2).sum(1)
@@ -204,6 +205,6 @@ def prototype_distinct_loss(prototypes: torch.Tensor, margin: float, metric: str
     elif metric == "euclidean":
         dist = torch.cdist(p, p)
     else:
-        raise ValueError(f"distinct metric must be 'cosine' or 'euclidean', not {metric!r}")
+        raise ConfigError(f"distinct metric must be 'cosine' or 'euclidean', not {metric!r}")
     dist = dist + torch.diag(torch.full((p.shape[0],), float("inf"), device=p.device, dtype=dist.dtype))
     return F.relu(margin - dist.min(dim=1).values).mean()

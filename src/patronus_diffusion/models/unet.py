@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import UNetConfig
+from ..config import ConfigError, UNetConfig
+from ..utils.errors import UsageError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -43,7 +44,7 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, heads: int, groups: int):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention channels {channels} not divisible by heads {heads}")
+            raise ConfigError(f"attention channels {channels} not divisible by heads {heads}")
         self.heads = heads
         self.norm = nn.GroupNorm(groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -103,9 +104,9 @@ class UNet(nn.Module):
         self.cond_mlp = (nn.Sequential(nn.Linear(cond_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
                          if cond_dim else None)
         if cfg.cond_norm not in ("none", "layer"):
-            raise ValueError(f"unet.cond_norm must be 'none' or 'layer', got {cfg.cond_norm!r}")
+            raise ConfigError(f"unet.cond_norm must be 'none' or 'layer', got {cfg.cond_norm!r}")
         if cfg.cond_mode not in ("add", "film"):
-            raise ValueError(f"unet.cond_mode must be 'add' or 'film', got {cfg.cond_mode!r}")
+            raise ConfigError(f"unet.cond_mode must be 'add' or 'film', got {cfg.cond_mode!r}")
         self.cond_norm = (nn.LayerNorm(cond_dim, elementwise_affine=False)
                           if cond_dim and cfg.cond_norm == "layer" else nn.Identity())
         has_cond = cond_dim is not None
@@ -145,9 +146,9 @@ class UNet(nn.Module):
         """eps(x, t, cond); rows where the bool mask ``uncond`` (B,) is true get the null condition (e_c = 0)."""
         if self.cond_dim is not None:
             if cond is None:
-                raise ValueError("this UNet is conditional: pass the condition vector explicitly")
+                raise UsageError("this UNet is conditional: pass the condition vector explicitly")
             if cond.shape != (x.shape[0], self.cond_dim):
-                raise ValueError(f"condition must have shape ({x.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
+                raise UsageError(f"condition must have shape ({x.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         t_emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..config import ConfigError
+
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     """Linear warm-up then constant: lr(step) = base_lr * min(1, (step + 1) / warmup_steps).
@@ -41,6 +43,6 @@ def lr_at(step: int, schedule: str, base_lr: float, warmup_steps: int, steps_per
     if schedule == "warmup":
         return warmup_lr(step, base_lr, warmup_steps)
     if total_epochs is None:
-        raise ValueError(f"train.lr_schedule={schedule} needs an epoch budget (--epochs or --steps)")
+        raise ConfigError(f"train.lr_schedule={schedule} needs an epoch budget (--epochs or --steps)")
     return protodiff_lr(step // max(steps_per_epoch, 1), base_lr, total_epochs,
                         reference_trace=schedule == "protodiff-reference")
