@@ -193,6 +193,23 @@ def test_full_disk_during_a_prior_write_keeps_the_previous_prior_and_says_so(tin
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".tmp*"))
 
 
+def test_a_damaged_prior_checkpoint_is_refused_on_resume(tiny_run, tmp_path):
+    from patronus_diffusion import Patronus
+    from patronus_diffusion.runs import CheckpointError
+
+    pat = Patronus.load(tiny_run)
+    out = tmp_path / "p"
+    train_prior(pat, out, dataclasses.replace(TINY_PRIOR), cache_dir=tmp_path / "cache", progress=False, max_steps=10)
+    files = sorted(f for f in (out / "checkpoint").rglob("*.safetensors"))
+    assert files
+    raw = bytearray(files[0].read_bytes())
+    raw[-1] ^= 0xFF  # one flipped byte in the last tensor
+    files[0].write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256|checksum|damaged"):
+        train_prior(pat, out, dataclasses.replace(TINY_PRIOR), cache_dir=tmp_path / "cache", progress=False,
+                    resume=True, max_steps=20)
+
+
 def test_reference_statistics_are_cached_and_invalidated_by_preprocessing(tiny_cfg, tmp_path):
     ext = PixelFeatures()
     a = reference_statistics(tiny_cfg.data, "test", 20, 0, ext, tmp_path, progress=False)

@@ -2,6 +2,7 @@
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,67 @@ def test_full_disk_leaves_previous_checkpoint_intact(tiny_cfg, tmp_path, monkeyp
     assert latest_checkpoint(run) == before
     ck.read_checkpoint_state(before)  # still verifies
     assert not list((run / "checkpoints").glob(".tmp*"))
+
+
+def test_full_disk_midway_through_a_checkpoint_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
+    """The disk fills after the first tensor file of the new checkpoint is written, not on the first byte."""
+    run = tmp_path / "r"
+    train(_cfg(tiny_cfg), run, max_steps=2, progress=False)
+    before, pointer = latest_checkpoint(run), (run / "latest.json").read_text()
+    original, calls = ck.save_file, {"n": 0}
+
+    def fills_up(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*a, **k)
+
+    monkeypatch.setattr(ck, "save_file", fills_up)
+    with pytest.raises(DiskWriteError, match="disk is full"):
+        train(_cfg(tiny_cfg), run, resume=True, max_steps=4, progress=False)
+    assert calls["n"] == 2  # one file of the new checkpoint had been written when the disk filled
+    assert (run / "latest.json").read_text() == pointer and latest_checkpoint(run) == before
+    ck.read_checkpoint_state(before)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [before.name]  # no half-written folder left
+
+
+def test_checkpoint_folders_sort_by_step_and_ignore_leftovers(tmp_path):
+    root = tmp_path / "checkpoints"
+    for name in ("step_999999", "step_1000000", "step_000002", "step_000002.old", ".tmp_step_000003", "step_abc"):
+        (root / name).mkdir(parents=True)
+    (root / "step_000007").write_text("a file, not a folder")
+    assert [p.name for p in ck.checkpoint_dirs(tmp_path)] == ["step_000002", "step_999999", "step_1000000"]
+
+
+def test_checkpoint_and_atomic_writes_fsync_their_directories(tiny_cfg, tmp_path, monkeypatch):
+    from patronus_diffusion.utils import io
+
+    synced = []
+    monkeypatch.setattr(io, "fsync_dir", lambda p: synced.append(Path(p)))
+    monkeypatch.setattr(ck, "fsync_dir", lambda p: synced.append(Path(p)))
+    io.write_json(tmp_path / "a" / "latest.json", {"step": 1})
+    assert synced == [tmp_path / "a"]
+    synced.clear()
+    final = ck.write_checkpoint_dir(tmp_path / "checkpoints" / "step_000001", {"m.safetensors": {"w": torch.ones(2)}},
+                                    {"step": 1})
+    assert final.parent in synced and any(p.name.startswith(".tmp_") for p in synced)
+
+
+def test_fp16_grad_scaler_state_survives_a_resume(tiny_cfg, tmp_path, monkeypatch):
+    """With fp16 the GradScaler's scale and growth tracker are part of the training state: a resumed run must
+    continue them, not restart at the default scale (growth_interval 2 makes the difference visible)."""
+    import functools
+
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, growth_interval=2))
+    cfg = _cfg(tiny_cfg)
+    cfg.train.precision = "fp16"
+    train(cfg, tmp_path / "straight", max_steps=6, progress=False)
+    train(cfg, tmp_path / "cut", max_steps=3, progress=False)
+    train(cfg, tmp_path / "cut", resume=True, max_steps=6, progress=False)
+    a, b = (json.loads((latest_checkpoint(tmp_path / r) / "state.json").read_text())["grad_scaler"]
+            for r in ("straight", "cut"))
+    assert a is not None and a["scale"] > 65536.0  # it grew, so there was something to restore
+    assert a == b
 
 
 def test_budget_is_required(tiny_cfg, tmp_path):
@@ -292,6 +354,34 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_bitwise(tiny_cfg, tmp_path,
     assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
     steps = [r.split(",")[0] for r in (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(1, 10)]
+
+
+def test_a_second_ctrl_c_inside_the_update_saves_nothing_and_resume_stays_bitwise(tiny_cfg, tmp_path, monkeypatch):
+    """An immediate interrupt after the optimiser step but before the counter moves (what a second Ctrl-C can
+    do): no checkpoint may be written then, since its weights would be a step ahead of its step count."""
+    from patronus_diffusion.training.ema import EMA
+
+    cfg = _cfg(tiny_cfg, log_every=1)
+    cfg.train.checkpoint_every = 2
+    train(cfg, tmp_path / "straight", max_steps=7, progress=False)
+    original = EMA.update
+    calls = {"n": 0}
+
+    def update_then_stop(self, model):
+        original(self, model)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # inside step 5, like a second SIGINT
+
+    monkeypatch.setattr(EMA, "update", update_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", max_steps=7, progress=False)
+    state = json.loads((latest_checkpoint(tmp_path / "cut") / "state.json").read_text())
+    assert state["step"] == 4  # the last periodic checkpoint, not a step-5 counter with step-5 weights + 1
+    monkeypatch.setattr(EMA, "update", original)
+    train(cfg, tmp_path / "cut", resume=True, max_steps=7, progress=False)
+    a, b = _tensors(tmp_path / "straight"), _tensors(tmp_path / "cut")
+    assert all(torch.equal(a["model.safetensors"][k], b["model.safetensors"][k]) for k in a["model.safetensors"])
 
 
 def _train_cli(idx_root, out, steps, *, resume=False):

@@ -51,7 +51,8 @@ LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "loss_q1", "loss_q2", "los
 class _StepBoundaryInterrupt:
     """Defer Ctrl-C to the end of the current optimisation step: the first SIGINT sets a flag that the loop
     turns into KeyboardInterrupt once the step is counted (so the checkpoint saved then never holds weights
-    one step ahead of its step counter); a second SIGINT interrupts at once. Main thread only."""
+    one step ahead of its step counter); a second SIGINT interrupts at once, and if that lands inside the
+    update, the trainer saves nothing (the last checkpoint stands). Main thread only."""
 
     def __init__(self):
         self.requested = False
@@ -332,6 +333,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
 
     model.train()
     interrupt = _StepBoundaryInterrupt()
+    mid_step = False
     try:
         interrupt.install()
         done = total is not None and step >= total
@@ -354,12 +356,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
                 gn = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+                mid_step = True  # from here until the counters move, weights and step disagree
                 scaler.step(opt)
                 scaler.update()
                 ema.update(model)
                 step += 1
                 batch_in_epoch = b_idx + 1
                 images_seen += tc.batch_size
+                mid_step = False
                 imgs_window += tc.batch_size
                 last_loss = float(loss.detach())
                 window["loss"].append(last_loss)
@@ -398,7 +402,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                 batch_in_epoch = 0
     except (KeyboardInterrupt, DataError) as e:
         bar.close()
-        if step > 0:
+        if mid_step:  # a second Ctrl-C inside the update: a checkpoint now would hold weights a step ahead
+            if is_main:
+                print(f"[patronus] stopped inside step {step + 1}; nothing saved, the last checkpoint stands — "
+                      f"continue with --resume")
+        elif step > 0:
             checkpoint_now()
             if is_main:
                 print(f"[patronus] stopped at step {step} ({type(e).__name__}); checkpoint saved — "

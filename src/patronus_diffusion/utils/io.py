@@ -32,7 +32,8 @@ def _explain(path: Path, e: OSError) -> str:
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``."""
+    """Yield a temporary path beside ``path``; on success it is fsynced, renamed over ``path``, and the
+    directory is fsynced (so ``latest.json``, ``config.json`` or weights written this way survive a power cut)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,6 +45,7 @@ def atomic_path(path: str | Path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power cut only once its directory is synced
     except OSError as e:
         _silent_unlink(tmp)
         raise DiskWriteError(e.errno, _explain(path, e)) from None
