@@ -30,6 +30,23 @@ def test_every_command_has_help(capsys):
         assert "usage: patronus" in capsys.readouterr().out
 
 
+def test_help_states_each_default_once_and_never_none():
+    """Every option's help shows at most one "default" and never "(default: None)" (the formatter used to add
+    argparse's own after help texts that already named theirs)."""
+    import argparse
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        assert sub.formatter_class.__name__ == "_DefaultsFormatter", name
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.help in (None, argparse.SUPPRESS):
+                continue
+            text = formatter._get_help_string(action) % {**vars(action), "prog": sub.prog}
+            assert "(default: None)" not in text and text.lower().count("default") <= 1, (name, action.dest, text)
+
+
 def test_train_sample_reconstruct_end_to_end(idx_root, tmp_path):
     run = tmp_path / "run"
     out = run_cli("train", "--preset", "tiny", "--data-root", idx_root, "--set", "data.limit=none",
@@ -122,6 +139,8 @@ def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["reconstruction_psnr_db"]) == {"50", "100"}
     assert summary["train_steps"] > 0 and summary["wall_minutes"] > 0
+    assert summary["train_steps_this_run"] == summary["train_steps"]  # a first run: the two counts agree
+    assert summary["train_images_per_s_this_run"] > 0  # the demo reports its own speed (the README points here)
     assert "rise_median" in summary["gallery"]["edit_faithfulness"]
     assert str(out) in p.stdout
 
@@ -185,3 +204,11 @@ def test_resume_of_a_missing_run_fails_and_resume_if_present_starts_one(idx_root
     assert "holds no checkpoint" in capsys.readouterr().err and not (tmp_path / "typo" / "latest.json").exists()
     assert main(base + ["--out", str(tmp_path / "new"), "--resume-if-present"]) == 0
     assert (tmp_path / "new" / "latest.json").exists()
+    capsys.readouterr()
+    more = [("--steps" if a == "--steps" else a) for a in base]
+    more[more.index("--steps") + 1] = "3"
+    assert main(more + ["--out", str(tmp_path / "new"), "--resume"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["step"] == 3 and line["steps_this_invocation"] == 1 and "minutes_this_invocation" in line
+    summary = json.loads((tmp_path / "new" / "train_summary.json").read_text())
+    assert summary["step"] == 3 and summary["steps_this_invocation"] == 1

@@ -143,7 +143,8 @@ def cmd_train(args) -> int:
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports
         return 0
     print(json.dumps({"run": str(r.run_dir), "step": r.step, "images_seen": r.images_seen,
-                      "minutes": round(r.elapsed_s / 60, 2), "last_loss": round(r.last_loss, 5),
+                      "steps_this_invocation": r.steps_this_invocation,
+                      "minutes_this_invocation": round(r.elapsed_s / 60, 2), "last_loss": round(r.last_loss, 5),
                       "stopped_by": r.stopped_by}))
     return 0
 

@@ -60,8 +60,10 @@ def run_demo(out: str | Path, *, preset: str = "cpu-small", overrides: list[str]
         "note": "train_steps, images_seen and epochs count the whole run (a repeated `make demo` continues it); "
                 "*_this_run count this invocation",
         "images_seen": r.images_seen, "epochs": round(json.loads((run / "train_summary.json").read_text())["epoch"], 3),
-        "train_steps_this_run": json.loads((run / "train_summary.json").read_text())["steps_this_invocation"],
-        "train_minutes_this_run": round(t_train / 60, 2), "final_train_loss": round(r.last_loss, 5),
+        "train_steps_this_run": r.steps_this_invocation,
+        "train_minutes_this_run": round(t_train / 60, 2),
+        "train_images_per_s_this_run": round(r.steps_this_invocation * cfg.train.batch_size / max(r.elapsed_s, 1e-9), 1),
+        "final_train_loss": round(r.last_loss, 5),
         "sampling": {"sampler": pat.config.sample.sampler, "steps": pat.config.sample.steps, "n": 16,
                      "seconds": round(t_sample, 2), "conditioning": "s of 16 test images (top row of the grid)"},
         "reconstruction_psnr_db": {k: v["psnr_db"] for k, v in rec.by_steps.items()},

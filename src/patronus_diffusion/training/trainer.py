@@ -80,12 +80,16 @@ class _StepBoundaryInterrupt:
 
 @dataclass
 class TrainResult:
+    """``step`` and ``images_seen`` count the whole run (all resumes); ``steps_this_invocation`` and
+    ``elapsed_s`` only this call."""
+
     run_dir: Path
     step: int
     images_seen: int
     elapsed_s: float
     last_loss: float
     stopped_by: str
+    steps_this_invocation: int = 0
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -428,7 +432,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
             "peak_memory_mb": peak_memory_mb(dev), "device": str(dev)})
     if world > 1:
         torch.distributed.barrier()
-    return TrainResult(run_dir, step, images_seen, time.time() - t_start, last_loss, stopped_by)
+    return TrainResult(run_dir, step, images_seen, time.time() - t_start, last_loss, stopped_by, step - start_step)
 
 
 def _log_row(window, T, step, epoch, images_seen, lr, ips, elapsed) -> dict:
