@@ -51,3 +51,21 @@ def test_dark_16bit_png_through_the_api(tiny_run, tmp_path):
     (tmp_path / "dark.png").write_bytes(_png16(np.full((16, 16, 1), 1000, np.uint16)))
     x = Patronus.load(tiny_run, device="cpu").load_images(paths=[tmp_path / "dark.png"])
     assert float(x.max()) < -0.9
+
+
+def test_images_far_below_the_resolution_are_counted_and_warned_about(tiny_run, tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from patronus_diffusion import Patronus
+
+    Image.new("L", (1, 1), 200).save(tmp_path / "dot.png")
+    Image.new("L", (16, 16), 200).save(tmp_path / "full.png")
+    pat = Patronus.load(tiny_run, device="cpu")
+    with pytest.warns(UserWarning, match=r"1 of 2 image\(s\) are smaller than half the model's 16 px.*dot.png \(1x1\)"):
+        x = pat.load_images(paths=[tmp_path / "dot.png", tmp_path / "full.png"])
+    assert x.shape == (2, 1, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a full-size image alone says nothing
+        pat.load_images(paths=[tmp_path / "full.png"])

@@ -318,6 +318,11 @@ def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
     return FolderDataset(files, base, cfg, info, labels, attrs)
 
 
+def is_far_below(size: tuple[int, int], image_size: int) -> bool:
+    """True for an image whose short side is under half the model's resolution (upscaling blurs it)."""
+    return min(size) < image_size / 2
+
+
 def describe_training_data(train_ds, test_ds, cfg: DataConfig) -> list[str]:
     """What a training run found, in a few lines: counts, split rule, conversion, and for image folders the
     file modes, transparency and images far below the model's resolution (they are upscaled)."""
@@ -334,7 +339,7 @@ def describe_training_data(train_ds, test_ds, cfg: DataConfig) -> list[str]:
                 modes[img.mode] = modes.get(img.mode, 0) + 1
                 alpha += img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
                 short = min(img.size)
-                if short < cfg.image_size / 2:
+                if is_far_below(img.size, cfg.image_size):
                     small += 1
                     smallest = img.size if smallest is None or short < min(smallest) else smallest
         conv += "; file modes " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
@@ -352,9 +357,7 @@ def describe_training_data(train_ds, test_ds, cfg: DataConfig) -> list[str]:
                                                          else "") + f": {shown}")
     if info.attribute_names:
         lines.append(f"{len(info.attribute_names)} attributes: {', '.join(info.attribute_names[:10])}")
-    if info.skipped:
-        lines.append(f"skipped {len(info.skipped)} unreadable image(s)")
-    return lines
+    return lines  # skipped files are reported by the trainer, with the file that lists them
 
 
 def iterate_batches(ds: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,

@@ -7,6 +7,7 @@ makes them from files or dataset indices. Encodings of dataset splits are cached
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data import DataError, load_dataset, pil_to_tensor
+from ..data.datasets import is_far_below
 from ..models.prototypes import PrototypeMatch
 from ..utils.errors import UsageError
 from .guidance import combine_guidance
@@ -76,16 +78,22 @@ class PatronusPipeline:
         """Images from files (converted with the run's resize policy) or from dataset indices."""
         d = self.config.data
         if paths:
-            out = []
+            out, small = [], []
             for p in paths:
                 try:
                     with Image.open(p) as img:
                         img.load()
+                        if is_far_below(img.size, d.image_size):
+                            small.append(f"{Path(p).name} ({img.size[0]}x{img.size[1]})")
                         out.append(pil_to_tensor(img, d.channels, d.image_size, d.resize))
                 except FileNotFoundError:
                     raise DataError(f"image {p} does not exist") from None
                 except (OSError, ValueError, SyntaxError) as e:
                     raise DataError(f"cannot read image {p}: {e}") from None
+            if small:
+                warnings.warn(f"{len(small)} of {len(paths)} image(s) are smaller than half the model's "
+                              f"{d.image_size} px and are upscaled (they will look blurred): "
+                              f"{', '.join(small[:5])}{' ...' if len(small) > 5 else ''}", stacklevel=2)
             return torch.stack(out)
         if indices is not None:
             ds = self.dataset(split)
