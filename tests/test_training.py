@@ -434,3 +434,50 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise(idx_root, tmp_path):
 
     assert log(tmp_path / "killed") == log(tmp_path / "straight")
     assert not [p for p in (tmp_path / "killed" / "checkpoints").iterdir() if not p.name.startswith("step_")]
+
+
+# ------------------------------------------------------------------------------------ data-parallel slicing
+def _interleave(parts):
+    """Rows rank::world of each part back into one global batch."""
+    world = len(parts)
+    out = torch.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for r, p in enumerate(parts):
+        out[r::world] = p
+    return out
+
+
+def test_each_rank_decodes_only_its_slice_and_the_slices_make_the_global_batch(tiny_cfg):
+    from patronus_diffusion.data import load_dataset
+    from patronus_diffusion.data.datasets import iterate_batches
+
+    ds = load_dataset(tiny_cfg.data, "train")
+    requested = []
+    original = ds.get_batch
+    ds.get_batch = lambda idx: (requested.append(len(idx)), original(idx))[1]
+    whole = list(iterate_batches(ds, 12, seed=3, epoch=1, start_batch=1))
+    requested.clear()
+    world = 3
+    ranks = [list(iterate_batches(ds, 12, seed=3, epoch=1, start_batch=1, shard=(r, world))) for r in range(world)]
+    assert set(requested) == {4}  # a rank never decodes the global batch of 12
+    for k, (b_idx, x, y) in enumerate(whole):
+        assert all(rk[k][0] == b_idx for rk in ranks)
+        assert torch.equal(_interleave([rk[k][1] for rk in ranks]), x)
+        assert torch.equal(_interleave([rk[k][2] for rk in ranks]), y)
+
+
+def test_random_draws_are_global_then_sliced_with_low_t_folding_on_the_global_batch(tiny_cfg):
+    from patronus_diffusion.diffusion.schedule import NoiseSchedule
+    from patronus_diffusion.training.objectives import draw_batch
+
+    cfg = tiny_cfg.copy()
+    cfg.family = "protodiffusion"
+    cfg.protodiff.low_t_fraction, cfg.protodiff.low_t_max = 0.5, 5
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    draws = draw_batch(torch.Generator().manual_seed(0), torch.Size((12, 1, 16, 16)), schedule, cfg)
+    assert (draws.t[:6] < 5).all()  # the first half of the *global* batch is folded, as in one process
+    world = 4
+    parts = [draws.slice(r, world) for r in range(world)]
+    for name in ("t", "noise", "cond_u"):
+        assert torch.equal(_interleave([getattr(p, name) for p in parts]), getattr(draws, name)), name
+    again = draw_batch(torch.Generator().manual_seed(0), torch.Size((12, 1, 16, 16)), schedule, cfg)
+    assert torch.equal(again.noise, draws.noise)  # every rank draws the same global numbers from the same seed
