@@ -163,3 +163,8 @@ def test_import_reference_command(ckpt, tmp_path, capsys):
     assert main(["import-reference", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "r")]) == 0
     assert "6 prototypes" in capsys.readouterr().out
     assert (tmp_path / "r" / "import.json").exists()
+    before = (tmp_path / "r" / "import.json").read_text()
+    assert main(["import-reference", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
+    assert "--force" in capsys.readouterr().err and (tmp_path / "r" / "import.json").read_text() == before
+    assert main(["import-reference", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "r"),
+                 "--force"]) == 0

@@ -38,6 +38,7 @@ from ..models import build_model
 from ..models.unet import timestep_embedding
 from ..presets import get_preset
 from ..runs import CheckpointError, load_into, save_weights, sha256, write_run_config
+from ..utils.errors import UsageError
 from ..utils.io import replace_dir, write_json
 
 BLOCK_NAMES = {"normlize_1": "norm1", "conv_1": "conv1", "dense_1": "time_proj", "dense_2": "cond_proj",
@@ -199,9 +200,14 @@ def convert_state(sd: dict[str, torch.Tensor], cfg: RunConfig) -> dict[str, torc
     return out
 
 
-def import_reference(checkpoint: str | Path, out: str | Path, preset: str = "paper-fmnist") -> tuple[RunConfig, Path]:
-    """Convert a reference checkpoint into a run folder that every command loads (``--run OUT``)."""
+def import_reference(checkpoint: str | Path, out: str | Path, preset: str = "paper-fmnist",
+                     overwrite: bool = False) -> tuple[RunConfig, Path]:
+    """Convert a reference checkpoint into a run folder that every command loads (``--run OUT``).
+
+    An existing non-empty ``out`` is replaced only with ``overwrite`` (it may be a trained run)."""
     checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} already exists and is not empty; choose another --out or pass --force to replace it")
     sd = read_reference_state(checkpoint)
     cfg = infer_config(sd, preset)
     converted = convert_state(sd, cfg)

@@ -17,14 +17,15 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="the reference's ckpt.tar (or a .pt state dict)")
     p.add_argument("--preset", default="paper-fmnist",
                    help="the paper-* preset of the checkpoint's dataset (paper-fmnist, paper-celeba64, ...)")
-    p.add_argument("--out", required=True, help="the run folder to write")
+    p.add_argument("--out", required=True, help="the run folder to write (must not exist or be empty)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_import_reference)
 
 
 def cmd_import_reference(args) -> int:
     from ..api.reference_import import import_reference
 
-    cfg, out = import_reference(args.checkpoint, args.out, args.preset)
+    cfg, out = import_reference(args.checkpoint, args.out, args.preset, overwrite=args.force)
     u = cfg.unet
     print(f"imported: {cfg.prototypes.num_prototypes} prototypes, UNet base {u.base_channels} x {u.channel_mult}, "
           f"{u.num_res_blocks} blocks per level, {cfg.data.channels}-channel {cfg.data.image_size} px")
