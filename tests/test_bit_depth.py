@@ -69,3 +69,11 @@ def test_images_far_below_the_resolution_are_counted_and_warned_about(tiny_run, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a full-size image alone says nothing
         pat.load_images(paths=[tmp_path / "full.png"])
+
+
+def test_float_tiff_outside_the_unit_range_is_clipped_with_a_warning(tmp_path):
+    arr = np.full((8, 8), 200.0, np.float32)  # e.g. 0..255 values stored as float
+    Image.fromarray(arr, mode="F").save(tmp_path / "f.tif")
+    with pytest.warns(UserWarning, match=r"outside the \[0, 1\]"):
+        x = pil_to_tensor(Image.open(tmp_path / "f.tif"), 1, 8, "squash")
+    assert float(x.min()) == 1.0
