@@ -16,10 +16,9 @@ from an attribute CSV, or empty), which the analyses use without touching the pi
 
 from __future__ import annotations
 
-import warnings
-
 import csv
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
