@@ -142,7 +142,9 @@ class _Logger:
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional
 
-            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            # purge_step: events after the resumed checkpoint are dropped, as in the CSV (those steps run again)
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"),
+                                    purge_step=resume_step + 1 if resume_step is not None else None)
         except Exception:  # noqa: BLE001 - tensorboard is optional
             self.tb = None
 
