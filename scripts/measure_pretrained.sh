@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-measure the shipped model after (re)training it with scripts/train_pretrained.sh:
 # its prior over s (shipped beside it), FID/KID conditional and unconditional, the explanation gallery
-# (wall time, faithfulness), prototype quality, reconstruction, and the README/doc pictures.
+# (wall time, faithfulness), edit faithfulness (evaluate-edits), class agreement of generations from s,
+# prototype quality, reconstruction, and the README/doc pictures.
 #   bash scripts/measure_pretrained.sh [OUT]          (measured: 21.5 min on 1 thread; each step logs its time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ cp "$OUT/prior/prior.safetensors" "$OUT/prior/prior.json" "$OUT/prior/prior_log.
 timed explain $P explain --run $R --out "$OUT/explain" --no-progress
 timed quality $P quality --run $R --out "$OUT/quality" --no-progress
 timed reconstruct $P reconstruct --run $R --n 16 --steps 10,20,50,100 --out "$OUT/reconstruct"
+timed edits_eval $P evaluate-edits --run $R --n 16 --out "$OUT/edits_eval" --no-progress
+timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50 --agreement-n 100 --agreement-k 4 \
+                 --out "$OUT/agreement" --no-progress
 timed fid_cond   $P fid --run $R --mode conditional --n 1000 --out "$OUT/fid_conditional" --no-progress
 timed fid_uncond $P fid --run $R --mode unconditional --n 1000 --out "$OUT/fid_unconditional" --no-progress
 timed sample  $P sample --run $R --n 16 --out "$OUT/sample"

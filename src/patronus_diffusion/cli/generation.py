@@ -64,7 +64,9 @@ def register(sub) -> None:
     add_run(p)
     p.add_argument("--n", type=int, default=200, help="generated images per setting (small-N: compare at equal N)")
     p.add_argument("--settings", default="ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20")
-    p.add_argument("--modes", default="conditional,unconditional")
+    p.add_argument("--modes", default="conditional,unconditional",
+                   help="generation modes of the FID/KID table; 'none' skips the table (reconstruction, s-use "
+                        "and class agreement only)")
     p.add_argument("--prior", help="prior directory (default RUN/prior; unconditional rows are skipped without one)")
     p.add_argument("--recon-n", type=int, default=32, help="test images for the reconstruction rows")
     p.add_argument("--recon-steps", default="10,20,50,100")
@@ -159,8 +161,10 @@ def cmd_evaluate(args) -> int:
     from ..evaluation.generation import MODES, evaluate, parse_settings
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if modes == ("none",):
+        modes = ()
     bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
+    if bad or (not modes and args.modes.strip() != "none"):
         raise UsageError(f"--modes must be a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
     if args.n < 2 or args.recon_n < 2:
         raise UsageError("--n and --recon-n must be at least 2")
@@ -172,7 +176,8 @@ def cmd_evaluate(args) -> int:
                    ref_split=args.ref_split, seed=args.seed, weights=args.weights, cache_dir=args.cache_dir,
                    progress=not args.no_progress, agreement_n=args.agreement_n, agreement_k=args.agreement_k)
     out = Path(args.out)
-    print(f"{'mode':<14}{'setting':<14}{'FID':>9}{'KID x1e3':>10}{'s/image':>10}")
+    if res["generation"]:
+        print(f"{'mode':<14}{'setting':<14}{'FID':>9}{'KID x1e3':>10}{'s/image':>10}")
     for r in res["generation"]:
         print(f"{r['mode']:<14}{r['sampler'] + '-' + str(r['steps']):<14}{r['fid']:>9.2f}{r['kid'] * 1e3:>10.2f}"
               f"{r['seconds_per_image']:>10.3f}")
@@ -190,7 +195,8 @@ def cmd_evaluate(args) -> int:
               f"{ca['pixel_spread_grey_levels']['other_s_same_noise']} grey levels")
     for note in res["protocol"]["skipped"]:
         print(f"skipped {note}")
-    print_outputs("wrote", {"table": out / "evaluate.csv", "plot": out / "evaluate.png", "summary": out / "evaluate.json",
+    print_outputs("wrote", {"table": out / "evaluate.csv", **({"plot": out / "evaluate.png"} if res["generation"] else {}),
+                            "summary": out / "evaluate.json",
                             "reconstruction": out / "reconstruction.csv", "s-use check": out / "s_shuffle.json",
                             **({"class agreement": out / "class_agreement.json"} if ca is not None else {})})
     return 0

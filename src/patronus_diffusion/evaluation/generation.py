@@ -245,7 +245,7 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
 
     out = Path(out)
     settings = settings or parse_settings(DEFAULT_SETTINGS)
-    extractor = extractor or InceptionFeatures(device=pat.device)
+    extractor = extractor or (InceptionFeatures(device=pat.device) if modes else None)
     base = run_protocol(pat, weights, seed)
     t_all = time.time()
     # the cheap, paired checks first (no Inception), written at once
