@@ -80,8 +80,10 @@ def test_train_sample_reconstruct_end_to_end(idx_root, tmp_path):
     assert len((tmp_path / "r" / "reconstruct.csv").read_text().splitlines()) == 5
 
 
-def test_bench_prints_json():
-    out = run_cli("bench", "--preset", "tiny", "--iters", 1, "--invert-steps", 2, "--forward-batch", 4)
+@pytest.mark.parametrize("preset", ["tiny", "protodiff-tiny"])
+def test_bench_prints_json(preset):
+    """Every preset --preset offers benches, the ProtoDiffusion ones included (they condition on a class table)."""
+    out = run_cli("bench", "--preset", preset, "--iters", 1, "--invert-steps", 2, "--forward-batch", 4)
     res = json.loads(out.stdout)
     for k in ("train_images_per_s", "unet_forward_images_per_s", "invert_decode_one_image_s", "peak_memory_mb"):
         assert res[k] > 0

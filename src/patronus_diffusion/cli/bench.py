@@ -1,7 +1,7 @@
 """`patronus bench`: throughput and memory of a preset, as JSON.
 
 Measures, on random data of the preset's shape (no dataset needed):
-  * training images/s (full step: encoder + UNet forward/backward + AdamW + EMA),
+  * training images/s (full step: prototype encoder or class table + UNet forward/backward + AdamW + EMA),
   * UNet forward images/s and UNet evaluations/s at a batch size,
   * seconds for one DDIM invert + decode of one image at K steps,
   * peak memory (max RSS on CPU; max allocated on CUDA), load average, threads.
@@ -66,7 +66,15 @@ def run_bench(preset: str, batch_size: int | None = None, forward_batch: int = 6
     cfg = apply_overrides(get_preset(preset), overrides or [])
     dev = pick_device(device)
     torch.manual_seed(0)
-    model = build_model(cfg).to(dev)
+    if cfg.family == "protodiffusion":  # condition = the class-embedding table row of a random label
+        from ..models.protodiffusion import build_for_inference
+
+        model = build_for_inference(cfg).to(dev)  # the table's values do not change the speed
+        n_classes = model.num_classes
+        condition = lambda xx: model.classes(torch.randint(0, n_classes, (xx.shape[0],), device=dev))  # noqa: E731
+    else:  # Patronus: condition = the prototype similarities s of the clean image (the encoder trains too)
+        model = build_model(cfg).to(dev)
+        condition = lambda xx: model.prototypes(xx).s  # noqa: E731
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     unet = torch.compile(model.unet) if compile else model.unet
@@ -82,7 +90,7 @@ def run_bench(preset: str, batch_size: int | None = None, forward_batch: int = 6
     def train_step():
         t = torch.randint(0, sched.num_timesteps, (bs,), device=dev)
         noise = torch.randn_like(x)
-        s = model.prototypes(x).s
+        s = condition(x)
         with amp:
             eps = unet(sched.q_sample(x, t, noise), t, s)
         loss = ((eps.float() - noise) ** 2).mean()
@@ -107,7 +115,7 @@ def run_bench(preset: str, batch_size: int | None = None, forward_batch: int = 6
     xf = torch.randn(fb, d.channels, d.image_size, d.image_size, device=dev).contiguous(memory_format=fmt)
     tf = torch.randint(0, sched.num_timesteps, (fb,), device=dev)
     with torch.no_grad():
-        sf = model.prototypes(xf).s
+        sf = condition(xf)
 
         def fwd():
             with amp:
