@@ -32,7 +32,7 @@ def _images():
 def test_nv_bilinear_inputs_and_features_match_the_upstream_pipeline():
     FidHelper = _upstream_helper()
     try:
-        ext = fidmod.InceptionFeatures(batch_size=3, resize="nv-bilinear")
+        ext = fidmod.InceptionFeatures(device="cpu", batch_size=3, resize="nv-bilinear")
     except FileNotFoundError:
         pytest.skip("FID Inception weights not installed")
     helper = FidHelper(device="cpu")

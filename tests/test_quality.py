@@ -352,10 +352,14 @@ def test_cli_diagnose_scan_writes_a_ranked_table(tmp_path, tiny_cfg, capsys):
     scan = json.loads((out / "scan.json").read_text())
     assert scan["attributes"] == ["vertical", "mark", "coin"] and len(scan["pairs"]) == 3
     scores = [abs(r["score"]) for r in scan["pairs"] if r["score"] is not None]
-    assert scores == sorted(scores, reverse=True)
+    assert len(scores) >= 2 and scores == sorted(scores, reverse=True)  # pairs were measured, then ranked
     table = list(csvmod.DictReader(open(out / "scan.csv")))
     assert [(r["a"], r["b"]) for r in table] == [(r["a"], r["b"]) for r in scan["pairs"]]
     assert "3 pair(s) of 3 attributes" in capsys.readouterr().out
+    # a bad argument fails once with exit 2; it is not "skipped" pair by pair into a successful exit
+    assert main(["diagnose", "--run", str(tmp_path / "run"), "--scan", "--probe-data", str(clean), "--edit-scale",
+                 "0", "--device", "cpu", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "edit_scale must be positive" in capsys.readouterr().err
 
 
 def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):

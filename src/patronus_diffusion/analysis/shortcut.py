@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..data.biased import correlated_subset, phi, resolve_attribute
 from ..data.errors import DataError
-from ..utils.errors import UsageError, UserError
+from ..utils.errors import UsageError
 from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 
@@ -382,12 +382,14 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
     pair whose diagnosis cannot run (e.g. too few clean images) is kept as ``skipped`` with the reason."""
     from itertools import combinations
 
+    if not diagnose_kw.get("edit_scale", 1.0) > 0:  # argument errors fail once, before any pair runs
+        raise UsageError(f"edit_scale must be positive, got {diagnose_kw['edit_scale']}")
     rows = []
     pairs = list(combinations(names, 2))
     for a, b in tqdm(pairs, desc="scan pairs", disable=not progress):
         try:
             r = diagnose(pat, a, b, probe_cfg, progress=False, **diagnose_kw)
-        except UserError as e:  # e.g. too few clean images for one pair: say so and scan on
+        except DataError as e:  # this pair's data cannot be used (e.g. too few clean images): say so, scan on
             rows.append({"a": a, "b": b, "score": None, "ci95": [None, None], "verdict": "skipped",
                          "deciding_direction": None, "reason": str(e), "leak_a_to_b": None, "leak_b_to_a": None,
                          "tested_directions": []})
@@ -396,6 +398,8 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
                      "deciding_direction": r["deciding_direction"], "reason": r["reason"],
                      "leak_a_to_b": r["directions"]["a_to_b"]["leak"], "leak_b_to_a": r["directions"]["b_to_a"]["leak"],
                      "tested_directions": r["tested_directions"]})
+    if rows and all(r["verdict"] == "skipped" for r in rows):
+        raise DataError(f"no pair of {', '.join(names)} could be diagnosed; first reason: {rows[0]['reason']}")
     measured = lambda r: r["score"] is not None and np.isfinite(r["score"])  # noqa: E731
     return sorted(rows, key=lambda r: -abs(r["score"]) if measured(r) else float("inf"))
 

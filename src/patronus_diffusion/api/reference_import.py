@@ -206,6 +206,8 @@ def import_reference(checkpoint: str | Path, out: str | Path, preset: str = "pap
 
     An existing non-empty ``out`` is replaced only with ``overwrite`` (it may be a trained run)."""
     checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the run")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} already exists and is not empty; choose another --out or pass --force to replace it")
     sd = read_reference_state(checkpoint)

@@ -52,9 +52,10 @@ def _high_depth_to_float(img: Image.Image) -> Image.Image:
     if img.mode == "I" and arr.size and arr.max() > 65535:
         scale = 2.0 ** 32 - 1
     if img.mode == "F" and arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-        warnings.warn(f"a float image holds values in [{arr.min():.4g}, {arr.max():.4g}], outside the [0, 1] "
-                      f"intensities float images are read as; they are clipped (rescale such images, e.g. CT "
-                      f"Hounsfield units, to [0, 1] before training)", stacklevel=3)
+        # one fixed text, so Python shows it once however many such images a folder holds
+        warnings.warn("float images hold values outside the [0, 1] intensities they are read as; those values are "
+                      "clipped (rescale such images, e.g. 0..255 floats or CT Hounsfield units, to [0, 1] first)",
+                      stacklevel=3)
     return Image.fromarray(np.clip(arr / scale, 0.0, 1.0).astype(np.float32), mode="F")
 
 

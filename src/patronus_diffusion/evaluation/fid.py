@@ -45,6 +45,7 @@ import importlib.util
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -165,12 +166,30 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, progress: bool = False, desc: str = "inception") -> torch.Tensor:
+        """(N, 2048) float32 features on the CPU. On CUDA, TF32 is switched off for the call, so features (and
+        the cached reference statistics) match the CPU's float32 pipeline instead of a reduced-precision one."""
         out = []
         starts = range(0, images.shape[0], self.batch_size)
-        for i in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
-            x = to_inception_input(images[i:i + self.batch_size], self.resize).to(self.device)
-            out.append(self.net(x).double().cpu())
-        return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
+        with _full_fp32(self.device):
+            for i in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
+                x = to_inception_input(images[i:i + self.batch_size], self.resize).to(self.device)
+                out.append(self.net(x).float().cpu())  # float32 first: MPS has no float64
+        return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
+
+
+@contextmanager
+def _full_fp32(device: torch.device):
+    """TF32 off for cuDNN convolutions and matmuls on CUDA (restored afterwards); a no-op elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 # ------------------------------------------------------------------------------------ streaming
@@ -184,7 +203,7 @@ def check_image_range(images: torch.Tensor) -> None:
 
 
 def stream_features(extractor, images, progress: bool = False, desc: str = "inception",
-                    total: int | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+                    total: int | None = None, what: str = "generated") -> tuple[torch.Tensor, tuple[int, ...]]:
     """Features (N, d) in float32 of a tensor or of an iterable of batches, and the (C, H, W) of the images.
 
     An iterable is consumed one batch at a time: each batch is checked, featurised and dropped, so memory
@@ -200,7 +219,7 @@ def stream_features(extractor, images, progress: bool = False, desc: str = "ince
         shape = tuple(batch.shape[1:])
         feats.append(extractor(batch, progress=False).float())
     if not feats:
-        raise UsageError("no generated images: the iterable of batches was empty")
+        raise UsageError(f"no {what} images: the iterable of batches was empty")
     return torch.cat(feats), shape
 
 
@@ -214,11 +233,13 @@ class RunningMoments:
         self.n, self.shift, self.sum, self.outer = 0, None, None, None
 
     def update(self, rows: torch.Tensor) -> "RunningMoments":
+        if rows.shape[0] == 0:
+            return self  # an empty chunk must not set the shift (its mean is NaN)
         x = rows.double()
         if self.shift is None:
             self.shift = x.mean(0)
             self.sum = torch.zeros_like(self.shift)
-            self.outer = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+            self.outer = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
         c = x - self.shift
         self.n += x.shape[0]
         self.sum += c.sum(0)
@@ -365,7 +386,8 @@ def reference_statistics(data_cfg: DataConfig, split: str = "test", n_ref: int |
             pass  # damaged cache entry: recompute and overwrite it
     chunks, split_size = select_reference(data_cfg, split, n_ref, seed)
     t0 = time.time()
-    feats, _ = stream_features(extractor, chunks, progress, f"inception: {split} reference", total=len(chunks))
+    feats, _ = stream_features(extractor, chunks, progress, f"inception: {split} reference", total=len(chunks),
+                               what=f"{split} reference")
     mu, sigma = feature_statistics(feats)
     meta = {"key": key, "split_size": split_size, "n_images": int(feats.shape[0]),
             "seconds": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -75,14 +75,15 @@ class GeneratedBatches:
 
     Feeding it to :func:`~.fid.fid_kid` streams generation -> Inception features, so N is bounded by time, not
     memory. ``keep`` first images are kept for a preview grid (``.preview``); ``save_dir`` writes every image as
-    a PNG as it is made; ``.seconds`` is the wall-clock time spent generating (Inception excluded)."""
+    a PNG as it is made. ``.seconds`` is the wall-clock time this iterable spent (sampling and PNGs; what the
+    consumer does between batches, e.g. Inception, is excluded) and ``.sample_seconds`` the sampling alone."""
 
     def __init__(self, pat, s: torch.Tensor, x_T: torch.Tensor, sampler: str, steps: int, seed: int = 0,
                  keep: int = 64, save_dir: str | Path | None = None, progress: bool = False):
         self.pat, self.s, self.x_T, self.sampler, self.steps, self.seed = pat, s, x_T, sampler, steps, seed
         self.keep, self.save_dir, self.progress = keep, Path(save_dir) if save_dir else None, progress
         self.batch = max(1, pat.batch_size)
-        self.seconds, self.preview, self.n = 0.0, [], 0
+        self.seconds, self.sample_seconds, self.preview, self.n = 0.0, 0.0, [], 0
 
     def __len__(self) -> int:
         return -(-self.s.shape[0] // self.batch)
@@ -90,13 +91,13 @@ class GeneratedBatches:
     def __iter__(self):
         from tqdm.auto import tqdm
 
-        self.seconds, self.preview, self.n = 0.0, [], 0
+        self.seconds, self.sample_seconds, self.preview, self.n = 0.0, 0.0, [], 0
         for i in tqdm(range(0, self.s.shape[0], self.batch), desc=f"generate {self.sampler}-{self.steps}",
                       leave=False, disable=not self.progress, unit="batch"):
             t0 = time.time()
             images = self.pat.sample(self.s[i:i + self.batch], sampler=self.sampler, steps=self.steps,
                                      seed=self.seed + i, x_T=self.x_T[i:i + self.batch])
-            self.seconds += time.time() - t0
+            self.sample_seconds += time.time() - t0
             if self.n < self.keep:
                 self.preview.append(images[:self.keep - self.n])
             if self.save_dir is not None:
@@ -105,6 +106,7 @@ class GeneratedBatches:
                 for j, arr in enumerate(to_uint8(images)):
                     save_png(arr, self.save_dir / f"{self.n + j:05d}.png")
             self.n += images.shape[0]
+            self.seconds += time.time() - t0  # everything this iterable did for the batch, PNGs included
             yield images
 
     @property
@@ -113,7 +115,8 @@ class GeneratedBatches:
 
     @property
     def seconds_per_image(self) -> float:
-        return self.seconds / max(self.n, 1)
+        """Sampling wall-clock seconds per image."""
+        return self.sample_seconds / max(self.n, 1)
 
 
 def generate(pat, s: torch.Tensor, x_T: torch.Tensor, sampler: str, steps: int, seed: int = 0,
