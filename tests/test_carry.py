@@ -1,0 +1,110 @@
+"""scripts/carry_run.py: carrying a run, or a tree of runs (protodiff compare), across sessions."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "carry_run.py"
+spec = importlib.util.spec_from_file_location("carry_run", SCRIPT)
+carry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(carry)
+
+
+def make_run(run: Path, steps: list[int], log: str = "step\n") -> None:
+    for step in steps:
+        ck = run / "checkpoints" / f"step_{step:06d}"
+        ck.mkdir(parents=True)
+        (ck / "model.safetensors").write_bytes(bytes([step % 256]) * 64)
+        (ck / "state.json").write_text(json.dumps({"step": step}))
+    (run / "config.json").write_text("{}")
+    (run / "train_log.csv").write_text(log)
+    (run / "latest.json").write_text(json.dumps({"checkpoint": f"checkpoints/step_{steps[-1]:06d}",
+                                                 "step": steps[-1]}))
+
+
+def make_compare_tree(root: Path) -> None:
+    make_run(root / "runs" / "regular" / "seed0", [10, 20])
+    make_run(root / "runs" / "proto-frozen" / "seed0", [10])
+    (root / "evals").mkdir(parents=True)
+    (root / "evals" / "regular_seed0_step000010.json").write_text('{"fid": 50}')
+    (root / "classifier").mkdir()
+    (root / "classifier" / "prototypes.safetensors").write_bytes(b"p" * 32)
+    (root / "cache" / "judge").mkdir(parents=True)
+    (root / "cache" / "judge" / "fashion-mnist-28px-abc.safetensors").write_bytes(b"j" * 32)
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_save_a_single_run_keeps_only_the_pointed_checkpoint(tmp_path):
+    make_run(tmp_path / "run", [250, 500])
+    r = carry.save(tmp_path / "run", tmp_path / "carried")
+    assert r["runs"] == {".": 500}
+    assert files(tmp_path / "carried") == {"config.json", "train_log.csv", "latest.json",
+                                           "checkpoints/step_000500/model.safetensors",
+                                           "checkpoints/step_000500/state.json"}
+    carry.restore(tmp_path / "carried", tmp_path / "back")
+    assert files(tmp_path / "back") == files(tmp_path / "carried")
+    assert json.loads((tmp_path / "back" / "latest.json").read_text())["step"] == 500
+
+
+def test_save_and_restore_a_compare_tree(tmp_path):
+    make_compare_tree(tmp_path / "cmp")
+    r = carry.save(tmp_path / "cmp", tmp_path / "carried")
+    assert r["runs"] == {"runs/proto-frozen/seed0": 10, "runs/regular/seed0": 20}
+    carried = files(tmp_path / "carried")
+    assert "runs/regular/seed0/checkpoints/step_000010/model.safetensors" not in carried  # older checkpoint
+    assert {"evals/regular_seed0_step000010.json", "classifier/prototypes.safetensors",
+            "cache/judge/fashion-mnist-28px-abc.safetensors",
+            "runs/regular/seed0/checkpoints/step_000020/state.json"} <= carried
+    r = carry.restore(tmp_path / "carried", tmp_path / "back")
+    assert r["restored"] == {"runs/proto-frozen/seed0": 10, "runs/regular/seed0": 20}
+    assert files(tmp_path / "back") == carried
+    assert (tmp_path / "back" / "cache/judge/fashion-mnist-28px-abc.safetensors").read_bytes() == b"j" * 32
+
+
+def test_restore_never_moves_a_run_backwards_nor_overwrites_newer_results(tmp_path):
+    make_compare_tree(tmp_path / "cmp")
+    carry.save(tmp_path / "cmp", tmp_path / "carried")
+    back = tmp_path / "back"
+    carry.restore(tmp_path / "carried", back)
+    # the destination moves on: one run trains further, an evaluation is rewritten, a new one is added
+    ahead = back / "runs" / "regular" / "seed0"
+    (ahead / "checkpoints" / "step_000030").mkdir()
+    (ahead / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step_000030", "step": 30}))
+    (ahead / "train_log.csv").write_text("step\n30\n")
+    (back / "evals" / "regular_seed0_step000010.json").write_text('{"fid": 49}')
+    behind = back / "runs" / "proto-frozen" / "seed0"
+    (behind / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step_000005", "step": 5}))
+    (behind / "train_log.csv").write_text("older")
+    r = carry.restore(tmp_path / "carried", back)
+    assert r["kept"] == {"runs/regular/seed0": 30} and r["restored"] == {"runs/proto-frozen/seed0": 10}
+    assert (ahead / "train_log.csv").read_text() == "step\n30\n"
+    assert json.loads((ahead / "latest.json").read_text())["step"] == 30
+    assert (back / "evals" / "regular_seed0_step000010.json").read_text() == '{"fid": 49}'
+    assert (behind / "train_log.csv").read_text() == "step\n"  # a run behind the carry is brought forward whole
+
+
+def test_a_failed_save_leaves_the_previous_carry_whole(tmp_path):
+    make_run(tmp_path / "run", [10])
+    carry.save(tmp_path / "run", tmp_path / "carried")
+    before = files(tmp_path / "carried")
+    (tmp_path / "run" / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step_000099", "step": 99}))
+    with pytest.raises(carry.CarryError, match="step_000099, which is missing"):
+        carry.save(tmp_path / "run", tmp_path / "carried")
+    assert files(tmp_path / "carried") == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-carry")]
+
+
+def test_cli_says_what_is_wrong_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in (["save", str(tmp_path / "empty"), str(tmp_path / "c")],
+                 ["restore", str(tmp_path / "nothing"), str(tmp_path / "d")]):
+        p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.startswith("carry_run: ") and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
