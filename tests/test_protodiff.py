@@ -350,6 +350,17 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     w1 = (tmp_path / "cmp" / "runs" / "regular" / "seed1" / "model.safetensors").read_bytes()
     assert w0 != w1
     assert _cli(*args) == 0 and len(calls) == 8  # re-running skips finished checkpoints
+    # the tree keeps its own judge: on a machine without the cache (a carried tree) the same judge scores on
+    assert len(list((tmp_path / "cmp" / "judge").glob("*.safetensors"))) == 1
+    judge_bytes = next((tmp_path / "cmp" / "judge").glob("*.safetensors")).read_bytes()
+    import shutil
+    shutil.rmtree(tmp_path / "cache" / "judge")
+    (tmp_path / "cmp" / "evals" / "proto-frozen_seed1_step000004.json").unlink()
+    assert _cli(*args) == 0 and len(calls) == 9
+    assert not (tmp_path / "cache" / "judge").exists()  # not retrained into the machine's cache
+    assert next((tmp_path / "cmp" / "judge").glob("*.safetensors")).read_bytes() == judge_bytes
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["judge"]["cache_file"].startswith(str(tmp_path / "cmp" / "judge"))
 
 
 def test_reach_baseline_table_by_hand():

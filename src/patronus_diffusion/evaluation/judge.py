@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,6 +125,17 @@ def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache
     write_json(meta_path, meta)
     judge.meta = {**meta, "cache_file": str(weights), "from_cache": False}
     return judge
+
+
+def copy_judge(judge: Judge, folder: str | Path) -> Path:
+    """Copy a judge's weights and metadata into ``folder`` (a results tree's own copy); returns its weights path."""
+    src = Path(judge.meta["cache_file"])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in (src, src.with_suffix(".json")):
+        if f.parent.resolve() != folder.resolve():
+            shutil.copy2(f, folder / f.name)
+    return folder / src.name
 
 
 def _fit(ds, labels: torch.Tensor, num_classes: int, channels: int, settings: JudgeSettings,

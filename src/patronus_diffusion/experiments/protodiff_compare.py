@@ -135,7 +135,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     ``judge_settings`` (:class:`~..evaluation.judge.JudgeSettings`) how the cached independent judge is trained.
     """
     from ..evaluation.fid import InceptionFeatures
-    from ..evaluation.judge import get_judge
+    from ..evaluation.judge import copy_judge, get_judge
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -163,7 +163,13 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 "sampler": sampler or first.sample.sampler, "steps": steps or first.sample.steps,
                 "seed": SAMPLE_SEED, "weights": "ema", "labels": "class-balanced", "n_generated": n_gen}
     extractor = InceptionFeatures(device=device)  # the FID network runs where the models do
-    judge = get_judge(first.data, judge_settings, progress=progress)
+    # the comparison keeps its own copy of the judge, so every seed and every resumed session (a carried tree)
+    # is scored by the same network, whatever the machine's cache holds
+    judge_home = out / "judge"
+    judge = get_judge(first.data, judge_settings, cache_dir=judge_home if judge_home.is_dir() else None,
+                      progress=progress)
+    if not judge_home.is_dir():
+        copy_judge(judge, judge_home)
     log(f"[compare] independent judge: {judge.meta['architecture']}, seed {judge.meta['key']['settings']['seed']}, "
         f"{judge.meta['test_accuracy']:.3f} on real test images")
     meta = {"classifier": clf_meta, "judge": {k: judge.meta.get(k) for k in ("architecture", "test_accuracy",
