@@ -67,3 +67,52 @@ def test_guidance_needs_a_null_condition(tiny_cfg):
         pat.model_fn(torch.rand(1, 6), guidance=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         pat.model_fn(torch.rand(1, 6), guidance=-1.0)
+
+
+# ---------------------------------------------------------------- guidance on the edit difference
+@pytest.fixture
+def plain(tiny_cfg):
+    """A tiny untrained Patronus trained *without* condition dropout (no null s), condition path non-zero."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg)
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return Patronus(model, tiny_cfg, torch.device("cpu"))
+
+
+def test_edit_difference_guidance_matches_the_formula_without_a_null(plain):
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([10, 500, 900])
+    s = torch.rand(3, 6)
+    s_edit = s.clone()
+    s_edit[:, 2] += 1.0
+    w = 2.0
+    with torch.no_grad():
+        eps_e, eps_s = plain.model(x, t, s_edit), plain.model(x, t, s)
+        calls = _Calls(plain.model)
+        out = plain.model_fn(s_edit, guidance=w, against=s)(x, t)
+        same = plain.model_fn(s, guidance=w, against=s)(x, t)
+    assert calls.rows == [6, 6]  # both ends of the difference in one call of 2B rows
+    assert not torch.allclose(eps_e, eps_s)
+    torch.testing.assert_close(out, eps_e + w * (eps_e - eps_s), rtol=0, atol=1e-5)
+    torch.testing.assert_close(same, eps_s, rtol=0, atol=1e-5)  # no edit, no guidance: the plain model
+    with pytest.raises(ValueError, match="shape"):
+        plain.model_fn(s, guidance=w, against=s[:2])
+
+
+def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain):
+    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+
+    torch.manual_seed(1)
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    edit = [Edit.set(1, 3.0)]
+    base = run_plan(plain, EditPlan(images=x, edits=edit, reconstruction=True, steps=3))
+    guided = run_plan(plain, EditPlan(images=x, edits=edit, reconstruction=True, steps=3, edit_guidance=3.0,
+                                      inverted=base.inverted))
+    torch.testing.assert_close(guided.reconstruction, base.reconstruction, rtol=0, atol=1e-5)
+    assert not torch.allclose(guided.images, base.images, atol=1e-3)
+    assert guided.meta()["edit_guidance"] == 3.0 and "edit_guidance" not in base.meta()
+    with pytest.raises(ValueError, match="not both"):
+        run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=1.0, guidance=1.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=-1.0))

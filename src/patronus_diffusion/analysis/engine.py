@@ -131,6 +131,10 @@ class EditPlan:
     ``guidance`` w > 0 decodes (reconstruction, edits, path) with classifier-free guidance on s,
     eps(s') + w (eps(s') - eps(null)), for models trained with ``train.cond_dropout``; the inversion stays
     unguided, and rise is then measured against the guided reconstruction from the same x_T.
+    ``edit_guidance`` w > 0 decodes every edit s' with guidance on the edit difference,
+    eps(s') + w (eps(s') - eps(s)), s = the image's own unedited s: it amplifies what the edit changes, needs no
+    null condition, and leaves the reconstruction (s' = s) the plain conditional decode, so rise is measured
+    against the same reconstruction as without it. It costs two network evaluations per edited row and step.
     """
 
     images: torch.Tensor
@@ -145,6 +149,7 @@ class EditPlan:
     seed: int = 0
     trace: bool = False
     guidance: float | None = None
+    edit_guidance: float | None = None
     inverted: Inverted | None = None
 
     @property
@@ -155,6 +160,11 @@ class EditPlan:
         """Every cheap check, before any inversion: prototype ids, per-image value counts, image counts."""
         if self.steps is not None and self.steps < 1:
             raise UsageError("steps must be at least 1")
+        if self.edit_guidance is not None and self.edit_guidance < 0:
+            raise UsageError(f"the edit-guidance weight must be >= 0 (0 = none), got {self.edit_guidance}")
+        if self.edit_guidance and self.guidance:
+            raise UsageError("use either guidance on s against the null condition (--guidance) or guidance on the "
+                             "edit difference (--edit-guidance), not both")
         b = self.batch
         for e in self.edits:
             bad = [op.prototype for op in e.ops if not 0 <= op.prototype < num_prototypes]
@@ -197,9 +207,14 @@ class TrajectoryRecorder:
 
 
 def decode_batch(pat, x_T: torch.Tensor, s: torch.Tensor, steps: int, sampler: str | None = None,
-                 progress: bool = False, callback=None, guidance: float | None = None) -> torch.Tensor:
-    """The engine's one decode call: rows of (x_T, s) -> images in [-1, 1] (the model chunks the batch)."""
+                 progress: bool = False, callback=None, guidance: float | None = None,
+                 against: torch.Tensor | None = None) -> torch.Tensor:
+    """The engine's one decode call: rows of (x_T, s) -> images in [-1, 1] (the model chunks the batch).
+
+    ``against`` (one row per row of s) turns ``guidance`` into guidance on the difference eps(s) - eps(against)."""
     opts = {"guidance": guidance} if guidance else {}
+    if guidance and against is not None:
+        opts["against"] = against
     return pat.decode(x_T, s, steps=steps, sampler=sampler, progress=progress, callback=callback,
                       **opts).clamp(-1, 1)
 
@@ -311,6 +326,8 @@ class EditResult:
             m["reference"] = self.reference.to_json()
         if self.plan.guidance:
             m["guidance"] = self.plan.guidance
+        if self.plan.edit_guidance:
+            m["edit_guidance"] = self.plan.edit_guidance
         m.update(more)
         return m
 
@@ -333,17 +350,19 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     r, e, alphas = int(plan.reconstruction), len(plan.edits), [float(a) for a in plan.alphas]
     conds = [inv.s] * r + [edit.apply(inv.s) for edit in plan.edits]
     n_cond = len(conds) * b
-    xs, ss = [], []
+    xs, ss, against = [], [], []
     if conds:
         xs.append(inv.x_T.unsqueeze(0).expand(len(conds), *inv.x_T.shape).reshape(n_cond, *x_shape))
         ss.append(torch.stack(conds).reshape(n_cond, p))
+        against.append(inv.s.repeat(len(conds), 1))  # each row's unedited s (the edit difference's other end)
     if alphas:
         xs.append(torch.cat([slerp(inv.x_T[:1], inv.x_T[1:], a) for a in alphas]))
         ss.append(torch.stack([lerp_s(inv.s[0], inv.s[1], a) for a in alphas]))
+        against.append(ss[-1])  # the path is no edit: its difference is zero
     recorder = TrajectoryRecorder(pat.model.prototypes) if plan.trace and xs else None
-    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder,
-                            plan.guidance) if xs
-               else inv.x_T.new_zeros((0, *shape)))
+    w, vs = (plan.edit_guidance, torch.cat(against)) if plan.edit_guidance else (plan.guidance, None)
+    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder, w, vs)
+               if xs else inv.x_T.new_zeros((0, *shape)))
     var = (sample_variations(pat, inv.s, plan.variations, plan.seed, steps, plan.sampler, progress)
            if plan.variations else None)
 

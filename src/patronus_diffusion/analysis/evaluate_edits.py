@@ -138,6 +138,7 @@ class EvaluationPlan:
     sampler: str | None = None
     seed: int = 0
     guidance: float | None = None
+    edit_guidance: float | None = None
     kinds: tuple[str, ...] = TARGET_KINDS
     """The target kinds to run (own_max first: it is the headline)."""
 
@@ -218,7 +219,7 @@ class EditEvaluation:
         per = self.per_prototype()
         r = self.result
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
-                    "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance, "prototypes": self.prototypes,
+                    "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance, "edit_guidance": r.plan.edit_guidance, "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
                     "headline_target": "own_max", "target_kinds": list(self.kinds),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
@@ -291,7 +292,7 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
     strengths = [float(a) for a in plan.strengths]
     ref = plan.reference
     common = dict(names=plan.names, steps=plan.steps, sampler=plan.sampler, reference=ref, seed=plan.seed,
-                  guidance=plan.guidance)
+                  guidance=plan.guidance, edit_guidance=plan.edit_guidance)
     base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, **common), progress)
     s_rec = base.s_reconstruction
     own = ref.s[:, protos].max(0).values

@@ -31,6 +31,10 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="decode with classifier-free guidance on s, eps(s') + W (eps(s') - eps(null)); needs a model "
                         "trained with train.cond_dropout > 0 (the inversion stays unguided)")
+    p.add_argument("--edit-guidance", type=float, default=None, metavar="W",
+                   help="decode each edit s' with guidance on the edit difference, eps(s') + W (eps(s') - eps(s)), "
+                        "s = the image's own s: amplifies what the edit changes, works for every model, leaves the "
+                        "reconstruction as it is; twice the network evaluations of edited images")
     p.add_argument("--batch-size", type=int, default=64, help="images per network call (edits are chunked)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -75,4 +79,4 @@ def edit_inputs(args):
 def plan_args(pat, args, names) -> dict:
     """The EditPlan fields every command takes from its flags: names, steps, sampler, seed."""
     return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed,
-            "guidance": args.guidance}
+            "guidance": args.guidance, "edit_guidance": args.edit_guidance}

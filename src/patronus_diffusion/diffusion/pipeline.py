@@ -109,13 +109,18 @@ class PatronusPipeline:
         for i in range(0, n, self.batch_size):
             yield [t[i:i + self.batch_size] if t is not None else None for t in tensors]
 
-    def model_fn(self, s: torch.Tensor, guidance: float | None = None) -> Callable[[torch.Tensor, torch.Tensor],
-                                                                                  torch.Tensor]:
+    def model_fn(self, s: torch.Tensor, guidance: float | None = None,
+                 against: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """eps(x, t) with the condition s bound (batch sizes of x and s must match).
 
         With a guidance weight w > 0 (``guidance``, default the run's ``sample.guidance``) it is classifier-free
         guidance on s, eps(s) + w (eps(s) - eps(null)), the conditional and null halves in one network call of 2B
         rows; w = 0 is the plain conditional call.
+
+        With ``against`` (one row per row of s) the guidance is on the difference of two conditions instead,
+        eps(s) + w (eps(s) - eps(against)): for an edit s' of an image's own s, ``against`` = s amplifies exactly
+        what the edit changes (rows where s == against decode as the plain conditional model). It needs no null
+        condition, so it works for every model.
         """
         s = s.to(self.device, torch.float32)
         w = self.config.sample.guidance if guidance is None else float(guidance)
@@ -123,6 +128,16 @@ class PatronusPipeline:
             raise UsageError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
         if w == 0:
             return lambda x, t: self.model(x, t, s)
+        if against is not None:
+            if against.shape != s.shape:
+                raise UsageError(f"the guidance condition has shape {tuple(against.shape)}; s has {tuple(s.shape)}")
+            pair = torch.cat([s, against.to(self.device, torch.float32)])
+
+            def fn_difference(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                eps_s, eps_against = self.model(torch.cat([x, x]), torch.cat([t, t]), pair).chunk(2)
+                return combine_guidance(eps_s, eps_against, w)
+
+            return fn_difference
         if self.config.train.cond_dropout <= 0:
             raise UsageError(f"guidance {w:g} needs a model trained with train.cond_dropout > 0 (a learned null s); "
                              f"this run was trained without it")
@@ -223,19 +238,23 @@ class PatronusPipeline:
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
-               progress: bool = False, callback=None, guidance: float | None = None, **options) -> torch.Tensor:
+               progress: bool = False, callback=None, guidance: float | None = None,
+               against: torch.Tensor | None = None, **options) -> torch.Tensor:
         """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`.
 
-        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``)."""
+        ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``); with
+        ``against`` (one condition per row) it guides on the difference eps(s) - eps(against) (:meth:`model_fn`)."""
         s = self.check_s(s, x_T.shape[0])
+        if against is not None:
+            against = self.check_s(against, x_T.shape[0])
         sampler = sampler or self.decode_sampler
         fn = get_sampler(sampler)
         x_T = self._decoder_input(x_T, sampler)
         if sampler == "edict":
             options.setdefault("mix", self.config.sample.edict_mix)
         steps = steps or self.config.sample.ddim_steps
-        out = [fn(self.model_fn(sc, guidance), xc.to(self.device), self.schedule, steps, progress=progress,
-                  callback=callback, **options).cpu() for xc, sc in self._chunks(x_T, s)]
+        out = [fn(self.model_fn(sc, guidance, ac), xc.to(self.device), self.schedule, steps, progress=progress,
+                  callback=callback, **options).cpu() for xc, sc, ac in self._chunks(x_T, s, against)]
         return torch.cat(out)
 
     @torch.no_grad()
