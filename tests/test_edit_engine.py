@@ -194,6 +194,46 @@ def test_evaluate_edits_values_follow_the_definitions(counted):
     summary = ev.summary()
     assert summary["settings"]["headline_strength"] == 1.0
     assert summary["per_prototype"][0]["rise_median"] == summary["per_prototype"][0]["sweep"][1]["rise_median"]
+    # the images --realism scores: every prototype raised to its own max at the headline strength, J x B rows
+    heads = ev.headline_edits()
+    assert heads.shape == (2 * 2, *x.shape[1:])
+    for a, j in enumerate([2, 0]):
+        e = ev.edit_index(a, 0, 1)
+        assert torch.equal(heads[2 * a:2 * a + 2], ev.result.images[e])
+        assert torch.allclose(ev.result.s_requested[e, :, j], ev.targets[a, 0].expand(2), atol=1e-5)
+
+
+class _PixelFeatures:
+    """A cheap deterministic stand-in for Inception (a fixed projection of the pixels, then ReLU)."""
+
+    name = "pixel-projection (test)"
+    preprocessing = "identity"
+
+    def __init__(self, device=None, **kw):
+        self.proj = torch.randn(16 * 16, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def __call__(self, images, progress=False, desc=""):
+        return torch.relu(images.double().mean(1).flatten(1) @ self.proj)
+
+
+def test_evaluate_edits_realism_scores_edits_and_reconstructions(tiny_run, tmp_path, capsys, monkeypatch):
+    import patronus_diffusion.evaluation.fid as fid
+
+    monkeypatch.setattr(fid, "InceptionFeatures", _PixelFeatures)
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ev"
+    assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "2", "--prototypes", "0,1", "--strengths", "1",
+                 "--steps", "2", "--ref-n", "16", "--realism", "--realism-ref", "12", "--edit-guidance", "2",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert "realism (KID x 1e3 against 12 test images): edited" in capsys.readouterr().out
+    res = json.loads((out / "edits_eval.json").read_text())
+    real = res["realism"]
+    assert real["edited"]["n"] == 2 * 2 and real["reconstruction"]["n"] == 2
+    assert all(math.isfinite(real[k][m]) for k in ("edited", "reconstruction") for m in ("kid", "fid"))
+    assert real["edited"]["kid"] != real["reconstruction"]["kid"]
+    assert res["settings"]["edit_guidance"] == 2.0
+    assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "1", "--realism", "--realism-ref", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):

@@ -173,6 +173,9 @@ class EditEvaluation:
     locality: torch.Tensor
     requested: torch.Tensor
     seconds: float
+    realism: dict | None = None
+    """KID/FID of the headline edits and of the reconstructions against real images, when measured
+    (``patronus evaluate-edits --realism``): a rise bought with artefacts shows here."""
 
     @property
     def headline(self) -> int:
@@ -185,6 +188,11 @@ class EditEvaluation:
 
     def edit_index(self, a: int, k: int, s: int) -> int:
         return (a * len(self.kinds) + k) * len(self.strengths) + s
+
+    def headline_edits(self) -> torch.Tensor:
+        """Every prototype's edit at the headline strength with the own-max target: (J * B, C, H, W)."""
+        h = self.headline
+        return torch.cat([self.result.images[self.edit_index(a, 0, h)] for a in range(len(self.prototypes))])
 
     def sweep(self, a: int) -> list[dict]:
         rows = []
@@ -229,6 +237,8 @@ class EditEvaluation:
         if "own_min" in self.kinds:
             out |= {"median_rise_lower": _median_of([p["rise_lower_median"] for p in per]),
                     "median_off_target_lower": _median_of([p["off_target_lower_median"] for p in per])}
+        if self.realism is not None:
+            out["realism"] = self.realism
         return out | {"per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
