@@ -116,3 +116,20 @@ def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain
         run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=1.0, guidance=1.0))
     with pytest.raises(ValueError, match=">= 0"):
         run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=-1.0))
+
+
+def test_the_runs_sample_edit_guidance_is_the_default_and_zero_turns_it_off(plain):
+    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+
+    torch.manual_seed(2)
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    edit = [Edit.set(1, 3.0)]
+    base = run_plan(plain, EditPlan(images=x, edits=edit, steps=2))
+    explicit = run_plan(plain, EditPlan(images=x, edits=edit, steps=2, edit_guidance=1.5, inverted=base.inverted))
+    plain.config.sample.edit_guidance = 1.5
+    by_default = run_plan(plain, EditPlan(images=x, edits=edit, steps=2, inverted=base.inverted))
+    off = run_plan(plain, EditPlan(images=x, edits=edit, steps=2, edit_guidance=0.0, inverted=base.inverted))
+    assert by_default.meta()["edit_guidance"] == 1.5
+    torch.testing.assert_close(by_default.images, explicit.images, rtol=0, atol=1e-6)
+    torch.testing.assert_close(off.images, base.images, rtol=0, atol=1e-6)
+    assert "edit_guidance" not in off.meta()

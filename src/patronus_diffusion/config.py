@@ -180,6 +180,11 @@ class SampleConfig:
     guidance: float = 0.0
     """Classifier-free guidance weight w on s: eps = eps(s) + w (eps(s) - eps(null)). Needs a model trained with
     ``train.cond_dropout`` > 0; 0 is plain conditional decoding (and keeps inversion exact)."""
+    edit_guidance: float = 0.0
+    """Guidance weight w on the edit difference for every edit command: an edit s' of an image's own s decodes
+    with eps(s') + w (eps(s') - eps(s)). It amplifies what the edit changes, needs no null condition, leaves the
+    reconstruction (s' = s) untouched, and costs two network evaluations per edited image and step. 0 = off;
+    ``--edit-guidance`` overrides it per command (measured in docs/steering.md)."""
 
 
 @dataclass
@@ -317,6 +322,8 @@ class RunConfig:
             raise ConfigError(f"sample.inversion must be ddim or edict, not {self.sample.inversion!r}")
         if not 0 < self.sample.edict_mix < 1:
             raise ConfigError(f"sample.edict_mix must lie in (0, 1), not {self.sample.edict_mix}")
+        if self.sample.edit_guidance < 0:
+            raise ConfigError(f"sample.edit_guidance must be >= 0 (0 = off), not {self.sample.edit_guidance}")
         if self.sample.guidance and self.family == "patronus" and tc.cond_dropout == 0:
             raise ConfigError("sample.guidance needs a model trained with train.cond_dropout > 0 (a learned null s)")
         if self.data.resize not in ("center-crop", "squash", "pad"):

@@ -24,6 +24,8 @@ The analyses (:mod:`.edits`, :mod:`.explain`, :mod:`.when`, :mod:`.evaluate_edit
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -335,6 +337,9 @@ class EditResult:
 # ------------------------------------------------------------------------------ the run
 def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     """Invert (cached), decode every planned condition in one batched call, re-encode, measure."""
+    if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is asked for
+        default = 0.0 if plan.guidance else float(getattr(pat.config.sample, "edit_guidance", 0.0))
+        plan = dataclasses.replace(plan, edit_guidance=default or None)
     plan.check(pat.num_prototypes)
     steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.ddim_steps)
     t0 = time.time()

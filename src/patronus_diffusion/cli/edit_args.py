@@ -34,7 +34,8 @@ def add_edit_args(p, n: int, images: bool = True, ref_seed: bool = True) -> None
     p.add_argument("--edit-guidance", type=float, default=None, metavar="W",
                    help="decode each edit s' with guidance on the edit difference, eps(s') + W (eps(s') - eps(s)), "
                         "s = the image's own s: amplifies what the edit changes, works for every model, leaves the "
-                        "reconstruction as it is; twice the network evaluations of edited images")
+                        "reconstruction as it is; twice the network evaluations of edited images (default: the "
+                        "run's sample.edit_guidance; 0 = off)")
     p.add_argument("--batch-size", type=int, default=64, help="images per network call (edits are chunked)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
