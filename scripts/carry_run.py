@@ -34,10 +34,13 @@ def read_pointer(run: Path) -> dict:
     """The run's pointer as written by the trainer (``checkpoint``, ``step`` and whatever else it holds)."""
     try:
         pointer = json.loads((run / POINTER).read_text())
-        str(pointer["checkpoint"]), int(pointer["step"])
-        return pointer
+        int(pointer["step"])
+        ck = Path(str(pointer["checkpoint"]))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CarryError(f"{run / POINTER} is not a checkpoint pointer ({e!r})") from None
+    if ck.is_absolute() or ".." in ck.parts or not ck.parts:
+        raise CarryError(f"{run / POINTER} names {str(ck)!r}, not a folder inside the run")
+    return pointer
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -63,6 +66,8 @@ def save(src: Path, dst: Path, max_file_mb: float = 50.0) -> dict:
     """Copy ``src`` (a run or a tree of runs) into ``dst``, replacing it only once the copy is complete."""
     if not src.is_dir():
         raise CarryError(f"{src} is not a folder")
+    if dst.resolve().is_relative_to(src.resolve()):
+        raise CarryError(f"the destination {dst} lies inside {src}; carry it elsewhere (e.g. carry/NAME)")
     runs = find_runs(src)
     if not runs:
         raise CarryError(f"{src} holds no run (no {POINTER} in it or below it)")
@@ -108,11 +113,20 @@ def restore(src: Path, dst: Path) -> dict:
     if not runs:
         raise CarryError(f"{src} holds no carried run")
     pointers = {run: read_pointer(src / run) for run in runs}
+    missing = [str(src / run / p["checkpoint"]) for run, p in pointers.items() if not (src / run / p["checkpoint"]).is_dir()]
+    if missing:
+        raise CarryError(f"the carried checkpoint(s) {', '.join(missing)} are missing; nothing was restored")
     restored, kept = {}, {}
     for run in runs:
         here = dst / run
         if (here / POINTER).exists() and read_pointer(here)["step"] >= pointers[run]["step"]:
             kept[str(run)] = read_pointer(here)["step"]
+    # checkpoints first, then logs and configs, then the pointers: an interrupted restore leaves every run at
+    # its old pointer with nothing newer beside it than a checkpoint it does not name yet
+    for run in runs:
+        if str(run) not in kept:
+            ck = pointers[run]["checkpoint"]
+            shutil.copytree(src / run / ck, dst / run / ck, dirs_exist_ok=True)
     copied = 0
     for rel in plain_files(src):
         owner = owning_run(rel, runs)
@@ -126,8 +140,6 @@ def restore(src: Path, dst: Path) -> dict:
     for run in runs:
         if str(run) in kept:
             continue
-        ck = pointers[run]["checkpoint"]
-        shutil.copytree(src / run / ck, dst / run / ck, dirs_exist_ok=True)
         # the pointer last, so an interrupted restore never names a checkpoint that is not whole
         (dst / run / POINTER).write_text(json.dumps(pointers[run], indent=2) + "\n")
         restored[str(run)] = pointers[run]["step"]

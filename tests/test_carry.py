@@ -108,3 +108,32 @@ def test_cli_says_what_is_wrong_in_one_line(tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert p.stderr.startswith("carry_run: ") and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_restore_checks_every_checkpoint_first_and_keeps_a_root_run_that_is_ahead(tmp_path):
+    make_run(tmp_path / "run", [10])
+    carry.save(tmp_path / "run", tmp_path / "carried")
+    make_run(tmp_path / "ahead", [10, 20], log="ahead")
+    r = carry.restore(tmp_path / "carried", tmp_path / "ahead")
+    assert r["kept"] == {".": 20} and (tmp_path / "ahead" / "train_log.csv").read_text() == "ahead"
+    # a carried pointer whose checkpoint is gone: refused before anything is written
+    import shutil
+    shutil.rmtree(tmp_path / "carried" / "checkpoints" / "step_000010")
+    make_run(tmp_path / "behind", [5], log="behind")
+    with pytest.raises(carry.CarryError, match="missing; nothing was restored"):
+        carry.restore(tmp_path / "carried", tmp_path / "behind")
+    assert (tmp_path / "behind" / "train_log.csv").read_text() == "behind"
+
+
+@pytest.mark.parametrize("checkpoint", ["../elsewhere", "/tmp/abs", ""])
+def test_a_pointer_outside_the_run_is_refused(tmp_path, checkpoint):
+    make_run(tmp_path / "run", [10])
+    (tmp_path / "run" / "latest.json").write_text(json.dumps({"checkpoint": checkpoint, "step": 10}))
+    with pytest.raises(carry.CarryError, match="not a folder inside the run"):
+        carry.save(tmp_path / "run", tmp_path / "carried")
+
+
+def test_the_destination_may_not_lie_inside_the_source(tmp_path):
+    make_run(tmp_path / "run", [10])
+    with pytest.raises(carry.CarryError, match="lies inside"):
+        carry.save(tmp_path / "run", tmp_path / "run" / "carry")

@@ -234,6 +234,8 @@ def test_evaluate_edits_realism_scores_edits_and_reconstructions(tiny_run, tmp_p
     assert res["settings"]["edit_guidance"] == 2.0
     assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "1", "--realism", "--realism-ref", "1",
                  "--out", str(tmp_path / "bad")]) == 2
+    assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "1", "--realism", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):

@@ -92,12 +92,27 @@ def test_edit_difference_guidance_matches_the_formula_without_a_null(plain):
         calls = _Calls(plain.model)
         out = plain.model_fn(s_edit, guidance=w, against=s)(x, t)
         same = plain.model_fn(s, guidance=w, against=s)(x, t)
-    assert calls.rows == [6, 6]  # both ends of the difference in one call of 2B rows
+    assert calls.rows == [6, 3]  # both ends of the difference in one call of 2B rows; no difference, no second end
     assert not torch.allclose(eps_e, eps_s)
     torch.testing.assert_close(out, eps_e + w * (eps_e - eps_s), rtol=0, atol=1e-5)
     torch.testing.assert_close(same, eps_s, rtol=0, atol=1e-5)  # no edit, no guidance: the plain model
     with pytest.raises(ValueError, match="shape"):
         plain.model_fn(s, guidance=w, against=s[:2])
+    # mixed rows: only the edited ones get a second evaluation and the guidance
+    mixed = s.clone()
+    mixed[1, 2] += 1.0
+    with torch.no_grad():
+        calls.rows.clear()
+        out = plain.model_fn(mixed, guidance=w, against=s)(x, t)
+        eps_m = plain.model(x, t, mixed)
+    assert calls.rows == [4, 3]  # the guided call: 3 rows + the 1 edited row; then the plain reference call
+    torch.testing.assert_close(out[1], eps_m[1] + w * (eps_m[1] - eps_s[1]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[[0, 2]], eps_s[[0, 2]], rtol=0, atol=1e-5)
+    # without a weight, against= takes the run's sample.edit_guidance (not the CFG weight sample.guidance)
+    plain.config.sample.edit_guidance = w
+    with torch.no_grad():
+        torch.testing.assert_close(plain.model_fn(s_edit, against=s)(x, t), eps_e + w * (eps_e - eps_s),
+                                   rtol=0, atol=1e-5)
 
 
 def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain):
@@ -112,7 +127,7 @@ def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain
     torch.testing.assert_close(guided.reconstruction, base.reconstruction, rtol=0, atol=1e-5)
     assert not torch.allclose(guided.images, base.images, atol=1e-3)
     assert guided.meta()["edit_guidance"] == 3.0 and "edit_guidance" not in base.meta()
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="cannot be combined"):
         run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=1.0, guidance=1.0))
     with pytest.raises(ValueError, match=">= 0"):
         run_plan(plain, EditPlan(images=x, edits=edit, steps=3, edit_guidance=-1.0))
@@ -130,6 +145,20 @@ def test_the_runs_sample_edit_guidance_is_the_default_and_zero_turns_it_off(plai
     by_default = run_plan(plain, EditPlan(images=x, edits=edit, steps=2, inverted=base.inverted))
     off = run_plan(plain, EditPlan(images=x, edits=edit, steps=2, edit_guidance=0.0, inverted=base.inverted))
     assert by_default.meta()["edit_guidance"] == 1.5
+    assert not torch.allclose(explicit.images, base.images, atol=1e-4)
     torch.testing.assert_close(by_default.images, explicit.images, rtol=0, atol=1e-6)
     torch.testing.assert_close(off.images, base.images, rtol=0, atol=1e-6)
     assert "edit_guidance" not in off.meta()
+
+
+def test_edit_guidance_and_cfg_on_s_cannot_be_combined(guided):
+    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+    from patronus_diffusion.config import ConfigError
+
+    x = torch.rand(1, 1, 16, 16) * 2 - 1
+    guided.config.sample.guidance = 1.0  # the run decodes with CFG on s by default
+    with pytest.raises(ValueError, match="cannot be combined"):
+        run_plan(guided, EditPlan(images=x, edits=[Edit.set(0, 1.0)], steps=2, edit_guidance=1.0))
+    guided.config.sample.edit_guidance = 1.0  # and a config with both is refused as a whole
+    with pytest.raises(ConfigError, match="cannot both"):
+        guided.config.validate()

@@ -324,6 +324,9 @@ class RunConfig:
             raise ConfigError(f"sample.edict_mix must lie in (0, 1), not {self.sample.edict_mix}")
         if self.sample.edit_guidance < 0:
             raise ConfigError(f"sample.edit_guidance must be >= 0 (0 = off), not {self.sample.edit_guidance}")
+        if self.sample.edit_guidance and self.sample.guidance:
+            raise ConfigError("sample.edit_guidance and sample.guidance cannot both be > 0 (the edit difference and "
+                              "the null condition are two different guidances); set one to 0")
         if self.sample.guidance and self.family == "patronus" and tc.cond_dropout == 0:
             raise ConfigError("sample.guidance needs a model trained with train.cond_dropout > 0 (a learned null s)")
         if self.data.resize not in ("center-crop", "squash", "pad"):

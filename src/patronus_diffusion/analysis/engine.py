@@ -214,7 +214,7 @@ def decode_batch(pat, x_T: torch.Tensor, s: torch.Tensor, steps: int, sampler: s
     """The engine's one decode call: rows of (x_T, s) -> images in [-1, 1] (the model chunks the batch).
 
     ``against`` (one row per row of s) turns ``guidance`` into guidance on the difference eps(s) - eps(against)."""
-    opts = {"guidance": guidance} if guidance else {}
+    opts = {} if guidance is None else {"guidance": guidance}
     if guidance and against is not None:
         opts["against"] = against
     return pat.decode(x_T, s, steps=steps, sampler=sampler, progress=progress, callback=callback,
@@ -337,9 +337,13 @@ class EditResult:
 # ------------------------------------------------------------------------------ the run
 def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     """Invert (cached), decode every planned condition in one batched call, re-encode, measure."""
-    if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is asked for
-        default = 0.0 if plan.guidance else float(getattr(pat.config.sample, "edit_guidance", 0.0))
+    cfg_w = plan.guidance if plan.guidance is not None else float(pat.config.sample.guidance)
+    if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is in force
+        default = 0.0 if cfg_w else float(pat.config.sample.edit_guidance)
         plan = dataclasses.replace(plan, edit_guidance=default or None)
+    if plan.edit_guidance and cfg_w:
+        raise UsageError(f"edit guidance {plan.edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
+                         f"--guidance or the run's sample.guidance) cannot be combined; set one of them to 0")
     plan.check(pat.num_prototypes)
     steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.ddim_steps)
     t0 = time.time()

@@ -192,6 +192,8 @@ def cmd_evaluate_edits(args) -> int:
     if args.realism and args.realism_ref < 2:
         raise UsageError("--realism-ref must be at least 2")
     pat, x, names, common = edit_inputs(args)
+    if args.realism and x.shape[0] < 2:
+        raise UsageError(f"--realism needs at least 2 images (KID/FID of the reconstructions); got {x.shape[0]}")
     ref = reference_of(pat, args)
     protos = None if args.prototypes.strip().lower() == "all" else parse_prototypes(args.prototypes,
                                                                                     pat.num_prototypes)

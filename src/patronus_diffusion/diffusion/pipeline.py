@@ -123,19 +123,27 @@ class PatronusPipeline:
         condition, so it works for every model.
         """
         s = s.to(self.device, torch.float32)
-        w = self.config.sample.guidance if guidance is None else float(guidance)
+        if against is not None and against.shape != s.shape:
+            raise UsageError(f"the guidance condition has shape {tuple(against.shape)}; s has {tuple(s.shape)}")
+        default = self.config.sample.edit_guidance if against is not None else self.config.sample.guidance
+        w = default if guidance is None else float(guidance)
         if w < 0:
             raise UsageError(f"guidance weight must be >= 0 (0 = plain conditional decoding), got {w}")
         if w == 0:
             return lambda x, t: self.model(x, t, s)
         if against is not None:
-            if against.shape != s.shape:
-                raise UsageError(f"the guidance condition has shape {tuple(against.shape)}; s has {tuple(s.shape)}")
-            pair = torch.cat([s, against.to(self.device, torch.float32)])
+            against = against.to(self.device, torch.float32)
+            edited = (s != against).any(1)  # rows whose difference is zero skip the second evaluation
+            if not bool(edited.any()):
+                return lambda x, t: self.model(x, t, s)
+            pair = torch.cat([s, against[edited]])
+            b = s.shape[0]
 
             def fn_difference(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                eps_s, eps_against = self.model(torch.cat([x, x]), torch.cat([t, t]), pair).chunk(2)
-                return combine_guidance(eps_s, eps_against, w)
+                eps = self.model(torch.cat([x, x[edited]]), torch.cat([t, t[edited]]), pair)
+                out = eps[:b].clone()
+                out[edited] = combine_guidance(eps[:b][edited], eps[b:], w)
+                return out
 
             return fn_difference
         if self.config.train.cond_dropout <= 0:

@@ -91,6 +91,15 @@ def _key(data_cfg: DataConfig, settings: JudgeSettings) -> dict:
     return {"version": JUDGE_VERSION, "data": d, "settings": asdict(settings)}
 
 
+def judge_files(data_cfg: DataConfig, settings: JudgeSettings | None = None,
+                cache_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """(weights, metadata) paths of the judge for this data config and settings in the cache folder."""
+    key = _key(data_cfg, settings or JudgeSettings())
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    stem = judge_dir(cache_dir) / f"{data_cfg.dataset}-{data_cfg.image_size}px-{digest}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
 def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache_dir: str | Path | None = None,
               device: str | torch.device = "cpu", progress: bool = True) -> Judge:
     """The cached judge for this data config, trained (on the train split, labels required) when missing."""
@@ -98,9 +107,7 @@ def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache
 
     settings = settings or JudgeSettings()
     key = _key(data_cfg, settings)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    stem = judge_dir(cache_dir) / f"{data_cfg.dataset}-{data_cfg.image_size}px-{digest}"
-    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    weights, meta_path = judge_files(data_cfg, settings, cache_dir)
     if weights.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
@@ -132,9 +139,11 @@ def copy_judge(judge: Judge, folder: str | Path) -> Path:
     src = Path(judge.meta["cache_file"])
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for f in (src, src.with_suffix(".json")):
-        if f.parent.resolve() != folder.resolve():
-            shutil.copy2(f, folder / f.name)
+    if src.parent.resolve() != folder.resolve():
+        for f in (src, src.with_suffix(".json")):  # weights first: the metadata's presence marks a whole copy
+            tmp = folder / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, folder / f.name)
     return folder / src.name
 
 

@@ -135,7 +135,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     ``judge_settings`` (:class:`~..evaluation.judge.JudgeSettings`) how the cached independent judge is trained.
     """
     from ..evaluation.fid import InceptionFeatures
-    from ..evaluation.judge import copy_judge, get_judge
+    from ..evaluation.judge import copy_judge, get_judge, judge_files
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -166,9 +166,9 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     # the comparison keeps its own copy of the judge, so every seed and every resumed session (a carried tree)
     # is scored by the same network, whatever the machine's cache holds
     judge_home = out / "judge"
-    judge = get_judge(first.data, judge_settings, cache_dir=judge_home if judge_home.is_dir() else None,
-                      progress=progress)
-    if not judge_home.is_dir():
+    kept = all(f.exists() for f in judge_files(first.data, judge_settings, judge_home))
+    judge = get_judge(first.data, judge_settings, cache_dir=judge_home if kept else None, progress=progress)
+    if not kept:
         copy_judge(judge, judge_home)
     log(f"[compare] independent judge: {judge.meta['architecture']}, seed {judge.meta['key']['settings']['seed']}, "
         f"{judge.meta['test_accuracy']:.3f} on real test images")
