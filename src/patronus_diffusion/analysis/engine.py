@@ -337,9 +337,10 @@ class EditResult:
 # ------------------------------------------------------------------------------ the run
 def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     """Invert (cached), decode every planned condition in one batched call, re-encode, measure."""
-    cfg_w = plan.guidance if plan.guidance is not None else float(pat.config.sample.guidance)
+    sample_cfg = pat.config.sample  # duck-typed: a stand-in model may carry only some keys
+    cfg_w = plan.guidance if plan.guidance is not None else float(getattr(sample_cfg, "guidance", 0.0))
     if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is in force
-        default = 0.0 if cfg_w else float(pat.config.sample.edit_guidance)
+        default = 0.0 if cfg_w else float(getattr(sample_cfg, "edit_guidance", 0.0))
         plan = dataclasses.replace(plan, edit_guidance=default or None)
     if plan.edit_guidance and cfg_w:
         raise UsageError(f"edit guidance {plan.edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
