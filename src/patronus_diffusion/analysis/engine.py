@@ -24,10 +24,8 @@ The analyses (:mod:`.edits`, :mod:`.explain`, :mod:`.when`, :mod:`.evaluate_edit
 
 from __future__ import annotations
 
-import dataclasses
-
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as with_fields
 from typing import Sequence
 
 import numpy as np
@@ -164,9 +162,6 @@ class EditPlan:
             raise UsageError("steps must be at least 1")
         if self.edit_guidance is not None and self.edit_guidance < 0:
             raise UsageError(f"the edit-guidance weight must be >= 0 (0 = none), got {self.edit_guidance}")
-        if self.edit_guidance and self.guidance:
-            raise UsageError("use either guidance on s against the null condition (--guidance) or guidance on the "
-                             "edit difference (--edit-guidance), not both")
         b = self.batch
         for e in self.edits:
             bad = [op.prototype for op in e.ops if not 0 <= op.prototype < num_prototypes]
@@ -341,7 +336,7 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     cfg_w = plan.guidance if plan.guidance is not None else float(getattr(sample_cfg, "guidance", 0.0))
     if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is in force
         default = 0.0 if cfg_w else float(getattr(sample_cfg, "edit_guidance", 0.0))
-        plan = dataclasses.replace(plan, edit_guidance=default or None)
+        plan = with_fields(plan, edit_guidance=default or None)
     if plan.edit_guidance and cfg_w:
         raise UsageError(f"edit guidance {plan.edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
                          f"--guidance or the run's sample.guidance) cannot be combined; set one of them to 0")

@@ -227,7 +227,8 @@ class EditEvaluation:
         per = self.per_prototype()
         r = self.result
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
-                    "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance, "edit_guidance": r.plan.edit_guidance, "prototypes": self.prototypes,
+                    "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance,
+                    "edit_guidance": r.plan.edit_guidance, "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
                     "headline_target": "own_max", "target_kinds": list(self.kinds),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
