@@ -15,6 +15,7 @@ from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
 from patronus_diffusion.analysis.evaluate_edits import (EvaluationPlan, edit_rise, evaluate_edits, locality,
                                                         off_target)
 from patronus_diffusion.cli.main import main
+from patronus_diffusion.utils.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +177,9 @@ def test_evaluate_edits_values_follow_the_definitions(counted):
     x = pat.load_images(indices=[0, 5])
     ref = E.reference_set(pat, n=16)
     ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=ref, prototypes=[2, 0], strengths=[0.5, 1.0],
-                                            steps=3))
+                                            steps=3, swept=None))
     assert inv_calls.calls == 1 and dec_calls.calls == 2  # reconstruction, then every edit in one batch
+    assert sorted(ev.index) == [(a, k, s) for a in range(2) for k in range(3) for s in range(2)]
     s_rec = ev.base.s_reconstruction
     for a, j in enumerate([2, 0]):
         assert ev.targets[a, 0].item() == pytest.approx(float(ref.s[:, j].max()))
@@ -252,8 +254,7 @@ def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
     assert res["settings"]["strengths"] == [0.5, 1.0] and len(res["settings"]["images"]) == 2
     for p in res["per_prototype"]:
         assert [(r["target_kind"], r["strength"]) for r in p["sweep"]] == [
-            ("own_max", 0.5), ("own_max", 1.0), ("global_max", 0.5), ("global_max", 1.0), ("own_min", 0.5),
-            ("own_min", 1.0)]
+            ("own_max", 0.5), ("own_max", 1.0), ("global_max", 1.0), ("own_min", 1.0)]
         for r in p["sweep"]:
             assert len(r["rise"]) == 2
             if r["target_kind"] == "own_min":  # an image already at J's minimum has no change to ask: null
@@ -261,11 +262,41 @@ def test_evaluate_edits_command_end_to_end(tiny_run, tmp_path, capsys):
             else:
                 assert all(v is not None and math.isfinite(v) for v in r["rise"])
         assert p["sweep"][2]["target"] == pytest.approx(res["settings"]["reference"]["max_s_X"], abs=1e-4)
+    assert res["settings"]["swept_target_kinds"] == ["own_max"]
     rows = list(csv.reader((out / "edits_eval.csv").read_text().splitlines()))
     assert rows[0] == ["prototype", "target_kind", "strength", "target", "rise_median", "off_target_median",
                        "locality_median"]
-    assert len(rows) == 1 + 2 * 3 * 2  # header + prototype x target kind x strength
+    assert len(rows) == 1 + 2 * 4  # header + prototype x (own_max x 2 strengths, the other two kinds at 1)
+    assert main(["evaluate-edits", "--run", str(tiny_run), "--n", "2", "--prototypes", "0", "--strengths", "0.5,1",
+                 "--steps", "3", "--ref-n", "16", "--sweep-all-targets", "--no-progress", "--out", str(out)]) == 0
+    assert len(list(csv.reader((out / "edits_eval.csv").read_text().splitlines()))) == 1 + 3 * 2
     assert (out / "edits_eval.png").stat().st_size > 1000
+
+
+def test_evaluate_edits_sweeps_only_the_headline_target_by_default(counted):
+    """Default: own_max at every strength, global_max and own_min at the headline strength only; the numbers of
+    the combinations run equal the full sweep's, and the ones not run are NaN, absent from the rows."""
+    pat, _, _ = counted
+    x = pat.load_images(indices=[0, 5])
+    ref = E.reference_set(pat, n=16)
+    kw = dict(images=x, reference=ref, prototypes=[1, 3], strengths=[0.5, 1.0, 1.5], steps=3)
+    part = evaluate_edits(pat, EvaluationPlan(**kw))
+    full = evaluate_edits(pat, EvaluationPlan(**kw, swept=None))
+    assert len(part.index) == 2 * (3 + 1 + 1) and len(full.index) == 2 * 3 * 3
+    for (a, k, s), e in part.index.items():
+        assert k == 0 or s == 1  # the headline strength 1.0 sits at position 1
+        torch.testing.assert_close(part.result.images[e], full.result.images[full.index[a, k, s]])
+        torch.testing.assert_close(part.rise[a, k, s], full.rise[a, k, s], equal_nan=True)
+    assert torch.isnan(part.rise[:, 1:, [0, 2]]).all()
+    assert part.summary()["median_rise"] == full.summary()["median_rise"]
+    assert part.summary()["median_rise_lower"] == full.summary()["median_rise_lower"]
+    rows = part.sweep(0)
+    assert [(r["target_kind"], r["strength"]) for r in rows] == [
+        ("own_max", 0.5), ("own_max", 1.0), ("own_max", 1.5), ("global_max", 1.0), ("own_min", 1.0)]
+    with pytest.raises(KeyError):
+        part.edit_index(0, 1, 0)
+    with pytest.raises(UsageError, match="swept"):
+        evaluate_edits(pat, EvaluationPlan(**kw, kinds=("own_max",), swept=("own_min",)))
 
 
 def test_guided_decoding_is_threaded_through_the_engine(idx_root, tmp_path, _tiny_cfg_master):

@@ -11,7 +11,8 @@ For every prototype J, targets taken over the seeded reference set X of the engi
     global_max: target = max(s_X)                  the largest entry of s over X (the paper's "max")
     own_min:    target = min_{x in X} s_J(x)       J's own plausible minimum (lower J: remove what it sees)
 
-and every strength a (default 0.25, 0.5, 1, 1.5):
+and every strength a (default 0.25, 0.5, 1, 1.5) for the swept kinds (default own_max only; the other
+kinds at the headline strength alone, which halves the decodes; ``--sweep-all-targets`` sweeps every kind):
 
     value = s_J(recon) + a (target - s_J(recon)),   s' = s with s'_J := value,   x_hat = DDIM(x_T, s')
 
@@ -105,6 +106,11 @@ def locality(base: torch.Tensor, edited: torch.Tensor, boxes: Sequence[Box]) -> 
     return torch.tensor(out, dtype=torch.float32)
 
 
+def headline_index(strengths: Sequence[float]) -> int:
+    """Index of the strength nearest to 1 (the first of a tie): the headline numbers are reported there."""
+    return min(range(len(strengths)), key=lambda s: (abs(strengths[s] - 1.0), s))
+
+
 def _median(t: torch.Tensor) -> float | None:
     """Median of the defined (non-NaN) entries, rounded; None when there is none or it is infinite."""
     t = t.flatten()
@@ -141,10 +147,14 @@ class EvaluationPlan:
     edit_guidance: float | None = None
     kinds: tuple[str, ...] = TARGET_KINDS
     """The target kinds to run (own_max first: it is the headline)."""
+    swept: tuple[str, ...] | None = ("own_max",)
+    """The kinds run at every strength; the others only at the headline strength (None: every kind swept)."""
 
     def check(self, num_prototypes: int) -> None:
         if not self.kinds or self.kinds[0] != "own_max" or not set(self.kinds) <= set(TARGET_KINDS):
             raise UsageError(f"target kinds must start with own_max and come from {TARGET_KINDS}, got {self.kinds}")
+        if self.swept is not None and not set(self.swept) <= set(self.kinds):
+            raise UsageError(f"swept target kinds {self.swept} must be among the run kinds {self.kinds}")
         if not self.strengths:
             raise UsageError("give at least one strength, e.g. --strengths 0.5,1")
         if not all(math.isfinite(a) for a in self.strengths):
@@ -159,8 +169,9 @@ class EvaluationPlan:
 @dataclass
 class EditEvaluation:
     """The benchmark's numbers: rise, off_target, locality and requested (the change value - s_J(recon)) are
-    (J, K, S, B) for prototype J, target kind K (``plan.kinds``), strength S and image B;
-    targets (J, K); ``base`` holds the reconstruction, ``result`` every edit (edit index (j K + k) S + s)."""
+    (J, K, S, B) for prototype J, target kind K (``plan.kinds``), strength S and image B, NaN where that
+    combination was not run (a kind outside ``plan.swept`` away from the headline strength);
+    targets (J, K); ``base`` holds the reconstruction, ``result`` every edit run (``edit_index``)."""
 
     plan: EvaluationPlan
     prototypes: list[int]
@@ -173,6 +184,8 @@ class EditEvaluation:
     locality: torch.Tensor
     requested: torch.Tensor
     seconds: float
+    index: dict = field(default_factory=dict)
+    """(prototype position, kind position, strength position) -> edit index in ``result``, for the run ones."""
     realism: dict | None = None
     """KID/FID of the headline edits and of the reconstructions against real images, when measured
     (``patronus evaluate-edits --realism``): a rise bought with artefacts shows here."""
@@ -180,14 +193,15 @@ class EditEvaluation:
     @property
     def headline(self) -> int:
         """Index of the strength nearest to 1 (the headline numbers are reported there)."""
-        return min(range(len(self.strengths)), key=lambda s: (abs(self.strengths[s] - 1.0), s))
+        return headline_index(self.strengths)
 
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.plan.kinds)
 
     def edit_index(self, a: int, k: int, s: int) -> int:
-        return (a * len(self.kinds) + k) * len(self.strengths) + s
+        """Where prototype position a, kind k, strength s sits in ``result`` (KeyError: it was not run)."""
+        return self.index[a, k, s]
 
     def headline_edits(self) -> torch.Tensor:
         """Every prototype's edit at the headline strength with the own-max target: (J * B, C, H, W)."""
@@ -198,6 +212,8 @@ class EditEvaluation:
         rows = []
         for k, kind in enumerate(self.kinds):
             for s, strength in enumerate(self.strengths):
+                if (a, k, s) not in self.index:
+                    continue
                 rows.append({"target_kind": kind, "strength": strength, "target": round(float(self.targets[a, k]), 5),
                              "requested_change_median": _median(self.requested[a, k, s]),
                              "rise_median": _median(self.rise[a, k, s]),
@@ -230,6 +246,7 @@ class EditEvaluation:
                     "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance,
                     "edit_guidance": r.plan.edit_guidance, "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
+                    "swept_target_kinds": list(self.kinds if self.plan.swept is None else self.plan.swept),
                     "headline_target": "own_max", "target_kinds": list(self.kinds),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
         out = {"median_rise": _median_of([p["rise_median"] for p in per]),
@@ -310,20 +327,22 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
     by_kind = {"own_max": own, "global_max": torch.full_like(own, ref.max), "own_min": ref.s[:, protos].min(0).values}
     kinds = tuple(plan.kinds)
     targets = torch.stack([by_kind[k] for k in kinds], 1)  # (J, K)
-    edits = [Edit.set(j, s_rec[:, j] + strength * (float(targets[a, k]) - s_rec[:, j]),
-                      label=f"p{j} {kind} x{strength:g}")
-             for a, j in enumerate(protos) for k, kind in enumerate(kinds) for strength in strengths]
+    headline = headline_index(strengths)
+    swept = set(kinds if plan.swept is None else plan.swept)
+    combos = [(a, k, s) for a in range(len(protos)) for k, kind in enumerate(kinds) for s in range(len(strengths))
+              if kind in swept or s == headline]
+    edits = [Edit.set(protos[a], s_rec[:, protos[a]] + strengths[s] * (float(targets[a, k]) - s_rec[:, protos[a]]),
+                      label=f"p{protos[a]} {kinds[k]} x{strengths[s]:g}") for a, k, s in combos]
     res = run_plan(pat, EditPlan(images=plan.images, edits=edits, inverted=base.inverted, **common), progress)
     n_j, n_k, n_s, b = len(protos), len(kinds), len(strengths), plan.images.shape[0]
-    rise, off, loc, req = (torch.zeros(n_j, n_k, n_s, b) for _ in range(4))
-    for a, j in enumerate(protos):
-        for k in range(n_k):
-            for s in range(n_s):
-                e = (a * n_k + k) * n_s + s
-                value = res.s_requested[e, :, j]
-                rise[a, k, s] = edit_rise(s_rec[:, j], res.s_after[e, :, j], value)
-                off[a, k, s] = off_target(s_rec, res.s_after[e], j, value)
-                loc[a, k, s] = locality(base.reconstruction, res.images[e], res.boxes(e, j))
-                req[a, k, s] = value - s_rec[:, j]
+    rise, off, loc, req = (torch.full((n_j, n_k, n_s, b), float("nan")) for _ in range(4))
+    for e, (a, k, s) in enumerate(combos):
+        j = protos[a]
+        value = res.s_requested[e, :, j]
+        rise[a, k, s] = edit_rise(s_rec[:, j], res.s_after[e, :, j], value)
+        off[a, k, s] = off_target(s_rec, res.s_after[e], j, value)
+        loc[a, k, s] = locality(base.reconstruction, res.images[e], res.boxes(e, j))
+        req[a, k, s] = value - s_rec[:, j]
     return EditEvaluation(plan=plan, prototypes=protos, strengths=strengths, targets=targets, base=base, result=res,
-                          rise=rise, off_target=off, locality=loc, requested=req, seconds=time.time() - t0)
+                          rise=rise, off_target=off, locality=loc, requested=req, seconds=time.time() - t0,
+                          index={c: e for e, c in enumerate(combos)})

@@ -89,7 +89,11 @@ def register(sub) -> None:
                            "edits_eval.csv and edits_eval.png into --out."))
     add_edit_args(p, 8)
     p.add_argument("--prototypes", default="all", help="'all' or comma-separated ids, e.g. 3,11")
-    p.add_argument("--strengths", default=DEFAULT_STRENGTHS, help="comma-separated fractions of the way to the target")
+    p.add_argument("--strengths", default=DEFAULT_STRENGTHS,
+                   help="comma-separated fractions of the way to the target, swept for the own-max target; the "
+                        "max(s_X) and own-min targets run at the strength nearest 1 only")
+    p.add_argument("--sweep-all-targets", action="store_true",
+                   help="sweep every strength for the max(s_X) and own-min targets too (twice the decodes)")
     p.add_argument("--realism", action="store_true",
                    help="also measure KID/FID against real test images of the edited images (every prototype at the "
                         "headline strength, own-max target) and of the reconstructions: a rise bought with "
@@ -197,14 +201,15 @@ def cmd_evaluate_edits(args) -> int:
     ref = reference_of(pat, args)
     protos = None if args.prototypes.strip().lower() == "all" else parse_prototypes(args.prototypes,
                                                                                     pat.num_prototypes)
-    plan = EvaluationPlan(images=x, reference=ref, prototypes=protos, strengths=_strengths(args.strengths), **common)
+    plan = EvaluationPlan(images=x, reference=ref, prototypes=protos, strengths=_strengths(args.strengths),
+                          swept=None if args.sweep_all_targets else ("own_max",), **common)
     ev = evaluate_edits(pat, plan, progress=not args.no_progress)
     if args.realism:
         ev.realism = realism_of(pat, ev, args.realism_ref, progress=not args.no_progress)
     files = ev.write(args.out)
     s = ev.summary()
-    print(f"{len(ev.prototypes)} prototype(s) x {len(ev.kinds)} targets x {len(ev.strengths)} strength(s) x "
-          f"{len(names)} image(s) in {ev.seconds:.1f} s")
+    print(f"{len(ev.prototypes)} prototype(s) x {len(ev.index) // max(len(ev.prototypes), 1)} (target, strength) "
+          f"pair(s) x {len(names)} image(s) in {ev.seconds:.1f} s")
     print(f"strength {s['settings']['headline_strength']:g}, raised to own max over X: median rise {s['median_rise']}, "
           f"median off-target {s['median_off_target']}, median locality {s['median_locality']}")
     print(f"lowered to own min over X: median rise {s['median_rise_lower']}, median off-target "
