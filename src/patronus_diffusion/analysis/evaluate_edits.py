@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..utils.errors import UsageError
@@ -272,44 +273,69 @@ class EditEvaluation:
         self.figure(out / "edits_eval.png")
         return {"results": out / "edits_eval.json", "table": out / "edits_eval.csv", "figure": out / "edits_eval.png"}
 
-    def figure(self, path: Path) -> Path:
-        """Edit strips (own-max target, every strength) of the first image(s), and median rise vs strength."""
-        r, base = self.result, self.base
-        n_show = 1 if len(self.prototypes) > 8 else min(2, len(r.names))
+    def figure(self, path: Path, n_images: int = 4, per_row: int = 15, n_strips: int = 4) -> Path:
+        """What the numbers mean, to look at: per image (up to ``n_images``) its reconstruction and every
+        prototype raised to its own max at the headline strength (``per_row`` prototypes a row, red box = the
+        best patch of p_J in the edit, title = s_J reached / asked); then, for the first image, strength strips
+        of the ``n_strips`` prototypes with the largest median rise; below, median rise per prototype
+        (bars: rise and off-target at the headline; or rise vs strength when several strengths ran)."""
+        r, base, h = self.result, self.base, self.headline
         rows, labels = [], []
-        for i in range(n_show):
-            for a, j in enumerate(self.prototypes):
-                row = [Panel(r.x0[i], short_name(r.names[i])),
-                       Panel(base.reconstruction[i], f"reconstruction\ns_{j}={float(base.s_reconstruction[i, j]):.2f}")]
-                for s, strength in enumerate(self.strengths):
-                    e = self.edit_index(a, 0, s)
-                    row.append(Panel(r.images[e, i], f"x{strength:g}: s_{j}->{float(r.s_after[e, i, j]):.2f}\n"
+        for i in range(min(n_images, len(r.names))):
+            for c in range(0, len(self.prototypes), per_row):
+                row = ([Panel(r.x0[i], short_name(r.names[i])), Panel(base.reconstruction[i], "reconstruction")]
+                       if c == 0 else [Panel(None), Panel(None)])
+                for a in range(c, min(c + per_row, len(self.prototypes))):
+                    j, e = self.prototypes[a], self.edit_index(a, 0, h)
+                    row.append(Panel(r.images[e, i], f"p{j}: {float(r.s_after[e, i, j]):.2f}\n"
                                                      f"(asked {float(r.s_requested[e, i, j]):.2f})", r.box(e, i, j)))
                 rows.append(row)
-                labels.append(f"{short_name(r.names[i])}\np{j}")
+                labels.append(short_name(r.names[i]) if c == 0 else "")
+        if len(self.strengths) > 1:
+            by_rise = sorted(range(len(self.prototypes)),
+                             key=lambda a: -(_median(self.rise[a, 0, h]) or float("-inf")))[:n_strips]
+            for a in by_rise:
+                j = self.prototypes[a]
+                row = [Panel(r.x0[0], short_name(r.names[0])),
+                       Panel(base.reconstruction[0], f"reconstruction\ns_{j}={float(base.s_reconstruction[0, j]):.2f}")]
+                for s, strength in enumerate(self.strengths):
+                    e = self.edit_index(a, 0, s)
+                    row.append(Panel(r.images[e, 0], f"x{strength:g}: s_{j}->{float(r.s_after[e, 0, j]):.2f}\n"
+                                                     f"(asked {float(r.s_requested[e, 0, j]):.2f})", r.box(e, 0, j)))
+                rows.append(row)
+                labels.append(f"p{j}, x strength")
 
         def curves(ax):
             for a, j in enumerate(self.prototypes):
                 own = [_median(self.rise[a, 0, s]) for s in range(len(self.strengths))]
-                line, = ax.plot(self.strengths, [float("nan") if v is None else v for v in own], marker="o",
-                                linewidth=1.4, label=f"p{j}")
-                for kind, style in (("global_max", "--"), ("own_min", ":")):
-                    if kind in self.kinds:
-                        k = self.kinds.index(kind)
-                        v = [_median(self.rise[a, k, s]) for s in range(len(self.strengths))]
-                        ax.plot(self.strengths, [float("nan") if x is None else x for x in v], marker="x",
-                                linestyle=style, linewidth=1.0, color=line.get_color())
+                ax.plot(self.strengths, [float("nan") if v is None else v for v in own], marker="o",
+                        linewidth=1.2, label=f"p{j}")
             ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-            ax.set_xlabel("strength (fraction of the way from s_J(recon) to the target)")
+            ax.set_xlabel("strength (fraction of the way from s_J(recon) to J's own max over X)")
             ax.set_ylabel("median rise")
-            ax.set_title("rise vs strength (solid: raise to own max over X, dashed: to max(s_X), dotted: lower to "
-                         "own min; grey: as requested)", fontsize=8)
+            ax.set_title("rise vs strength per prototype (grey: as requested)", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="best", ncol=max(1, len(self.prototypes) // 8))
 
-        return save_panels(rows, path, row_labels=labels, cell=1.3, plot=curves,
+        def bars(ax):
+            x = np.arange(len(self.prototypes))
+            rise = [_median(self.rise[a, 0, h]) for a in range(len(self.prototypes))]
+            off = [_median(self.off_target[a, 0, h]) for a in range(len(self.prototypes))]
+            ax.bar(x - 0.2, [np.nan if v is None else v for v in rise], 0.4, label="median rise")
+            ax.bar(x + 0.2, [np.nan if v is None else v for v in off], 0.4, label="median off-target")
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+            ax.set_xticks(x, [f"p{j}" for j in self.prototypes], fontsize=6)
+            ax.set_title(f"per prototype, strength {self.strengths[h]:g}, own-max target (grey: as requested)",
+                         fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+            ax.legend(fontsize=7)
+
+        w = self.plan.edit_guidance or 0
+        return save_panels(rows, path, row_labels=labels, cell=1.15, plot=curves if len(self.strengths) > 1 else bars,
                            title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
-                                 "decoded from the inverted x_T; red box = best patch of p_J")
+                                 f"decoded from the inverted x_T{f' with edit guidance {w:g}' if w else ''}; "
+                                 f"first rows: every prototype at strength {self.strengths[h]:g}; "
+                                 "red box = best patch of p_J; title = s_J reached (asked)")
 
 
 def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEvaluation:
