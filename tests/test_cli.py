@@ -133,6 +133,7 @@ def test_export_bundle_loads_like_the_run(tiny_run, tmp_path):
 def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     out = tmp_path / "demo"
     p = run_cli("demo", "--out", out, "--preset", "tiny", "--minutes", 0.05, "--n", 2, "--gallery-images", 1,
+                "--edit-images", 2,
                 "--no-reports",  # the report has its own test; the shipped model's would take minutes here
                 "--set", f"data.root={idx_root}", "data.limit=none", "train.sample_every=0")
     for name in ("generated_from_test_s.png", "reconstructions.png", "reconstruct.csv", "reconstruct.json",
@@ -144,6 +145,9 @@ def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     assert summary["train_steps_this_run"] == summary["train_steps"]  # a first run: the two counts agree
     assert summary["train_images_per_s_this_run"] > 0  # the demo reports its own speed (the README points here)
     assert "rise_median" in summary["gallery"]["edit_faithfulness"]
+    assert (out / "edits_eval" / "edits_eval.png").is_file()  # the demo measures its own edits
+    ev = json.loads((out / "edits_eval" / "edits_eval.json").read_text())
+    assert summary["edits_eval"]["median_rise"] == ev["median_rise"] and ev["settings"]["n_images"] == 2
     assert str(out) in p.stdout
 
 

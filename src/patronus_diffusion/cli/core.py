@@ -94,12 +94,16 @@ def register(sub) -> None:
                        formatter_class=formatter(),
                        description="Train the cpu-small preset on Fashion-MNIST for a bounded time, then write a "
                                    "grid generated from test images' s, reconstructions with PSNR at 50 and 100 "
-                                   "inversion steps, the explanation gallery of every prototype (explain/) and "
-                                   "summary.json into --out.")
+                                   "inversion steps, the explanation gallery of every prototype (explain/), the edit "
+                                   "benchmark of evaluate-edits (edits_eval/: does raising a prototype do what it "
+                                   "says?) and summary.json into --out.")
     p.add_argument("--out", default="results/demo")
     p.add_argument("--minutes", type=float, default=6.0, help="training budget")
     p.add_argument("--gallery-images", type=int, default=4,
                    help="reference images edited per prototype in the closing explanation gallery (0 skips it)")
+    p.add_argument("--edit-images", type=int, default=8,
+                   help="test images of the closing edit benchmark (evaluate-edits: every prototype raised to its "
+                        "own max, 20 steps; 0 skips it)")
     p.add_argument("--preset", default="cpu-small", choices=PRESETS)
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=8, help="images to reconstruct")
@@ -238,7 +242,8 @@ def cmd_demo(args) -> int:
     from ..experiments.demo import run_demo
 
     summary, files = run_demo(args.out, preset=args.preset, overrides=args.set, minutes=args.minutes, seed=args.seed,
-                              n_reconstruct=args.n, gallery_images=args.gallery_images, fresh=args.fresh,
+                              n_reconstruct=args.n, gallery_images=args.gallery_images, edit_images=args.edit_images,
+                              fresh=args.fresh,
                               device=args.device, reports=not args.no_reports)
     print_outputs(f"[demo] done in {summary['wall_minutes']} min; results in {args.out}/", files)
     print(f"[demo] reconstruction PSNR: 50 steps {summary['reconstruction_psnr_db']['50']} dB, "
