@@ -2,7 +2,8 @@
 # Re-measure the shipped model after (re)training it with scripts/train_pretrained.sh:
 # its prior over s (shipped beside it), FID/KID conditional and unconditional, the explanation gallery
 # (wall time, faithfulness), edit faithfulness (evaluate-edits), class agreement of generations from s,
-# prototype quality, reconstruction, and the README/doc pictures.
+# prototype quality, reconstruction, the README/doc pictures, and the bundle's MODEL_CARD.md (scripts/model_card.py;
+# HARDWARE="..." names the training machine).
 #   bash scripts/measure_pretrained.sh [OUT]          (measured: 21.5 min on 1 thread; each step logs its time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,5 @@ timed where   $P where --run $R --indices 0,1,2,3 --top-k 3 --out "$OUT/where" -
 timed when    $P when --run $R --n 6 --out "$OUT/when" --no-progress
 timed edit    $P edit --run $R --indices 0,1,2,3 --edit 3=max --edit "7*2" --out "$OUT/edit" --no-progress
 cat "$OUT/timings.txt"
+.venv/bin/python scripts/model_card.py "$OUT" "$PKG" > /dev/null   # MODEL_CARD.md from these result files
+echo "model card: $PKG/MODEL_CARD.md"
