@@ -330,7 +330,7 @@ class EditEvaluation:
             ax.grid(alpha=0.3, axis="y")
             ax.legend(fontsize=7)
 
-        w = self.plan.edit_guidance or 0
+        w = self.result.plan.edit_guidance or 0  # as resolved by the engine (the run's default when None)
         return save_panels(rows, path, row_labels=labels, cell=1.15, plot=curves if len(self.strengths) > 1 else bars,
                            title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
                                  f"decoded from the inverted x_T{f' with edit guidance {w:g}' if w else ''}; "
