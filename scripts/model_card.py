@@ -42,7 +42,8 @@ def _training_hours(log: Path) -> float | None:
 def card(results: Path, bundle: Path) -> str:
     cfg, summ = _load(bundle / "config.json"), _load(bundle / "train_summary.json")
     hours = _training_hours(bundle / "train_log.csv")
-    hardware = os.environ.get("HARDWARE", f"{os.cpu_count()} CPU cores, torch {torch.__version__}")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    hardware = os.environ.get("HARDWARE", f"{os.cpu_count()} CPU cores ({gpu}), torch {torch.__version__}")
     u, p, t, s = cfg["unet"], cfg["prototypes"], cfg["train"], cfg["sample"]
     out = ["# Model card: `pretrained:fashion-mnist`", "",
            "Made by `scripts/train_pretrained.sh` (training) and `scripts/measure_pretrained.sh` (every figure "
@@ -92,9 +93,13 @@ def card(results: Path, bundle: Path) -> str:
         by = r["by_steps"]
         out.append("- Reconstruction through " + r["sampler"] + " (`patronus reconstruct --n 16`): PSNR "
                    + " / ".join(f"{by[k]['psnr_db']:.1f}" for k in by) + " dB at " + " / ".join(by) + " steps.")
-    pr = _load(bundle / "prior" / "prior.json")
-    if pr and "frechet_s" in pr:
-        out.append(f"- Prior over s (`patronus train-prior`): Frechet distance in s-space {json.dumps(pr['frechet_s'])}.")
+    checks = (_load(bundle / "prior" / "prior.json") or {}).get("checks") or {}
+    if "frechet_s" in checks:
+        f, rng = checks["frechet_s"], checks.get("range", {})
+        out.append(f"- Prior over s (`patronus train-prior`, shipped in `prior/`): Frechet distance in s-space "
+                   + ", ".join(f"{k} {v:g}" for k, v in f.items())
+                   + (f"; {100 * rng['fraction_outside']:.2f} % of sampled entries outside the training range."
+                      if "fraction_outside" in rng else "."))
     missing = [n for n in ("edits_eval/edits_eval.json", "agreement/class_agreement.json", "quality/quality.json",
                            "fid_conditional/fid.json", "reconstruct/reconstruct.json")
                if not (results / n).is_file()]
