@@ -65,9 +65,9 @@ def card(results: Path, bundle: Path) -> str:
     if e:
         st = e["settings"]
         out.append(f"- Edits (`patronus evaluate-edits --n {st['n_images']}`, {st['steps']} steps, edit guidance "
-                   f"{st['edit_guidance'] or 0:g}): median rise **{e['median_rise']}** of the requested change at "
-                   f"median off-target **{e['median_off_target']}** (raise to own max; lowered to own min: rise "
-                   f"{e.get('median_rise_lower')}), locality {e['median_locality']}.")
+                   f"{st['edit_guidance'] or 0:g}): median rise **{e['median_rise']:.3f}** of the requested change at "
+                   f"median off-target **{e['median_off_target']:.3f}** (raise to own max; lowered to own min: rise "
+                   f"{e['median_rise_lower']:.3f}), locality {e['median_locality']:.2f}.")
     a = _load(results / "agreement" / "class_agreement.json")
     if a:
         sp = a["pixel_spread_grey_levels"]
