@@ -13,6 +13,8 @@ declare -A SETS=(
   [lr2e-3]="train.lr=2e-3"                                # twice the learning rate
   [p10]="prototypes.num_prototypes=10"                    # a third of the prototypes, each seen more often
   [p10-lr2e-3]="prototypes.num_prototypes=10 train.lr=2e-3"
+  [decor0.1]="train.decorrelate_weight=0.1"               # redundancy penalty on s (mean squared correlation)
+  [decor1]="train.decorrelate_weight=1"
 )
 NAMES=("$@"); [ ${#NAMES[@]} -eq 0 ] && NAMES=(base lr2e-3 p10 p10-lr2e-3)
 mkdir -p "$OUT"

@@ -136,3 +136,34 @@ def test_patch_init_puts_every_prototype_on_a_distinct_real_patch():
     assert torch.all(best < 1e-3), best
     # s at the source patch is near log(1/eps) = 9.21 (float cancellation in ||z||^2 - 2<z,p> + ||p||^2 aside)
     assert torch.all(m.s.max(dim=0).values > 8.5) and float(m.s.median()) < 1.0
+
+
+def test_similarity_correlation_loss_by_hand():
+    from patronus_diffusion.models.prototypes import similarity_correlation_loss
+
+    # orthogonal centred columns: uncorrelated -> 0, whatever each column's scale and offset
+    base = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    s = base * torch.tensor([3.0, 0.01]) + torch.tensor([5.0, -2.0])
+    assert float(similarity_correlation_loss(s)) < 1e-10
+    # a duplicated column (r = 1) and an anti-correlated one (r = -1): each off-diagonal pair counts r^2 = 1
+    x = torch.randn(16, 1, dtype=torch.float64)
+    s3 = torch.cat([x, 2 * x + 1, -x], 1)
+    assert math.isclose(float(similarity_correlation_loss(s3)), 1.0, abs_tol=1e-5)
+    # a column that does not vary contributes nothing (and no NaN)
+    s4 = torch.cat([x, torch.ones_like(x)], 1)
+    assert float(similarity_correlation_loss(s4)) == 0.0
+
+
+def test_similarity_correlation_loss_gradient_decorrelates():
+    from patronus_diffusion.models.prototypes import similarity_correlation_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1)
+    s = torch.cat([x, x + 0.3 * torch.randn(64, 1), torch.randn(64, 1)], 1).requires_grad_(True)
+    before = float(similarity_correlation_loss(s.detach()))
+    opt = torch.optim.Adam([s], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        similarity_correlation_loss(s).backward()
+        opt.step()
+    assert float(similarity_correlation_loss(s)) < 0.2 * before

@@ -1,5 +1,6 @@
 """Checkpoints (save/load equality, damage, mismatch, full disk) and resume equality."""
 
+import contextlib
 import errno
 import json
 from pathlib import Path
@@ -194,6 +195,28 @@ def test_distinct_loss_is_logged_when_enabled(tiny_cfg, tmp_path):
     train(cfg, tmp_path / "r", max_steps=4, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "r" / "train_log.csv")))
     assert float(rows[-1]["extra"]) > 0
+
+
+def test_decorrelation_penalty_enters_the_loss_and_reaches_the_encoder(tiny_cfg):
+    from patronus_diffusion.diffusion.schedule import NoiseSchedule
+    from patronus_diffusion.models import build_model
+    from patronus_diffusion.training.objectives import patronus_objective
+
+    torch.manual_seed(0)
+    cfg = _cfg(tiny_cfg, decorrelate_weight=1.0)
+    model = build_model(cfg)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    x0 = torch.rand(8, cfg.data.channels, cfg.data.image_size, cfg.data.image_size) * 2 - 1
+    t = torch.randint(0, schedule.num_timesteps, (8,))
+    out = patronus_objective(model, x0, None, t, torch.randn_like(x0), schedule, cfg, contextlib.nullcontext())
+    assert out.extra is not None and float(out.extra) > 0 and "decorrelate" in out.logs
+    out.extra.backward()
+    enc = [p.grad for n, p in model.named_parameters() if n.startswith("prototypes.")]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in enc)
+    unet = [p.grad for n, p in model.named_parameters() if not n.startswith("prototypes.")]
+    assert all(g is None or float(g.abs().sum()) == 0 for g in unet)  # it acts on s only
+    with pytest.raises(ConfigError, match="decorrelate_weight"):
+        _cfg(tiny_cfg, decorrelate_weight=-1.0).validate()
 
 
 def _torchrun(idx_root, out, steps, *overrides, resume=False):

@@ -120,6 +120,10 @@ class TrainConfig:
     distinct_weight: float = 0.0
     distinct_margin: float = 0.2
     distinct_metric: str = "cosine"
+    decorrelate_weight: float = 0.0
+    """Weight of the redundancy penalty on s: the mean squared correlation between prototypes over the batch
+    (models/prototypes.py: similarity_correlation_loss), so that prototypes vary independently across images and
+    one of them raised alone is not far from anything the decoder saw. 0 turns it off (the reference)."""
     cluster_weight: float = 0.0
     """Weight of the unsupervised cluster cost that keeps prototypes near real patches (ProtoPNet's cluster cost
     without labels): mean over images of the distance to the nearest prototype plus mean over prototypes of the
@@ -316,6 +320,9 @@ class RunConfig:
                               f"{self.diffusion.timesteps}, got {tc.honour_t}")
         if not 0.0 < tc.honour_fraction <= 1.0:
             raise ConfigError(f"train.honour_fraction must lie in (0, 1], got {tc.honour_fraction}")
+        for name in ("distinct_weight", "cluster_weight", "honour_weight", "decorrelate_weight"):
+            if getattr(tc, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0 turns it off), got {getattr(tc, name)}")
         if not 0.0 <= tc.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout must lie in [0, 1), got {tc.cond_dropout}")
         if self.sample.inversion not in ("ddim", "edict"):

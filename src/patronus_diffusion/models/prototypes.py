@@ -208,3 +208,21 @@ def prototype_distinct_loss(prototypes: torch.Tensor, margin: float, metric: str
         raise ConfigError(f"distinct metric must be 'cosine' or 'euclidean', not {metric!r}")
     dist = dist + torch.diag(torch.full((p.shape[0],), float("inf"), device=p.device, dtype=dist.dtype))
     return F.relu(margin - dist.min(dim=1).values).mean()
+
+
+def similarity_correlation_loss(s: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """mean_{j != k} r_jk^2, r the Pearson correlation of prototypes j and k over the batch's s (B, P).
+
+    Redundancy reduction on s (Barlow Twins / VICReg's covariance term, on correlations so it is scale-free):
+    when prototypes move together across images, the decoder never sees one of them change alone, which is
+    exactly what an edit of s asks of it. Zero when the batch's columns are uncorrelated; for independent
+    columns its expectation is about 1 / (B - 1). Prototypes that do not vary in the batch contribute 0.
+    """
+    if s.ndim != 2 or s.shape[0] < 2 or s.shape[1] < 2:
+        return s.new_zeros(())
+    z = s.float() - s.float().mean(0, keepdim=True)
+    z = z / z.pow(2).sum(0, keepdim=True).sqrt().clamp_min(eps)
+    r = z.T @ z  # (P, P) correlation matrix
+    p = r.shape[0]
+    off = r - torch.diag(torch.diagonal(r))
+    return off.pow(2).sum() / (p * (p - 1))

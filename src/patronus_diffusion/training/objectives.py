@@ -16,7 +16,7 @@ from ..data import DataError
 from ..diffusion.guidance import sample_class_guided
 from ..diffusion.samplers import get_sampler
 from ..diffusion.schedule import NoiseSchedule
-from ..models.prototypes import prototype_distinct_loss
+from ..models.prototypes import prototype_distinct_loss, similarity_correlation_loss
 
 
 @dataclass
@@ -67,7 +67,9 @@ def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg
       decided by ``cond_u`` < p (:class:`BatchDraws`; drawn from torch's global RNG when not given);
     - ``honour_weight``: extra rows with one prototype of s edited, whose predicted clean image must re-encode to
       the edited s (:func:`honour_loss`); they run in the same network call as the batch;
-    - ``cluster_weight``: :func:`cluster_cost` keeps prototypes near real patches.
+    - ``cluster_weight``: :func:`cluster_cost` keeps prototypes near real patches;
+    - ``decorrelate_weight``: the mean squared correlation of s between prototypes over the batch
+      (:func:`~..models.prototypes.similarity_correlation_loss`).
     """
     inner = _unwrap(model)
     tc = cfg.train
@@ -98,6 +100,10 @@ def patronus_objective(model, x0, labels, t, noise, schedule: NoiseSchedule, cfg
         d = prototype_distinct_loss(inner.prototypes.prototypes, tc.distinct_margin, tc.distinct_metric)
         extra = extra + tc.distinct_weight * d
         logs["distinct"] = float(d.detach())
+    if tc.decorrelate_weight > 0:
+        r2 = similarity_correlation_loss(s)
+        extra = extra + tc.decorrelate_weight * r2
+        logs["decorrelate"] = float(r2.detach())
     if need_map:
         c = cluster_cost(match.distance_map)
         extra = extra + tc.cluster_weight * c
