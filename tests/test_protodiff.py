@@ -321,7 +321,7 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
 
     def fake_fid_kid(gen, data_cfg, split="test", n_ref=2000, seed=0, progress=True, cache_dir=None,
                      extractor=None, protocol=None, **kw):
-        calls.append(protocol["mode"])
+        calls.append((protocol["mode"], protocol["images_seen"]))
         val = float(gen.mean().abs()) * 100 + {"regular": 50.0, "proto-frozen": 10.0}[protocol["mode"]]
         return {"fid": val, "kid": val / 1000, "kid_std": 0.001, "n_generated": len(gen), "n_reference": n_ref,
                 "protocol": {**protocol, "metric": "stub", "reference": {"n": n_ref}}}
@@ -333,7 +333,9 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
             "--seeds", "0,1", "--n-gen", 4, "--steps", 2, "--classifier-epochs", 1, "--judge-epochs", 1,
             "--no-progress"]
     assert _cli(*args) == 0
-    assert calls == ["regular", "proto-frozen"] * 4  # checkpoint-major, then seed, then mode
+    b = get_preset("protodiff-tiny").train.batch_size
+    per_seed = [(m, n) for n in (2 * b, 4 * b) for m in ("regular", "proto-frozen")]
+    assert calls == per_seed * 2  # seed-major, then checkpoint, then mode
     rows = (tmp_path / "cmp" / "curves.csv").read_text().splitlines()
     assert len(rows) == 9 and rows[0].startswith("mode,seed,checkpoint,step,images_seen,train_seconds,fid")
     means = list(csv.DictReader(open(tmp_path / "cmp" / "curves_mean.csv")))

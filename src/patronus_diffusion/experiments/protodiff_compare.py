@@ -13,8 +13,10 @@ make prototypes) on them, and the prototype classifier's own accuracy (which may
                          # fid_vs_images.png, fid_vs_wallclock.png, compare.json
 
 Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
-runs in ``OUT/runs/MODE/seedS`` resume. The loop is checkpoint-major (then seed, then mode), so a partial study
-still compares every mode at the same (early) budgets; the tables and plots are refreshed after every round.
+runs in ``OUT/runs/MODE/seedS`` resume. The loop is seed-major (then checkpoint, then mode): a partial study
+compares every mode at the same budgets over the seeds it has reached, and at most one seed's runs are in flight
+at any time (what a session that ends mid-study has to carry: 4 checkpoints, not 4 x seeds). The tables and plots
+are refreshed after every round.
 """
 
 from __future__ import annotations
@@ -175,10 +177,10 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     meta = {"classifier": clf_meta, "judge": {k: judge.meta.get(k) for k in ("architecture", "test_accuracy",
                                                                               "n_train", "cache_file")},
             "seeds": seeds, "torch_threads": torch.get_num_threads()}
-    # ---- stage B + evaluation, resumable per (mode, seed, checkpoint); checkpoint-major, so a partial run
-    # ---- still compares every mode at the same (early) budgets
-    for k, target in enumerate(targets, 1):
-        for seed, mode in ((s, m) for s in seeds for m in modes):
+    # ---- stage B + evaluation, resumable per (mode, seed, checkpoint); seed-major, then checkpoint, then mode, so
+    # ---- a partial run compares every mode at the same budgets and only one seed's runs are unfinished
+    for seed in seeds:
+        for (k, target), mode in ((kt, m) for kt in enumerate(targets, 1) for m in modes):
             cfg = compare_config(base, mode, protos, train_steps)
             cfg.train.seed = seed
             run_dir = out / "runs" / mode / f"seed{seed}"
