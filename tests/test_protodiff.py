@@ -337,7 +337,10 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     per_seed = [(m, n) for n in (2 * b, 4 * b) for m in ("regular", "proto-frozen")]
     assert calls == per_seed * 2  # seed-major, then checkpoint, then mode
     rows = (tmp_path / "cmp" / "curves.csv").read_text().splitlines()
-    assert len(rows) == 9 and rows[0].startswith("mode,seed,checkpoint,step,images_seen,train_seconds,fid")
+    assert len(rows) == 9 and rows[0].startswith("mode,seed,checkpoint,step,images_seen,train_seconds,"
+                                                 "train_cpu_seconds,fid")
+    curve = list(csv.DictReader(open(tmp_path / "cmp" / "curves.csv")))
+    assert all(float(r["train_cpu_seconds"]) > 0 for r in curve)
     means = list(csv.DictReader(open(tmp_path / "cmp" / "curves_mean.csv")))
     assert len(means) == 4 and all(m["seeds"] == "2" for m in means)
     assert all(0.0 <= float(m["judge_accuracy_mean"]) <= 1.0 for m in means)  # the judge scored every point
@@ -384,6 +387,10 @@ def test_reach_baseline_table_by_hand():
     t = {r["mode"]: r for r in reach_baseline_table(means, "regular", rows, threads=2)}
     assert t["regular"]["images_seen_to_reach"] == 30 and t["proto-frozen"]["images_seen_to_reach"] == 20
     assert t["proto-frozen"]["cpu_hours_to_reach"] == pytest.approx(4.0)  # 2 h of wall-clock on 2 threads
+    for r in rows:  # measured CPU seconds, where every row has them, replace wall-clock x threads
+        r["train_cpu_seconds"] = 1800 * r["step"]
+    t = {r["mode"]: r for r in reach_baseline_table(mean_curves(rows), "regular", rows, threads=2)}
+    assert t["proto-frozen"]["cpu_hours_to_reach"] == pytest.approx(1.0)
     assert t["proto-frozen"]["seeds_reaching"] == "2/2"  # 44 and 46 at step 3 vs the baseline's best mean 50
     assert not t["random-frozen"]["reached"] and t["random-frozen"]["images_seen_to_reach"] == ""
     assert stage_targets(1500, 3) == [500, 1000, 1500]

@@ -43,10 +43,12 @@ from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, write_json
 
-CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "fid", "kid", "kid_std",
+CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "train_cpu_seconds", "fid",
+                "kid", "kid_std",
                 "judge_accuracy_on_samples", "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds"]
 MEAN_FIELDS = ["mode", "step", "images_seen", "seeds", "fid_mean", "fid_std", "kid_mean", "kid_std",
-               "judge_accuracy_mean", "judge_accuracy_std", "classifier_accuracy_mean", "train_seconds_mean"]
+               "judge_accuracy_mean", "judge_accuracy_std", "classifier_accuracy_mean", "train_seconds_mean",
+               "train_cpu_seconds_mean"]
 REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "images_seen_to_reach",
                 "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
 SAMPLE_SEED = 12345
@@ -184,20 +186,24 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
             cfg = compare_config(base, mode, protos, train_steps)
             cfg.train.seed = seed
             run_dir = out / "runs" / mode / f"seed{seed}"
-            times_path = run_dir / "stage_seconds.json"
+            times_path = run_dir / "stage_seconds.json"  # wall-clock seconds of the training call per target
+            cpu_path = run_dir / "stage_cpu_seconds.json"  # and the process's CPU seconds (all its threads)
             ev_path = out / "evals" / f"{mode}_seed{seed}_step{target:06d}.json"
             if ev_path.exists():
                 continue
             times = json.loads(times_path.read_text()) if times_path.exists() else {}
+            cpu_times = json.loads(cpu_path.read_text()) if cpu_path.exists() else {}
             if _run_step(run_dir) < target:
                 if _run_step(run_dir) > 0:
                     check_resume_identity(run_dir, cfg)
                 log(f"[compare] {mode} seed {seed}: training to step {target} ({k}/{len(targets)})")
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 r = train(cfg, run_dir, resume=_run_step(run_dir) > 0, device=device, max_steps=target,
                           progress=progress)
                 times[str(target)] = times.get(str(target), 0.0) + (time.time() - t0)
+                cpu_times[str(target)] = cpu_times.get(str(target), 0.0) + (time.process_time() - c0)
                 write_json(times_path, times)
+                write_json(cpu_path, cpu_times)
                 images_seen = r.images_seen
             else:
                 images_seen = target * cfg.train.batch_size
@@ -207,8 +213,12 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
             save_grid(ev.pop("grid"), out / "samples" / f"{mode}_seed{seed}_step{target:06d}.png",
                       nrow=ev.pop("grid_nrow"), upscale=2)
             train_s = sum(v for s_, v in times.items() if int(s_) <= target)
+            # CPU seconds only when every stage up to here was measured (runs started before they were recorded)
+            train_cpu = (round(sum(v for s_, v in cpu_times.items() if int(s_) <= target), 1)
+                         if all(s_ in cpu_times for s_ in times if int(s_) <= target) else None)
             write_json(ev_path, {"mode": mode, "seed": seed, "checkpoint": k, "step": target,
-                                 "images_seen": images_seen, "train_seconds": round(train_s, 1), **ev})
+                                 "images_seen": images_seen, "train_seconds": round(train_s, 1),
+                                 "train_cpu_seconds": train_cpu, **ev})
             log(f"[compare] {mode} seed {seed} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, judge "
                 f"accuracy {ev['judge_accuracy_on_samples']:.3f}, classifier accuracy "
                 f"{ev['classifier_accuracy_on_samples']:.3f}")
@@ -253,18 +263,22 @@ def mean_curves(rows: list[dict]) -> list[dict]:
             judge, judge_sd = _mean_std([r.get("judge_accuracy_on_samples") for r in g])
             clf, _ = _mean_std([r["classifier_accuracy_on_samples"] for r in g])
             secs, _ = _mean_std([r["train_seconds"] for r in g])
+            cpu = [r.get("train_cpu_seconds") for r in g]
+            cpu_mean = _mean_std(cpu)[0] if all(c is not None for c in cpu) else None
             out.append({"mode": mode, "step": step, "images_seen": g[0]["images_seen"], "seeds": len(g),
                         "fid_mean": fid, "fid_std": fid_sd, "kid_mean": kid, "kid_std": kid_sd,
                         "judge_accuracy_mean": judge, "judge_accuracy_std": judge_sd,
-                        "classifier_accuracy_mean": clf, "train_seconds_mean": secs})
+                        "classifier_accuracy_mean": clf, "train_seconds_mean": secs,
+                        "train_cpu_seconds_mean": cpu_mean})
     return out
 
 
 def reach_baseline_table(means: list[dict], baseline: str, rows: list[dict] | None = None,
                          threads: int = 1) -> list[dict]:
     """Per mode: the first step whose mean FID over seeds <= the baseline's best mean FID, with the images seen,
-    mean training seconds and CPU-hours (seconds x torch threads / 3600) to get there, and in how many seeds
-    the mode's own curve reaches that FID at all."""
+    mean training seconds and CPU-hours to get there, and in how many seeds the mode's own curve reaches that FID
+    at all. CPU-hours are the training process's measured CPU time (``train_cpu_seconds_mean``, all threads; not
+    inflated by other jobs sharing the machine) where recorded, else wall-clock seconds x ``threads``."""
     base = [r for r in means if r["mode"] == baseline]
     if not base:
         return []
@@ -282,10 +296,15 @@ def reach_baseline_table(means: list[dict], baseline: str, rows: list[dict] | No
                       "steps_to_reach": hit["step"] if hit else "",
                       "images_seen_to_reach": hit["images_seen"] if hit else "",
                       "train_seconds_to_reach": round(hit["train_seconds_mean"], 1) if hit else "",
-                      "cpu_hours_to_reach": round(hit["train_seconds_mean"] * threads / 3600, 3) if hit else "",
+                      "cpu_hours_to_reach": _cpu_hours(hit, threads) if hit else "",
                       "seeds_reaching": f"{sum(per_seed.values())}/{len(per_seed)}" if per_seed else "",
                       "reached": bool(hit)})
     return table
+
+
+def _cpu_hours(point: dict, threads: int) -> float:
+    cpu = point.get("train_cpu_seconds_mean")
+    return round((cpu if cpu is not None else point["train_seconds_mean"] * threads) / 3600, 3)
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
@@ -354,7 +373,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
                                                           "small_n", "note")},
         "curves_mean": means, "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
         "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
-                "ran beside it); images seen is the load-independent axis. The judge is an independent CNN; the "
+                "may have run beside it), train_cpu_seconds the CPU time of the training process (all threads), "
+                "which cpu_hours_to_reach uses; images seen is the load-independent axis. The judge is an independent CNN; the "
                 "classifier accuracy uses the network whose prototypes condition the proto modes."})
     files["summary"] = out / "compare.json"
     return files
