@@ -96,6 +96,20 @@ def test_presets_lists_and_shows():
     assert cfg["train"]["lr"] == 1e-5 and cfg["prototypes"]["num_prototypes"] == 30
 
 
+def test_demo_preset_is_cpu_small_with_ten_prototypes():
+    import inspect
+
+    from patronus_diffusion.experiments.demo import run_demo
+    from patronus_diffusion.presets import get_preset
+
+    demo, small = get_preset("cpu-demo").to_dict(), get_preset("cpu-small").to_dict()
+    assert demo["prototypes"].pop("num_prototypes") == 10 and small["prototypes"].pop("num_prototypes") == 30
+    demo.pop("preset"), small.pop("preset")
+    assert demo == small  # nothing else differs
+    assert inspect.signature(run_demo).parameters["preset"].default == "cpu-demo"
+    assert "cpu-demo" in run_cli("demo", "--help").stdout
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path, tiny_run):
     p = run_cli("sample", "--run", tmp_path / "missing", check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr

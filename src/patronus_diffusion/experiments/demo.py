@@ -28,7 +28,7 @@ from ..utils.images import save_grid
 from ..utils.io import write_json
 
 
-def run_demo(out: str | Path, *, preset: str = "cpu-small", overrides: list[str] | None = None, minutes: float = 6.0,
+def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] | None = None, minutes: float = 6.0,
              seed: int = 0, n_reconstruct: int = 8, gallery_images: int = 4, edit_images: int = 8,
              fresh: bool = False, device: str | None = "auto",
              reports: bool = True) -> tuple[dict, dict[str, Path]]:
