@@ -64,7 +64,7 @@ def _cpu_demo() -> RunConfig:
 
     At the demo's budget (525 steps of 64, 0.56 epoch, 6 minutes on 2 threads) cpu-small's 30 prototypes barely
     steer: raising one to its own max moves the re-encoded s_J by 0.066 / 0.044 of the request (median over
-    prototypes, 8 test images, training seeds 0 / 1), 3 of 30 by 0.3 or more. With 10, each learned three times as
+    prototypes, 8 test images, training seeds 0 / 1), 2 and 3 of 30 by 0.3 or more. With 10, each learned three times as
     often: 0.227 / 0.052, with 5 and 3 of 10 by 0.3 or more, and lowering a prototype to its own min takes 0.39 /
     0.23 (30 prototypes: 0.06 / 0.08). The price is coarser edits (off-target 0.24 / 0.23 against 0.12): several
     switch the garment. A doubled learning rate (0.051) and a penalty on the correlation between prototypes
