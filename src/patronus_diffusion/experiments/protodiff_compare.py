@@ -14,9 +14,9 @@ make prototypes) on them, and the prototype classifier's own accuracy (which may
 
 Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
 runs in ``OUT/runs/MODE/seedS`` resume. The loop is seed-major (then checkpoint, then mode): a partial study
-compares every mode at the same budgets over the seeds it has reached, and at most one seed's runs are in flight
-at any time (what a session that ends mid-study has to carry: 4 checkpoints, not 4 x seeds). The tables and plots
-are refreshed after every round.
+compares every mode at the same budgets over the seeds it has reached (whole curves for the first seeds, which
+show early where the baseline flattens), and at most one seed's runs are unfinished at any time. The tables and
+plots are refreshed after every round.
 """
 
 from __future__ import annotations
