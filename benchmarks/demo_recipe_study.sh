@@ -37,7 +37,6 @@ PY="${PYTHON:-.venv/bin/python}"
 for n in "${NAMES[@]}"; do
   [ -f "$OUT/s-corr-$n.json" ] || "$PY" - "$OUT/run-$n" "$OUT/s-corr-$n.json" <<'PYEOF'
 import json, sys
-import torch
 from patronus_diffusion import Patronus
 from patronus_diffusion.models.prototypes import similarity_correlation_loss
 p = Patronus.load(sys.argv[1], device="cpu")

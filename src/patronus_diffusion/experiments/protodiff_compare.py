@@ -80,6 +80,32 @@ def _run_step(run_dir: Path) -> int:
     return int(read_checkpoint_state(ck, verify=False)["step"]) if ck is not None else 0
 
 
+STAGE_FILES = {"wall": "stage_seconds.json",  # wall-clock seconds of the training calls, per target step
+               "cpu": "stage_cpu_seconds.json"}  # the training process's CPU seconds (all its threads)
+
+
+def read_stage_seconds(run_dir: Path) -> dict[str, dict[str, float]]:
+    """{"wall": {target: seconds}, "cpu": {target: seconds}} spent training a run so far (empty when new)."""
+    return {k: json.loads((run_dir / f).read_text()) if (run_dir / f).exists() else {} for k, f in STAGE_FILES.items()}
+
+
+def add_stage_seconds(run_dir: Path, spent: dict[str, dict[str, float]], target: int, **seconds: float) -> None:
+    """Add one training call's seconds (wall=..., cpu=...) to the stage ending at ``target`` and write them."""
+    for kind, sec in seconds.items():
+        spent[kind][str(target)] = spent[kind].get(str(target), 0.0) + sec
+        write_json(run_dir / STAGE_FILES[kind], spent[kind])
+
+
+def stage_totals(spent: dict[str, dict[str, float]], target: int) -> dict[str, float | None]:
+    """Seconds spent up to ``target``: train_seconds (wall) and train_cpu_seconds, the latter None unless every
+    stage up to there was measured (runs started before CPU time was recorded)."""
+    def upto(kind: str) -> float:
+        return round(sum(v for s, v in spent[kind].items() if int(s) <= target), 1)
+
+    measured = all(s in spent["cpu"] for s in spent["wall"] if int(s) <= target)
+    return {"train_seconds": upto("wall"), "train_cpu_seconds": upto("cpu") if measured else None}
+
+
 def compare_config(base: RunConfig, mode: str, prototypes: Path, train_steps: int | None = None) -> RunConfig:
     """The config of one mode: ``base`` with the mode, the prototype file and the comparison's budget."""
     cfg = base.copy()
@@ -186,13 +212,10 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
             cfg = compare_config(base, mode, protos, train_steps)
             cfg.train.seed = seed
             run_dir = out / "runs" / mode / f"seed{seed}"
-            times_path = run_dir / "stage_seconds.json"  # wall-clock seconds of the training call per target
-            cpu_path = run_dir / "stage_cpu_seconds.json"  # and the process's CPU seconds (all its threads)
             ev_path = out / "evals" / f"{mode}_seed{seed}_step{target:06d}.json"
             if ev_path.exists():
                 continue
-            times = json.loads(times_path.read_text()) if times_path.exists() else {}
-            cpu_times = json.loads(cpu_path.read_text()) if cpu_path.exists() else {}
+            spent = read_stage_seconds(run_dir)
             if _run_step(run_dir) < target:
                 if _run_step(run_dir) > 0:
                     check_resume_identity(run_dir, cfg)
@@ -200,10 +223,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 t0, c0 = time.time(), time.process_time()
                 r = train(cfg, run_dir, resume=_run_step(run_dir) > 0, device=device, max_steps=target,
                           progress=progress)
-                times[str(target)] = times.get(str(target), 0.0) + (time.time() - t0)
-                cpu_times[str(target)] = cpu_times.get(str(target), 0.0) + (time.process_time() - c0)
-                write_json(times_path, times)
-                write_json(cpu_path, cpu_times)
+                add_stage_seconds(run_dir, spent, target, wall=time.time() - t0, cpu=time.process_time() - c0)
                 images_seen = r.images_seen
             else:
                 images_seen = target * cfg.train.batch_size
@@ -212,13 +232,8 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                                      n_gen=n_gen, n_ref=n_ref, device=device, progress=progress, judge=judge)
             save_grid(ev.pop("grid"), out / "samples" / f"{mode}_seed{seed}_step{target:06d}.png",
                       nrow=ev.pop("grid_nrow"), upscale=2)
-            train_s = sum(v for s_, v in times.items() if int(s_) <= target)
-            # CPU seconds only when every stage up to here was measured (runs started before they were recorded)
-            train_cpu = (round(sum(v for s_, v in cpu_times.items() if int(s_) <= target), 1)
-                         if all(s_ in cpu_times for s_ in times if int(s_) <= target) else None)
             write_json(ev_path, {"mode": mode, "seed": seed, "checkpoint": k, "step": target,
-                                 "images_seen": images_seen, "train_seconds": round(train_s, 1),
-                                 "train_cpu_seconds": train_cpu, **ev})
+                                 "images_seen": images_seen, **stage_totals(spent, target), **ev})
             log(f"[compare] {mode} seed {seed} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, judge "
                 f"accuracy {ev['judge_accuracy_on_samples']:.3f}, classifier accuracy "
                 f"{ev['classifier_accuracy_on_samples']:.3f}")
@@ -374,7 +389,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
         "curves_mean": means, "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
         "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
                 "may have run beside it), train_cpu_seconds the CPU time of the training process (all threads), "
-                "which cpu_hours_to_reach uses; images seen is the load-independent axis. The judge is an independent CNN; the "
-                "classifier accuracy uses the network whose prototypes condition the proto modes."})
+                "which cpu_hours_to_reach uses; images seen is the load-independent axis. The judge is an "
+                "independent CNN; the classifier accuracy uses the network whose prototypes condition the "
+                "proto modes."})
     files["summary"] = out / "compare.json"
     return files

@@ -220,7 +220,8 @@ def similarity_correlation_loss(s: torch.Tensor, eps: float = 1e-6) -> torch.Ten
     """
     if s.ndim != 2 or s.shape[0] < 2 or s.shape[1] < 2:
         return s.new_zeros(())
-    z = s.float() - s.float().mean(0, keepdim=True)
+    s = s.float()
+    z = s - s.mean(0, keepdim=True)
     z = z / z.pow(2).sum(0, keepdim=True).sqrt().clamp_min(eps)
     r = z.T @ z  # (P, P) correlation matrix
     p = r.shape[0]
