@@ -366,6 +366,18 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     assert next((tmp_path / "cmp" / "judge").glob("*.safetensors")).read_bytes() == judge_bytes
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert summary["judge"]["cache_file"].startswith(str(tmp_path / "cmp" / "judge"))
+    paired = (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text()
+    assert len(paired.splitlines()) == 3 and summary["baseline_flattening"]["baseline"] == "regular"
+    # --report-only rewrites every table from the stored evaluations, training and evaluating nothing
+    for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png"):
+        (tmp_path / "cmp" / f).unlink()
+    assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0 and len(calls) == 9
+    assert (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text() == paired
+    assert (tmp_path / "cmp" / "paired_vs_baseline.png").exists()
+    rewritten = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {k: v for k, v in rewritten.items() if k != "classifier_accuracy"} == \
+        {k: v for k, v in summary.items() if k != "classifier_accuracy"}
+    assert _cli("protodiff", "compare", "--out", tmp_path / "nothing", "--report-only") == 2
 
 
 def test_reach_baseline_table_by_hand():
@@ -396,6 +408,43 @@ def test_reach_baseline_table_by_hand():
     assert stage_targets(1500, 3) == [500, 1000, 1500]
     with pytest.raises(ValueError):
         stage_targets(2, 3)
+
+
+def test_paired_differences_and_flattening_by_hand():
+    from patronus_diffusion.experiments.protodiff_compare import (baseline_flattening, mean_curves,
+                                                                  paired_vs_baseline)
+
+    def row(mode, seed, step, fid, judge=0.5):
+        return {"mode": mode, "seed": seed, "step": step, "fid": fid, "kid": 0.0, "images_seen": step * 10,
+                "train_seconds": 1.0, "classifier_accuracy_on_samples": 0.5, "judge_accuracy_on_samples": judge}
+
+    # seeds scatter the baseline by +-10 FID, but proto-frozen is 2 FID better in every seed: the pairing sees it
+    base = {0: 100.0, 1: 110.0, 2: 90.0}
+    rows = [row("regular", s, 1, f) for s, f in base.items()]
+    rows += [row("proto-frozen", s, 1, f - d, judge=0.6) for (s, f), d in zip(base.items(), (1.8, 2.0, 2.2))]
+    rows += [row("random-frozen", s, 1, f + d) for (s, f), d in zip(base.items(), (-1.0, 0.5, 1.5))]
+    rows += [row("proto-trainable", 0, 1, 95.0)]
+    t = {r["mode"]: r for r in paired_vs_baseline(rows, "regular")}
+    pf = t["proto-frozen"]
+    assert pf["fid_diff_mean"] == pytest.approx(-2.0) and pf["fid_diff_std"] == pytest.approx(0.2)
+    half = 4.302653 * 0.2 / 3 ** 0.5  # t_{0.975, 2} = 4.3027
+    assert pf["fid_diff_ci95_low"] == pytest.approx(-2.0 - half, abs=1e-3)
+    assert pf["fid_diff_ci95_high"] == pytest.approx(-2.0 + half, abs=1e-3)
+    assert pf["finding"] == "better" and pf["seeds_better"] == "3/3" and pf["judge_diff_mean"] == pytest.approx(0.1)
+    assert t["random-frozen"]["finding"] == "no difference shown" and t["random-frozen"]["seeds_better"] == "1/3"
+    assert t["proto-trainable"]["pairs"] == 1 and t["proto-trainable"]["finding"] == "one seed"
+    assert "regular" not in t
+    # unpaired, the same means would hide the effect: std over seeds is 10 against a 2 FID difference
+    m = {r["mode"]: r for r in mean_curves(rows) if r["step"] == 1}
+    assert m["regular"]["fid_std"] == pytest.approx(10.0)
+
+    curve = [row("regular", 0, s, f) for s, f in ((1, 200.0), (2, 120.0), (3, 104.0), (4, 100.0))]
+    flat = baseline_flattening(mean_curves(curve), "regular")
+    assert flat["step"] == 3 and flat["flattened"]  # 104 <= 1.05 x 100, confirmed by step 4
+    assert [g["fid_gain_per_1000_steps"] for g in flat["gains"]] == [80000.0, 16000.0, 4000.0]
+    still = baseline_flattening(mean_curves(curve[:3]), "regular")
+    assert still["step"] == 3 and not still["flattened"]  # its best point is its last: not seen to flatten
+    assert baseline_flattening([], "regular") is None
 
 
 def test_class_embedding_size_matches_the_reference_and_old_configs_load():

@@ -120,8 +120,10 @@ def register(sub) -> None:
                                  "classifier's own accuracy (which may favour the proto modes). Re-running skips "
                                  "finished work. Writes curves.csv (per seed), curves_mean.csv (mean +- std over "
                                  "seeds), reach_baseline.csv (steps, images and CPU-hours each mode needs to reach "
-                                 "the baseline's best mean FID), fid_vs_images.png, fid_vs_wallclock.png, "
-                                 "compare.json and sample grids into --out.")
+                                 "the baseline's best mean FID), paired_vs_baseline.csv/.png (each mode's FID minus "
+                                 "the baseline's, paired by seed, with a 95%% t-interval), fid_vs_images.png, "
+                                 "fid_vs_wallclock.png, compare.json (also: where the baseline's curve flattens) "
+                                 "and sample grids into --out. --report-only rewrites these from OUT/evals alone.")
     p.add_argument("--out", default="results/protodiff_compare")
     p.add_argument("--modes", nargs="+", default=list(PROTODIFF_MODES), choices=PROTODIFF_MODES)
     p.add_argument("--baseline", default="regular", choices=PROTODIFF_MODES)
@@ -135,6 +137,9 @@ def register(sub) -> None:
     p.add_argument("--n-ref", type=int, default=2000, help="reference images (test split) for FID/KID")
     p.add_argument("--classifier", help="an existing train-classifier folder; None = train one into OUT/classifier")
     p.add_argument("--classifier-epochs", type=float, help="epochs when the classifier is trained here; None = the preset's")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the tables, plots and compare.json of --out from its stored evaluations; train and "
+                        "evaluate nothing (the other options are then ignored)")
     _add_sampling_args(p)
     _add_config_args(p, budget=False)
     p.set_defaults(func=cmd_compare)
@@ -273,10 +278,12 @@ def _class_names(cfg: RunConfig) -> list[str]:
 
 # ==================================================================================== compare
 def cmd_compare(args) -> int:
-    from ..experiments.protodiff_compare import run_protodiff_compare
-
     from ..evaluation.judge import JudgeSettings
+    from ..experiments.protodiff_compare import rewrite_comparison, run_protodiff_compare
 
+    if args.report_only:
+        print_outputs("[compare] rewritten", rewrite_comparison(args.out).files)
+        return 0
     seeds = parse_int_list(args.seeds, f"--seeds must be comma-separated integers, got {args.seeds!r}")
     judge = JudgeSettings(epochs=args.judge_epochs) if args.judge_epochs is not None else None
     res = run_protodiff_compare(

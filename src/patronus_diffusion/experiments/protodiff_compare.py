@@ -10,7 +10,8 @@ make prototypes) on them, and the prototype classifier's own accuracy (which may
     from patronus_diffusion.experiments.protodiff_compare import run_protodiff_compare
     res = run_protodiff_compare(get_preset("protodiff-fmnist-cpu"), "results/protodiff_compare", train_steps=1500)
     res.files            # curves.csv (per seed), curves_mean.csv (mean +- std over seeds), reach_baseline.csv,
-                         # fid_vs_images.png, fid_vs_wallclock.png, compare.json
+                         # paired_vs_baseline.csv/.png, fid_vs_images.png, fid_vs_wallclock.png,
+                         # compare.json (with where the baseline flattens)
 
 Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
 runs in ``OUT/runs/MODE/seedS`` resume. The loop is seed-major (then checkpoint, then mode): a partial study
@@ -51,6 +52,9 @@ MEAN_FIELDS = ["mode", "step", "images_seen", "seeds", "fid_mean", "fid_std", "k
                "train_cpu_seconds_mean"]
 REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "images_seen_to_reach",
                 "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
+PAIRED_FIELDS = ["mode", "step", "images_seen", "pairs", "fid_diff_mean", "fid_diff_std", "fid_diff_ci95_low",
+                 "fid_diff_ci95_high", "seeds_better", "judge_diff_mean", "judge_diff_std", "finding"]
+SUMMARY_HEADER = ["preset", "dataset", "image_size", "train_steps", "batch_size", "lr_schedule"]
 SAMPLE_SEED = 12345
 
 
@@ -238,12 +242,34 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 f"accuracy {ev['judge_accuracy_on_samples']:.3f}, classifier accuracy "
                 f"{ev['classifier_accuracy_on_samples']:.3f}")
             if mode == modes[-1]:  # refresh the curves after every round, so a partial run has them
-                write_comparison(out, collect_evals(out, modes, targets, seeds), baseline, meta, protocol, first)
+                write_comparison(out, collect_evals(out, modes, targets, seeds), baseline, meta, protocol,
+                                 summary_header(first))
     rows = collect_evals(out, modes, targets, seeds)
-    files = write_comparison(out, rows, baseline, meta, protocol, first)
+    files = write_comparison(out, rows, baseline, meta, protocol, summary_header(first))
     return CompareResult(out, files, rows, reach_baseline_table(mean_curves(rows), baseline, rows,
                                                                  meta["torch_threads"]),
                          clf_meta.get("accuracy"), protocol)
+
+
+def rewrite_comparison(out: str | Path) -> CompareResult:
+    """Rewrite the tables, plots and compare.json of an existing comparison from ``OUT/evals`` and the settings
+    its compare.json recorded, training and evaluating nothing (a carried tree, or tables added since it ran)."""
+    out = Path(out)
+    summary_path = out / "compare.json"
+    if not summary_path.exists():
+        raise UsageError(f"{out} holds no compare.json: run `patronus protodiff compare --out {out}` first")
+    summary = json.loads(summary_path.read_text())
+    order = {m: i for i, m in enumerate(PROTODIFF_MODES)}
+    rows = [json.loads(p.read_text()) for p in (out / "evals").glob("*.json")]
+    rows = [{k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")}
+            for ev in sorted(rows, key=lambda ev: (order.get(ev["mode"], len(order)), ev["seed"], ev["step"]))]
+    meta = {"classifier": {"accuracy": summary.get("classifier_accuracy")}, "judge": summary.get("judge"),
+            "seeds": summary.get("seeds"), "torch_threads": summary.get("torch_threads", 1)}
+    files = write_comparison(out, rows, summary["baseline"], meta, summary.get("sampling", {}), summary)
+    means = mean_curves(rows)
+    return CompareResult(out, files, rows, reach_baseline_table(means, summary["baseline"], rows,
+                                                                meta["torch_threads"]),
+                         summary.get("classifier_accuracy"), summary.get("sampling", {}))
 
 
 # ---------------------------------------------------------------------------- tables and plots
@@ -317,6 +343,72 @@ def reach_baseline_table(means: list[dict], baseline: str, rows: list[dict] | No
     return table
 
 
+def _t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Student-t confidence interval of a mean of n values (None with fewer than two)."""
+    if n < 2:
+        return None, None
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / n ** 0.5
+    return mean - half, mean + half
+
+
+def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
+    """Per (mode, step): the mode's FID minus the baseline's, **paired by seed**.
+
+    A seed fixes the initialisation and the data order, and every mode samples from the same x_T and labels, so
+    the difference d_s = FID(mode, s) - FID(baseline, s) cancels what the two runs of seed s share; over the n
+    seeds evaluated for both: mean, sample std, the Student-t 95 % interval mean +- t_{0.975, n-1} sd / sqrt(n),
+    how many seeds the mode is better in (d_s < 0), and the same mean/std for the judge's accuracy (mode minus
+    baseline; higher is better). ``finding`` reads the interval: "better" / "worse" when it excludes 0, "no
+    difference shown" when it holds 0, "one seed" when there is no interval yet."""
+    base = {(r["seed"], r["step"]): r for r in rows if r["mode"] == baseline}
+    table = []
+    for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
+        for step in sorted({r["step"] for r in rows if r["mode"] == mode}):
+            pairs = [(r, base[(r["seed"], step)]) for r in rows
+                     if r["mode"] == mode and r["step"] == step and (r["seed"], step) in base]
+            if not pairs:
+                continue
+            d_fid = [a["fid"] - b["fid"] for a, b in pairs]
+            mean, sd = _mean_std(d_fid)
+            lo, hi = _t_interval(mean, sd, len(pairs))
+            judged = [(a.get("judge_accuracy_on_samples"), b.get("judge_accuracy_on_samples")) for a, b in pairs]
+            j_mean, j_sd = (_mean_std([a - b for a, b in judged]) if all(None not in p for p in judged)
+                            else (None, None))
+            finding = ("one seed" if lo is None else "better" if hi < 0 else "worse" if lo > 0
+                       else "no difference shown")
+            table.append({"mode": mode, "step": step, "images_seen": pairs[0][0]["images_seen"], "pairs": len(pairs),
+                          "fid_diff_mean": round(mean, 3), "fid_diff_std": round(sd, 3),
+                          "fid_diff_ci95_low": None if lo is None else round(lo, 3),
+                          "fid_diff_ci95_high": None if hi is None else round(hi, 3),
+                          "seeds_better": f"{sum(d < 0 for d in d_fid)}/{len(d_fid)}",
+                          "judge_diff_mean": None if j_mean is None else round(j_mean, 4),
+                          "judge_diff_std": None if j_sd is None else round(j_sd, 4), "finding": finding})
+    return table
+
+
+def baseline_flattening(means: list[dict], baseline: str, rel_tol: float = 0.05) -> dict | None:
+    """Where the baseline's mean FID curve flattens: the first evaluated step whose mean FID is within ``rel_tol``
+    (relative) of the best mean FID measured, with each interval's gain in FID per 1,000 steps.
+
+    ``flattened`` is true only when a later evaluation confirms it (the step is not the last one evaluated); a
+    curve whose best point is its last has not been seen to flatten within the budget. With a learning rate that
+    decays to 0 at the budget's end, the last interval's gain is small by construction, so read the gains too."""
+    mine = sorted((r for r in means if r["mode"] == baseline and r["fid_mean"] is not None),
+                  key=lambda r: r["step"])
+    if not mine:
+        return None
+    best = min(r["fid_mean"] for r in mine)
+    at = next(r for r in mine if r["fid_mean"] <= best * (1 + rel_tol))
+    gains = [{"from_step": a["step"], "to_step": b["step"],
+              "fid_gain_per_1000_steps": round((a["fid_mean"] - b["fid_mean"]) * 1000 / (b["step"] - a["step"]), 3)}
+             for a, b in zip(mine, mine[1:])]
+    return {"baseline": baseline, "rel_tol": rel_tol, "best_fid_mean": round(best, 3), "step": at["step"],
+            "images_seen": at["images_seen"], "flattened": at["step"] < mine[-1]["step"],
+            "last_step_evaluated": mine[-1]["step"], "seeds_at_last_step": mine[-1]["seeds"], "gains": gains}
+
+
 def _cpu_hours(point: dict, threads: int) -> float:
     cpu = point.get("train_cpu_seconds_mean")
     return round((cpu if cpu is not None else point["train_seconds_mean"] * threads) / 3600, 3)
@@ -364,29 +456,72 @@ def plot_curves(means: list[dict], x_key: str, x_label: str, path: Path, scale: 
     return path
 
 
+def summary_header(cfg: RunConfig) -> dict:
+    """What compare.json says about the runs' configuration (the first mode's; all modes share it)."""
+    return {"preset": cfg.preset, "dataset": cfg.data.dataset, "image_size": cfg.data.image_size,
+            "train_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size,
+            "lr_schedule": cfg.train.lr_schedule}
+
+
+def plot_paired(paired: list[dict], baseline: str, path: Path) -> Path:
+    """Each mode's FID minus the baseline's, paired by seed: mean with its 95 % interval (where >= 2 seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    modes = list(dict.fromkeys(r["mode"] for r in paired))
+    span = max(r["images_seen"] for r in paired) or 1
+    for i, mode in enumerate(modes):
+        mine = [r for r in paired if r["mode"] == mode]
+        shift = (i - (len(modes) - 1) / 2) * 0.015 * span  # side by side
+        xs = [r["images_seen"] + shift for r in mine]
+        ys = [r["fid_diff_mean"] for r in mine]
+        err = [[y - r["fid_diff_ci95_low"] if r["fid_diff_ci95_low"] is not None else 0.0 for y, r in zip(ys, mine)],
+               [r["fid_diff_ci95_high"] - y if r["fid_diff_ci95_high"] is not None else 0.0 for y, r in zip(ys, mine)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{mode} (pairs: {mine[-1]['pairs']})")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel(f"FID(mode) - FID({baseline}), same seed")
+    ax.set_title("below 0: better than the baseline; bars: 95 % t-interval over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, protocol: dict,
-                     cfg: RunConfig) -> dict[str, Path]:
+                     header: dict) -> dict[str, Path]:
+    """Write every table, plot and compare.json of a comparison from its evaluated ``rows``."""
     means = mean_curves(rows)
     files = {"curves": _write_csv(out / "curves.csv", rows, CURVE_FIELDS),
              "curves_mean": _write_csv(out / "curves_mean.csv", means, MEAN_FIELDS)}
     threads = meta.get("torch_threads", 1)
     table = reach_baseline_table(means, baseline, rows, threads)
     files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table, REACH_FIELDS)
+    paired = paired_vs_baseline(rows, baseline)
+    files["paired_vs_baseline"] = _write_csv(out / "paired_vs_baseline.csv", paired, PAIRED_FIELDS)
+    flattening = baseline_flattening(means, baseline)
     if rows:
         files["fid_vs_images"] = plot_curves(means, "images_seen", "training images seen", out / "fid_vs_images.png")
         files["fid_vs_wallclock"] = plot_curves(means, "train_seconds_mean", "training wall-clock (minutes)",
                                                 out / "fid_vs_wallclock.png", scale=1 / 60)
+    if paired:
+        files["paired_plot"] = plot_paired(paired, baseline, out / "paired_vs_baseline.png")
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
     clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
-        "preset": cfg.preset, "dataset": cfg.data.dataset, "image_size": cfg.data.image_size,
-        "train_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size, "seeds": meta.get("seeds"),
-        "lr_schedule": cfg.train.lr_schedule, "torch_threads": threads,
+        **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "torch_threads": threads,
         "classifier_accuracy": clf.get("accuracy"), "judge": meta.get("judge"), "baseline": baseline,
         "sampling": protocol,
         "fid_protocol": {k: fid_protocol.get(k) for k in ("metric", "feature_network", "preprocessing", "reference",
                                                           "small_n", "note")},
-        "curves_mean": means, "curves": [{k: r[k] for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
+        "curves_mean": means, "curves": [{k: r.get(k) for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
+        "paired_vs_baseline": paired, "baseline_flattening": flattening,
         "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
                 "may have run beside it), train_cpu_seconds the CPU time of the training process (all threads), "
                 "which cpu_hours_to_reach uses; images seen is the load-independent axis. The judge is an "
