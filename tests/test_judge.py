@@ -38,3 +38,12 @@ def test_class_agreement_counts_matches_with_the_source_label(tiny_run):
     assert abs(zero["agreement"] - float((labels == 0).float().mean())) < 1e-4  # reported to 4 decimals
     assert zero["pixel_spread_grey_levels"]["same_s_other_noise"] > 0
     assert zero["n_images"] == n and zero["per_image"] == k
+    # the diagnostics: a judge that always answers 0 agrees with its own reading of every source, is right on the
+    # sources of class 0 only, and puts every generation in column 0 of the confusion matrix
+    assert zero["agreement_with_judged_source"] == 1.0
+    assert abs(zero["judge_on_sources"] - float((labels == 0).float().mean())) < 1e-4
+    conf = torch.tensor(zero["confusion"])
+    assert conf.sum() == n * k and conf[:, 0].sum() == n * k
+    assert conf[1, 0] == k * int((labels == 1).sum())
+    for c, row in zero["per_class"].items():
+        assert row["agreement"] == (1.0 if c == "0" else 0.0) and row["images"] == int((labels == int(c)).sum())

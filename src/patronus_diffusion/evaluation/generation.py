@@ -163,12 +163,17 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     * ``other_s_same_noise``: image i vs image pi(i) (a derangement) under the same noise (what s decides).
 
     ``agreement`` = fraction of the n*k generations the independent judge assigns the source image's label;
-    ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor.
+    ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor. Diagnostics of the
+    misses: ``per_class`` (agreement per source label, with its number of source images), ``confusion`` (rows:
+    source label, columns: the judge's label of the generation, counts), ``judge_on_sources`` (the judge's accuracy
+    on the n source images themselves) and ``agreement_with_judged_source`` (the generation gets the label the
+    judge gives its source image: the judge's own errors on the source then no longer count against s).
     """
     if n < 2 or k < 2:
         raise UsageError("class agreement needs n >= 2 images and k >= 2 generations per image")
     s, names = conditional_s(pat, n, seed, split)
-    labels = torch.as_tensor(pat.dataset(split).labels)[[int(x.split(":")[1]) for x in names]]
+    source_idx = [int(x.split(":")[1]) for x in names]
+    labels = torch.as_tensor(pat.dataset(split).labels)[source_idx]
     if int(labels.min()) < 0:
         raise UsageError(f"class agreement needs labelled {split} images")
     d = pat.config.data
@@ -182,10 +187,20 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     seconds = time.time() - t0
     judged = judge.predict(imgs.flatten(0, 1)).view(n, k)
     agree = (judged == labels[:, None]).float()
+    judged_sources = judge.predict(pat.dataset(split).get_batch(source_idx))
+    num_classes = int(judge.meta.get("num_classes", int(labels.max()) + 1))
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels[:, None].expand(n, k).flatten(), judged.flatten()), torch.ones(n * k, dtype=torch.long),
+                         accumulate=True)
+    per_class = {str(c): {"agreement": round(float(agree[labels == c].mean()), 4), "images": int((labels == c).sum())}
+                 for c in range(num_classes) if bool((labels == c).any())}
     grey = lambda a, b: float(((a - b).abs() * 127.5).mean())  # noqa: E731
     perm = derangement(n, seed)
     return {"agreement": round(float(agree.mean()), 4), "agreement_per_image_std": round(float(agree.mean(1).std()), 4),
             "n_images": n, "per_image": k, "judge_test_accuracy": judge.meta.get("test_accuracy"),
+            "judge_on_sources": round(float((judged_sources == labels).float().mean()), 4),
+            "agreement_with_judged_source": round(float((judged == judged_sources[:, None]).float().mean()), 4),
+            "per_class": per_class, "confusion": confusion.tolist(),
             "chance": round(1.0 / judge.meta.get("num_classes", 10), 4),
             "pixel_spread_grey_levels": {"same_s_other_noise": round(grey(imgs[:, 0], imgs[:, 1]), 2),
                                          "other_s_same_noise": round(grey(imgs[:, 0], imgs[perm, 0]), 2)},
