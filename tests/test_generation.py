@@ -314,6 +314,7 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
     assert (tmp_path / "e" / "class_agreement.json").exists()
     out = capsys.readouterr().out
     assert "s-use check" in out and "FID" in out and "class agreement" in out
+    assert "with the judge's own label of each source image" in out and "lowest classes" in out
     # --modes none: no FID table, only the cheap checks and the class agreement
     assert main(["evaluate", "--run", str(run), "--modes", "none", "--recon-n", "2", "--recon-steps", "2",
                  "--agreement-n", "4", "--agreement-k", "2", "--out", str(tmp_path / "a"), "--no-progress"]) == 0

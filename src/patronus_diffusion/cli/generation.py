@@ -193,6 +193,10 @@ def cmd_evaluate(args) -> int:
               f"{ca['judge_test_accuracy']}, chance {ca['chance']}); pixel spread same s / other noise "
               f"{ca['pixel_spread_grey_levels']['same_s_other_noise']}, other s / same noise "
               f"{ca['pixel_spread_grey_levels']['other_s_same_noise']} grey levels")
+        worst = sorted(ca["per_class"].items(), key=lambda kv: kv[1]["agreement"])[:3]
+        print(f"  with the judge's own label of each source image: {ca['agreement_with_judged_source']:.3f} (judge "
+              f"right on {ca['judge_on_sources']:.3f} of the sources); lowest classes: "
+              + ", ".join(f"{v['name']} {v['agreement']:.2f}" for _, v in worst))
     for note in res["protocol"]["skipped"]:
         print(f"skipped {note}")
     print_outputs("wrote", {"table": out / "evaluate.csv", **({"plot": out / "evaluate.png"} if res["generation"] else {}),

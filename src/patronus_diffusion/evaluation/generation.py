@@ -192,7 +192,9 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels[:, None].expand(n, k).flatten(), judged.flatten()), torch.ones(n * k, dtype=torch.long),
                          accumulate=True)
-    per_class = {str(c): {"agreement": round(float(agree[labels == c].mean()), 4), "images": int((labels == c).sum())}
+    names = judge.meta.get("class_names") or []
+    per_class = {str(c): {"name": names[c] if c < len(names) else str(c),
+                          "agreement": round(float(agree[labels == c].mean()), 4), "images": int((labels == c).sum())}
                  for c in range(num_classes) if bool((labels == c).any())}
     grey = lambda a, b: float(((a - b).abs() * 127.5).mean())  # noqa: E731
     perm = derangement(n, seed)
