@@ -392,6 +392,31 @@ def test_fid_and_evaluate_run_inception_on_the_models_device(tiny_run, tmp_path,
     assert json.loads((tmp_path / "f" / "fid.json").read_text())["protocol"]["inception_device"] == "cpu"
 
 
+def test_fid_real_mode_scores_seeded_training_images_without_a_model(tiny_run, tmp_path, monkeypatch, capsys):
+    """--mode real: the protocol's floor. The images are seeded training images (test ones when the reference is
+    the training split), never generated."""
+    from patronus_diffusion import Patronus
+    from patronus_diffusion.evaluation.generation import real_images
+
+    monkeypatch.setattr(fidmod, "InceptionFeatures", RecordingFeatures)
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
+    assert main(["fid", "--run", str(tiny_run), "--mode", "real", "--n", "8", "--n-ref", "8", "--device", "cpu",
+                 "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "f" / "fid.json").read_text())
+    assert res["protocol"]["mode"] == "real" and res["protocol"]["images"].startswith("train split")
+    assert "sampler" not in res["protocol"] and np.isfinite(res["fid"]) and res["n_generated"] == 8
+    assert "FID" in capsys.readouterr().out and (tmp_path / "f" / "samples.png").exists()
+    pat = Patronus.load(tiny_run, device="cpu")
+    x, meta = real_images(pat, 5, seed=0)
+    train = pat.dataset("train")
+    assert any(torch.equal(x[0], train.get_batch([i])[0]) for i in range(len(train)))
+    assert torch.equal(x, real_images(pat, 5, seed=0)[0]) and not torch.equal(x, real_images(pat, 5, seed=1)[0])
+    assert real_images(pat, 2, seed=0, ref_split="train")[1]["images"].startswith("test split")
+    assert main(["fid", "--run", str(tiny_run), "--mode", "real", "--n", "100000", "--out", str(tmp_path / "g"),
+                 "--no-progress"]) == 2
+    assert "exceeds" in capsys.readouterr().err
+
+
 def test_inception_features_follow_the_requested_device():
     from patronus_diffusion.utils.device import pick_device
 

@@ -135,6 +135,20 @@ def run_protocol(pat, weights: str, seed: int) -> dict:
             "load_average": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads()}
 
 
+def real_images(pat, n: int, seed: int, ref_split: str = "test") -> tuple[torch.Tensor, dict]:
+    """n seeded real images, scored by FID like generated ones: the floor of the protocol (what real data gets at
+    this N and reference set; FID is biased upwards at small N, so the floor is well above 0).
+
+    They come from the training split, or from the test split when the reference itself is the training split,
+    so they never overlap the reference images."""
+    split = "test" if ref_split == "train" else "train"
+    ds = pat.dataset(split)
+    if n > len(ds):
+        raise UsageError(f"--n {n} exceeds the {len(ds)} images of the {split} split")
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 29))[:n].tolist()
+    return ds.get_batch(idx), {"mode": "real", "images": f"{split} split, seeded subset (seed {seed}), no model"}
+
+
 def make_s(pat, mode: str, n: int, seed: int, prior=None, split: str = "test") -> tuple[torch.Tensor, dict]:
     """s vectors for a mode with the protocol entries that describe them."""
     if mode == "conditional":
