@@ -16,6 +16,21 @@ def test_judge_learns_the_synthetic_classes_and_is_cached(tiny_cfg, tmp_path):
     assert torch.equal(j.predict(x), again.predict(x))
 
 
+def test_the_fashion_mnist_judge_ships_with_the_package(tmp_path, monkeypatch):
+    """Every machine scores with the same judge: with an empty cache it is loaded from the package, not trained."""
+    from patronus_diffusion.evaluation.judge import SHIPPED_JUDGES, judge_files
+    from patronus_diffusion.presets import get_preset
+
+    monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path))
+    data = get_preset("cpu-small").data
+    weights, _ = judge_files(data)
+    assert (SHIPPED_JUDGES / weights.name).exists(), "re-ship the judge after changing its key or settings"
+    j = get_judge(data, progress=False)
+    assert j.meta["shipped"] and j.meta["from_cache"] and j.meta["test_accuracy"] > 0.85
+    assert not (tmp_path / "judge").exists()  # nothing trained, nothing written
+    assert j.meta["class_names"][6] == "Shirt"
+
+
 class _FixedJudge(Judge):
     """Answers from a rule instead of a network: lets the bookkeeping be checked in closed form."""
 

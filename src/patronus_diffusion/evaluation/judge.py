@@ -12,6 +12,9 @@ Architecture: Conv3x3(16) BN ReLU, MaxPool, [Conv3x3(32) BN ReLU] x2, MaxPool, C
 average pool, Linear(64, 128) ReLU Dropout(0.3) Linear(128, C); softmax cross-entropy, Adam with a one-cycle
 LR peaking at 1e-3, 2 epochs by default (about a minute on one CPU core for Fashion-MNIST).
 Trained once per (dataset, resolution, seed) and cached as safetensors + JSON in ``$PATRONUS_CACHE/judge``.
+The Fashion-MNIST judge at 32 px with the default settings ships with the package (``pretrained/judges/``), so
+every machine scores with the same network: trained again elsewhere (another thread count), a judge comes out
+slightly different and class agreements move by about 0.01.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
-from ..runs import load_into, load_weights, save_weights
+from ..runs import PRETRAINED_DIR, load_into, load_weights, save_weights
 from ..utils.io import write_json
 
 JUDGE_VERSION = 1
+SHIPPED_JUDGES = PRETRAINED_DIR / "judges"  # judges shipped with the package, named as in a cache folder
 
 
 class JudgeNet(nn.Module):
@@ -102,18 +106,17 @@ def judge_files(data_cfg: DataConfig, settings: JudgeSettings | None = None,
 
 def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache_dir: str | Path | None = None,
               device: str | torch.device = "cpu", progress: bool = True) -> Judge:
-    """The cached judge for this data config, trained (on the train split, labels required) when missing."""
+    """The judge for this data config and settings: from the cache folder, else the one shipped with the package,
+    else trained (on the train split, labels required) and cached."""
     from ..data import DataError, load_dataset
 
     settings = settings or JudgeSettings()
     key = _key(data_cfg, settings)
     weights, meta_path = judge_files(data_cfg, settings, cache_dir)
-    if weights.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            net = JudgeNet(data_cfg.channels, meta["num_classes"])
-            load_into(net, load_weights(weights), weights)
-            return Judge(net.to(device), {**meta, "cache_file": str(weights), "from_cache": True})
+    for folder in (weights.parent, SHIPPED_JUDGES):  # the cache (or the given folder) first, then the package's
+        stored = _load_stored(folder / weights.name, key, data_cfg.channels, device)
+        if stored is not None:
+            return stored
     train_ds, test_ds = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "test")
     labels = torch.as_tensor(train_ds.labels)
     if labels.numel() == 0 or int(labels.min()) < 0:
@@ -132,6 +135,20 @@ def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache
     write_json(meta_path, meta)
     judge.meta = {**meta, "cache_file": str(weights), "from_cache": False}
     return judge
+
+
+def _load_stored(weights: Path, key: dict, channels: int, device) -> Judge | None:
+    """The judge stored at ``weights`` (+ its .json) when its key matches, else None."""
+    meta_path = weights.with_suffix(".json")
+    if not (weights.exists() and meta_path.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("key") != key:
+        return None
+    net = JudgeNet(channels, meta["num_classes"])
+    load_into(net, load_weights(weights), weights)
+    return Judge(net.to(device), {**meta, "cache_file": str(weights), "from_cache": True,
+                                  "shipped": weights.parent == SHIPPED_JUDGES})
 
 
 def copy_judge(judge: Judge, folder: str | Path) -> Path:
