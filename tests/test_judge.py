@@ -53,6 +53,8 @@ def test_class_agreement_counts_matches_with_the_source_label(tiny_run):
     assert abs(zero["agreement"] - float((labels == 0).float().mean())) < 1e-4  # reported to 4 decimals
     assert zero["pixel_spread_grey_levels"]["same_s_other_noise"] > 0
     assert zero["n_images"] == n and zero["per_image"] == k
+    per_image = (labels == 0).float()  # this judge agrees with every generation of a class-0 source, no other
+    assert abs(zero["agreement_standard_error"] - float(per_image.std()) / n ** 0.5) < 1e-4
     # the diagnostics: a judge that always answers 0 agrees with its own reading of every source, is right on the
     # sources of class 0 only, and puts every generation in column 0 of the confusion matrix
     assert zero["agreement_with_judged_source"] == 1.0

@@ -203,7 +203,8 @@ def cmd_evaluate(args) -> int:
           f"{sh['reconstruction_psnr_db']['s_shuffled']:.2f} dB shuffled -> {sh['verdict']}")
     ca = res["class_agreement"]
     if ca is not None:
-        print(f"class agreement of generations from s: {ca['agreement']:.3f} (judge accuracy on real test images "
+        print(f"class agreement of generations from s: {ca['agreement']:.3f} +- {ca['agreement_standard_error']:.3f} "
+              f"(standard error over the {ca['n_images']} images; judge accuracy on real test images "
               f"{ca['judge_test_accuracy']}, chance {ca['chance']}); pixel spread same s / other noise "
               f"{ca['pixel_spread_grey_levels']['same_s_other_noise']}, other s / same noise "
               f"{ca['pixel_spread_grey_levels']['other_s_same_noise']} grey levels")

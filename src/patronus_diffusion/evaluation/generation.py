@@ -177,7 +177,9 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     * ``other_s_same_noise``: image i vs image pi(i) (a derangement) under the same noise (what s decides).
 
     ``agreement`` = fraction of the n*k generations the independent judge assigns the source image's label;
-    ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor. Diagnostics of the
+    ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor;
+    ``agreement_standard_error`` = std over images of their per-image agreement / sqrt(n) (which n images are
+    drawn matters: at n = 100 it is about 0.04). Diagnostics of the
     misses: ``per_class`` (agreement per source label, with its number of source images), ``confusion`` (rows:
     source label, columns: the judge's label of the generation, counts), ``judge_on_sources`` (the judge's accuracy
     on the n source images themselves) and ``agreement_with_judged_source`` (the generation gets the label the
@@ -212,7 +214,9 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
                  for c in range(num_classes) if bool((labels == c).any())}
     grey = lambda a, b: float(((a - b).abs() * 127.5).mean())  # noqa: E731
     perm = derangement(n, seed)
-    return {"agreement": round(float(agree.mean()), 4), "agreement_per_image_std": round(float(agree.mean(1).std()), 4),
+    per_image = agree.mean(1)
+    return {"agreement": round(float(agree.mean()), 4), "agreement_per_image_std": round(float(per_image.std()), 4),
+            "agreement_standard_error": round(float(per_image.std()) / n ** 0.5, 4),
             "n_images": n, "per_image": k, "judge_test_accuracy": judge.meta.get("test_accuracy"),
             "judge_on_sources": round(float((judged_sources == labels).float().mean()), 4),
             "agreement_with_judged_source": round(float((judged == judged_sources[:, None]).float().mean()), 4),
