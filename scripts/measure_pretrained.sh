@@ -4,7 +4,8 @@
 # (wall time, faithfulness), edit faithfulness (evaluate-edits), class agreement of generations from s,
 # prototype quality, reconstruction, the README/doc pictures, and the bundle's MODEL_CARD.md (scripts/model_card.py;
 # HARDWARE="..." names the training machine).
-#   bash scripts/measure_pretrained.sh [OUT]          (measured: 21.5 min on 1 thread; each step logs its time)
+#   bash scripts/measure_pretrained.sh [OUT]          (measured: 21.5 min on 1 thread before the class agreement went to n = 500 (+7 min)
+#   and the real-data FID floor was added (+5 min); each step logs its time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/pretrained}
@@ -23,10 +24,11 @@ timed explain $P explain --run $R --out "$OUT/explain" --no-progress
 timed quality $P quality --run $R --out "$OUT/quality" --no-progress
 timed reconstruct $P reconstruct --run $R --n 16 --steps 10,20,50,100 --out "$OUT/reconstruct"
 timed edits_eval $P evaluate-edits --run $R --n 16 --out "$OUT/edits_eval" --no-progress
-timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50 --agreement-n 100 --agreement-k 4 \
+timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50 --agreement-n 500 --agreement-k 4 \
                  --out "$OUT/agreement" --no-progress
 timed fid_cond   $P fid --run $R --mode conditional --n 1000 --out "$OUT/fid_conditional" --no-progress
 timed fid_uncond $P fid --run $R --mode unconditional --n 1000 --out "$OUT/fid_unconditional" --no-progress
+timed fid_real   $P fid --run $R --mode real --n 1000 --out "$OUT/fid_real" --no-progress
 timed sample  $P sample --run $R --n 16 --out "$OUT/sample"
 timed where   $P where --run $R --indices 0,1,2,3 --top-k 3 --out "$OUT/where" --no-progress
 timed when    $P when --run $R --n 6 --out "$OUT/when" --no-progress

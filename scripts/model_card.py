@@ -73,8 +73,16 @@ def card(results: Path, bundle: Path) -> str:
         sp = a["pixel_spread_grey_levels"]
         out.append(f"- Class agreement of generations from s (`patronus evaluate --agreement-n {a['n_images']} "
                    f"--agreement-k {a['per_image']}`, independent judge at {a['judge_test_accuracy']:.3f} on real "
-                   f"test images): **{a['agreement']:.3f}** (chance {a['chance']}); same s other noise "
+                   f"test images): **{a['agreement']:.3f}**"
+                   + (f" +- {a['agreement_standard_error']:.3f} (standard error over images)"
+                      if "agreement_standard_error" in a else "")
+                   + f" (chance {a['chance']}); same s other noise "
                    f"{sp['same_s_other_noise']} grey levels apart, other s same noise {sp['other_s_same_noise']}.")
+        if "per_class" in a:
+            worst = sorted(a["per_class"].values(), key=lambda v: v["agreement"])[:3]
+            out.append(f"  The judge is right on {a['judge_on_sources']:.3f} of the source images themselves; agreement "
+                       f"with its reading of each source {a['agreement_with_judged_source']:.3f}; lowest classes "
+                       + ", ".join(f"{v['name']} {v['agreement']:.2f}" for v in worst) + ".")
     q = _load(results / "quality" / "quality.json")
     if q:
         probe = next((v for k, v in q["probes"].items() if "class" in k or k == "label"), None)
@@ -88,6 +96,10 @@ def card(results: Path, bundle: Path) -> str:
         f = _load(results / f"fid_{mode}" / "fid.json")
         if f:
             out.append(f"- FID, {mode} (`patronus fid --mode {mode} --n {f['n_generated']}`): `{f['protocol_line']}`")
+    f = _load(results / "fid_real" / "fid.json")
+    if f:
+        out.append(f"- FID of {f['n_generated']} real training images by the same protocol (`patronus fid --mode real "
+                   f"--n {f['n_generated']}`; the floor at this N and reference set): `{f['protocol_line']}`")
     r = _load(results / "reconstruct" / "reconstruct.json")
     if r:
         by = r["by_steps"]

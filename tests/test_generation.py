@@ -405,7 +405,7 @@ def test_fid_real_mode_scores_seeded_training_images_without_a_model(tiny_run, t
     res = json.loads((tmp_path / "f" / "fid.json").read_text())
     assert res["protocol"]["mode"] == "real" and res["protocol"]["images"].startswith("train split")
     assert "sampler" not in res["protocol"] and np.isfinite(res["fid"]) and res["n_generated"] == 8
-    assert "FID" in capsys.readouterr().out and (tmp_path / "f" / "samples.png").exists()
+    assert "N=8 real;" in capsys.readouterr().out and (tmp_path / "f" / "samples.png").exists()
     pat = Patronus.load(tiny_run, device="cpu")
     x, meta = real_images(pat, 5, seed=0)
     train = pat.dataset("train")
