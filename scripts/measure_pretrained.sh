@@ -5,7 +5,7 @@
 # prototype quality, reconstruction, the README/doc pictures, and the bundle's MODEL_CARD.md (scripts/model_card.py;
 # HARDWARE="..." names the training machine).
 #   bash scripts/measure_pretrained.sh [OUT]          (measured: 21.5 min on 1 thread before the class agreement went to n = 500 (+7 min)
-#   and the real-data FID floor was added (+5 min); each step logs its time)
+#   and the real-data FID floors were added (+8 min each); each step logs its time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/pretrained}
@@ -28,7 +28,8 @@ timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50
                  --out "$OUT/agreement" --no-progress
 timed fid_cond   $P fid --run $R --mode conditional --n 1000 --out "$OUT/fid_conditional" --no-progress
 timed fid_uncond $P fid --run $R --mode unconditional --n 1000 --out "$OUT/fid_unconditional" --no-progress
-timed fid_real   $P fid --run $R --mode real --n 1000 --out "$OUT/fid_real" --no-progress
+timed fid_real_sources $P fid --run $R --mode real-sources --n 1000 --out "$OUT/fid_real_sources" --no-progress
+timed fid_real_train   $P fid --run $R --mode real-train --n 1000 --out "$OUT/fid_real_train" --no-progress
 timed sample  $P sample --run $R --n 16 --out "$OUT/sample"
 timed where   $P where --run $R --indices 0,1,2,3 --top-k 3 --out "$OUT/where" --no-progress
 timed when    $P when --run $R --n 6 --out "$OUT/when" --no-progress

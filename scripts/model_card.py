@@ -96,10 +96,12 @@ def card(results: Path, bundle: Path) -> str:
         f = _load(results / f"fid_{mode}" / "fid.json")
         if f:
             out.append(f"- FID, {mode} (`patronus fid --mode {mode} --n {f['n_generated']}`): `{f['protocol_line']}`")
-    f = _load(results / "fid_real" / "fid.json")
-    if f:
-        out.append(f"- FID of {f['n_generated']} real training images by the same protocol (`patronus fid --mode real "
-                   f"--n {f['n_generated']}`; the floor at this N and reference set): `{f['protocol_line']}`")
+    for mode, what in (("sources", "the conditional mode's own source images (the floor of conditional FID)"),
+                       ("train", "training images (the floor of unconditional FID)")):
+        f = _load(results / f"fid_real_{mode}" / "fid.json")
+        if f:
+            out.append(f"- FID of {f['n_generated']} real images, {what}, by the same protocol (`patronus fid "
+                       f"--mode real-{mode} --n {f['n_generated']}`): `{f['protocol_line']}`")
     r = _load(results / "reconstruct" / "reconstruct.json")
     if r:
         by = r["by_steps"]

@@ -30,6 +30,21 @@ def test_every_command_has_help(capsys):
         assert "usage: patronus" in capsys.readouterr().out
 
 
+def test_no_help_text_shows_a_doubled_percent_sign():
+    """argparse %-formats option help but not descriptions: a "%%" written into a description prints as is."""
+    def walk(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, __import__("argparse")._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(build_parser()))
+    assert any(p.prog.endswith("protodiff compare") for p in parsers)  # nested commands are walked too
+    for parser in parsers:
+        assert "%%" not in parser.format_help(), parser.prog
+
+
 def test_help_states_each_default_once_and_never_none():
     """Every option's help shows at most one "default" and never "(default: None)" (the formatter used to add
     argparse's own after help texts that already named theirs)."""

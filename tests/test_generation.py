@@ -392,29 +392,41 @@ def test_fid_and_evaluate_run_inception_on_the_models_device(tiny_run, tmp_path,
     assert json.loads((tmp_path / "f" / "fid.json").read_text())["protocol"]["inception_device"] == "cpu"
 
 
-def test_fid_real_mode_scores_seeded_training_images_without_a_model(tiny_run, tmp_path, monkeypatch, capsys):
-    """--mode real: the protocol's floor. The images are seeded training images (test ones when the reference is
-    the training split), never generated."""
+def test_fid_real_modes_score_real_images_without_a_model(tiny_run, tmp_path, monkeypatch, capsys):
+    """--mode real-sources / real-train: the protocol's floors. real-sources are exactly the images whose s
+    conditional mode generates from; real-train are seeded training images (test ones when the reference is the
+    training split); neither is generated."""
     from patronus_diffusion import Patronus
-    from patronus_diffusion.evaluation.generation import real_images
+    from patronus_diffusion.evaluation.generation import conditional_s, real_images
 
     monkeypatch.setattr(fidmod, "InceptionFeatures", RecordingFeatures)
     monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
-    assert main(["fid", "--run", str(tiny_run), "--mode", "real", "--n", "8", "--n-ref", "8", "--device", "cpu",
+    assert main(["fid", "--run", str(tiny_run), "--mode", "real-train", "--n", "8", "--n-ref", "8", "--device", "cpu",
                  "--out", str(tmp_path / "f"), "--no-progress"]) == 0
     res = json.loads((tmp_path / "f" / "fid.json").read_text())
-    assert res["protocol"]["mode"] == "real" and res["protocol"]["images"].startswith("train split")
+    assert res["protocol"]["mode"] == "real-train" and res["protocol"]["images"].startswith("train split")
     assert "sampler" not in res["protocol"] and np.isfinite(res["fid"]) and res["n_generated"] == 8
     assert "N=8 real;" in capsys.readouterr().out and (tmp_path / "f" / "samples.png").exists()
+    assert "seed=0" in res["protocol_line"]
     pat = Patronus.load(tiny_run, device="cpu")
-    x, meta = real_images(pat, 5, seed=0)
-    train = pat.dataset("train")
-    assert any(torch.equal(x[0], train.get_batch([i])[0]) for i in range(len(train)))
-    assert torch.equal(x, real_images(pat, 5, seed=0)[0]) and not torch.equal(x, real_images(pat, 5, seed=1)[0])
-    assert real_images(pat, 2, seed=0, ref_split="train")[1]["images"].startswith("test split")
-    assert main(["fid", "--run", str(tiny_run), "--mode", "real", "--n", "100000", "--out", str(tmp_path / "g"),
+    x, meta = real_images(pat, "train", 5, seed=0)
+    train, test = pat.dataset("train"), pat.dataset("test")
+    assert all(any(torch.equal(img, train.get_batch([i])[0]) for i in range(len(train))) for img in x)
+    assert torch.equal(x, real_images(pat, "train", 5, seed=0)[0])
+    assert not torch.equal(x, real_images(pat, "train", 5, seed=1)[0])
+    swapped = real_images(pat, "train", 2, seed=0, ref_split="train")[0]
+    assert all(any(torch.equal(img, test.get_batch([i])[0]) for i in range(len(test))) for img in swapped)
+    # real-sources: the images conditional mode encodes, in its order
+    src, meta = real_images(pat, "sources", 4, seed=3)
+    _, names = conditional_s(pat, 4, seed=3)
+    assert torch.equal(src, test.get_batch([int(n.split(":")[1]) for n in names]))
+    assert meta["mode"] == "real-sources"
+    assert main(["fid", "--run", str(tiny_run), "--mode", "real-train", "--n", "100000", "--out", str(tmp_path / "g"),
                  "--no-progress"]) == 2
     assert "exceeds" in capsys.readouterr().err
+    assert main(["fid", "--run", str(tiny_run), "--mode", "real-sources", "--save-images", "--out",
+                 str(tmp_path / "h"), "--no-progress"]) == 2
+    assert "nothing to save" in capsys.readouterr().err
 
 
 def test_inception_features_follow_the_requested_device():

@@ -64,3 +64,12 @@ def test_class_agreement_counts_matches_with_the_source_label(tiny_run):
     assert conf[1, 0] == k * int((labels == 1).sum())
     for c, row in zero["per_class"].items():
         assert row["agreement"] == (1.0 if c == "0" else 0.0) and row["images"] == int((labels == int(c)).sum())
+    # a judge that reads the image: its accuracy on the sources is checked against the source images themselves
+    sources = pat.dataset("test").get_batch([int(x.split(":")[1]) for x in names])
+    cut = float(sources.mean(dim=(1, 2, 3)).median())
+    rule = lambda x: (x.mean(dim=(1, 2, 3)) > cut).long()  # noqa: E731
+    read = class_agreement(pat, _FixedJudge(rule), n=n, k=k, steps=2)
+    assert abs(read["judge_on_sources"] - float((rule(sources) == labels).float().mean())) < 1e-4
+    conf = torch.tensor(read["confusion"])
+    assert conf.sum(1).tolist() == [k * int((labels == c).sum()) for c in range(2)]  # rows: source labels
+    assert abs(read["agreement"] - float(conf.diag().sum()) / (n * k)) < 1e-4

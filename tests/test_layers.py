@@ -23,8 +23,10 @@ def _imported_packages(path: Path, source: str | None = None) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.level:
             base = here[:len(here) - (node.level - 1)]
             target = base + (node.module.split(".") if node.module else [])
-            if target:
-                found.add(target[0])
+            # `from .. import api` at the package root names the packages in its import list
+            found |= {target[0]} if target else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "patronus_diffusion":
+            found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("patronus_diffusion."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
@@ -53,5 +55,7 @@ def test_lower_layers_never_import_upper_ones():
 
 def test_the_checker_sees_relative_and_absolute_imports():
     src = ("from ..cli import main\nfrom . import unet\nimport patronus_diffusion.api\n"
-           "from patronus_diffusion.data import x\nimport torch\n")
-    assert _imported_packages(ROOT / "models" / "probe.py", src) == {"cli", "models", "api", "data"}
+           "from patronus_diffusion.data import x\nfrom .. import training\nfrom patronus_diffusion import explore\n"
+           "import torch\n")
+    assert _imported_packages(ROOT / "models" / "probe.py", src) == {"cli", "models", "api", "data", "training",
+                                                                      "explore"}

@@ -424,6 +424,7 @@ def test_paired_differences_and_flattening_by_hand():
     rows += [row("proto-frozen", s, 1, f - d, judge=0.6) for (s, f), d in zip(base.items(), (1.8, 2.0, 2.2))]
     rows += [row("random-frozen", s, 1, f + d) for (s, f), d in zip(base.items(), (-1.0, 0.5, 1.5))]
     rows += [row("proto-trainable", 0, 1, 95.0)]
+    rows = rows[2::-1] + rows[3:]  # the baseline's rows in another seed order: pairing is by seed, not position
     t = {r["mode"]: r for r in paired_vs_baseline(rows, "regular")}
     pf = t["proto-frozen"]
     assert pf["fid_diff_mean"] == pytest.approx(-2.0) and pf["fid_diff_std"] == pytest.approx(0.2)
@@ -439,12 +440,19 @@ def test_paired_differences_and_flattening_by_hand():
     assert m["regular"]["fid_std"] == pytest.approx(10.0)
 
     curve = [row("regular", 0, s, f) for s, f in ((1, 200.0), (2, 120.0), (3, 104.0), (4, 100.0))]
-    flat = baseline_flattening(mean_curves(curve), "regular")
+    flat = baseline_flattening(curve, "regular")
     assert flat["step"] == 3 and flat["flattened"]  # 104 <= 1.05 x 100, confirmed by step 4
     assert [g["fid_gain_per_1000_steps"] for g in flat["gains"]] == [80000.0, 16000.0, 4000.0]
-    still = baseline_flattening(mean_curves(curve[:3]), "regular")
+    still = baseline_flattening(curve[:3], "regular")
     assert still["step"] == 3 and not still["flattened"]  # its best point is its last: not seen to flatten
     assert baseline_flattening([], "regular") is None
+    # a partial study: seed 1 has only reached step 2, where it sits far lower; mixing it in would make step 2 look
+    # flat (mean 100 against 102 at step 4). The curve is the seeds evaluated at every step: seed 0 alone
+    partial = curve + [row("regular", 1, 1, 150.0), row("regular", 1, 2, 80.0)]
+    flat = baseline_flattening(partial, "regular")
+    assert flat["seeds"] == [0] and flat["step"] == 3 and flat["best_fid_mean"] == 100.0
+    both = partial + [row("regular", 1, s, f) for s, f in ((3, 90.0), (4, 88.0))]
+    assert baseline_flattening(both, "regular")["seeds"] == [0, 1]
 
 
 def test_class_embedding_size_matches_the_reference_and_old_configs_load():

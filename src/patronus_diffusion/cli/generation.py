@@ -38,15 +38,18 @@ def register(sub) -> None:
                        formatter_class=formatter(),
                        description="Generate N images (conditional: s of test images; unconditional: s from the "
                                    "prior) and compute FID and KID against cached reference statistics of the "
-                                   "dataset split. --mode real scores N real training images the same way: the floor that "
-                                   "this N and reference set give real data (FID is biased upwards at small N). "
-                                   "Writes fid.json (values + full protocol), samples.png and, with "
+                                   "dataset split. --mode real-sources / real-train score real images the same way, "
+                                   "no model: the conditional mode's own source images (what a perfect conditional "
+                                   "generator would reproduce) or training images disjoint from the reference; "
+                                   "these are the floors at this N and reference set (FID is biased upwards at "
+                                   "small N). Writes fid.json (values + full protocol), samples.png and, with "
                                    "--save-images, lossless PNGs. Inception runs at about 4 images/s on 2 cores.")
     add_run(p)
-    p.add_argument("--mode", choices=["conditional", "unconditional", "real"], default="conditional",
-                   help="conditional: s of test images; unconditional: s from the prior; real: N seeded real "
-                        "training images through the same protocol, no model (the floor this N and reference set "
-                        "give real data)")
+    p.add_argument("--mode", choices=["conditional", "unconditional", "real-sources", "real-train"],
+                   default="conditional",
+                   help="conditional: s of test images; unconditional: s from the prior; real-sources: the test "
+                        "images whose s conditional mode uses, scored as they are (the floor for conditional FID); "
+                        "real-train: seeded training images (the floor for unconditional FID)")
     p.add_argument("--n", type=int, default=1000, help="number of generated images")
     add_sampler(p)
     p.add_argument("--prior", help="prior directory for --mode unconditional (default RUN/prior)")
@@ -138,8 +141,10 @@ def cmd_fid(args) -> int:
     extractor = InceptionFeatures(device=pat.device)
     out = Path(args.out)
     t0 = time.time()
-    if args.mode == "real":
-        images, protocol = real_images(pat, args.n, args.seed, args.ref_split)
+    if args.mode.startswith("real-"):
+        if args.save_images:
+            raise UsageError(f"--save-images has nothing to save with --mode {args.mode}: the images are the dataset's")
+        images, protocol = real_images(pat, args.mode.removeprefix("real-"), args.n, args.seed, args.ref_split)
         res = fid_kid(images, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
                       progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol,
                       extractor=extractor)

@@ -121,7 +121,7 @@ def register(sub) -> None:
                                  "finished work. Writes curves.csv (per seed), curves_mean.csv (mean +- std over "
                                  "seeds), reach_baseline.csv (steps, images and CPU-hours each mode needs to reach "
                                  "the baseline's best mean FID), paired_vs_baseline.csv/.png (each mode's FID minus "
-                                 "the baseline's, paired by seed, with a 95%% t-interval), fid_vs_images.png, "
+                                 "the baseline's, paired by seed, with a 95% t-interval), fid_vs_images.png, "
                                  "fid_vs_wallclock.png, compare.json (also: where the baseline's curve flattens) "
                                  "and sample grids into --out. --report-only rewrites these from OUT/evals alone.")
     p.add_argument("--out", default="results/protodiff_compare")

@@ -59,7 +59,7 @@ def register(sub) -> None:
                        description="Rank prototypes for A and B on clean data, raise each attribute's top "
                                    "prototypes on clean test images without it (half with the other attribute), "
                                    "and measure with an independent probe how much the other attribute changes, "
-                                   "with its sign. Writes diagnosis.json (signed score, 95%% interval, verdict, "
+                                   "with its sign. Writes diagnosis.json (signed score, 95% interval, verdict, "
                                    "evidence per direction), effects.csv, rankings.csv and diagnosis.png. --scan "
                                    "diagnoses every pair of binary attributes instead and ranks them (scan.json, "
                                    "scan.csv).")

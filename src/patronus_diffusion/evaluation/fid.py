@@ -449,7 +449,8 @@ def protocol_line(res: dict) -> str:
     p = res["protocol"]
     ref = p["reference"]
     parts = [f"FID {res['fid']:.2f}", f"KID {res['kid'] * 1e3:.2f}e-3 +- {res['kid_std'] * 1e3:.2f}e-3",
-             f"N={res['n_generated']} {'real' if p.get('mode') == 'real' else 'generated'}", f"vs {ref['n']} {ref['dataset']} {ref['split']} images"]
+             f"N={res['n_generated']} {'real' if str(p.get('mode', '')).startswith('real') else 'generated'}",
+             f"vs {ref['n']} {ref['dataset']} {ref['split']} images"]
     for k in ("mode", "sampler", "steps", "weights", "seed", "images_seen"):
         if p.get(k) is not None:
             parts.append(f"{k}={p[k]}")

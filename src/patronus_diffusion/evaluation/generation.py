@@ -50,11 +50,16 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
 
 
 # ------------------------------------------------------------------------------------ generation
+def conditional_indices(size: int, n: int, seed: int) -> list[int]:
+    """The n images (of a split of ``size``) whose s conditional generation uses: a seeded permutation, cycled
+    when n exceeds the split."""
+    perm = torch.randperm(size, generator=torch.Generator().manual_seed(seed + 17))
+    return perm.repeat(-(-n // size))[:n].tolist()
+
+
 def conditional_s(pat, n: int, seed: int = 0, split: str = "test") -> tuple[torch.Tensor, list[str]]:
-    """s of n images of ``split`` picked by a seeded permutation (cycled when n exceeds the split)."""
-    ds = pat.dataset(split)
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 17))
-    idx = perm.repeat(-(-n // len(ds)))[:n].tolist()
+    """s of n images of ``split`` picked by :func:`conditional_indices`."""
+    idx = conditional_indices(len(pat.dataset(split)), n, seed)
     s = pat.encode_dataset(split, idx).s
     return s, [f"{split}:{i}" for i in idx]
 
@@ -135,18 +140,30 @@ def run_protocol(pat, weights: str, seed: int) -> dict:
             "load_average": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads()}
 
 
-def real_images(pat, n: int, seed: int, ref_split: str = "test") -> tuple[torch.Tensor, dict]:
-    """n seeded real images, scored by FID like generated ones: the floor of the protocol (what real data gets at
-    this N and reference set; FID is biased upwards at small N, so the floor is well above 0).
+def real_images(pat, source: str, n: int, seed: int, ref_split: str = "test") -> tuple[torch.Tensor, dict]:
+    """n real images scored by FID like generated ones: the floor of the protocol (FID is biased upwards at small
+    N, so real data scores well above 0).
 
-    They come from the training split, or from the test split when the reference itself is the training split,
-    so they never overlap the reference images."""
+    ``source="sources"``: the very images whose s conditional mode generates from (same split and seeded
+    indices), i.e. what a perfect conditional generator would reproduce; they may overlap the reference images,
+    as conditional generations may. ``source="train"``: seeded training images (test images when the reference is
+    the training split), never overlapping the reference: the floor for unconditional generation."""
+    if source == "sources":
+        ds = pat.dataset(ref_split)
+        perm = conditional_indices(len(ds), n, seed)
+        return ds.get_batch(perm), {"mode": "real-sources", "seed": seed,
+                                    "images": f"the {ref_split} images whose s conditional mode uses (seed {seed}), "
+                                              "no model"}
+    if source != "train":
+        raise UsageError(f"real images come from 'sources' or 'train', not {source!r}")
     split = "test" if ref_split == "train" else "train"
     ds = pat.dataset(split)
     if n > len(ds):
         raise UsageError(f"--n {n} exceeds the {len(ds)} images of the {split} split")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 29))[:n].tolist()
-    return ds.get_batch(idx), {"mode": "real", "images": f"{split} split, seeded subset (seed {seed}), no model"}
+    return ds.get_batch(idx), {"mode": "real-train", "seed": seed,
+                               "images": f"{split} split, seeded subset (seed {seed}), disjoint from the reference, "
+                                         "no model"}
 
 
 def make_s(pat, mode: str, n: int, seed: int, prior=None, split: str = "test") -> tuple[torch.Tensor, dict]:

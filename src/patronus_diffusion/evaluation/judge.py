@@ -106,14 +106,16 @@ def judge_files(data_cfg: DataConfig, settings: JudgeSettings | None = None,
 
 def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache_dir: str | Path | None = None,
               device: str | torch.device = "cpu", progress: bool = True) -> Judge:
-    """The judge for this data config and settings: from the cache folder, else the one shipped with the package,
-    else trained (on the train split, labels required) and cached."""
+    """The judge for this data config and settings: from ``cache_dir`` when given, else the one shipped with the
+    package, else the machine's cache; trained (on the train split, labels required) and cached when none has it."""
     from ..data import DataError, load_dataset
 
     settings = settings or JudgeSettings()
     key = _key(data_cfg, settings)
     weights, meta_path = judge_files(data_cfg, settings, cache_dir)
-    for folder in (weights.parent, SHIPPED_JUDGES):  # the cache (or the given folder) first, then the package's
+    # a folder the caller names (a results tree's own copy) first; else the package's judge before the machine's
+    # cache, so every machine scores with the same network
+    for folder in ((weights.parent, SHIPPED_JUDGES) if cache_dir else (SHIPPED_JUDGES, weights.parent)):
         stored = _load_stored(folder / weights.name, key, data_cfg.channels, device)
         if stored is not None:
             return stored

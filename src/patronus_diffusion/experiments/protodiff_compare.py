@@ -208,7 +208,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
         f"{judge.meta['test_accuracy']:.3f} on real test images")
     meta = {"classifier": clf_meta, "judge": {k: judge.meta.get(k) for k in ("architecture", "test_accuracy",
                                                                               "n_train", "cache_file")},
-            "seeds": seeds, "torch_threads": torch.get_num_threads()}
+            "seeds": seeds, "modes": modes, "targets": targets, "torch_threads": torch.get_num_threads()}
     # ---- stage B + evaluation, resumable per (mode, seed, checkpoint); seed-major, then checkpoint, then mode, so
     # ---- a partial run compares every mode at the same budgets and only one seed's runs are unfinished
     for seed in seeds:
@@ -260,11 +260,15 @@ def rewrite_comparison(out: str | Path) -> CompareResult:
         raise UsageError(f"{out} holds no compare.json: run `patronus protodiff compare --out {out}` first")
     summary = json.loads(summary_path.read_text())
     order = {m: i for i, m in enumerate(PROTODIFF_MODES)}
+    wanted = {"mode": summary.get("modes"), "step": summary.get("targets"), "seed": summary.get("seeds")}
     rows = [json.loads(p.read_text()) for p in (out / "evals").glob("*.json")]
+    # only the evaluations of the study compare.json describes (a folder may keep those of an earlier budget)
+    rows = [ev for ev in rows if all(v is None or ev[k] in v for k, v in wanted.items())]
     rows = [{k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")}
             for ev in sorted(rows, key=lambda ev: (order.get(ev["mode"], len(order)), ev["seed"], ev["step"]))]
     meta = {"classifier": {"accuracy": summary.get("classifier_accuracy")}, "judge": summary.get("judge"),
-            "seeds": summary.get("seeds"), "torch_threads": summary.get("torch_threads", 1)}
+            "seeds": summary.get("seeds"), "modes": summary.get("modes"), "targets": summary.get("targets"),
+            "torch_threads": summary.get("torch_threads", 1)}
     files = write_comparison(out, rows, summary["baseline"], meta, summary.get("sampling", {}), summary)
     means = mean_curves(rows)
     return CompareResult(out, files, rows, reach_baseline_table(means, summary["baseline"], rows,
@@ -388,25 +392,32 @@ def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     return table
 
 
-def baseline_flattening(means: list[dict], baseline: str, rel_tol: float = 0.05) -> dict | None:
-    """Where the baseline's mean FID curve flattens: the first evaluated step whose mean FID is within ``rel_tol``
+def baseline_flattening(rows: list[dict], baseline: str, rel_tol: float = 0.05) -> dict | None:
+    """Where the baseline's FID curve flattens: the first evaluated step whose mean FID is within ``rel_tol``
     (relative) of the best mean FID measured, with each interval's gain in FID per 1,000 steps.
 
-    ``flattened`` is true only when a later evaluation confirms it (the step is not the last one evaluated); a
-    curve whose best point is its last has not been seen to flatten within the budget. With a learning rate that
-    decays to 0 at the budget's end, the last interval's gain is small by construction, so read the gains too."""
-    mine = sorted((r for r in means if r["mode"] == baseline and r["fid_mean"] is not None),
-                  key=lambda r: r["step"])
+    The curve is the mean over the seeds evaluated at every one of the baseline's steps (a partial, seed-by-seed
+    study has longer curves for its first seeds; mixing seed sets between steps would make steps look flatter or
+    steeper than they are); with no such seed, the seeds of the longest curve. ``flattened`` is true only when a
+    later evaluation confirms it (the step is not the last one evaluated). With a learning rate that decays to 0 at
+    the budget's end, the last interval's gain is small by construction, so read the gains too."""
+    mine = [r for r in rows if r["mode"] == baseline and r.get("fid") is not None]
     if not mine:
         return None
-    best = min(r["fid_mean"] for r in mine)
-    at = next(r for r in mine if r["fid_mean"] <= best * (1 + rel_tol))
+    steps = sorted({r["step"] for r in mine})
+    by_seed = {s: {r["step"] for r in mine if r["seed"] == s} for s in {r["seed"] for r in mine}}
+    longest = max(len(v) for v in by_seed.values())
+    seeds = sorted(s for s, v in by_seed.items() if len(v) == len(steps)) or \
+        sorted(s for s, v in by_seed.items() if len(v) == longest)[:1]
+    curve = sorted(mean_curves([r for r in mine if r["seed"] in seeds]), key=lambda r: r["step"])
+    best = min(r["fid_mean"] for r in curve)
+    at = next(r for r in curve if r["fid_mean"] <= best * (1 + rel_tol))
     gains = [{"from_step": a["step"], "to_step": b["step"],
               "fid_gain_per_1000_steps": round((a["fid_mean"] - b["fid_mean"]) * 1000 / (b["step"] - a["step"]), 3)}
-             for a, b in zip(mine, mine[1:])]
-    return {"baseline": baseline, "rel_tol": rel_tol, "best_fid_mean": round(best, 3), "step": at["step"],
-            "images_seen": at["images_seen"], "flattened": at["step"] < mine[-1]["step"],
-            "last_step_evaluated": mine[-1]["step"], "seeds_at_last_step": mine[-1]["seeds"], "gains": gains}
+             for a, b in zip(curve, curve[1:])]
+    return {"baseline": baseline, "rel_tol": rel_tol, "seeds": seeds, "best_fid_mean": round(best, 3),
+            "step": at["step"], "images_seen": at["images_seen"], "flattened": at["step"] < curve[-1]["step"],
+            "last_step_evaluated": curve[-1]["step"], "gains": gains}
 
 
 def _cpu_hours(point: dict, threads: int) -> float:
@@ -505,7 +516,7 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table, REACH_FIELDS)
     paired = paired_vs_baseline(rows, baseline)
     files["paired_vs_baseline"] = _write_csv(out / "paired_vs_baseline.csv", paired, PAIRED_FIELDS)
-    flattening = baseline_flattening(means, baseline)
+    flattening = baseline_flattening(rows, baseline)
     if rows:
         files["fid_vs_images"] = plot_curves(means, "images_seen", "training images seen", out / "fid_vs_images.png")
         files["fid_vs_wallclock"] = plot_curves(means, "train_seconds_mean", "training wall-clock (minutes)",
@@ -515,7 +526,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
     clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
-        **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "torch_threads": threads,
+        **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "modes": meta.get("modes"),
+        "targets": meta.get("targets"), "torch_threads": threads,
         "classifier_accuracy": clf.get("accuracy"), "judge": meta.get("judge"), "baseline": baseline,
         "sampling": protocol,
         "fid_protocol": {k: fid_protocol.get(k) for k in ("metric", "feature_network", "preprocessing", "reference",
