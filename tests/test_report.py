@@ -28,7 +28,8 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     earlier = tmp_path / "earlier" / "evaluate"
     earlier.mkdir(parents=True)
     (earlier / "class_agreement.json").write_text(json.dumps(
-        {"agreement": 0.3526, "n_images": 100, "per_image": 4, "chance": 0.1, "judge_test_accuracy": 0.8735}))
+        {"agreement": 0.3526, "n_images": 100, "per_image": 4, "chance": 0.1, "judge_test_accuracy": 0.8735,
+         "agreement_standard_error": 0.0412, "judge_on_sources": 0.76}))
     (earlier / "fid.json").write_text(json.dumps({"fid": 81.1, "kid": 0.0327, "protocol_line": "FID 81.10 (N=500)"}))
     assert main(["report", "--run", str(tiny_run), "--out", str(tmp_path / "r"), "--quick", "--no-progress",
                  "--device", "cpu", "--results", str(tmp_path / "earlier")]) == 0
@@ -47,4 +48,5 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     assert set(em) == {"t_half", "final_gain", "requested_change"} and em["requested_change"] >= 0
     assert page.count('class="when"') == n
     assert "prototype cards" in capsys.readouterr().out
-    assert "class agreement 0.353" in page and "FID 81.10 (N=500)" in page  # quoted from the --results folder
+    assert "class agreement 0.353</b> &plusmn; 0.041" in page and "FID 81.10 (N=500)" in page  # from --results
+    assert "0.760 on these source images" in page

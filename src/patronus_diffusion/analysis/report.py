@@ -124,7 +124,8 @@ def _earlier_results(folders: list[str | Path]) -> dict:
             elif path.name == "class_agreement.json" and "agreement" in data:
                 found["class_agreement"].append({"file": str(path), **{k: data.get(k) for k in
                                                  ("agreement", "n_images", "per_image", "chance",
-                                                  "judge_test_accuracy", "pixel_spread_grey_levels")}})
+                                                  "judge_test_accuracy", "pixel_spread_grey_levels",
+                                                  "agreement_standard_error", "judge_on_sources")}})
             elif path.name == "diagnosis.json" and "verdict" in data:
                 found["diagnosis"].append({"file": str(path), **{k: data.get(k) for k in
                                            ("a", "b", "verdict", "score", "ci95", "reason")}})
@@ -332,9 +333,13 @@ def render_html(rep: ModelReport) -> str:
                    f"</td></tr>" for k, v in c.items() if k not in ("earlier_results",))
     fids = "".join(f"<li>{html.escape(f['protocol_line'] or str(f['fid']))} <span class='muted'>"
                    f"({html.escape(f['file'])})</span></li>" for f in c["earlier_results"]["fid"])
-    agree = "".join(f"<li><b>class agreement {a['agreement']:.3f}</b> (chance {a['chance']}): generations from the s "
+    agree = "".join(f"<li><b>class agreement {a['agreement']:.3f}</b>"
+                    + (f" &plusmn; {a['agreement_standard_error']:.3f}" if a.get("agreement_standard_error") else "")
+                    + f" (chance {a['chance']}): generations from the s "
                     f"of {a['n_images']} test images x {a['per_image']} noises, judged by an independent classifier "
-                    f"({a['judge_test_accuracy']:.3f} on real test images) <span class='muted'>"
+                    f"({a['judge_test_accuracy']:.3f} on real test images"
+                    + (f", {a['judge_on_sources']:.3f} on these source images" if a.get("judge_on_sources") else "")
+                    + ") <span class='muted'>"
                     f"({html.escape(a['file'])})</span></li>" for a in c["earlier_results"]["class_agreement"])
     diags = "".join(f"<li>{html.escape(str(d['a']))} / {html.escape(str(d['b']))}: <b>{html.escape(str(d['verdict']))}</b> "
                     f"{html.escape(str(d['reason']))}</li>" for d in c["earlier_results"]["diagnosis"])
