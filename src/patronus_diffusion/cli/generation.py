@@ -141,31 +141,29 @@ def cmd_fid(args) -> int:
     extractor = InceptionFeatures(device=pat.device)
     out = Path(args.out)
     t0 = time.time()
+    batches = None  # generated images stream batch by batch; real ones are one tensor
     if args.mode.startswith("real-"):
         if args.save_images:
             raise UsageError(f"--save-images has nothing to save with --mode {args.mode}: the images are the dataset's")
         images, protocol = real_images(pat, args.mode.removeprefix("real-"), args.n, args.seed, args.ref_split)
-        res = fid_kid(images, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
-                      progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol,
-                      extractor=extractor)
-        files = {"samples": save_grid(images[:64], out / "samples.png", upscale=2)}
-        res["protocol"]["fid_seconds"] = round(time.time() - t0, 1)
     else:
         prior = _load_prior(pat, args.prior, required=args.mode == "unconditional")
         sampler, steps = args.sampler or pat.config.sample.sampler, args.steps or pat.config.sample.steps
         s, s_meta = make_s(pat, args.mode, args.n, args.seed, prior, args.ref_split)
-        batches = GeneratedBatches(pat, s, noise_for(pat, args.n, args.seed), sampler, steps, args.seed,
-                                   save_dir=out / "images" if args.save_images else None)  # fid_kid's bar: progress
+        images = batches = GeneratedBatches(pat, s, noise_for(pat, args.n, args.seed), sampler, steps, args.seed,
+                                            save_dir=out / "images" if args.save_images else None)
         protocol = {**run_protocol(pat, args.weights, args.seed), **s_meta, "sampler": sampler, "steps": steps,
                     "streamed": "generation -> Inception features one batch at a time"}
-        res = fid_kid(batches, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
-                      progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol,
-                      extractor=extractor)
+    res = fid_kid(images, pat.config.data, split=args.ref_split, n_ref=args.n_ref or None, seed=0,
+                  progress=not args.no_progress, cache_dir=args.cache_dir, protocol=protocol, extractor=extractor)
+    generation_seconds, preview = 0.0, images[:64] if batches is None else batches.preview_images
+    if batches is not None:
+        generation_seconds = batches.seconds
         res["protocol"]["generation_seconds_per_image"] = round(batches.seconds_per_image, 4)
-        files = {"samples": save_grid(batches.preview_images, out / "samples.png", upscale=2)}
-        if args.save_images:
-            files["images"] = out / "images"
-        res["protocol"]["fid_seconds"] = round(time.time() - t0 - batches.seconds, 1)
+    files = {"samples": save_grid(preview, out / "samples.png", upscale=2)}
+    if args.save_images:
+        files["images"] = out / "images"
+    res["protocol"]["fid_seconds"] = round(time.time() - t0 - generation_seconds, 1)
     res["protocol_line"] = protocol_line(res)
     write_json(out / "fid.json", res)
     files["result"] = out / "fid.json"

@@ -150,10 +150,10 @@ def real_images(pat, source: str, n: int, seed: int, ref_split: str = "test") ->
     the training split), never overlapping the reference: the floor for unconditional generation."""
     if source == "sources":
         ds = pat.dataset(ref_split)
-        perm = conditional_indices(len(ds), n, seed)
-        return ds.get_batch(perm), {"mode": "real-sources", "seed": seed,
-                                    "images": f"the {ref_split} images whose s conditional mode uses (seed {seed}), "
-                                              "no model"}
+        idx = conditional_indices(len(ds), n, seed)
+        return ds.get_batch(idx), {"mode": "real-sources", "seed": seed,
+                                   "images": f"the {ref_split} images whose s conditional mode uses (seed {seed}), "
+                                             "no model"}
     if source != "train":
         raise UsageError(f"real images come from 'sources' or 'train', not {source!r}")
     split = "test" if ref_split == "train" else "train"
@@ -222,11 +222,10 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     agree = (judged == labels[:, None]).float()
     judged_sources = judge.predict(pat.dataset(split).get_batch(source_idx))
     num_classes = int(judge.meta.get("num_classes", int(labels.max()) + 1))
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    confusion.index_put_((labels[:, None].expand(n, k).flatten(), judged.flatten()), torch.ones(n * k, dtype=torch.long),
-                         accumulate=True)
-    names = judge.meta.get("class_names") or []
-    per_class = {str(c): {"name": names[c] if c < len(names) else str(c),
+    pairs = labels[:, None].expand(n, k).flatten() * num_classes + judged.flatten()  # (source, judged) as one index
+    confusion = torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, num_classes)
+    class_names = judge.meta.get("class_names") or []
+    per_class = {str(c): {"name": class_names[c] if c < len(class_names) else str(c),
                           "agreement": round(float(agree[labels == c].mean()), 4), "images": int((labels == c).sum())}
                  for c in range(num_classes) if bool((labels == c).any())}
     grey = lambda a, b: float(((a - b).abs() * 127.5).mean())  # noqa: E731

@@ -259,13 +259,12 @@ def rewrite_comparison(out: str | Path) -> CompareResult:
     if not summary_path.exists():
         raise UsageError(f"{out} holds no compare.json: run `patronus protodiff compare --out {out}` first")
     summary = json.loads(summary_path.read_text())
-    order = {m: i for i, m in enumerate(PROTODIFF_MODES)}
-    wanted = {"mode": summary.get("modes"), "step": summary.get("targets"), "seed": summary.get("seeds")}
-    rows = [json.loads(p.read_text()) for p in (out / "evals").glob("*.json")]
-    # only the evaluations of the study compare.json describes (a folder may keep those of an earlier budget)
-    rows = [ev for ev in rows if all(v is None or ev[k] in v for k, v in wanted.items())]
-    rows = [{k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")}
-            for ev in sorted(rows, key=lambda ev: (order.get(ev["mode"], len(order)), ev["seed"], ev["step"]))]
+    # only the evaluations of the study compare.json describes (a folder may keep those of an earlier budget); a
+    # compare.json written before it recorded its modes and steps: every evaluation stored
+    stored = [json.loads(p.read_text()) for p in (out / "evals").glob("*.json")]
+    modes = summary.get("modes") or [m for m in PROTODIFF_MODES if any(ev["mode"] == m for ev in stored)]
+    targets = summary.get("targets") or sorted({ev["step"] for ev in stored})
+    rows = collect_evals(out, modes, targets, summary.get("seeds") or sorted({ev["seed"] for ev in stored}))
     meta = {"classifier": {"accuracy": summary.get("classifier_accuracy")}, "judge": summary.get("judge"),
             "seeds": summary.get("seeds"), "modes": summary.get("modes"), "targets": summary.get("targets"),
             "torch_threads": summary.get("torch_threads", 1)}
