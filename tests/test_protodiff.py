@@ -369,10 +369,13 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     paired = (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text()
     assert len(paired.splitlines()) == 3 and summary["baseline_flattening"]["baseline"] == "regular"
     # --report-only rewrites every table from the stored evaluations, training and evaluating nothing
-    for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png"):
+    markdown = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "| 4 (" in markdown and "proto-frozen" in markdown
+    for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png", "summary.md"):
         (tmp_path / "cmp" / f).unlink()
     assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0 and len(calls) == 9
     assert (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text() == paired
+    assert (tmp_path / "cmp" / "summary.md").read_text() == markdown
     assert (tmp_path / "cmp" / "paired_vs_baseline.png").exists()
     rewritten = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert {k: v for k, v in rewritten.items() if k != "classifier_accuracy"} == \
@@ -453,6 +456,37 @@ def test_paired_differences_and_flattening_by_hand():
     assert flat["seeds"] == [0] and flat["step"] == 3 and flat["best_fid_mean"] == 100.0
     both = partial + [row("regular", 1, s, f) for s, f in ((3, 90.0), (4, 88.0))]
     assert baseline_flattening(both, "regular")["seeds"] == [0, 1]
+
+
+def test_summary_markdown_quotes_the_tables_it_is_given():
+    from patronus_diffusion.experiments.protodiff_compare import (baseline_flattening, mean_curves,
+                                                                  paired_vs_baseline, reach_baseline_table,
+                                                                  summary_markdown)
+
+    def row(mode, seed, step, fid, judge):
+        return {"mode": mode, "seed": seed, "step": step, "fid": fid, "kid": 0.0, "images_seen": step * 64,
+                "train_seconds": 1.0, "train_cpu_seconds": 3.6 * step, "classifier_accuracy_on_samples": 0.5,
+                "judge_accuracy_on_samples": judge}
+
+    rows = [row("regular", 0, 500, 100.0, 0.5), row("regular", 1, 500, 104.0, 0.7),
+            row("regular", 0, 1000, 60.0, 0.8), row("proto-frozen", 0, 500, 97.0, 0.6),
+            row("proto-frozen", 1, 500, 99.0, 0.6), row("proto-frozen", 0, 1000, 59.0, 0.8)]
+    means = mean_curves(rows)
+    paired = paired_vs_baseline(rows, "regular")
+    md = summary_markdown(means, paired, reach_baseline_table(means, "regular", rows),
+                          baseline_flattening(rows, "regular"), "regular",
+                          {"reference": {"n": 2000, "split": "test"}, "n_generated": 1000})
+    table = {line.split(" | ")[0]: line.split(" | ")[1:] for line in md.splitlines() if line.startswith("| ")}
+    # step 500, two seeds: mean +- sample std of (100, 104) and of the judge (0.5, 0.7); step 1,000: one seed
+    assert table["| 500 (32,000)"] == ["102.0 ± 2.8 (0.600), n=2", "98.0 ± 1.4 (0.600), n=2 |"]
+    assert table["| 1,000 (64,000)"] == ["60.0 (0.800), n=1", "59.0 (0.800), n=1 |"]
+    # paired: differences -3 and -5 -> mean -4, sd sqrt(2), t_{0.975,1} = 12.706 -> half-width 12.706
+    assert table["| 500"][0].startswith("-4.00 [-16.71, +8.71], 2/2, no difference shown")
+    assert table["| 1,000"][0] == "-1.00, 1/1, one seed |"
+    # the baseline's best mean is 60.0 at step 1,000, which proto-frozen reaches at 1,000 too (1 CPU-hour)
+    assert table["| proto-frozen"] == ["59.00", "1,000", "64,000", "1.00", "1/2 |"]
+    assert "first within 5% of it at step 1,000 (the last point evaluated: not confirmed)" in md
+    assert "FID against 2000 images of the test split, 1000 samples per point" in md
 
 
 def test_class_embedding_size_matches_the_reference_and_old_configs_load():

@@ -122,7 +122,8 @@ def register(sub) -> None:
                                  "seeds), reach_baseline.csv (steps, images and CPU-hours each mode needs to reach "
                                  "the baseline's best mean FID), paired_vs_baseline.csv/.png (each mode's FID minus "
                                  "the baseline's, paired by seed, with a 95% t-interval), fid_vs_images.png, "
-                                 "fid_vs_wallclock.png, compare.json (also: where the baseline's curve flattens) "
+                                 "fid_vs_wallclock.png, summary.md (these tables in Markdown, ready to quote), "
+                                 "compare.json (also: where the baseline's curve flattens) "
                                  "and sample grids into --out. --report-only rewrites these from OUT/evals alone.")
     p.add_argument("--out", default="results/protodiff_compare")
     p.add_argument("--modes", nargs="+", default=list(PROTODIFF_MODES), choices=PROTODIFF_MODES)

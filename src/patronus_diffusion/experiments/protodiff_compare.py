@@ -11,7 +11,7 @@ make prototypes) on them, and the prototype classifier's own accuracy (which may
     res = run_protodiff_compare(get_preset("protodiff-fmnist-cpu"), "results/protodiff_compare", train_steps=1500)
     res.files            # curves.csv (per seed), curves_mean.csv (mean +- std over seeds), reach_baseline.csv,
                          # paired_vs_baseline.csv/.png, fid_vs_images.png, fid_vs_wallclock.png,
-                         # compare.json (with where the baseline flattens)
+                         # summary.md (the tables in Markdown), compare.json (with where the baseline flattens)
 
 Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
 runs in ``OUT/runs/MODE/seedS`` resume. The loop is seed-major (then checkpoint, then mode): a partial study
@@ -42,7 +42,7 @@ from ..training.protodiff import (
 )
 from ..utils.errors import UsageError
 from ..utils.images import save_grid
-from ..utils.io import atomic_path, write_json
+from ..utils.io import atomic_path, write_json, write_text
 
 CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "train_cpu_seconds", "fid",
                 "kid", "kid_std",
@@ -504,6 +504,78 @@ def plot_paired(paired: list[dict], baseline: str, path: Path) -> Path:
     return path
 
 
+def _fmt_pm(mean: float | None, sd: float | None, n: int, digits: int = 1) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], flattening: dict | None,
+                     baseline: str, fid_protocol: dict) -> str:
+    """The comparison's tables in Markdown, ready to quote in docs: FID mean ± std over seeds per (step, mode) with
+    the judge's accuracy and the number of seeds, the paired-by-seed difference to the baseline with its 95 %
+    interval, the steps and CPU-hours to reach the baseline's best, and where the baseline flattens. Every number
+    comes from the same rows as the CSV files; nothing is rounded before it is compared."""
+    modes = list(dict.fromkeys(r["mode"] for r in means))
+    steps = sorted({r["step"] for r in means})
+    at = {(r["mode"], r["step"]): r for r in means}
+    ref = fid_protocol.get("reference") or {}
+    n_gen = fid_protocol.get("n_generated")
+    lines = ["# ProtoDiffusion comparison", "",
+             f"FID against {ref.get('n', '?')} images of the {ref.get('split', 'test')} split"
+             + (f", {n_gen} samples per point" if n_gen else "") + " (lower is better); in brackets the independent "
+             "judge's accuracy on the samples (higher is better); n = seeds evaluated at that point.", "",
+             "| step (images seen) | " + " | ".join(modes) + " |", "| --- |" + " --- |" * len(modes)]
+    for step in steps:
+        first = next(at[(m, step)] for m in modes if (m, step) in at)
+        cells = []
+        for m in modes:
+            r = at.get((m, step))
+            if r is None:
+                cells.append("")
+                continue
+            judge = "" if r["judge_accuracy_mean"] is None else f" ({r['judge_accuracy_mean']:.3f})"
+            cells.append(f"{_fmt_pm(r['fid_mean'], r['fid_std'], r['seeds'])}{judge}, n={r['seeds']}")
+        lines.append(f"| {step:,} ({first['images_seen']:,}) | " + " | ".join(cells) + " |")
+    if paired:
+        others = list(dict.fromkeys(r["mode"] for r in paired))
+        by = {(r["mode"], r["step"]): r for r in paired}
+        lines += ["", f"## FID(mode) − FID({baseline}), paired by seed", "",
+                  "Mean difference [Student-t 95 % interval], seeds where the mode is better, finding. Below 0: "
+                  "better than the baseline.", "",
+                  "| step | " + " | ".join(others) + " |", "| --- |" + " --- |" * len(others)]
+        for step in sorted({r["step"] for r in paired}):
+            cells = []
+            for m in others:
+                r = by.get((m, step))
+                if r is None:
+                    cells.append("")
+                    continue
+                ci = ("" if r["fid_diff_ci95_low"] is None
+                      else f" [{r['fid_diff_ci95_low']:+.2f}, {r['fid_diff_ci95_high']:+.2f}]")
+                cells.append(f"{r['fid_diff_mean']:+.2f}{ci}, {r['seeds_better']}, {r['finding']}")
+            lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+    if reach:
+        lines += ["", f"## Reaching the baseline's best mean FID ({reach[0]['baseline_best_fid']:.2f})", "",
+                  "| mode | best mean FID | steps to reach | images seen | CPU-hours | seeds reaching it |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in reach:
+            steps, images, hours = ((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}",
+                                     f"{r['cpu_hours_to_reach']:.2f}") if r["reached"] else ("not reached", "", ""))
+            lines.append(f"| {r['mode']} | {r['best_fid']:.2f} | {steps} | {images} | {hours} | "
+                         f"{r['seeds_reaching']} |")
+    if flattening:
+        gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"])
+        seeds = flattening["seeds"]
+        confirmed = ("confirmed by a later point" if flattening["flattened"]
+                     else "the last point evaluated: not confirmed")
+        lines += ["", f"## Where {baseline} flattens", "",
+                  f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: best mean FID "
+                  f"{flattening['best_fid_mean']:.2f}; first within {flattening['rel_tol']:.0%} of it at step "
+                  f"{flattening['step']:,} ({confirmed}). FID gained per 1,000 steps, interval by interval: {gains}."]
+    return "\n".join(lines) + "\n"
+
+
 def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, protocol: dict,
                      header: dict) -> dict[str, Path]:
     """Write every table, plot and compare.json of a comparison from its evaluated ``rows``."""
@@ -523,6 +595,9 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     if paired:
         files["paired_plot"] = plot_paired(paired, baseline, out / "paired_vs_baseline.png")
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
+    if rows:
+        files["markdown"] = out / "summary.md"
+        write_text(files["markdown"], summary_markdown(means, paired, table, flattening, baseline, fid_protocol))
     clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
         **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "modes": meta.get("modes"),
