@@ -371,6 +371,12 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     # --report-only rewrites every table from the stored evaluations, training and evaluating nothing
     markdown = (tmp_path / "cmp" / "summary.md").read_text()
     assert "| 4 (" in markdown and "proto-frozen" in markdown
+    # the frozen prototype table is the prototypes; the regular mode's random table is not
+    last = {r["mode"]: r for r in means if r["step"] == "4"}
+    assert float(last["proto-frozen"]["table_cosine_to_prototypes_mean"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(last["proto-frozen"]["table_distance_to_prototypes_mean"]) == pytest.approx(0.0, abs=1e-6)
+    assert abs(float(last["regular"]["table_cosine_to_prototypes_mean"])) < 0.5
+    assert "## The class tables against the prototypes" in markdown
     for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png", "summary.md"):
         (tmp_path / "cmp" / f).unlink()
     assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0 and len(calls) == 9
@@ -456,6 +462,19 @@ def test_paired_differences_and_flattening_by_hand():
     assert flat["seeds"] == [0] and flat["step"] == 3 and flat["best_fid_mean"] == 100.0
     both = partial + [row("regular", 1, s, f) for s, f in ((3, 90.0), (4, 88.0))]
     assert baseline_flattening(both, "regular")["seeds"] == [0, 1]
+
+
+def test_table_vs_prototypes_by_hand():
+    from patronus_diffusion.experiments.protodiff_compare import table_vs_prototypes
+
+    p = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # |P| = sqrt(25 + 4)
+    same = table_vs_prototypes(p.clone(), p)
+    assert same["table_cosine_to_prototypes"] == pytest.approx(1.0) and same["table_distance_to_prototypes"] == 0.0
+    t = torch.tensor([[-4.0, 3.0], [0.0, 4.0]])  # row 0 orthogonal, row 1 twice as long in the same direction
+    r = table_vs_prototypes(t, p)
+    assert r["table_cosine_to_prototypes"] == pytest.approx(0.5)
+    assert r["table_distance_to_prototypes"] == pytest.approx((50 + 4) ** 0.5 / 29 ** 0.5)
+    assert r["table_norm"] == pytest.approx(41 ** 0.5)
 
 
 def test_summary_markdown_quotes_the_tables_it_is_given():

@@ -33,6 +33,7 @@ import torch
 
 from ..api import ProtoDiffusion
 from ..config import PROTODIFF_MODES, ConfigError, RunConfig
+from ..models.protodiffusion import load_prototypes
 from ..runs import latest_checkpoint, read_checkpoint_state
 from ..training import train
 from ..training.protodiff import (
@@ -46,10 +47,11 @@ from ..utils.io import atomic_path, write_json, write_text
 
 CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "train_cpu_seconds", "fid",
                 "kid", "kid_std",
-                "judge_accuracy_on_samples", "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds"]
+                "judge_accuracy_on_samples", "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds",
+                "table_norm", "table_cosine_to_prototypes", "table_distance_to_prototypes"]
 MEAN_FIELDS = ["mode", "step", "images_seen", "seeds", "fid_mean", "fid_std", "kid_mean", "kid_std",
                "judge_accuracy_mean", "judge_accuracy_std", "classifier_accuracy_mean", "train_seconds_mean",
-               "train_cpu_seconds_mean"]
+               "train_cpu_seconds_mean", "table_cosine_to_prototypes_mean", "table_distance_to_prototypes_mean"]
 REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "images_seen_to_reach",
                 "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
 PAIRED_FIELDS = ["mode", "step", "images_seen", "pairs", "fid_diff_mean", "fid_diff_std", "fid_diff_ci95_low",
@@ -128,9 +130,22 @@ def compare_config(base: RunConfig, mode: str, prototypes: Path, train_steps: in
     return cfg.validate()
 
 
+def table_vs_prototypes(table: torch.Tensor, prototypes: torch.Tensor) -> dict[str, float]:
+    """How prototype-like a class table T (C, D) is: its Frobenius norm |T|, the mean over classes of
+    cos(T_c, P_c), and the relative distance |T - P| / |P|. A frozen prototype table gives (|P|, 1, 0); a
+    trainable one shows how far training moved it; random tables give cosines near 0 and distances near
+    sqrt(1 + |T|^2 / |P|^2)."""
+    t, p = table.detach().float().cpu(), prototypes.float().cpu()
+    return {"table_norm": float(t.norm()),
+            "table_cosine_to_prototypes": float(torch.nn.functional.cosine_similarity(t, p, dim=1).mean()),
+            "table_distance_to_prototypes": float((t - p).norm() / p.norm())}
+
+
 def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protocol: dict, *, n_gen: int,
-                        n_ref: int, device: str | None = "auto", progress: bool = True, judge=None) -> dict:
-    """Class-balanced guided samples -> FID/KID, the independent judge's and the prototype classifier's accuracy.
+                        n_ref: int, device: str | None = "auto", progress: bool = True, judge=None,
+                        prototypes: torch.Tensor | None = None) -> dict:
+    """Class-balanced guided samples -> FID/KID, the independent judge's and the prototype classifier's accuracy,
+    and (given ``prototypes``) how far the EMA class table that made them is from the prototypes.
 
     The samples start from the same seeded x_T with the same labels for every mode and checkpoint."""
     from ..evaluation.fid import fid_kid
@@ -152,7 +167,8 @@ def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protoco
     return {"fid": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"], "protocol": res["protocol"],
             "judge_accuracy_on_samples": judged, "classifier_accuracy_on_samples": acc,
             "sample_seconds": round(sample_s, 1),
-            "fid_seconds": round(time.time() - t0, 1), "grid": imgs[grid_idx], "grid_nrow": per_class}
+            "fid_seconds": round(time.time() - t0, 1), "grid": imgs[grid_idx], "grid_nrow": per_class,
+            **(table_vs_prototypes(pd.model.classes.table, prototypes) if prototypes is not None else {})}
 
 
 def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[str] = PROTODIFF_MODES,
@@ -191,6 +207,7 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
     clf, clf_meta = load_classifier(clf_dir, device)
     log(f"[compare] classifier accuracy: {clf_meta['accuracy']}")
     protos = clf_dir / "prototypes.safetensors"
+    proto_table, _ = load_prototypes(protos)
     first = compare_config(base, modes[0], protos, train_steps)
     targets = stage_targets(first.train.max_steps, checkpoints)
     protocol = {"guidance_w": first.protodiff.guidance if w is None else w,
@@ -233,7 +250,8 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
                 images_seen = target * cfg.train.batch_size
             log(f"[compare] {mode} seed {seed}: evaluating step {target}")
             ev = evaluate_checkpoint(run_dir, mode, clf, extractor, {**protocol, "images_seen": images_seen},
-                                     n_gen=n_gen, n_ref=n_ref, device=device, progress=progress, judge=judge)
+                                     n_gen=n_gen, n_ref=n_ref, device=device, progress=progress, judge=judge,
+                                     prototypes=proto_table)
             save_grid(ev.pop("grid"), out / "samples" / f"{mode}_seed{seed}_step{target:06d}.png",
                       nrow=ev.pop("grid_nrow"), upscale=2)
             write_json(ev_path, {"mode": mode, "seed": seed, "checkpoint": k, "step": target,
@@ -307,13 +325,16 @@ def mean_curves(rows: list[dict]) -> list[dict]:
             judge, judge_sd = _mean_std([r.get("judge_accuracy_on_samples") for r in g])
             clf, _ = _mean_std([r["classifier_accuracy_on_samples"] for r in g])
             secs, _ = _mean_std([r["train_seconds"] for r in g])
+            cos, _ = _mean_std([r.get("table_cosine_to_prototypes") for r in g])
+            dist, _ = _mean_std([r.get("table_distance_to_prototypes") for r in g])
             cpu = [r.get("train_cpu_seconds") for r in g]
             cpu_mean = _mean_std(cpu)[0] if all(c is not None for c in cpu) else None
             out.append({"mode": mode, "step": step, "images_seen": g[0]["images_seen"], "seeds": len(g),
                         "fid_mean": fid, "fid_std": fid_sd, "kid_mean": kid, "kid_std": kid_sd,
                         "judge_accuracy_mean": judge, "judge_accuracy_std": judge_sd,
                         "classifier_accuracy_mean": clf, "train_seconds_mean": secs,
-                        "train_cpu_seconds_mean": cpu_mean})
+                        "train_cpu_seconds_mean": cpu_mean, "table_cosine_to_prototypes_mean": cos,
+                        "table_distance_to_prototypes_mean": dist})
     return out
 
 
@@ -515,7 +536,7 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
     """The comparison's tables in Markdown, ready to quote in docs: FID mean ± std over seeds per (step, mode) with
     the judge's accuracy and the number of seeds, the paired-by-seed difference to the baseline with its 95 %
     interval, the steps and CPU-hours to reach the baseline's best, and where the baseline flattens. Every number
-    comes from the same rows as the CSV files; nothing is rounded before it is compared."""
+    comes from the rows the CSV files hold."""
     modes = list(dict.fromkeys(r["mode"] for r in means))
     steps = sorted({r["step"] for r in means})
     at = {(r["mode"], r["step"]): r for r in means}
@@ -564,6 +585,16 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
                                      f"{r['cpu_hours_to_reach']:.2f}") if r["reached"] else ("not reached", "", ""))
             lines.append(f"| {r['mode']} | {r['best_fid']:.2f} | {steps} | {images} | {hours} | "
                          f"{r['seeds_reaching']} |")
+    tables = [max((r for r in means if r["mode"] == m), key=lambda r: r["step"]) for m in modes]
+    if any(r["table_cosine_to_prototypes_mean"] is not None for r in tables):
+        lines += ["", "## The class tables against the prototypes", "",
+                  "At each mode's last evaluated step (EMA weights, mean over seeds): the mean cosine of each class's "
+                  "row to its prototype, and the distance |T − P| / |P|.", "",
+                  "| mode | step | cosine to prototypes | distance to prototypes |", "| --- | --- | --- | --- |"]
+        for r in tables:
+            if r["table_cosine_to_prototypes_mean"] is not None:
+                lines.append(f"| {r['mode']} | {r['step']:,} | {r['table_cosine_to_prototypes_mean']:.4f} | "
+                             f"{r['table_distance_to_prototypes_mean']:.4f} |")
     if flattening:
         gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"])
         seeds = flattening["seeds"]
