@@ -311,7 +311,7 @@ def test_cli_classifier_train_sample(idx_root, tmp_path, capsys):
     assert _cli("protodiff", "sample", "--run", run, "--labels", "5", "--out", tmp_path / "s3") == 2
 
 
-def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypatch):
+def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypatch, capsys):
     """The full compare loop over 2 seeds with a stub FID (the Inception network is tested by the FID module) and a
     real, quickly trained independent judge."""
     import patronus_diffusion.evaluation.fid as fid
@@ -333,6 +333,8 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
             "--seeds", "0,1", "--n-gen", 4, "--steps", 2, "--classifier-epochs", 1, "--judge-epochs", 1,
             "--no-progress"]
     assert _cli(*args) == 0
+    log = capsys.readouterr().out  # 2 seeds x 2 checkpoints x 2 modes: the first point leaves 7, the last none
+    assert "[compare] 7 point(s) left;" in log and log.rstrip().count("[compare] every point is evaluated") == 1
     b = get_preset("protodiff-tiny").train.batch_size
     per_seed = [(m, n) for n in (2 * b, 4 * b) for m in ("regular", "proto-frozen")]
     assert calls == per_seed * 2  # seed-major, then checkpoint, then mode
@@ -462,6 +464,13 @@ def test_paired_differences_and_flattening_by_hand():
     assert flat["seeds"] == [0] and flat["step"] == 3 and flat["best_fid_mean"] == 100.0
     both = partial + [row("regular", 1, s, f) for s, f in ((3, 90.0), (4, 88.0))]
     assert baseline_flattening(both, "regular")["seeds"] == [0, 1]
+
+
+def test_eta_line_counts_points_left_at_the_measured_pace():
+    from patronus_diffusion.experiments.protodiff_compare import eta_line
+
+    assert eta_line(30, 4, 4 * 360.0) == "[compare] 30 point(s) left; 6.0 min per point here, so about 3.0 h to go"
+    assert eta_line(0, 4, 100.0) == "[compare] every point is evaluated"
 
 
 def test_table_vs_prototypes_by_hand():

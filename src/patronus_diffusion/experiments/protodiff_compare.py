@@ -141,6 +141,18 @@ def table_vs_prototypes(table: torch.Tensor, prototypes: torch.Tensor) -> dict[s
             "table_distance_to_prototypes": float((t - p).norm() / p.norm())}
 
 
+def eval_path(out: Path, mode: str, seed: int, step: int) -> Path:
+    """Where the evaluation of one (mode, seed, step) is stored; its existence marks the point done."""
+    return out / "evals" / f"{mode}_seed{seed}_step{step:06d}.json"
+
+
+def eta_line(left: int, done_here: int, seconds_here: float) -> str:
+    """Points left and the time they will take at this process's mean wall-clock per point so far."""
+    per = seconds_here / max(done_here, 1)
+    return (f"[compare] {left} point(s) left; {per / 60:.1f} min per point here, so about "
+            f"{left * per / 3600:.1f} h to go" if left else "[compare] every point is evaluated")
+
+
 def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protocol: dict, *, n_gen: int,
                         n_ref: int, device: str | None = "auto", progress: bool = True, judge=None,
                         prototypes: torch.Tensor | None = None) -> dict:
@@ -228,12 +240,13 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
             "seeds": seeds, "modes": modes, "targets": targets, "torch_threads": torch.get_num_threads()}
     # ---- stage B + evaluation, resumable per (mode, seed, checkpoint); seed-major, then checkpoint, then mode, so
     # ---- a partial run compares every mode at the same budgets and only one seed's runs are unfinished
+    done_here, t_start = 0, time.time()
     for seed in seeds:
         for (k, target), mode in ((kt, m) for kt in enumerate(targets, 1) for m in modes):
             cfg = compare_config(base, mode, protos, train_steps)
             cfg.train.seed = seed
             run_dir = out / "runs" / mode / f"seed{seed}"
-            ev_path = out / "evals" / f"{mode}_seed{seed}_step{target:06d}.json"
+            ev_path = eval_path(out, mode, seed, target)
             if ev_path.exists():
                 continue
             spent = read_stage_seconds(run_dir)
@@ -259,6 +272,9 @@ def run_protodiff_compare(base: RunConfig, out: str | Path, *, modes: Sequence[s
             log(f"[compare] {mode} seed {seed} step {target}: FID {ev['fid']:.2f}, KID {ev['kid']:.4f}, judge "
                 f"accuracy {ev['judge_accuracy_on_samples']:.3f}, classifier accuracy "
                 f"{ev['classifier_accuracy_on_samples']:.3f}")
+            done_here += 1
+            left = sum(not eval_path(out, m, s, t).exists() for s in seeds for t in targets for m in modes)
+            log(eta_line(left, done_here, time.time() - t_start))
             if mode == modes[-1]:  # refresh the curves after every round, so a partial run has them
                 write_comparison(out, collect_evals(out, modes, targets, seeds), baseline, meta, protocol,
                                  summary_header(first))
@@ -299,7 +315,7 @@ def collect_evals(out: Path, modes: list[str], targets: list[int], seeds: Sequen
     for mode in modes:
         for seed in seeds:
             for t in targets:
-                p = out / "evals" / f"{mode}_seed{seed}_step{t:06d}.json"
+                p = eval_path(out, mode, seed, t)
                 if p.exists():
                     ev = json.loads(p.read_text())
                     rows.append({k: ev.get(k) for k in CURVE_FIELDS} | {"protocol": ev.get("protocol")})
