@@ -7,8 +7,9 @@
 # ignored folder data/fashion-mnist/ (make it with: mkdir -p data/fashion-mnist && cp
 # /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/; carry it).
 #   Test here first at a tiny size:  TINY=1 OUT=/tmp/gpu_out bash scripts/gpu_session.sh
-#   There:  run(command="OUT=\$OUT bash scripts/gpu_session.sh", carry=["data/fashion-mnist"], timeout_s=480)
-# Optional after it (WITH_TRAIN=1): the shipped model's 20-epoch recipe (issue 16's conditional FID).
+#   There:  run(command="bash scripts/gpu_session.sh", carry=["data/fashion-mnist"], timeout_s=480)
+# The shipped model's 20-epoch recipe (issue 16's conditional FID) is a call of its own, only if time is left:
+#   run(command="WITH_TRAIN=1 COMPARE_S=0 bash scripts/gpu_session.sh", carry=["data/fashion-mnist"], timeout_s=420)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src
@@ -17,26 +18,28 @@ DATA=${DATA:-data/fashion-mnist}
 PY=${PY:-python3}
 DEV=${DEV:-cuda}
 WORK=${WORK:-gpu_work}
-mkdir -p "$WORK"
+mkdir -p "$WORK" "$OUT"
 if [ "${TINY:-0}" = 1 ]; then STEPS=8; CKPTS=2; SEEDS=0,1; NGEN=8; NREF=16; EPOCHS=0.02; DEV=${DEV_TINY:-cpu}
   EXTRA=(--classifier-epochs 0.01 --steps 2)
 else STEPS=4000; CKPTS=4; SEEDS=${SEEDS:-0,1,2}; NGEN=1000; NREF=2000; EPOCHS=20; EXTRA=(); fi
 P="$PY -m patronus_diffusion.cli.main"
 { nvidia-smi -L 2>/dev/null || echo "no nvidia-smi ($DEV)"; $PY -c "import torch; print('torch', torch.__version__)"; } \
   > "$OUT/hardware.txt"
-timeout "${COMPARE_S:-420}" $P protodiff compare --out "$WORK/compare" --data-root "$DATA" --seeds "$SEEDS" \
-  "${EXTRA[@]}" --set unet.base_channels=16 unet.groups=4 --train-steps "$STEPS" --checkpoints "$CKPTS" \
-  --n-gen "$NGEN" --n-ref "$NREF" --device "$DEV" --no-progress > "$OUT/compare.log" 2>&1 \
-  || echo "compare stopped: $? (re-run the same command to resume)" >> "$OUT/compare.log"
-$P protodiff compare --out "$WORK/compare" --report-only >> "$OUT/compare.log" 2>&1 || true
+if [ "${COMPARE_S:-420}" != 0 ]; then
+  timeout "${COMPARE_S:-420}" $P protodiff compare --out "$WORK/compare" --data-root "$DATA" --seeds "$SEEDS" \
+    ${EXTRA[@]+"${EXTRA[@]}"} --set unet.base_channels=16 unet.groups=4 --train-steps "$STEPS" \
+    --checkpoints "$CKPTS" --n-gen "$NGEN" --n-ref "$NREF" --device "$DEV" --no-progress > "$OUT/compare.log" 2>&1 \
+    || echo "compare stopped: $? (re-run the same command to resume)" >> "$OUT/compare.log"
+  $P protodiff compare --out "$WORK/compare" --report-only >> "$OUT/compare.log" 2>&1 || true
+  # at most 8 files come back: the log, the summary and one archive of the evaluations, tables and plots (the
+  # weights stay in $WORK)
+  cp "$WORK/compare/summary.md" "$OUT/" 2>/dev/null || true
+  tar -C "$WORK" -czf "$OUT/compare.tgz" --exclude="*/checkpoints" --exclude="*.safetensors" compare || true
+fi
 if [ "${WITH_TRAIN:-0}" = 1 ]; then
   timeout "${TRAIN_S:-300}" $P train --preset cpu-small --data-root "$DATA" --out "$WORK/run" --device "$DEV" \
     --epochs "$EPOCHS" --no-progress --set train.batch_size=256 train.lr=2e-3 train.precision=bf16 \
     train.checkpoint_every=500 train.sample_every=0 > "$OUT/train.log" 2>&1 || echo "train stopped: $?" >> "$OUT/train.log"
+  tar -C "$WORK" -czf "$OUT/run.tgz" --exclude="*/checkpoints" run || true  # keeps run/model.safetensors
 fi
-# at most 8 files come back: the logs, the summary, and one archive of the evaluations, tables and plots (weights
-# stay in $WORK)
-cp "$WORK/compare/summary.md" "$OUT/" 2>/dev/null || true
-tar -C "$WORK" -czf "$OUT/results.tgz" --exclude="*/checkpoints" --exclude="*.safetensors" \
-  compare $( [ -d "$WORK/run" ] && echo run ) 2>/dev/null || true
 ls -la "$OUT"

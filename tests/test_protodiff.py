@@ -381,6 +381,15 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     assert "## The class tables against the prototypes" in markdown
     for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png", "summary.md"):
         (tmp_path / "cmp" / f).unlink()
+    # an evaluation stored before tables were measured: the tables are rewritten, with that point's table blank
+    old_eval = tmp_path / "cmp" / "evals" / "regular_seed0_step000002.json"
+    ev = json.loads(old_eval.read_text())
+    old_eval.write_text(json.dumps({k: v for k, v in ev.items() if not k.startswith("table_")}))
+    assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0
+    means = list(csv.DictReader(open(tmp_path / "cmp" / "curves_mean.csv")))
+    blank = next(r for r in means if r["mode"] == "regular" and r["step"] == "2")
+    assert blank["table_cosine_to_prototypes_mean"] == "" and blank["fid_mean"] != ""
+    old_eval.write_text(json.dumps(ev))
     assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0 and len(calls) == 9
     assert (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text() == paired
     assert (tmp_path / "cmp" / "summary.md").read_text() == markdown
@@ -515,6 +524,23 @@ def test_summary_markdown_quotes_the_tables_it_is_given():
     assert table["| proto-frozen"] == ["59.00", "1,000", "64,000", "1.00", "1/2 |"]
     assert "first within 5% of it at step 1,000 (the last point evaluated: not confirmed)" in md
     assert "FID against 2000 images of the test split, 1000 samples per point" in md
+    assert "class tables" not in md  # no evaluation measured its table
+
+    # a mode that never reaches the baseline, no judge, a table measured in one seed of two, one point of baseline
+    rows = [row("regular", 0, 500, 50.0, None), row("random-frozen", 0, 500, 70.0, None),
+            row("random-frozen", 1, 500, 72.0, None)]
+    rows[1] |= {"table_cosine_to_prototypes": 0.02, "table_distance_to_prototypes": 1.4}
+    means = mean_curves(rows)
+    assert all(r["table_cosine_to_prototypes_mean"] is None for r in means)  # not a mean over a subset of seeds
+    rows[2] |= {"table_cosine_to_prototypes": 0.04, "table_distance_to_prototypes": 1.6}
+    means = mean_curves(rows)
+    md = summary_markdown(means, paired_vs_baseline(rows, "regular"), reach_baseline_table(means, "regular", rows),
+                          baseline_flattening(rows, "regular"), "regular", {})
+    table = {line.split(" | ")[0]: line.split(" | ")[1:] for line in md.splitlines() if line.startswith("| ")}
+    assert table["| 500 (32,000)"] == ["50.0, n=1", "71.0 ± 1.4, n=2 |"]  # no judge: no parentheses
+    assert "| random-frozen | 71.00 | not reached |  |  | 0/2 |" in md.splitlines()  # no steps, images or hours
+    assert "| random-frozen | 500 | 0.0300 | 1.5000 |" in md
+    assert "interval by interval: none yet." in md
 
 
 def test_class_embedding_size_matches_the_reference_and_old_configs_load():

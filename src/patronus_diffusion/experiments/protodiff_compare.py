@@ -341,8 +341,9 @@ def mean_curves(rows: list[dict]) -> list[dict]:
             judge, judge_sd = _mean_std([r.get("judge_accuracy_on_samples") for r in g])
             clf, _ = _mean_std([r["classifier_accuracy_on_samples"] for r in g])
             secs, _ = _mean_std([r["train_seconds"] for r in g])
-            cos, _ = _mean_std([r.get("table_cosine_to_prototypes") for r in g])
-            dist, _ = _mean_std([r.get("table_distance_to_prototypes") for r in g])
+            measured = all(r.get("table_cosine_to_prototypes") is not None for r in g)  # older evals lack it
+            cos = _mean_std([r["table_cosine_to_prototypes"] for r in g])[0] if measured else None
+            dist = _mean_std([r["table_distance_to_prototypes"] for r in g])[0] if measured else None
             cpu = [r.get("train_cpu_seconds") for r in g]
             cpu_mean = _mean_std(cpu)[0] if all(c is not None for c in cpu) else None
             out.append({"mode": mode, "step": step, "images_seen": g[0]["images_seen"], "seeds": len(g),
@@ -560,7 +561,7 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
     n_gen = fid_protocol.get("n_generated")
     lines = ["# ProtoDiffusion comparison", "",
              f"FID against {ref.get('n', '?')} images of the {ref.get('split', 'test')} split"
-             + (f", {n_gen} samples per point" if n_gen else "") + " (lower is better); in brackets the independent "
+             + (f", {n_gen} samples per point" if n_gen else "") + " (lower is better); in parentheses the independent "
              "judge's accuracy on the samples (higher is better); n = seeds evaluated at that point.", "",
              "| step (images seen) | " + " | ".join(modes) + " |", "| --- |" + " --- |" * len(modes)]
     for step in steps:
@@ -597,9 +598,9 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
                   "| mode | best mean FID | steps to reach | images seen | CPU-hours | seeds reaching it |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for r in reach:
-            steps, images, hours = ((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}",
-                                     f"{r['cpu_hours_to_reach']:.2f}") if r["reached"] else ("not reached", "", ""))
-            lines.append(f"| {r['mode']} | {r['best_fid']:.2f} | {steps} | {images} | {hours} | "
+            to_step, images, hours = ((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}",
+                                       f"{r['cpu_hours_to_reach']:.2f}") if r["reached"] else ("not reached", "", ""))
+            lines.append(f"| {r['mode']} | {r['best_fid']:.2f} | {to_step} | {images} | {hours} | "
                          f"{r['seeds_reaching']} |")
     tables = [max((r for r in means if r["mode"] == m), key=lambda r: r["step"]) for m in modes]
     if any(r["table_cosine_to_prototypes_mean"] is not None for r in tables):
@@ -612,7 +613,7 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
                 lines.append(f"| {r['mode']} | {r['step']:,} | {r['table_cosine_to_prototypes_mean']:.4f} | "
                              f"{r['table_distance_to_prototypes_mean']:.4f} |")
     if flattening:
-        gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"])
+        gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"]) or "none yet"
         seeds = flattening["seeds"]
         confirmed = ("confirmed by a later point" if flattening["flattened"]
                      else "the last point evaluated: not confirmed")
