@@ -548,6 +548,16 @@ def _fmt_pm(mean: float | None, sd: float | None, n: int, digits: int = 1) -> st
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _step_by_mode(by: dict, steps: list[int], modes: list[str], cell: Callable[[dict], str]) -> list[list[str]]:
+    """Cells of a step x mode table from ``by[(mode, step)]`` rows (blank where a mode has no row at a step)."""
+    return [[cell(by[(m, step)]) if (m, step) in by else "" for m in modes] for step in steps]
+
+
 def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], flattening: dict | None,
                      baseline: str, fid_protocol: dict) -> str:
     """The comparison's tables in Markdown, ready to quote in docs: FID mean ± std over seeds per (step, mode) with
@@ -562,56 +572,48 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
     lines = ["# ProtoDiffusion comparison", "",
              f"FID against {ref.get('n', '?')} images of the {ref.get('split', 'test')} split"
              + (f", {n_gen} samples per point" if n_gen else "") + " (lower is better); in parentheses the independent "
-             "judge's accuracy on the samples (higher is better); n = seeds evaluated at that point.", "",
-             "| step (images seen) | " + " | ".join(modes) + " |", "| --- |" + " --- |" * len(modes)]
-    for step in steps:
-        first = next(at[(m, step)] for m in modes if (m, step) in at)
-        cells = []
-        for m in modes:
-            r = at.get((m, step))
-            if r is None:
-                cells.append("")
-                continue
-            judge = "" if r["judge_accuracy_mean"] is None else f" ({r['judge_accuracy_mean']:.3f})"
-            cells.append(f"{_fmt_pm(r['fid_mean'], r['fid_std'], r['seeds'])}{judge}, n={r['seeds']}")
-        lines.append(f"| {step:,} ({first['images_seen']:,}) | " + " | ".join(cells) + " |")
+             "judge's accuracy on the samples (higher is better); n = seeds evaluated at that point.", ""]
+
+    def fid_cell(r: dict) -> str:
+        judge = "" if r["judge_accuracy_mean"] is None else f" ({r['judge_accuracy_mean']:.3f})"
+        return f"{_fmt_pm(r['fid_mean'], r['fid_std'], r['seeds'])}{judge}, n={r['seeds']}"
+
+    images = {r["step"]: r["images_seen"] for r in means}
+    lines += _markdown_table(["step (images seen)"] + modes,
+                             [[f"{step:,} ({images[step]:,})"] + cells
+                              for step, cells in zip(steps, _step_by_mode(at, steps, modes, fid_cell))])
     if paired:
         others = list(dict.fromkeys(r["mode"] for r in paired))
         by = {(r["mode"], r["step"]): r for r in paired}
         lines += ["", f"## FID(mode) − FID({baseline}), paired by seed", "",
                   "Mean difference [Student-t 95 % interval], seeds where the mode is better, finding. Below 0: "
-                  "better than the baseline.", "",
-                  "| step | " + " | ".join(others) + " |", "| --- |" + " --- |" * len(others)]
-        for step in sorted({r["step"] for r in paired}):
-            cells = []
-            for m in others:
-                r = by.get((m, step))
-                if r is None:
-                    cells.append("")
-                    continue
-                ci = ("" if r["fid_diff_ci95_low"] is None
-                      else f" [{r['fid_diff_ci95_low']:+.2f}, {r['fid_diff_ci95_high']:+.2f}]")
-                cells.append(f"{r['fid_diff_mean']:+.2f}{ci}, {r['seeds_better']}, {r['finding']}")
-            lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+                  "better than the baseline.", ""]
+
+        def diff_cell(r: dict) -> str:
+            ci = ("" if r["fid_diff_ci95_low"] is None
+                  else f" [{r['fid_diff_ci95_low']:+.2f}, {r['fid_diff_ci95_high']:+.2f}]")
+            return f"{r['fid_diff_mean']:+.2f}{ci}, {r['seeds_better']}, {r['finding']}"
+
+        paired_steps = sorted({r["step"] for r in paired})
+        lines += _markdown_table(["step"] + others,
+                                 [[f"{step:,}"] + cells for step, cells in
+                                  zip(paired_steps, _step_by_mode(by, paired_steps, others, diff_cell))])
     if reach:
-        lines += ["", f"## Reaching the baseline's best mean FID ({reach[0]['baseline_best_fid']:.2f})", "",
-                  "| mode | best mean FID | steps to reach | images seen | CPU-hours | seeds reaching it |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for r in reach:
-            to_step, images, hours = ((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}",
-                                       f"{r['cpu_hours_to_reach']:.2f}") if r["reached"] else ("not reached", "", ""))
-            lines.append(f"| {r['mode']} | {r['best_fid']:.2f} | {to_step} | {images} | {hours} | "
-                         f"{r['seeds_reaching']} |")
+        lines += ["", f"## Reaching the baseline's best mean FID ({reach[0]['baseline_best_fid']:.2f})", ""]
+        lines += _markdown_table(
+            ["mode", "best mean FID", "steps to reach", "images seen", "CPU-hours", "seeds reaching it"],
+            [[r["mode"], f"{r['best_fid']:.2f}",
+              *((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}", f"{r['cpu_hours_to_reach']:.2f}")
+                if r["reached"] else ("not reached", "", "")), r["seeds_reaching"]] for r in reach])
     tables = [max((r for r in means if r["mode"] == m), key=lambda r: r["step"]) for m in modes]
     if any(r["table_cosine_to_prototypes_mean"] is not None for r in tables):
         lines += ["", "## The class tables against the prototypes", "",
                   "At each mode's last evaluated step (EMA weights, mean over seeds): the mean cosine of each class's "
-                  "row to its prototype, and the distance |T − P| / |P|.", "",
-                  "| mode | step | cosine to prototypes | distance to prototypes |", "| --- | --- | --- | --- |"]
-        for r in tables:
-            if r["table_cosine_to_prototypes_mean"] is not None:
-                lines.append(f"| {r['mode']} | {r['step']:,} | {r['table_cosine_to_prototypes_mean']:.4f} | "
-                             f"{r['table_distance_to_prototypes_mean']:.4f} |")
+                  "row to its prototype, and the distance |T − P| / |P|.", ""]
+        lines += _markdown_table(["mode", "step", "cosine to prototypes", "distance to prototypes"],
+                                 [[r["mode"], f"{r['step']:,}", f"{r['table_cosine_to_prototypes_mean']:.4f}",
+                                   f"{r['table_distance_to_prototypes_mean']:.4f}"]
+                                  for r in tables if r["table_cosine_to_prototypes_mean"] is not None])
     if flattening:
         gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"]) or "none yet"
         seeds = flattening["seeds"]
