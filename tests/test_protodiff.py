@@ -379,7 +379,10 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     assert float(last["proto-frozen"]["table_distance_to_prototypes_mean"]) == pytest.approx(0.0, abs=1e-6)
     assert abs(float(last["regular"]["table_cosine_to_prototypes_mean"])) < 0.5
     assert "## The class tables against the prototypes" in markdown
-    for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png", "summary.md"):
+    saved = (tmp_path / "cmp" / "steps_saved_vs_baseline.csv").read_text()
+    assert saved.splitlines()[0].startswith("mode,baseline_step,target_fid_mean,pairs,steps_saved_mean")
+    for f in ("paired_vs_baseline.csv", "curves_mean.csv", "paired_vs_baseline.png", "summary.md",
+              "steps_saved_vs_baseline.csv"):
         (tmp_path / "cmp" / f).unlink()
     # an evaluation stored before tables were measured: the tables are rewritten, with that point's table blank
     old_eval = tmp_path / "cmp" / "evals" / "regular_seed0_step000002.json"
@@ -393,6 +396,7 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     assert _cli("protodiff", "compare", "--out", tmp_path / "cmp", "--report-only") == 0 and len(calls) == 9
     assert (tmp_path / "cmp" / "paired_vs_baseline.csv").read_text() == paired
     assert (tmp_path / "cmp" / "summary.md").read_text() == markdown
+    assert (tmp_path / "cmp" / "steps_saved_vs_baseline.csv").read_text() == saved
     assert (tmp_path / "cmp" / "paired_vs_baseline.png").exists()
     rewritten = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert {k: v for k, v in rewritten.items() if k != "classifier_accuracy"} == \
@@ -473,6 +477,54 @@ def test_paired_differences_and_flattening_by_hand():
     assert flat["seeds"] == [0] and flat["step"] == 3 and flat["best_fid_mean"] == 100.0
     both = partial + [row("regular", 1, s, f) for s, f in ((3, 90.0), (4, 88.0))]
     assert baseline_flattening(both, "regular")["seeds"] == [0, 1]
+
+
+def test_steps_saved_reads_the_horizontal_gap_between_curves_by_hand():
+    from patronus_diffusion.experiments.protodiff_compare import (first_step_reaching, mean_curves,
+                                                                  paired_vs_baseline, reach_baseline_table,
+                                                                  steps_saved_vs_baseline, summary_markdown)
+
+    assert first_step_reaching([(1, 10.0), (2, 5.0)], 7.5) == 1.5  # halfway down the segment
+    assert first_step_reaching([(1, 10.0), (2, 5.0)], 12.0) == "before"
+    assert first_step_reaching([(1, 10.0), (2, 5.0)], 4.0) == "never"
+    assert first_step_reaching([(1, 10.0), (2, 5.0), (3, 8.0), (4, 4.0)], 6.0) == pytest.approx(1.8)  # the first
+
+    def row(mode, seed, step, fid):
+        return {"mode": mode, "seed": seed, "step": step, "fid": fid, "kid": 0.0, "images_seen": step * 64,
+                "train_seconds": 1.0, "classifier_accuracy_on_samples": 0.5, "judge_accuracy_on_samples": 0.5}
+
+    curves = {("regular", 0): (200.0, 150.0, 110.0, 90.0), ("proto-frozen", 0): (180.0, 130.0, 100.0, 95.0),
+              ("regular", 1): (210.0, 160.0, 120.0, 100.0), ("proto-frozen", 1): (150.0, 125.0, 115.0, 99.0),
+              ("random-frozen", 0): (205.0, 150.0)}  # evaluated at two steps only
+    rows = [row(m, seed, 500 * (i + 1), f) for (m, seed), fids in curves.items() for i, f in enumerate(fids)]
+    saved = steps_saved_vs_baseline(rows[::-1], "regular")  # any row order
+    t = {(r["mode"], r["baseline_step"]): r for r in saved}
+    assert all(r["baseline_step"] > 500 for r in saved)  # no crossing is measured at the first point
+    # step 1,000, seed 0: target 150, proto-frozen crosses at 500 + 500 (180 - 150) / (180 - 130) = 800, so 200
+    # sooner; seed 1: its first point (150) is already below 160, so the crossing is unmeasured and not averaged
+    r = t[("proto-frozen", 1000)]
+    assert (r["pairs"], r["steps_saved_mean"], r["reached_before_first_point"], r["finding"]) == (1, 200.0, 1, "one seed")
+    # step 1,500: 1500 - (1000 + 500 * 20 / 30) = 166.7 and 1500 - (1000 + 500 * 5 / 10) = 250, sd 58.9
+    r = t[("proto-frozen", 1500)]
+    half = 12.7062 * (83.333 / 2 ** 0.5) / 2 ** 0.5  # t_{0.975, 1}
+    assert r["steps_saved_mean"] == pytest.approx(208.3, abs=0.05) and r["steps_saved_std"] == pytest.approx(58.9)
+    assert r["steps_saved_ci95_low"] == pytest.approx(208.33 - half, abs=0.1)
+    assert r["relative_saving_mean"] == pytest.approx((166.667 + 250) / 2 / 1500, abs=1e-4)
+    assert (r["seeds_sooner"], r["finding"], r["target_fid_mean"]) == ("2/2", "no difference shown", 115.0)
+    # step 2,000: seed 0 never gets to 90 (censored), seed 1 crosses 100 at 1500 + 500 * 15 / 16
+    r = t[("proto-frozen", 2000)]
+    assert (r["pairs"], r["not_reached"], r["steps_saved_mean"]) == (1, 1, pytest.approx(31.2, abs=0.05))
+    # random-frozen reaches 150 exactly at 1,000 like the baseline, and is not evaluated past it
+    assert t[("random-frozen", 1000)]["steps_saved_mean"] == 0.0 and ("random-frozen", 1500) not in t
+
+    means = mean_curves(rows)
+    md = summary_markdown(means, paired_vs_baseline(rows, "regular"), reach_baseline_table(means, "regular", rows),
+                          None, "regular", {}, steps_saved_vs_baseline(rows, "regular"))
+    table = {line.split(" | ")[0]: line.split(" | ")[1:] for line in md.splitlines() if line.startswith("| ")}
+    assert table["| 1,500 (115.0)"] == ["+208 [-321, +738] (+13.9%), 2/2, no difference shown", " |"]  # no random
+    assert table["| 1,000 (155.0)"] == ["+200 (+20.0%), 1/1, one seed; 1 before the first point",
+                                        "+0 (+0.0%), 0/1, one seed |"]
+    assert table["| 2,000 (95.0)"][0] == "+31 (+1.6%), 1/1, one seed; 1 not reached"
 
 
 def test_eta_line_counts_points_left_at_the_measured_pace():

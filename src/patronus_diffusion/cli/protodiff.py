@@ -122,7 +122,9 @@ def register(sub) -> None:
                                  "table is: cosine and distance to the prototypes), curves_mean.csv (mean +- std "
                                  "over seeds), reach_baseline.csv (steps, images and CPU-hours each mode needs to reach "
                                  "the baseline's best mean FID), paired_vs_baseline.csv/.png (each mode's FID minus "
-                                 "the baseline's, paired by seed, with a 95% t-interval), fid_vs_images.png, "
+                                 "the baseline's, paired by seed, with a 95% t-interval), steps_saved_vs_baseline.csv "
+                                 "(how many fewer steps each mode needs to reach the FID the baseline has at each "
+                                 "of its steps, paired by seed: the claim read directly), fid_vs_images.png, "
                                  "fid_vs_wallclock.png, summary.md (these tables in Markdown, ready to quote), "
                                  "compare.json (also: where the baseline's curve flattens) "
                                  "and sample grids into --out. --report-only rewrites these from OUT/evals alone.")

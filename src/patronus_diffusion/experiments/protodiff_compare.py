@@ -10,7 +10,8 @@ make prototypes) on them, and the prototype classifier's own accuracy (which may
     from patronus_diffusion.experiments.protodiff_compare import run_protodiff_compare
     res = run_protodiff_compare(get_preset("protodiff-fmnist-cpu"), "results/protodiff_compare", train_steps=1500)
     res.files            # curves.csv (per seed), curves_mean.csv (mean +- std over seeds), reach_baseline.csv,
-                         # paired_vs_baseline.csv/.png, fid_vs_images.png, fid_vs_wallclock.png,
+                         # paired_vs_baseline.csv/.png, steps_saved_vs_baseline.csv, fid_vs_images.png,
+                         # fid_vs_wallclock.png,
                          # summary.md (the tables in Markdown), compare.json (with where the baseline flattens)
 
 Re-running skips finished work: every (mode, seed, checkpoint) evaluation is stored in ``OUT/evals/`` and the
@@ -56,6 +57,9 @@ REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "imag
                 "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
 PAIRED_FIELDS = ["mode", "step", "images_seen", "pairs", "fid_diff_mean", "fid_diff_std", "fid_diff_ci95_low",
                  "fid_diff_ci95_high", "seeds_better", "judge_diff_mean", "judge_diff_std", "finding"]
+SAVED_FIELDS = ["mode", "baseline_step", "target_fid_mean", "pairs", "steps_saved_mean", "steps_saved_std",
+                "steps_saved_ci95_low", "steps_saved_ci95_high", "relative_saving_mean", "seeds_sooner",
+                "reached_before_first_point", "not_reached", "finding"]
 SUMMARY_HEADER = ["preset", "dataset", "image_size", "train_steps", "batch_size", "lr_schedule"]
 SAMPLE_SEED = 12345
 
@@ -429,6 +433,73 @@ def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     return table
 
 
+def first_step_reaching(curve: list[tuple[int, float]], target: float) -> float | str:
+    """The first step at which a FID curve ``[(step, fid), ...]`` (sorted by step) is at or below ``target``,
+    linearly interpolated between the last evaluation above it and the first at or below it:
+    s0 + (s1 - s0) (f0 - target) / (f0 - f1). ``"before"`` when the first evaluation is already there (the
+    crossing lies before it, unmeasured), ``"never"`` when no evaluation gets there."""
+    for i, (step, fid) in enumerate(curve):
+        if fid <= target:
+            if i == 0:
+                return "before"
+            s0, f0 = curve[i - 1]
+            return s0 + (step - s0) * (f0 - target) / (f0 - fid)
+    return "never"
+
+
+def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
+    """ProtoDiffusion's claim read directly: how many fewer training steps a mode needs to reach the FID the
+    baseline has at each of its steps, **paired by seed** (the horizontal gap between the two FID curves).
+
+    For seed s and a baseline step k (from its second evaluation on: nothing is measured before the first), the
+    target is FID(baseline, s, k); each curve's crossing of it is :func:`first_step_reaching` along that curve
+    in seed s, and steps saved = crossing(baseline) - crossing(mode) (> 0: the mode gets there sooner). A seed
+    counts at step k only when the mode was evaluated there too. A crossing before the mode's first evaluation
+    (``reached_before_first_point``) or after its last (``not_reached``) is censored: counted, left out of the
+    mean. Over the rest: mean, sample std, Student-t 95 % interval, the mean relative saving (steps saved /
+    baseline's steps), seeds where the mode is sooner; ``finding`` is "sooner" / "later" when the interval
+    excludes 0, "no difference shown" when it holds it, "one seed" without an interval."""
+    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for r in sorted(rows, key=lambda r: r["step"]):
+        if r.get("fid") is not None:
+            curves.setdefault((r["mode"], r["seed"]), []).append((r["step"], float(r["fid"])))
+    table = []
+    for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
+        steps = sorted({s for (m, _), c in curves.items() if m == baseline for s, _ in c})[1:]
+        for k in steps:
+            saved, targets, before, never = [], [], 0, 0
+            for (m, seed), base in curves.items():
+                mine = curves.get((mode, seed), [])
+                if m != baseline or k not in dict(base) or k not in dict(mine):
+                    continue
+                target = dict(base)[k]
+                ours = first_step_reaching(base, target)
+                if isinstance(ours, str):  # the baseline's first point is already as good: no crossing measured
+                    continue
+                targets.append(target)
+                theirs = first_step_reaching(mine, target)
+                before, never = before + (theirs == "before"), never + (theirs == "never")
+                if not isinstance(theirs, str):
+                    saved.append((ours, theirs))
+            if not targets:
+                continue
+            diffs = [b - m for b, m in saved]
+            mean, sd = _mean_std(diffs)
+            lo, hi = _t_interval(mean, sd, len(diffs)) if diffs else (None, None)
+            finding = ("none measured" if not diffs else "one seed" if lo is None else "sooner" if lo > 0
+                       else "later" if hi < 0 else "no difference shown")
+            table.append({"mode": mode, "baseline_step": k, "target_fid_mean": round(sum(targets) / len(targets), 3),
+                          "pairs": len(diffs), "steps_saved_mean": None if mean is None else round(mean, 1),
+                          "steps_saved_std": None if sd is None else round(sd, 1),
+                          "steps_saved_ci95_low": None if lo is None else round(lo, 1),
+                          "steps_saved_ci95_high": None if hi is None else round(hi, 1),
+                          "relative_saving_mean": (round(sum((b - m) / b for b, m in saved) / len(saved), 4)
+                                                   if saved else None),
+                          "seeds_sooner": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+                          "reached_before_first_point": before, "not_reached": never, "finding": finding})
+    return table
+
+
 def baseline_flattening(rows: list[dict], baseline: str, rel_tol: float = 0.05) -> dict | None:
     """Where the baseline's FID curve flattens: the first evaluated step whose mean FID is within ``rel_tol``
     (relative) of the best mean FID measured, with each interval's gain in FID per 1,000 steps.
@@ -559,10 +630,11 @@ def _step_by_mode(by: dict, steps: list[int], modes: list[str], cell: Callable[[
 
 
 def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], flattening: dict | None,
-                     baseline: str, fid_protocol: dict) -> str:
+                     baseline: str, fid_protocol: dict, saved: list[dict] | None = None) -> str:
     """The comparison's tables in Markdown, ready to quote in docs: FID mean ± std over seeds per (step, mode) with
     the judge's accuracy and the number of seeds, the paired-by-seed difference to the baseline with its 95 %
-    interval, the steps and CPU-hours to reach the baseline's best, and where the baseline flattens. Every number
+    interval, the steps each mode saves to reach the baseline's FID (``saved``, paired by seed), the steps and
+    CPU-hours to reach the baseline's best, and where the baseline flattens. Every number
     comes from the rows the CSV files hold."""
     modes = list(dict.fromkeys(r["mode"] for r in means))
     steps = sorted({r["step"] for r in means})
@@ -598,6 +670,32 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
         lines += _markdown_table(["step"] + others,
                                  [[f"{step:,}"] + cells for step, cells in
                                   zip(paired_steps, _step_by_mode(by, paired_steps, others, diff_cell))])
+    if saved:
+        others = list(dict.fromkeys(r["mode"] for r in saved))
+        by = {(r["mode"], r["baseline_step"]): r for r in saved}
+        lines += ["", f"## Steps saved to reach {baseline}'s FID, paired by seed", "",
+                  f"Per seed, the FID {baseline} has at a step is the target; each curve's first crossing of it is "
+                  "interpolated between evaluations, and the steps saved are the baseline's crossing minus the "
+                  "mode's (above 0: the mode gets there sooner). Mean [Student-t 95 % interval] (mean relative "
+                  "saving), seeds where the mode is sooner, finding; crossings outside the evaluated steps are "
+                  "counted, not averaged.", ""]
+
+        def saved_cell(r: dict) -> str:
+            if r["steps_saved_mean"] is None:
+                text = r["finding"]
+            else:
+                ci = ("" if r["steps_saved_ci95_low"] is None
+                      else f" [{r['steps_saved_ci95_low']:+,.0f}, {r['steps_saved_ci95_high']:+,.0f}]")
+                text = (f"{r['steps_saved_mean']:+,.0f}{ci} ({r['relative_saving_mean']:+.1%}), "
+                        f"{r['seeds_sooner']}, {r['finding']}")
+            censored = [f"{r['not_reached']} not reached"] * bool(r["not_reached"]) + \
+                [f"{r['reached_before_first_point']} before the first point"] * bool(r["reached_before_first_point"])
+            return text + "".join(f"; {c}" for c in censored)
+
+        saved_steps = sorted({r["baseline_step"] for r in saved})
+        lines += _markdown_table([f"{baseline}'s step (its mean FID)"] + others,
+                                 [[f"{k:,} ({at[(baseline, k)]['fid_mean']:.1f})"] + cells for k, cells in
+                                  zip(saved_steps, _step_by_mode(by, saved_steps, others, saved_cell))])
     if reach:
         lines += ["", f"## Reaching the baseline's best mean FID ({reach[0]['baseline_best_fid']:.2f})", ""]
         lines += _markdown_table(
@@ -637,6 +735,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table, REACH_FIELDS)
     paired = paired_vs_baseline(rows, baseline)
     files["paired_vs_baseline"] = _write_csv(out / "paired_vs_baseline.csv", paired, PAIRED_FIELDS)
+    saved = steps_saved_vs_baseline(rows, baseline)
+    files["steps_saved"] = _write_csv(out / "steps_saved_vs_baseline.csv", saved, SAVED_FIELDS)
     flattening = baseline_flattening(rows, baseline)
     if rows:
         files["fid_vs_images"] = plot_curves(means, "images_seen", "training images seen", out / "fid_vs_images.png")
@@ -647,7 +747,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
     if rows:
         files["markdown"] = out / "summary.md"
-        write_text(files["markdown"], summary_markdown(means, paired, table, flattening, baseline, fid_protocol))
+        write_text(files["markdown"], summary_markdown(means, paired, table, flattening, baseline, fid_protocol,
+                                                                saved))
     clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
         **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "modes": meta.get("modes"),
@@ -657,7 +758,7 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
         "fid_protocol": {k: fid_protocol.get(k) for k in ("metric", "feature_network", "preprocessing", "reference",
                                                           "small_n", "note")},
         "curves_mean": means, "curves": [{k: r.get(k) for k in CURVE_FIELDS} for r in rows], "reach_baseline": table,
-        "paired_vs_baseline": paired, "baseline_flattening": flattening,
+        "paired_vs_baseline": paired, "steps_saved_vs_baseline": saved, "baseline_flattening": flattening,
         "note": "train_seconds is the wall-clock of this machine's training invocations (shared CPU: other jobs "
                 "may have run beside it), train_cpu_seconds the CPU time of the training process (all threads), "
                 "which cpu_hours_to_reach uses; images seen is the load-independent axis. The judge is an "
