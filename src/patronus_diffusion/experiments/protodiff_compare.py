@@ -582,30 +582,47 @@ def summary_header(cfg: RunConfig) -> dict:
             "lr_schedule": cfg.train.lr_schedule}
 
 
-def plot_paired(paired: list[dict], baseline: str, path: Path) -> Path:
-    """Each mode's FID minus the baseline's, paired by seed: mean with its 95 % interval (where >= 2 seeds)."""
+def _errorbars(ax, rows: list[dict], x_key: str, y_key: str, lo_key: str, hi_key: str, span: float) -> None:
+    """Per mode: the mean with its 95 % interval (where >= 2 seeds), modes side by side around each x."""
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    for i, mode in enumerate(modes):
+        mine = [r for r in rows if r["mode"] == mode and r[y_key] is not None]
+        if not mine:
+            continue
+        shift = (i - (len(modes) - 1) / 2) * 0.015 * span
+        xs = [r[x_key] + shift for r in mine]
+        ys = [r[y_key] for r in mine]
+        err = [[y - r[lo_key] if r[lo_key] is not None else 0.0 for y, r in zip(ys, mine)],
+               [r[hi_key] - y if r[hi_key] is not None else 0.0 for y, r in zip(ys, mine)]]
+        lo, hi = min(r["pairs"] for r in mine), max(r["pairs"] for r in mine)
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
+                    label=f"{mode} (seeds paired: {lo}{'' if lo == hi else f'-{hi}'})")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_paired(paired: list[dict], baseline: str, path: Path, saved: list[dict] | None = None) -> Path:
+    """Each mode's FID minus the baseline's, paired by seed: mean with its 95 % interval (where >= 2 seeds); with
+    ``saved``, a second panel: the steps each mode saves to reach the baseline's FID at each of its steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    modes = list(dict.fromkeys(r["mode"] for r in paired))
-    span = max(r["images_seen"] for r in paired) or 1
-    for i, mode in enumerate(modes):
-        mine = [r for r in paired if r["mode"] == mode]
-        shift = (i - (len(modes) - 1) / 2) * 0.015 * span  # side by side
-        xs = [r["images_seen"] + shift for r in mine]
-        ys = [r["fid_diff_mean"] for r in mine]
-        err = [[y - r["fid_diff_ci95_low"] if r["fid_diff_ci95_low"] is not None else 0.0 for y, r in zip(ys, mine)],
-               [r["fid_diff_ci95_high"] - y if r["fid_diff_ci95_high"] is not None else 0.0 for y, r in zip(ys, mine)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{mode} (pairs: {mine[-1]['pairs']})")
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xlabel("training images seen")
-    ax.set_ylabel(f"FID(mode) - FID({baseline}), same seed")
-    ax.set_title("below 0: better than the baseline; bars: 95 % t-interval over seeds", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    saved = [r for r in saved or [] if r["steps_saved_mean"] is not None]
+    fig, axes = plt.subplots(1, 2 if saved else 1, figsize=(11 if saved else 6, 4), squeeze=False)
+    _errorbars(axes[0, 0], paired, "images_seen", "fid_diff_mean", "fid_diff_ci95_low", "fid_diff_ci95_high",
+               max(r["images_seen"] for r in paired) or 1)
+    axes[0, 0].set_xlabel("training images seen")
+    axes[0, 0].set_ylabel(f"FID(mode) - FID({baseline}), same seed")
+    axes[0, 0].set_title("below 0: better than the baseline; bars: 95 % t-interval over seeds", fontsize=9)
+    if saved:
+        _errorbars(axes[0, 1], saved, "baseline_step", "steps_saved_mean", "steps_saved_ci95_low",
+                   "steps_saved_ci95_high", max(r["baseline_step"] for r in saved))
+        axes[0, 1].set_xlabel(f"{baseline}'s step whose FID is the target")
+        axes[0, 1].set_ylabel("steps saved to reach it, same seed")
+        axes[0, 1].set_title("above 0: the mode gets there sooner; bars: 95 % t-interval", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -743,7 +760,7 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
         files["fid_vs_wallclock"] = plot_curves(means, "train_seconds_mean", "training wall-clock (minutes)",
                                                 out / "fid_vs_wallclock.png", scale=1 / 60)
     if paired:
-        files["paired_plot"] = plot_paired(paired, baseline, out / "paired_vs_baseline.png")
+        files["paired_plot"] = plot_paired(paired, baseline, out / "paired_vs_baseline.png", saved)
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
     if rows:
         files["markdown"] = out / "summary.md"
