@@ -463,14 +463,15 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     for r in sorted(rows, key=lambda r: r["step"]):
         if r.get("fid") is not None:
             curves.setdefault((r["mode"], r["seed"]), []).append((r["step"], float(r["fid"])))
+    base_curves = {seed: c for (m, seed), c in curves.items() if m == baseline}
+    steps = sorted({s for c in base_curves.values() for s, _ in c})[1:]
     table = []
     for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
-        steps = sorted({s for (m, _), c in curves.items() if m == baseline for s, _ in c})[1:]
         for k in steps:
             saved, targets, before, never = [], [], 0, 0
-            for (m, seed), base in curves.items():
+            for seed, base in base_curves.items():
                 mine = curves.get((mode, seed), [])
-                if m != baseline or k not in dict(base) or k not in dict(mine):
+                if k not in dict(base) or k not in dict(mine):
                     continue
                 target = dict(base)[k]
                 ours = first_step_reaching(base, target)
@@ -764,8 +765,8 @@ def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, pro
     fid_protocol = next((r["protocol"] for r in rows if r.get("protocol")), {})
     if rows:
         files["markdown"] = out / "summary.md"
-        write_text(files["markdown"], summary_markdown(means, paired, table, flattening, baseline, fid_protocol,
-                                                                saved))
+        write_text(files["markdown"],
+                   summary_markdown(means, paired, table, flattening, baseline, fid_protocol, saved))
     clf = meta.get("classifier", {})
     write_json(out / "compare.json", {
         **{k: header.get(k) for k in SUMMARY_HEADER}, "seeds": meta.get("seeds"), "modes": meta.get("modes"),
