@@ -503,7 +503,7 @@ def test_steps_saved_reads_the_horizontal_gap_between_curves_by_hand():
     # step 1,000, seed 0: target 150, proto-frozen crosses at 500 + 500 (180 - 150) / (180 - 130) = 800, so 200
     # sooner; seed 1: its first point (150) is already below 160, so the crossing is unmeasured and not averaged
     r = t[("proto-frozen", 1000)]
-    assert (r["pairs"], r["steps_saved_mean"], r["reached_before_first_point"], r["finding"]) == (1, 200.0, 1, "one seed")
+    assert (r["pairs"], r["steps_saved_mean"], r["crossing_before_first_point"], r["finding"]) == (1, 200.0, 1, "one seed")
     # step 1,500: 1500 - (1000 + 500 * 20 / 30) = 166.7 and 1500 - (1000 + 500 * 5 / 10) = 250, sd 58.9
     r = t[("proto-frozen", 1500)]
     half = 12.7062 * (83.333 / 2 ** 0.5) / 2 ** 0.5  # t_{0.975, 1}
@@ -513,7 +513,7 @@ def test_steps_saved_reads_the_horizontal_gap_between_curves_by_hand():
     assert (r["seeds_sooner"], r["finding"], r["target_fid_mean"]) == ("2/2", "no difference shown", 115.0)
     # step 2,000: seed 0 never gets to 90 (censored), seed 1 crosses 100 at 1500 + 500 * 15 / 16
     r = t[("proto-frozen", 2000)]
-    assert (r["pairs"], r["not_reached"], r["steps_saved_mean"]) == (1, 1, pytest.approx(31.2, abs=0.05))
+    assert (r["pairs"], r["crossing_after_last_point"], r["steps_saved_mean"]) == (1, 1, pytest.approx(31.2, abs=0.05))
     # random-frozen reaches 150 exactly at 1,000 like the baseline, and is not evaluated past it
     assert t[("random-frozen", 1000)]["steps_saved_mean"] == 0.0 and ("random-frozen", 1500) not in t
 
@@ -524,7 +524,7 @@ def test_steps_saved_reads_the_horizontal_gap_between_curves_by_hand():
     assert table["| 1,500 (115.0)"] == ["+208 [-321, +738] (+13.9%), 2/2, no difference shown", " |"]  # no random
     assert table["| 1,000 (155.0)"] == ["+200 (+20.0%), 1/1, one seed; 1 before the first point",
                                         "+0 (+0.0%), 0/1, one seed |"]
-    assert table["| 2,000 (95.0)"][0] == "+31 (+1.6%), 1/1, one seed; 1 not reached"
+    assert table["| 2,000 (95.0)"][0] == "+31 (+1.6%), 1/1, one seed; 1 after the last point"
 
 
 def test_eta_line_counts_points_left_at_the_measured_pace():

@@ -59,7 +59,7 @@ PAIRED_FIELDS = ["mode", "step", "images_seen", "pairs", "fid_diff_mean", "fid_d
                  "fid_diff_ci95_high", "seeds_better", "judge_diff_mean", "judge_diff_std", "finding"]
 SAVED_FIELDS = ["mode", "baseline_step", "target_fid_mean", "pairs", "steps_saved_mean", "steps_saved_std",
                 "steps_saved_ci95_low", "steps_saved_ci95_high", "relative_saving_mean", "seeds_sooner",
-                "reached_before_first_point", "not_reached", "finding"]
+                "crossing_before_first_point", "crossing_after_last_point", "finding"]
 SUMMARY_HEADER = ["preset", "dataset", "image_size", "train_steps", "batch_size", "lr_schedule"]
 SAMPLE_SEED = 12345
 
@@ -455,8 +455,8 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     target is FID(baseline, s, k); each curve's crossing of it is :func:`first_step_reaching` along that curve
     in seed s, and steps saved = crossing(baseline) - crossing(mode) (> 0: the mode gets there sooner). A seed
     counts at step k only when the mode was evaluated there too. A crossing before the mode's first evaluation
-    (``reached_before_first_point``) or after its last (``not_reached``) is censored: counted, left out of the
-    mean. Over the rest: mean, sample std, Student-t 95 % interval, the mean relative saving (steps saved /
+    (``crossing_before_first_point``) or after its last (``crossing_after_last_point``: past the budget, or not
+    evaluated yet in a seed still running) is censored: counted, left out of the mean. Over the rest: mean, sample std, Student-t 95 % interval, the mean relative saving (steps saved /
     baseline's steps), seeds where the mode is sooner; ``finding`` is "sooner" / "later" when the interval
     excludes 0, "no difference shown" when it holds it, "one seed" without an interval."""
     curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
@@ -497,7 +497,7 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
                           "relative_saving_mean": (round(sum((b - m) / b for b, m in saved) / len(saved), 4)
                                                    if saved else None),
                           "seeds_sooner": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
-                          "reached_before_first_point": before, "not_reached": never, "finding": finding})
+                          "crossing_before_first_point": before, "crossing_after_last_point": never, "finding": finding})
     return table
 
 
@@ -706,8 +706,9 @@ def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], f
                       else f" [{r['steps_saved_ci95_low']:+,.0f}, {r['steps_saved_ci95_high']:+,.0f}]")
                 text = (f"{r['steps_saved_mean']:+,.0f}{ci} ({r['relative_saving_mean']:+.1%}), "
                         f"{r['seeds_sooner']}, {r['finding']}")
-            censored = [f"{r['not_reached']} not reached"] * bool(r["not_reached"]) + \
-                [f"{r['reached_before_first_point']} before the first point"] * bool(r["reached_before_first_point"])
+            after, before = r["crossing_after_last_point"], r["crossing_before_first_point"]
+            censored = [f"{after} after the last point"] * bool(after) + \
+                [f"{before} before the first point"] * bool(before)
             return text + "".join(f"; {c}" for c in censored)
 
         saved_steps = sorted({r["baseline_step"] for r in saved})
