@@ -398,6 +398,22 @@ def _t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[fl
     return mean - half, mean + half
 
 
+def _paired_stats(diffs: list[float], digits: int, good_sign: int, words: tuple[str, str]) -> dict:
+    """Mean, sample std and Student-t 95 % interval of paired differences (rounded to ``digits``), the seeds on the
+    good side (sign ``good_sign``: -1 when lower is better), and the finding the interval reads: ``words[0]`` /
+    ``words[1]`` (good / bad) when it excludes 0, "no difference shown" when it holds it, "one seed" without one."""
+    mean, sd = _mean_std(diffs)
+    lo, hi = _t_interval(mean, sd, len(diffs))
+    if lo is None:
+        finding = "one seed"
+    else:
+        worst, best = sorted((lo * good_sign, hi * good_sign))  # the interval, good side up
+        finding = words[0] if worst > 0 else words[1] if best < 0 else "no difference shown"
+    return {"mean": round(mean, digits), "std": round(sd, digits),
+            "low": None if lo is None else round(lo, digits), "high": None if hi is None else round(hi, digits),
+            "good": f"{sum(d * good_sign > 0 for d in diffs)}/{len(diffs)}", "finding": finding}
+
+
 def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     """Per (mode, step): the mode's FID minus the baseline's, **paired by seed**.
 
@@ -415,21 +431,15 @@ def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
                      if r["mode"] == mode and r["step"] == step and (r["seed"], step) in base]
             if not pairs:
                 continue
-            d_fid = [a["fid"] - b["fid"] for a, b in pairs]
-            mean, sd = _mean_std(d_fid)
-            lo, hi = _t_interval(mean, sd, len(pairs))
+            st = _paired_stats([a["fid"] - b["fid"] for a, b in pairs], 3, -1, ("better", "worse"))
             judged = [(a.get("judge_accuracy_on_samples"), b.get("judge_accuracy_on_samples")) for a, b in pairs]
             j_mean, j_sd = (_mean_std([a - b for a, b in judged]) if all(None not in p for p in judged)
                             else (None, None))
-            finding = ("one seed" if lo is None else "better" if hi < 0 else "worse" if lo > 0
-                       else "no difference shown")
             table.append({"mode": mode, "step": step, "images_seen": pairs[0][0]["images_seen"], "pairs": len(pairs),
-                          "fid_diff_mean": round(mean, 3), "fid_diff_std": round(sd, 3),
-                          "fid_diff_ci95_low": None if lo is None else round(lo, 3),
-                          "fid_diff_ci95_high": None if hi is None else round(hi, 3),
-                          "seeds_better": f"{sum(d < 0 for d in d_fid)}/{len(d_fid)}",
+                          "fid_diff_mean": st["mean"], "fid_diff_std": st["std"], "fid_diff_ci95_low": st["low"],
+                          "fid_diff_ci95_high": st["high"], "seeds_better": st["good"],
                           "judge_diff_mean": None if j_mean is None else round(j_mean, 4),
-                          "judge_diff_std": None if j_sd is None else round(j_sd, 4), "finding": finding})
+                          "judge_diff_std": None if j_sd is None else round(j_sd, 4), "finding": st["finding"]})
     return table
 
 
@@ -456,13 +466,15 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     in seed s, and steps saved = crossing(baseline) - crossing(mode) (> 0: the mode gets there sooner). A seed
     counts at step k only when the mode was evaluated there too. A crossing before the mode's first evaluation
     (``crossing_before_first_point``) or after its last (``crossing_after_last_point``: past the budget, or not
-    evaluated yet in a seed still running) is censored: counted, left out of the mean. Over the rest: mean, sample std, Student-t 95 % interval, the mean relative saving (steps saved /
-    baseline's steps), seeds where the mode is sooner; ``finding`` is "sooner" / "later" when the interval
-    excludes 0, "no difference shown" when it holds it, "one seed" without an interval."""
+    evaluated yet in a seed still running) is censored: counted, left out of the mean. Over the rest: mean,
+    sample std, Student-t 95 % interval, the mean relative saving (steps saved / baseline's steps), seeds where
+    the mode is sooner; ``finding`` is "sooner" / "later" when the interval excludes 0, "no difference shown"
+    when it holds it, "one seed" without an interval, "none measured" when every crossing is censored."""
     curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for r in sorted(rows, key=lambda r: r["step"]):
         if r.get("fid") is not None:
             curves.setdefault((r["mode"], r["seed"]), []).append((r["step"], float(r["fid"])))
+    at = {key: dict(c) for key, c in curves.items()}  # (mode, seed) -> {step: fid}
     base_curves = {seed: c for (m, seed), c in curves.items() if m == baseline}
     steps = sorted({s for c in base_curves.values() for s, _ in c})[1:]
     table = []
@@ -470,34 +482,29 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
         for k in steps:
             saved, targets, before, never = [], [], 0, 0
             for seed, base in base_curves.items():
-                mine = curves.get((mode, seed), [])
-                if k not in dict(base) or k not in dict(mine):
+                if k not in at[(baseline, seed)] or k not in at.get((mode, seed), {}):
                     continue
-                target = dict(base)[k]
+                target = at[(baseline, seed)][k]
                 ours = first_step_reaching(base, target)
                 if isinstance(ours, str):  # the baseline's first point is already as good: no crossing measured
                     continue
                 targets.append(target)
-                theirs = first_step_reaching(mine, target)
+                theirs = first_step_reaching(curves[(mode, seed)], target)
                 before, never = before + (theirs == "before"), never + (theirs == "never")
                 if not isinstance(theirs, str):
                     saved.append((ours, theirs))
             if not targets:
                 continue
             diffs = [b - m for b, m in saved]
-            mean, sd = _mean_std(diffs)
-            lo, hi = _t_interval(mean, sd, len(diffs)) if diffs else (None, None)
-            finding = ("none measured" if not diffs else "one seed" if lo is None else "sooner" if lo > 0
-                       else "later" if hi < 0 else "no difference shown")
+            st = (_paired_stats(diffs, 1, +1, ("sooner", "later")) if diffs else
+                  {"mean": None, "std": None, "low": None, "high": None, "good": "0/0", "finding": "none measured"})
             table.append({"mode": mode, "baseline_step": k, "target_fid_mean": round(sum(targets) / len(targets), 3),
-                          "pairs": len(diffs), "steps_saved_mean": None if mean is None else round(mean, 1),
-                          "steps_saved_std": None if sd is None else round(sd, 1),
-                          "steps_saved_ci95_low": None if lo is None else round(lo, 1),
-                          "steps_saved_ci95_high": None if hi is None else round(hi, 1),
+                          "pairs": len(diffs), "steps_saved_mean": st["mean"], "steps_saved_std": st["std"],
+                          "steps_saved_ci95_low": st["low"], "steps_saved_ci95_high": st["high"],
                           "relative_saving_mean": (round(sum((b - m) / b for b, m in saved) / len(saved), 4)
                                                    if saved else None),
-                          "seeds_sooner": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
-                          "crossing_before_first_point": before, "crossing_after_last_point": never, "finding": finding})
+                          "seeds_sooner": st["good"], "crossing_before_first_point": before,
+                          "crossing_after_last_point": never, "finding": st["finding"]})
     return table
 
 
