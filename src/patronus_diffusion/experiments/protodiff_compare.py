@@ -401,7 +401,10 @@ def _t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[fl
 def _paired_stats(diffs: list[float], digits: int, good_sign: int, words: tuple[str, str]) -> dict:
     """Mean, sample std and Student-t 95 % interval of paired differences (rounded to ``digits``), the seeds on the
     good side (sign ``good_sign``: -1 when lower is better), and the finding the interval reads: ``words[0]`` /
-    ``words[1]`` (good / bad) when it excludes 0, "no difference shown" when it holds it, "one seed" without one."""
+    ``words[1]`` (good / bad) when it excludes 0, "no difference shown" when it holds it, "one seed" without one,
+    "none measured" (and no statistics) without any difference."""
+    if not diffs:
+        return {"mean": None, "std": None, "low": None, "high": None, "good": "0/0", "finding": "none measured"}
     mean, sd = _mean_std(diffs)
     lo, hi = _t_interval(mean, sd, len(diffs))
     if lo is None:
@@ -477,17 +480,19 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
     at = {key: dict(c) for key, c in curves.items()}  # (mode, seed) -> {step: fid}
     base_curves = {seed: c for (m, seed), c in curves.items() if m == baseline}
     steps = sorted({s for c in base_curves.values() for s, _ in c})[1:]
+    # (seed, k) -> (target, the baseline's crossing of it), once for every mode; left out where the baseline's
+    # first point is already as good (no crossing measured)
+    crossings = {(seed, k): (at[(baseline, seed)][k], first_step_reaching(c, at[(baseline, seed)][k]))
+                 for seed, c in base_curves.items() for k in steps if k in at[(baseline, seed)]}
+    crossings = {key: tc for key, tc in crossings.items() if not isinstance(tc[1], str)}
     table = []
     for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
         for k in steps:
             saved, targets, before, never = [], [], 0, 0
-            for seed, base in base_curves.items():
-                if k not in at[(baseline, seed)] or k not in at.get((mode, seed), {}):
+            for seed in base_curves:
+                if (seed, k) not in crossings or k not in at.get((mode, seed), {}):
                     continue
-                target = at[(baseline, seed)][k]
-                ours = first_step_reaching(base, target)
-                if isinstance(ours, str):  # the baseline's first point is already as good: no crossing measured
-                    continue
+                target, ours = crossings[(seed, k)]
                 targets.append(target)
                 theirs = first_step_reaching(curves[(mode, seed)], target)
                 before, never = before + (theirs == "before"), never + (theirs == "never")
@@ -496,8 +501,7 @@ def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
             if not targets:
                 continue
             diffs = [b - m for b, m in saved]
-            st = (_paired_stats(diffs, 1, +1, ("sooner", "later")) if diffs else
-                  {"mean": None, "std": None, "low": None, "high": None, "good": "0/0", "finding": "none measured"})
+            st = _paired_stats(diffs, 1, +1, ("sooner", "later"))
             table.append({"mode": mode, "baseline_step": k, "target_fid_mean": round(sum(targets) / len(targets), 3),
                           "pairs": len(diffs), "steps_saved_mean": st["mean"], "steps_saved_std": st["std"],
                           "steps_saved_ci95_low": st["low"], "steps_saved_ci95_high": st["high"],
