@@ -128,3 +128,34 @@ def test_training_on_a_folder_says_what_it_found(tmp_path, capsys):
     assert "12 with transparency" in out or "with transparency, composited onto white" in out
     assert "smaller than half the model's 16 px (smallest 5x5)" in out
     assert "2 classes (sub-folder names): cats, dogs" in out
+
+
+@pytest.mark.parametrize("value,truth", [(0.0, "never present"), (-1.0, "never present"), (1.0, "always present")])
+def test_a_constant_attribute_is_named_for_what_it_is(value, truth):
+    """A constant-0 (or -1) column is an attribute no image has: the message must not call it always present."""
+    from types import SimpleNamespace
+
+    from patronus_diffusion.data.biased import resolve_attribute
+
+    ds = SimpleNamespace(attribute_names=("Smiling",), attributes=np.full((5, 1), value, np.float32),
+                         class_names=(), labels=np.full(5, -1))
+    with pytest.raises(DataError, match=f"Smiling.*{truth}") as e:
+        resolve_attribute(ds, "Smiling")
+    assert ("always" in str(e.value)) == (truth == "always present")
+    with pytest.raises(DataError, match=truth):
+        resolve_attribute(ds, "not:Smiling")
+
+
+def test_make_biased_on_a_never_present_attribute_says_so(tmp_path, capsys):
+    from patronus_diffusion.cli.main import main
+
+    _make_folder(tmp_path / "pics")
+    names = sorted(p.relative_to(tmp_path / "pics") for p in (tmp_path / "pics").rglob("*.*"))
+    csv = tmp_path / "attrs.csv"
+    csv.write_text("file,Smiling,Blond\n" + "".join(f"{n},0,{i % 2}\n" for i, n in enumerate(names)))
+    assert main(["make-biased", "--dataset", "folder", "--data-root", str(tmp_path / "pics"), "--attributes-csv",
+                 str(csv), "--a", "Smiling", "--b", "Blond", "--correlation", "0.5",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "never present" in err and "always" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -46,7 +46,8 @@ DEMO_MARK_SIZE = 6  # px of the 28-px original (about 7 px at 32 px, inside the 
 
 # ----------------------------------------------------------------------------- attributes
 def _binary(values: np.ndarray, name: str) -> np.ndarray:
-    """A 0/1, -1/1 or boolean column as bool (the larger of its two values is True)."""
+    """A 0/1, -1/1 or boolean column as bool (the larger of its two values is True). A column with one value
+    is refused, named for what it is: 0 or -1 in every image (never present), or a positive value (always)."""
     finite = values[np.isfinite(values)]
     levels = np.unique(finite)
     if len(levels) > 2:
@@ -54,6 +55,11 @@ def _binary(values: np.ndarray, name: str) -> np.ndarray:
                         f"name the positive values, e.g. {name}={int(levels[-1])}")
     if len(levels) == 0:
         raise DataError(f"attribute {name!r} has no numeric values")
+    if len(levels) == 1:
+        v = float(levels[0])
+        truth = "always present" if v > 0 else "never present"
+        raise DataError(f"attribute {name!r} is {v:g} in every image ({truth}), so it cannot split the data; "
+                        f"choose an attribute that some images have and others lack")
     return values == levels.max()
 
 
