@@ -1,6 +1,7 @@
 """Importing a checkpoint of the reference code: a synthetic state dict in the reference's own layout (module names
 and shapes written out here from the reference's module tree, independently of the converter) becomes a run."""
 
+import json
 import math
 
 import pytest
@@ -168,3 +169,34 @@ def test_import_reference_command(ckpt, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err and (tmp_path / "r" / "import.json").read_text() == before
     assert main(["import-reference", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "r"),
                  "--force"]) == 0
+
+
+def test_weights_raw_loads_an_imported_run_whose_weights_are_the_raw_ones(ckpt, tmp_path, capsys):
+    """import.json says the stored weights are the reference's raw ones: --weights raw takes them; an EMA-only
+    export still refuses raw, saying why."""
+    from patronus_diffusion.runs import export_run, resolve_run, weights_file
+
+    path, _ = ckpt
+    _, out = import_reference(path, tmp_path / "run", preset="tiny")
+    assert json.loads((out / "import.json").read_text())["weights"] == "raw"
+    assert weights_file(out, "raw") == out / "model.safetensors"
+    raw, ema = Patronus.load(out, weights="raw", device="cpu"), Patronus.load(out, weights="ema", device="cpu")
+    for k, v in raw.model.state_dict().items():
+        assert torch.equal(v, ema.model.state_dict()[k]), k
+    s_file = tmp_path / "s.csv"
+    s_file.write_text(",".join(["0.5"] * P) + "\n")
+    assert main(["sample", "--run", str(out), "--weights", "raw", "--s-file", str(s_file), "--steps", "2",
+                 "--device", "cpu", "--out", str(tmp_path / "sample")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "sample" / "grid.png").exists()
+    # an export of the imported run says what it holds: the raw weights, still loadable as raw
+    exported = export_run(out, tmp_path / "exported")["manifest"]
+    assert json.loads(exported.read_text())["weights"] == "raw"
+    assert weights_file(exported.parent, "raw") == exported.parent / "model.safetensors"
+    # an import.json written before it said which weights it holds: its note has always said raw
+    meta = json.loads((out / "import.json").read_text())
+    del meta["weights"]
+    (out / "import.json").write_text(json.dumps(meta))
+    assert weights_file(out, "raw") == out / "model.safetensors"
+    # the shipped model is an EMA-only export: raw is refused, saying why
+    with pytest.raises(CheckpointError, match="only EMA weights"):
+        weights_file(resolve_run("pretrained:fashion-mnist"), "raw")

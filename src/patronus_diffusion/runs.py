@@ -307,16 +307,35 @@ def resolve_run(run: str | Path) -> Path:
     return path
 
 
+def stored_weights_kind(run_dir: Path) -> str:
+    """What a run's slim ``model.safetensors`` holds: ``raw`` for a run made by ``import-reference`` (its
+    ``import.json`` says so; one written before it named them held raw weights too) or an export of one; else
+    ``ema`` (the trainer's export and ``patronus export``)."""
+    for name, default in (("import.json", "raw"), ("export.json", "ema")):
+        path = Path(run_dir) / name
+        if path.exists():
+            try:
+                kind = json.loads(path.read_text()).get("weights", default)
+            except (json.JSONDecodeError, AttributeError) as e:
+                raise CheckpointError(f"{path} is damaged ({e})") from None
+            return kind if kind in ("ema", "raw") else default
+    return "ema"
+
+
 def weights_file(run_dir: Path, weights: str) -> Path:
-    """EMA weights from the newest checkpoint (or the EMA export); ``raw`` for the un-averaged weights."""
+    """EMA weights from the newest checkpoint (or the EMA export); ``raw`` for the un-averaged weights. A run
+    without checkpoints serves its ``model.safetensors`` for ``ema`` and, when they are raw weights (an
+    imported reference), for ``raw`` too."""
     if weights not in ("ema", "raw"):
         raise ConfigError("weights must be 'ema' or 'raw'")
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         read_checkpoint_state(ckpt)  # verifies checksums
         return ckpt / ("ema.safetensors" if weights == "ema" else "model.safetensors")
-    if weights == "ema" and (run_dir / "model.safetensors").exists():
-        return run_dir / "model.safetensors"
+    if (run_dir / "model.safetensors").exists():
+        if weights == "ema" or stored_weights_kind(run_dir) == "raw":
+            return run_dir / "model.safetensors"
+        raise CheckpointError(f"{run_dir} holds only EMA weights (an export, no checkpoints): use --weights ema")
     raise CheckpointError(f"{run_dir} has no {'checkpoint' if weights == 'raw' else 'weights'} to load")
 
 
@@ -329,6 +348,7 @@ def export_run(run: Path, out: Path) -> dict[str, Path]:
     ckpt = latest_checkpoint(run)
     state = read_checkpoint_state(ckpt) if ckpt is not None else {}
     src_weights = weights_file(run, "ema")
+    kind = "ema" if ckpt is not None else stored_weights_kind(run)  # an imported run's only weights are raw
     numbered = ((_STEP_DIR.fullmatch(p.stem), p) for p in (run / "samples").glob("step_*.png"))
     previews = [p for _, p in sorted((int(m.group(1)), p) for m, p in numbered if m)]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -342,6 +362,6 @@ def export_run(run: Path, out: Path) -> dict[str, Path]:
     if previews:
         shutil.copyfile(previews[-1], tmp / "samples_final.png")
     write_json(tmp / "export.json", {"source_run": str(run), "checkpoint": str(ckpt) if ckpt else None,
-                                     "step": state.get("step"), "weights": "ema"})
+                                     "step": state.get("step"), "weights": kind})
     replace_dir(tmp, out)
     return {"weights": out / "model.safetensors", "config": out / "config.json", "manifest": out / "export.json"}

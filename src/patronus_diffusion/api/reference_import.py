@@ -225,7 +225,7 @@ def import_reference(checkpoint: str | Path, out: str | Path, preset: str = "pap
     save_weights(tmp / "model.safetensors", model.state_dict())
     write_json(tmp / "import.json", {
         "source": str(checkpoint.resolve()), "source_sha256": sha256(checkpoint), "preset": preset,
-        "imported": time.strftime("%Y-%m-%d %H:%M"), "tensors": len(sd),
+        "imported": time.strftime("%Y-%m-%d %H:%M"), "tensors": len(sd), "weights": "raw",
         "note": "the reference's raw (not EMA-averaged) weights; strides and paddings of the prototype encoder come "
                 "from the preset, the rest of the architecture from the tensors' shapes"})
     out.parent.mkdir(parents=True, exist_ok=True)
