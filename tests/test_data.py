@@ -159,3 +159,78 @@ def test_make_biased_on_a_never_present_attribute_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "never present" in err and "always" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _pics(folder, names):
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), i % 256).save(folder / name)
+
+
+_FLAT = [f"{c}/{i:02d}.png" for c in ("cats", "dogs") for i in range(20)]  # 40 images, no train/ or test/
+
+
+@pytest.mark.parametrize("layout", ["subfolders", "hash", "csv-split", "csv-no-split", "subfolders-csv"])
+def test_train_and_test_are_disjoint_for_every_way_a_folder_is_split(tmp_path, layout):
+    """Whatever decides the split, no image is in both, every image of the folder (or CSV) is in one, and the
+    line training prints counts exactly those."""
+    from patronus_diffusion.data.datasets import describe_training_data
+
+    root = tmp_path / "pics"
+    csv_lines = None
+    if layout.startswith("subfolders"):
+        _pics(root, [f"train/{n}" for n in _FLAT[:30]] + [f"test/{n}" for n in _FLAT[30:]])
+        expected = {"train": 30, "test": 10}
+        if layout == "subfolders-csv":  # one CSV for both sub-folders, named relative to the split folder
+            csv_lines = [f"{n},{i % 2}" for i, n in enumerate(_FLAT)]
+    else:
+        _pics(root, _FLAT)
+        expected = {"train": 36, "test": 4}  # a fixed 10 %
+        if layout == "csv-split":
+            csv_lines = [f"{n},{i % 2},{'test' if i % 5 == 0 else 'train'}" for i, n in enumerate(_FLAT)]
+            expected = {"train": 32, "test": 8}
+        elif layout == "csv-no-split":
+            csv_lines = [f"{n},{i % 2}" for i, n in enumerate(_FLAT)]
+    cfg = DataConfig(dataset="folder", root=str(root), image_size=8, channels=1)
+    if csv_lines is not None:
+        header = "file,smiling,split" if layout == "csv-split" else "file,smiling"
+        (tmp_path / "attrs.csv").write_text("\n".join([header, *csv_lines]) + "\n")
+        cfg.attributes_csv = str(tmp_path / "attrs.csv")
+    train, test = load_dataset(cfg, "train"), load_dataset(cfg, "test")
+    a, b = {p.resolve() for p in train.files}, {p.resolve() for p in test.files}
+    assert not a & b, f"{len(a & b)} image(s) in both splits"
+    assert {"train": len(a), "test": len(b)} == expected
+    assert len(train) == len(a) and len(test) == len(b)
+    assert a | b == {p.resolve() for p in root.rglob("*.png")}
+    if csv_lines is not None:  # attributes follow their files into both splits
+        want = {(root / n).name: float(i % 2) for i, n in enumerate(_FLAT)}
+        for ds in (train, test):
+            assert {p.name: v for p, v in zip(ds.files, ds.attributes[:, 0])} == {p.name: want[p.name]
+                                                                                for p in ds.files}
+    line = describe_training_data(train, test, cfg)[0]
+    assert f": {expected['train']} train / {expected['test']} test images" in line, line
+    rule = {"subfolders": "sub-folders", "subfolders-csv": "sub-folders", "hash": "hash of their names",
+            "csv-no-split": "hash of their names", "csv-split": "split column"}[layout]
+    assert rule in line, line
+
+
+def test_a_train_folder_without_a_test_folder_has_no_test_split(tmp_path):
+    """train/ alone: the test split is not the whole folder (which would hold every training image)."""
+    _pics(tmp_path / "pics", [f"train/{n}" for n in _FLAT[:10]])
+    cfg = DataConfig(dataset="folder", root=str(tmp_path / "pics"), image_size=8, channels=1)
+    assert len(load_dataset(cfg, "train")) == 10
+    with pytest.raises(DataError, match="test/"):
+        load_dataset(cfg, "test")
+
+
+def test_training_on_a_folder_with_a_csv_without_split_column_holds_out_a_test_split(tmp_path, capsys):
+    """The new user's case: a folder and an attribute CSV without a split column printed 'N train / N test'."""
+    from patronus_diffusion.cli.main import main
+
+    _pics(tmp_path / "pics", _FLAT)
+    (tmp_path / "attrs.csv").write_text("file,smiling\n" + "".join(f"{n},{i % 2}\n" for i, n in enumerate(_FLAT)))
+    assert main(["train", "--preset", "tiny", "--dataset", "folder", "--data-root", str(tmp_path / "pics"),
+                 "--attributes-csv", str(tmp_path / "attrs.csv"), "--out", str(tmp_path / "run"), "--steps", "1",
+                 "--batch-size", "4", "--no-progress", "--set", "data.limit=none", "train.sample_every=0"]) == 0
+    out = capsys.readouterr().out
+    assert "36 train / 4 test images (split: a fixed 10 %" in out, out

@@ -261,6 +261,42 @@ def _to_float(v: str) -> float:
         return float("nan")
 
 
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _csv_rows_for(table: dict[str, dict[str, str]], files: list[Path], others: list[Path], base: Path,
+                  root: Path) -> tuple[dict[Path, dict[str, str]], list[str]]:
+    """The CSV's row of each image under ``root`` ({path: row}), and the CSV keys that name no image under
+    ``base`` at all. A key is a path relative to ``base`` or to ``root`` (the split folder), else its file name
+    names the image of that name when only one image has it. ``others``: the images of ``base`` outside
+    ``root`` (the other split folder); a row naming one of them belongs to the other split, it is not missing."""
+
+    def index(paths: list[Path], split_dirs: bool) -> dict[str, Path]:
+        names: dict[str, list[Path]] = {}
+        for p in paths:
+            names.setdefault(p.name, []).append(p)
+        found = {n: ps[0] for n, ps in names.items() if len(ps) == 1}  # a repeated name identifies no file
+        for p in paths:
+            parts = p.relative_to(base).parts
+            found[str(Path(*parts))] = p
+            if split_dirs and len(parts) > 1:
+                found[str(Path(*parts[1:]))] = p  # relative to its split folder
+        return found
+
+    here, there = index(files, root != base), index(others, True)
+    rows: dict[Path, dict[str, str]] = {}
+    missing = []
+    for key, row in table.items():
+        tries = (key, str(Path(key)), Path(key).name)
+        p = next((here[k] for k in tries if k in here), None)
+        if p is not None:
+            rows.setdefault(p, row)
+        elif not any(k in there for k in tries):
+            missing.append(key)
+    return rows, missing
+
+
 def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
     if not cfg.root:
         raise DataError("the folder dataset needs --data-root DIR (a folder of images, searched recursively)")
@@ -268,27 +304,30 @@ def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
     if not base.is_dir():
         raise DataError(f"image folder {base} does not exist")
     has_split_dirs = (base / "train").is_dir()
-    root = base / split if has_split_dirs and (base / split).is_dir() else base
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if has_split_dirs and not (base / split).is_dir():
+        # the folder itself would hold every training image: it is no test split
+        raise DataError(f"{base} has a train/ sub-folder but no {split}/ beside it: add {base / split}, or put "
+                        f"all images in one folder without train/ (a fixed 10 % of them is then the test split)")
+    root = base / split if has_split_dirs else base
+    files = _images_under(root)
     attr_names: list[str] = []
-    table: dict[str, dict[str, str]] = {}
+    rows: dict[Path, dict[str, str]] = {}
+    split_column = False
     if cfg.attributes_csv:
         attr_names, table = read_attribute_csv(Path(cfg.attributes_csv))
-        by_rel = {str(p.relative_to(base)): p for p in files} | {str(p.relative_to(root)): p for p in files}
-        by_name = {p.name: p for p in files}
-        chosen, missing = [], []
-        for key, row in table.items():
-            p = by_rel.get(key) or by_name.get(Path(key).name)
-            if p is None:
-                missing.append(key)
-            elif "split" not in row or row["split"] in (split, {"train": "0", "val": "1", "test": "2"}.get(split)):
-                chosen.append(p)
+        split_column = "split" in attr_names
+        others = [p for p in _images_under(base) if not p.is_relative_to(root)] if has_split_dirs else []
+        rows, missing = _csv_rows_for(table, files, others, base, root)
         if missing and not cfg.skip_bad_images:
             raise DataError(f"{len(missing)} file(s) named in {cfg.attributes_csv} are not under {base}, "
                             f"e.g. {missing[:3]}; fix the CSV or pass --skip-bad-images")
-        files = sorted(set(chosen))
+        if split_column:
+            wanted = (split, {"train": "0", "val": "1", "test": "2"}.get(split))
+            rows = {p: r for p, r in rows.items() if (r["split"] or "").strip() in wanted}
+        files = sorted(rows)
         attr_names = [a for a in attr_names if a != "split"]
-    elif not has_split_dirs:
+    if not has_split_dirs and not split_column:
+        # the same fixed split with or without an attribute CSV (over the images the CSV names)
         files = _hash_split(files, root, split)
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found for split {split!r} under {root}")
@@ -313,12 +352,10 @@ def load_folder(cfg: DataConfig, split: str) -> FolderDataset:
     labels = np.array([lookup.get(p.relative_to(root).parts[0], -1) if class_names else -1 for p in files])
     attrs = np.zeros((len(files), len(attr_names)), np.float32)
     if attr_names:
-        rel_table = {Path(k).name: v for k, v in table.items()} | table
         for i, p in enumerate(files):
-            row = rel_table.get(str(p.relative_to(base))) or rel_table.get(p.name)
-            attrs[i] = [_to_float(row[a]) for a in attr_names]
+            attrs[i] = [_to_float(rows[p][a]) for a in attr_names]
     rule = ("the train/ and test/ sub-folders" if has_split_dirs else
-            "the split column of the attribute CSV" if cfg.attributes_csv and any("split" in r for r in table.values())
+            "the split column of the attribute CSV" if split_column
             else "a fixed 10 % of the files, chosen by a hash of their names, is the test split")
     info = DatasetInfo("folder", split, str(base), class_names, tuple(attr_names), skipped, rule)
     return FolderDataset(files, base, cfg, info, labels, attrs)
