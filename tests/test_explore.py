@@ -1,9 +1,16 @@
-"""The explorer without a browser: uploads, slider ranges, stale requests, what the server serves."""
+"""The explorer without a browser: uploads, slider ranges, stale requests, what the server serves, bad requests,
+hang-ups, stalled connections and a short load."""
 
+import contextlib
 import http.client
+import importlib.util
 import io
 import json
+import socket
+import struct
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +19,10 @@ from PIL import Image
 
 from patronus_diffusion.api import Patronus
 from patronus_diffusion.cli.explore import is_loopback
+from patronus_diffusion.explore import session as session_module
 from patronus_diffusion.explore.server import make_server
 from patronus_diffusion.explore.session import MAX_UPLOAD_BYTES, ExplorerSession, UploadError, read_upload
-from patronus_diffusion.utils.errors import UserError
+from patronus_diffusion.utils.errors import UsageError, UserError
 
 
 def _png(mode, size=(20, 20), value=0, fmt="PNG") -> bytes:
@@ -139,3 +147,190 @@ def test_the_mixing_weight_follows_the_step_count(tiny_run):
 def test_loopback_detection_for_the_host_warning():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+# ---------------------------------------------------------------- the server under bad requests, hang-ups and load
+@contextlib.contextmanager
+def serving(sess, **kwargs):
+    server = make_server(sess, "127.0.0.1", 0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def _post(port, path, body, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read() or b"{}")
+
+
+def _threads_back_to(baseline, within):
+    """Wait until the process has no more Python threads than ``baseline``; True when it got there in time."""
+    end = time.monotonic() + within
+    while threading.active_count() > baseline:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _closed_after(sock, limit):
+    """Seconds until the server closed ``sock`` (None: still open after ``limit``), and what it sent first."""
+    sock.settimeout(limit)
+    t0, data = time.monotonic(), b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except (socket.timeout, TimeoutError):
+        return None, data
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - t0, data
+
+
+def test_non_integer_indices_and_bool_numbers_are_refused(session, capsys):
+    with serving(session) as port:
+        for body in (b'{"index": true}', b'{"index": 2.9}', b'{"index": "3"}', b'{"index": [1]}'):
+            status, out = _post(port, "/api/pick", body)
+            assert status == 400 and "integer" in out["error"], body
+        status, out = _post(port, "/api/interpolate", b'{"a": "x", "b": "y", "alpha": true}')
+        assert status == 400 and "number" in out["error"]
+        status, out = _post(port, "/api/render", b'{"key": "x", "s": [], "seq": false}')
+        assert status == 400 and "integer" in out["error"]
+        status, out = _post(port, "/api/render", b'{"key": "x", "s": [true, false], "seq": 1}')
+        assert status == 400 and "numbers" in out["error"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_deep_huge_or_oversized_json_is_a_400_not_a_traceback(session, capsys):
+    with serving(session) as port:
+        status, out = _post(port, "/api/pick", b"[" * 200_000 + b"]" * 200_000)
+        assert status in (400, 413) and "error" in out
+        status, out = _post(port, "/api/pick", b"[" * 50_000 + b"]" * 50_000)  # under the size limit
+        assert status == 400 and "nested too deeply" in out["error"]
+        status, out = _post(port, "/api/pick", b'{"index": ' + b"9" * 5000 + b"}")  # beyond int's digit limit
+        assert status == 400 and "not JSON" in out["error"]
+        status, out = _post(port, "/api/render", json.dumps({"key": "k", "s": [0.5] * 300_000}).encode())
+        assert status == 413 and "KiB" in out["error"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RecursionError" not in err
+
+
+def test_render_validates_before_it_remembers_and_the_memory_is_bounded(session, monkeypatch):
+    before = len(session._latest)
+    for k in range(200):
+        with pytest.raises(UsageError):
+            session.render(f"bogus{k:04d}", [0.0] * session.pat.num_prototypes, seq=k, client="c")
+    picked = session.pick_test(3)
+    with pytest.raises(UsageError, match="numbers"):
+        session.render(picked["key"], [0.0], seq=1, client="d")
+    with pytest.raises(UsageError, match="client"):
+        session.render(picked["key"], picked["s"], seq=1, client="x" * 10_000)
+    assert len(session._latest) == before  # nothing remembered for a request that was refused
+    monkeypatch.setattr(session_module, "MAX_CHANNELS", 2)
+    for c in ("a", "b", "c"):
+        session.render(picked["key"], picked["s"], seq=1, client=c)
+    assert list(session._latest)[-2:] == [f"b:{picked['key']}", f"c:{picked['key']}"]
+    assert len(session._latest) <= 2
+
+
+def test_stalled_connections_are_dropped_within_the_timeout(session):
+    with serving(session, timeout=1.0) as port:
+        host = f"Host: 127.0.0.1:{port}\r\n".encode()
+        stalls = {"silent": b"",
+                  "half a header": b"GET /api/info HTTP/1.1\r\n" + host,
+                  "half an upload": b"POST /api/upload?name=a.png HTTP/1.1\r\n" + host +
+                                    b"Content-Length: 100000\r\n\r\n" + b"x" * 1000}
+        socks = {}
+        for kind, data in stalls.items():
+            socks[kind] = socket.create_connection(("127.0.0.1", port))
+            socks[kind].sendall(data)
+        for kind, s in socks.items():
+            with s:
+                seconds, answer = _closed_after(s, 6.0)
+            assert seconds is not None and seconds < 3.0, f"{kind}: still open after 6 s"
+            if kind == "half an upload":
+                assert answer.startswith(b"HTTP/1.0 408"), answer[:60]
+        status, _ = _post(port, "/api/info", b"{}")  # the server still answers (404: info is a GET)
+        assert status == 404
+
+
+def test_connections_beyond_the_cap_get_a_503_and_the_slots_come_back(session):
+    with serving(session, timeout=5.0, max_connections=2) as port:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.3)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/api/info")
+        r = c.getresponse()
+        assert r.status == 503 and "busy" in json.loads(r.read())["error"]
+        for s in idle:
+            s.close()
+        for _ in range(50):  # the two handlers see the hang-up and give their slots back
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/api/info")
+            if c.getresponse().status == 200:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the slots never came back")
+
+
+class _SlowRefusal:
+    """A stand-in session whose pick waits until the test lets it go, then refuses (a user error)."""
+
+    def __init__(self):
+        self.go = threading.Event()
+
+    def pick_test(self, index):
+        self.go.wait(20)
+        raise UsageError("test image does not exist")
+
+
+def test_a_client_hanging_up_before_the_error_reply_prints_nothing(capsys):
+    stub = _SlowRefusal()
+    with serving(stub) as port:
+        baseline = threading.active_count()
+        body = b'{"index": 5}'
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /api/pick HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
+        time.sleep(0.3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset: the reply has nowhere to go
+        time.sleep(0.2)
+        stub.go.set()
+        assert _threads_back_to(baseline, 10)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def _load_benchmark():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "explorer_load.py"
+    spec = importlib.util.spec_from_file_location("explorer_load", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_short_load_of_concurrent_sliders_with_stalled_sockets(session):
+    """The load benchmark in small: 4 clients for 3 s, every answer as a lone client gets it; threads come back."""
+    bench = _load_benchmark()
+    with serving(session, timeout=1.5) as port:
+        base = f"http://127.0.0.1:{port}"
+        pool = bench.build_pool(base, images=2, moves=3, seed=0)
+        baseline = threading.active_count()
+        stalls = bench.start_stalls("127.0.0.1", port, ["silent", "half an upload"], limit=8.0)
+        result = bench.run_load(base, pool, clients=4, duration=3.0, seed=1)
+        for t in stalls:
+            t.join(15)
+        assert result["errors"] == [], result["errors"][:3]
+        assert result["counts"]["render"] >= 4 and sum(result["counts"].values()) == result["requests"]
+        for t in stalls:
+            assert t.result["closed_after_s"] is not None and t.result["closed_after_s"] < 1.5 + 2.0, t.result
+        assert _threads_back_to(baseline, 5), (threading.active_count(), baseline)

@@ -41,6 +41,8 @@ MAX_UPLOAD_PIXELS = 25_000_000
 UPLOAD_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "I", "I;16", "I;16B", "I;16L", "F"}
 """Image modes an upload may have; others (YCbCr, LAB, HSV, ...) get a message asking for RGB or grey."""
 MAX_ENTRIES = 64  # picked images kept (least recently used dropped first)
+MAX_CHANNELS = 1024  # (page, image) pairs whose latest slider request is remembered (least recently used dropped)
+MAX_CLIENT_CHARS = 64  # a page's client id (the page sends ~11 characters)
 
 
 class UploadError(UsageError):
@@ -111,7 +113,8 @@ class ExplorerSession:
         self.reference = reference_set(pat, ref_n, ref_seed)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._latest: dict[str, int] = {}
+        self._latest: OrderedDict[str, int] = OrderedDict()  # "client:key" -> newest seq seen, LRU, MAX_CHANNELS
+        self._latest_lock = threading.Lock()
         self.test_size = len(pat.dataset("test"))
 
     # ---------------------------------------------------------------- model facts for the page
@@ -196,13 +199,22 @@ class ExplorerSession:
         Requests carry a sequence number per client; one that waits for the model while a newer one of the
         same client arrived is dropped (``{"stale": true}``), so a dragged slider never queues up work.
         """
+        want = self._check_s(s)  # validate everything before anything is remembered
+        if not isinstance(client, str) or len(client) > MAX_CLIENT_CHARS:
+            raise UsageError(f"the client id must be a string of at most {MAX_CLIENT_CHARS} characters")
+        seq = int(seq)
         chan = f"{client}:{key}"
-        self._latest[chan] = max(self._latest.get(chan, -1), int(seq))
+        with self._latest_lock:
+            if key not in self._entries:
+                raise UsageError("this image is no longer loaded (the server was restarted or forgot it); "
+                                 "pick it again")
+            self._latest[chan] = max(self._latest.pop(chan, -1), seq)  # (re)inserted last: most recently used
+            while len(self._latest) > MAX_CHANNELS:
+                self._latest.popitem(last=False)
         with self._lock:
-            if int(seq) < self._latest[chan]:
+            if seq < self._latest.get(chan, -1):
                 return {"stale": True, "seq": seq}
             e = self.entry(key)
-            want = self._check_s(s)
             t0 = time.time()
             changed = [j for j in range(want.shape[1]) if abs(float(want[0, j] - e.s[j])) > 1e-9]
             plan = EditPlan(images=e.inverted.x0, edits=[Edit.replace(want, changed or [0], "slider")],
@@ -231,6 +243,8 @@ class ExplorerSession:
     def _check_s(self, s) -> torch.Tensor:
         p = self.pat.num_prototypes
         try:
+            if isinstance(s, (str, bytes, dict)) or any(isinstance(v, (bool, str, bytes)) for v in s):
+                raise TypeError
             t = torch.tensor([float(v) for v in s], dtype=torch.float32)
         except (TypeError, ValueError):
             raise UsageError("s must be a list of numbers") from None
