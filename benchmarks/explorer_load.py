@@ -87,6 +87,8 @@ def _expect(status, out, want_status, keys=()):
 
 def check_render(status, out, ref: dict, seq: int) -> str | None:
     """None when a slider answer is the one the lone client got for the same request, else what differs."""
+    if status == 200 and isinstance(out, dict) and out.get("stale"):
+        return "answered stale, though no newer request of this client overtook it"
     bad = _expect(status, out, 200, ("seq", "image", "s_requested", "s_reached", "boxes", "seconds"))
     if bad:
         return bad
@@ -200,10 +202,11 @@ def run_load(base: str, pool: dict, clients: int = 8, duration: float = 60.0, se
     errors: list[str] = []
     lock = threading.Lock()
     end = time.monotonic() + duration
+    run_id = "%06x" % random.getrandbits(24)
 
     def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        name, seqs = f"load{i}", {}
+        name, seqs = f"load{i}-{run_id}", {}  # a fresh page: its sequence numbers start again
         while time.monotonic() < end:
             kind = rng.choices(kinds, cum)[0]
             try:
@@ -306,6 +309,15 @@ def proc_stats(pid: int) -> dict:
     return {"threads": int(fields["Threads"]), "rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 1)}
 
 
+def settled(pid: int, seconds: float = 1.0) -> dict:
+    """The server's stats once the last answer's thread has ended: the fewest threads seen over ``seconds``."""
+    seen = []
+    for _ in range(5):
+        seen.append(proc_stats(pid))
+        time.sleep(seconds / 5)
+    return min(seen, key=lambda s: s["threads"])
+
+
 def tiny_run(where: Path) -> Path:
     """A tiny model trained for 40 steps on Fashion-MNIST (as the explorer tests use, on the real data)."""
     from patronus_diffusion.config import apply_overrides
@@ -361,7 +373,7 @@ def main() -> int:
         pool = build_pool(base, args.images, args.moves, args.seed)
         print(f"[load] {args.run}: {pool['info']['num_prototypes']} prototypes, {args.steps} steps; pool of "
               f"{len(pool['moves'])} slider moves built by one client in {time.monotonic() - t0:.1f} s", flush=True)
-        before = proc_stats(child.pid)
+        before = settled(child.pid)
 
         samples, stop = [], threading.Event()
 
@@ -408,6 +420,7 @@ def main() -> int:
                     "after": after["threads"]},
         "rss_mib": {"before": before["rss_mib"], "peak": max(s["rss_mib"] for s in samples),
                     "half_way": half[0] if half else None, "after": after["rss_mib"]},
+        "rss_series_mib": [[s["t"], s["rss_mib"]] for s in samples[::10]],  # every 5 s
         "stalls": stall_results, "server_tracebacks": server_err.count("Traceback"),
     })
     failures = []
@@ -435,6 +448,7 @@ def main() -> int:
     t, r = result["threads"], result["rss_mib"]
     print(f"server threads: {t['before']} before, {t['peak']} peak, {t['after']} after")
     print(f"server RSS: {r['before']} MiB before, {r['half_way']} half-way, {r['peak']} peak, {r['after']} after")
+    print("server RSS every 5 s (s: MiB): " + ", ".join(f"{t:g}: {m}" for t, m in result["rss_series_mib"]))
     for s in stall_results:
         print(f"stalled ({s['kind']}): closed after {s['closed_after_s']} s, answer: {s['answer']}")
     for e in result["errors"][:10]:

@@ -334,3 +334,10 @@ def test_a_short_load_of_concurrent_sliders_with_stalled_sockets(session):
         for t in stalls:
             assert t.result["closed_after_s"] is not None and t.result["closed_after_s"] < 1.5 + 2.0, t.result
         assert _threads_back_to(baseline, 5), (threading.active_count(), baseline)
+        # the checker is not vacuous: an answer that differs from the lone client's is an error
+        move = pool["moves"][0]
+        status, out, _ = bench.request(base, "POST", "/api/render",
+                                       {"key": move["key"], "s": move["s"], "seq": 1, "client": "check"})
+        assert bench.check_render(status, out, move["answer"], 1) is None
+        wrong = {**move["answer"], "s_reached": [v + 0.01 for v in move["answer"]["s_reached"]]}
+        assert "s_reached differs" in bench.check_render(status, out, wrong, 1)
