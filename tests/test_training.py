@@ -504,3 +504,186 @@ def test_random_draws_are_global_then_sliced_with_low_t_folding_on_the_global_ba
         assert torch.equal(_interleave([getattr(p, name) for p in parts]), getattr(draws, name)), name
     again = draw_batch(torch.Generator().manual_seed(0), torch.Size((12, 1, 16, 16)), schedule, cfg)
     assert torch.equal(again.noise, draws.noise)  # every rank draws the same global numbers from the same seed
+
+
+# ------------------------------------------------------------------ a fault at any rename of a checkpoint write
+class _Crash(BaseException):
+    """A crash (power cut, kill -9) at a rename: nothing after it runs, no except-OSError clean-up either."""
+
+
+def _renames_of_checkpoints(src, dst) -> bool:
+    return any("checkpoints" in Path(p).parts or Path(p).name == "latest.json" for p in (src, dst))
+
+
+def _fault_at(monkeypatch, k: int | None, kind: str) -> list:
+    """os.replace / os.rename raise at the k-th call (1-based) that renames a checkpoint folder or latest.json
+    (k None: count only); returns the list of those calls."""
+    import os
+
+    calls = []
+    for name in ("replace", "rename"):
+        real = getattr(os, name)
+
+        def patched(src, dst, *a, _real=real, **kw):
+            if _renames_of_checkpoints(src, dst):
+                calls.append((Path(src).name, Path(dst).name))
+                if len(calls) == k:
+                    if kind == "crash":
+                        raise _Crash(f"crash at rename {k}: {Path(src).name} -> {Path(dst).name}")
+                    raise OSError(errno.EIO, "Input/output error")
+            return _real(src, dst, *a, **kw)
+
+        monkeypatch.setattr(os, name, patched)
+    return calls
+
+
+def _newest_complete_step(run) -> int:
+    """The oracle: the highest step of which some folder in checkpoints/ (step_N, .tmp_step_N or step_N.old)
+    is complete, by its own checksums."""
+    import re
+
+    best = -1
+    for p in (Path(run) / "checkpoints").iterdir():
+        m = re.fullmatch(r"(?:\.tmp_)?step_(\d+)(?:\.old)?", p.name)
+        if m and p.is_dir():
+            try:
+                ck.read_checkpoint_state(p)
+            except CheckpointError:
+                continue
+            best = max(best, int(m.group(1)))
+    return best
+
+
+@pytest.mark.parametrize("kind", ["crash", "error"])
+def test_a_fault_at_any_checkpoint_rename_of_a_run_resumes_from_the_newest_complete_step(tiny_cfg, tmp_path,
+                                                                                         monkeypatch, kind):
+    """Training 4 -> 6 with a checkpoint every 2 steps, interrupted at each rename of its checkpoint writes in
+    turn: the resume starts from the newest complete step (warning when latest.json did not name it), puts it
+    back in place and ends bitwise equal to the straight run."""
+    import shutil
+    import warnings
+
+    cfg = _cfg(tiny_cfg, checkpoint_every=2)
+    train(cfg, tmp_path / "straight", max_steps=6, progress=False)
+    train(cfg, tmp_path / "base", max_steps=4, progress=False)
+    shutil.copytree(tmp_path / "base", tmp_path / "clean")
+    with monkeypatch.context() as m:
+        renames = _fault_at(m, None, kind)
+        train(cfg, tmp_path / "clean", resume=True, max_steps=6, progress=False)
+    assert renames == [(".tmp_step_000006", "step_000006"), (renames[1][0], "latest.json")]  # no re-save of 6
+    want = _tensors(tmp_path / "straight")
+    for k in range(1, len(renames) + 1):
+        run = tmp_path / f"fault{k}"
+        shutil.copytree(tmp_path / "base", run)
+        with monkeypatch.context() as m:
+            _fault_at(m, k, kind)
+            with pytest.raises((_Crash, DiskWriteError)):
+                train(cfg, run, resume=True, max_steps=6, progress=False)
+        newest = _newest_complete_step(run)
+        named = json.loads((run / "latest.json").read_text())["step"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = train(cfg, run, resume=True, max_steps=6, progress=False)
+        assert result.steps_this_invocation == 6 - newest, (k, newest)
+        interrupted = [w for w in caught if "interrupted" in str(w.message)]
+        assert bool(interrupted) == (newest != named), (k, [str(w.message) for w in caught])
+        got = _tensors(run)
+        assert all(torch.equal(want[f][t], got[f][t]) for f in want for t in want[f]), k
+        left = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert "step_000006" in left and all(n.startswith("step_") and n[5:].isdigit() for n in left), (k, left)
+        assert json.loads((run / "latest.json").read_text())["step"] == 6
+
+
+def _tiny_save(run, step, model, cfg):
+    with torch.no_grad():
+        model.weight.fill_(float(step))
+    return ck.save_checkpoint(run, step=step, model=model, ema=model, optimizer=None, config=cfg,
+                              state={"epoch": 0}, keep=2)
+
+
+@pytest.mark.parametrize("kind", ["crash", "error"])
+@pytest.mark.parametrize("op", ["rewrite step 4", "write step 6"])
+def test_a_fault_at_any_rename_of_a_checkpoint_write_leaves_the_newest_complete_step_found(tiny_cfg, tmp_path,
+                                                                                          monkeypatch, kind, op):
+    """The re-save of a step already on disk (two folder renames, then latest.json) and the write of a new
+    step (one rename, then latest.json), interrupted at each rename in turn: a reader finds a complete
+    checkpoint, never older than the one latest.json named before; a resume (repair) finds the newest
+    complete step, puts it back under its own name and points latest.json at it; a warning says when the
+    pointer dangled."""
+    import shutil
+    import warnings
+
+    model = torch.nn.Linear(3, 2)
+    base = tmp_path / "base"
+    for step in (2, 4):
+        _tiny_save(base, step, model, tiny_cfg)
+    target = 4 if op == "rewrite step 4" else 6
+    shutil.copytree(base, tmp_path / "clean")
+    with monkeypatch.context() as m:
+        renames = _fault_at(m, None, kind)
+        _tiny_save(tmp_path / "clean", target, model, tiny_cfg)
+    assert len(renames) == (3 if target == 4 else 2), renames
+    for k in range(1, len(renames) + 1):
+        run = tmp_path / f"fault{k}"
+        shutil.copytree(base, run)
+        with monkeypatch.context() as m:
+            _fault_at(m, k, kind)
+            with pytest.raises((_Crash, DiskWriteError)):
+                _tiny_save(run, target, model, tiny_cfg)
+        newest = _newest_complete_step(run)
+        assert newest in (4, target), (k, newest)
+        named = run / json.loads((run / "latest.json").read_text())["checkpoint"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read = ck.latest_checkpoint(run)
+        state = ck.read_checkpoint_state(read)  # complete
+        assert 4 <= state["step"] <= newest, (k, read)
+        assert bool(caught) == (read != named), (k, read, [str(w.message) for w in caught])
+        if caught:
+            assert "interrupted" in str(caught[0].message)
+            assert ("which is missing" in str(caught[0].message)) == (not named.is_dir())
+        assert ck.load_weights(read / "model.safetensors")["weight"].eq(float(state["step"])).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            resumed = ck.latest_checkpoint(run, repair=True)
+        assert resumed == run / "checkpoints" / f"step_{newest:06d}", (k, resumed)
+        assert ck.read_checkpoint_state(resumed)["step"] == newest
+        assert json.loads((run / "latest.json").read_text())["checkpoint"] == f"checkpoints/step_{newest:06d}"
+        left = [p.name for p in (run / "checkpoints").iterdir()]
+        assert all(n.startswith("step_") and n[5:].isdigit() for n in left), (k, left)  # no .tmp_/.old left
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # repaired: the pointer names a folder that is there
+            assert ck.latest_checkpoint(run) == resumed
+
+
+def test_the_trainer_never_rewrites_a_step_it_already_saved(tiny_cfg, tmp_path, monkeypatch):
+    """The final checkpoint of a run whose last step a periodic checkpoint saved is not written again (that
+    re-save replaced the folder with two renames, and a crash between them lost the step)."""
+    from patronus_diffusion.training import trainer
+
+    saved = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda run, *, step, **kw: (saved.append(step),
+                                                                               real(run, step=step, **kw))[1])
+    cfg = _cfg(tiny_cfg, checkpoint_every=2)
+    train(cfg, tmp_path / "r", max_steps=4, progress=False)
+    assert saved == [2, 4]
+    train(cfg, tmp_path / "r", resume=True, max_steps=4, progress=False)  # nothing left to train
+    train(cfg, tmp_path / "r", resume=True, max_steps=5, progress=False)
+    assert saved == [2, 4, 5]
+
+
+def test_a_dangling_pointer_warns_and_falls_back_to_the_newest_complete_step(tiny_cfg, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    train(_cfg(tiny_cfg, checkpoint_every=2), run, max_steps=4, progress=False)
+    shutil.rmtree(run / "checkpoints" / "step_000004")
+    with pytest.warns(UserWarning, match=r"latest.json names checkpoints/step_000004, which is missing.*step_000002"):
+        assert latest_checkpoint(run) == run / "checkpoints" / "step_000002"
+    with pytest.warns(UserWarning, match="which is missing"):
+        result = train(_cfg(tiny_cfg, checkpoint_every=2), run, resume=True, max_steps=4, progress=False)
+    assert result.steps_this_invocation == 2
+    shutil.rmtree(run / "checkpoints")
+    with pytest.warns(UserWarning, match="no complete checkpoint is left"):
+        assert latest_checkpoint(run) is None

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,9 @@ def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, ema: to
 
 
 _STEP_DIR = re.compile(r"step_(\d+)")
+# what an interrupted write_checkpoint_dir of step_N can leave (utils.io.replace_dir): the new copy, written and
+# checksummed before any rename, and the previous copy of the same step while it is being replaced
+_LEFTOVERS = (re.compile(r"\.tmp_step_(\d+)"), re.compile(r"step_(\d+)\.old"))
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -208,19 +212,118 @@ def _prune(ck_root: Path, keep: int, protect: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def _is_complete(ckpt: Path) -> bool:
+    """A checkpoint folder whose state.json is there and whose every file matches its recorded checksum."""
+    try:
+        read_checkpoint_state(ckpt)
+    except (CheckpointError, OSError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _leftover_copies(final: Path) -> list[Path]:
+    """Complete copies of checkpoint folder ``final`` that an interrupted write left, the newer first: the new
+    copy (``.tmp_NAME``, complete only once it was checksummed, before the renames began), then the previous
+    one (``NAME.old``)."""
+    cands = (final.with_name(f".tmp_{final.name}"), final.with_name(f"{final.name}.old"))
+    return [c for c in cands if c.is_dir() and _is_complete(c)]
+
+
+def _put_back(copy: Path, final: Path) -> Path:
+    """Move a recovered copy to its proper name (and drop the other leftover of that folder)."""
+    os.replace(copy, final)
+    fsync_dir(final.parent)
+    for other in (final.with_name(f".tmp_{final.name}"), final.with_name(f"{final.name}.old")):
+        shutil.rmtree(other, ignore_errors=True)
+    return final
+
+
+def recover_checkpoint_dir(final: Path, repair: bool = False) -> Path | None:
+    """Checkpoint folder ``final`` when it is there; else a complete copy an interrupted write left (see
+    :func:`utils.io.replace_dir`), moved back to ``final`` when ``repair`` (a resume) and used where it lies
+    otherwise (a reader changes nothing), with a warning; else None."""
+    final = Path(final)
+    if final.is_dir():
+        return final
+    copies = _leftover_copies(final)
+    if not copies:
+        return None
+    warnings.warn(f"{final} is missing: an interrupted checkpoint write left a complete copy, {copies[0].name}; "
+                  + ("it is moved back into place" if repair else "loading it from there"), stacklevel=2)
+    return _put_back(copies[0], final) if repair else copies[0]
+
+
+def _step_of(path: Path) -> int | None:
+    m = _STEP_DIR.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def latest_checkpoint(run_dir: Path, repair: bool = False) -> Path | None:
+    """The newest complete checkpoint of a run: the one ``latest.json`` names, unless an interrupted write left
+    a newer one or the pointer dangles.
+
+    A checkpoint write is: the new folder complete under a temporary name, renamed into place (two renames when
+    it replaces a folder of the same step), then ``latest.json`` replaced. A crash at any of these renames leaves
+    the previous step (which the pointer still names) and possibly a complete newer copy: a ``step_N`` folder
+    newer than the pointer, or ``.tmp_step_N`` / ``step_N.old`` with no ``step_N``. The newest complete one is
+    returned (with a warning when the pointer did not name it). ``repair`` (resume) also moves a recovered copy
+    into place and points ``latest.json`` at it; readers (``repair=False``) change nothing and consider
+    ``.tmp``/``.old`` copies only when the pointer's folder is missing (a ``.tmp`` newer than the pointer may be a
+    write still in progress)."""
     run_dir = Path(run_dir)
     pointer = run_dir / "latest.json"
+    named = None
     if pointer.exists():
         try:
-            path = run_dir / json.loads(pointer.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError) as e:
+            named = run_dir / json.loads(pointer.read_text())["checkpoint"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{pointer} is damaged ({e}); delete it to fall back to the newest "
                                   f"checkpoint folder") from None
-        if path.is_dir():
-            return path
-    ckpts = checkpoint_dirs(run_dir)
-    return ckpts[-1] if ckpts else None
+    found: dict[int, Path] = {s: p for p in checkpoint_dirs(run_dir) if (s := _step_of(p)) is not None}
+    root = run_dir / "checkpoints"
+    dangling = named is not None and not named.is_dir()
+    if (repair or dangling or named is None) and root.is_dir():
+        steps = {int(m.group(1)) for p in root.iterdir() for rx in _LEFTOVERS if (m := rx.fullmatch(p.name))}
+        for s in sorted((s for s in steps if s > max(found, default=-1)), reverse=True):
+            copies = _leftover_copies(root / f"step_{s:06d}")
+            if copies:  # the newest leftover that is complete
+                found[s] = copies[0]
+                break
+    step = max(found) if found else None
+    newest = found[step] if found else None
+    named_step = _step_of(named) if named is not None else None
+    if named is not None and not dangling and (newest is None or named_step is None or named_step >= step):
+        if repair:
+            _drop_leftovers(root)
+        return named
+    if newest is None:
+        if dangling:
+            warnings.warn(f"{pointer} names {named.relative_to(run_dir)}, which is missing, and no complete "
+                          f"checkpoint is left in {root}", stacklevel=2)
+        return None
+    recovered = _step_of(newest) is None  # a .tmp_/.old copy
+    using = f"the complete copy {newest.name} that it left" if recovered else newest.name
+    if named is not None or recovered:
+        said = (f"{pointer} names {named.relative_to(run_dir)}, which is missing" if dangling else
+                f"{pointer} names {named.relative_to(run_dir)}, but a newer checkpoint is complete" if named
+                else f"{pointer} is missing")
+        warnings.warn(f"{said}: a checkpoint write was interrupted; using {using} (step {step})"
+                      + ("; moved back into place" if repair and recovered else ""), stacklevel=2)
+    if repair:
+        if recovered:
+            newest = _put_back(newest, root / f"step_{step:06d}")
+        write_json(pointer, {"checkpoint": str(newest.relative_to(run_dir)), "step": step})
+        _drop_leftovers(root)
+    return newest
+
+
+def _drop_leftovers(root: Path) -> None:
+    """Remove every ``.tmp_step_N`` / ``step_N.old`` folder: once the newest complete checkpoint is in place and
+    named by latest.json, they are older copies or unfinished writes."""
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and any(rx.fullmatch(p.name) for rx in _LEFTOVERS):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def read_checkpoint_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:

@@ -213,7 +213,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
     run_dir = Path(run_dir)
     if resume not in (False, True, "if-present"):
         raise ConfigError(f"resume must be False, True or 'if-present', not {resume!r}")
-    ckpt = latest_checkpoint(run_dir) if resume and run_dir.exists() else None
+    # repair: a complete checkpoint that an interrupted write left under a temporary name is put back in place
+    ckpt = latest_checkpoint(run_dir, repair=True) if resume and run_dir.exists() else None
     if resume is True and ckpt is None:
         raise ConfigError(f"--resume: {run_dir} holds no checkpoint to continue (is the folder name right?); "
                           f"use --resume-if-present to start a new run there when none exists")
@@ -327,8 +328,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
     bar = tqdm(total=total, initial=step, disable=not (progress and is_main), desc="train", unit="step",
                dynamic_ncols=True)
 
+    saved_step = step if ckpt is not None else None  # the step the newest checkpoint on disk holds
+
     def checkpoint_now() -> None:
-        if not is_main:
+        nonlocal saved_step
+        if not is_main or step == saved_step:  # never rewrite a step already saved: nothing new to write
             return
         save_checkpoint(run_dir, step=step, model=model, ema=ema.model, optimizer=opt, config=cfg,
                         keep=tc.keep_checkpoints,
@@ -336,6 +340,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool | str = False, de
                                "ema_updates": ema.num_updates, "elapsed_s": time.time() - t_start,
                                "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                                "rng": {"generator": generator_state(gen)}})
+        saved_step = step
 
     model.train()
     interrupt = _StepBoundaryInterrupt()

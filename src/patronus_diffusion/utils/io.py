@@ -102,12 +102,27 @@ def fsync_dir(path: Path) -> None:
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written directory into place (removing an older one of the same name)."""
+    """Move a fully written directory into place (removing an older one of the same name).
+
+    A new name is one atomic rename. Replacing an existing folder takes two (``final`` -> ``final.old``, then
+    ``tmp`` -> ``final``): a crash between them leaves no ``final``, but two complete copies, the previous one
+    at ``final.old`` and the new one at ``tmp_dir``, from which a reader recovers (checkpoints:
+    :func:`patronus_diffusion.runs.recover_checkpoint_dir`). An error (not a crash) in the second rename puts
+    the previous folder back before it is raised."""
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     if final_dir.exists():
         old = final_dir.with_name(final_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except OSError:
+            try:
+                os.replace(old, final_dir)
+            except OSError:
+                pass
+            raise
+        fsync_dir(final_dir.parent)  # the new folder is in place before the previous copy goes
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)
