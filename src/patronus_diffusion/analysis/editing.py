@@ -4,10 +4,8 @@
 
 Only s changes; x_T keeps the image's remaining detail, so the decoded image differs from the
 reconstruction by what the edited prototypes stand for. An edit is *faithful* when re-encoding x_hat
-shows the requested rise of the edited s_J and little change in the other prototypes:
-
-    rise_J   = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0))     (1 = exactly the requested change)
-    others   = mean_{k not edited} |s_k(x_hat) - s_k(x0)|
+shows the requested rise of the edited s_J and little change in the other prototypes (the measure and
+its baselines: :mod:`.measures`).
 
 "max" edits use the plausible maximum max(s_X): the largest entry of s over a fixed, seeded
 reference set X of images (the reference draws it from one unseeded batch; here it is reproducible).
@@ -22,6 +20,7 @@ batched run -> one result); ``decode_edit``, ``decode_many``, ``run_edits``, ``i
 from __future__ import annotations
 
 import hashlib
+import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Sequence
 import torch
 
 from ..utils.errors import UsageError
+from .measures import MIN_CHANGE, measure_edit, summarise_edit
 
 
 @dataclass
@@ -99,12 +99,37 @@ def invert_images(pat, x0: torch.Tensor, steps: int | None = None, progress: boo
     return Inverted(x0=x0, s=s, x_T=x_T.clone(), steps=steps)
 
 
-def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor:
-    """s of a fixed, seeded random subset X of ``n`` images of ``split`` (shape (n, P))."""
-    ds = pat.dataset(split)
+def reference_indices(n_total: int, n: int = 256, seed: int = 0) -> list[int]:
+    """The reference set X: the first ``n`` of the permutation of range(n_total) seeded by ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))].tolist()
-    return pat.encode_dataset(split, idx).s
+    return torch.randperm(n_total, generator=g)[: min(n, n_total)].tolist()
+
+
+IMAGE_STREAM = "patronus:images"
+"""Images a command edits or measures are drawn from a random stream of their own, never the reference set's."""
+
+
+def fresh_indices(n_total: int, n: int, seed: int = 0, exclude: Sequence[int] = ()) -> list[int]:
+    """``n`` indices of range(n_total) drawn with ``seed`` from the images' own stream, skipping ``exclude`` (the
+    reference set X), so the images an edit is measured on are never the ones its targets were taken from.
+
+    When fewer than ``n`` indices lie outside ``exclude`` (a tiny split), the rest come from it, with a warning."""
+    key = int.from_bytes(hashlib.sha256(f"{IMAGE_STREAM}:{int(seed)}".encode()).digest()[:7], "little")
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(key)).tolist()
+    skip = set(exclude)
+    picked = [i for i in perm if i not in skip][:n]
+    if len(picked) < min(n, n_total):
+        picked += [i for i in perm if i in skip][: min(n, n_total) - len(picked)]
+        warnings.warn(f"only {n_total - len(skip & set(perm))} images lie outside the reference set; "
+                      f"{len(picked) - (n_total - len(skip & set(perm)))} of the {len(picked)} picked come from it",
+                      stacklevel=2)
+    return picked
+
+
+def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor:
+    """s of a fixed, seeded random subset X of ``n`` images of ``split`` (shape (n, P)): :func:`reference_indices`."""
+    ds = pat.dataset(split)
+    return pat.encode_dataset(split, reference_indices(len(ds), n, seed)).s
 
 
 def plausible_max(s_ref: torch.Tensor, quantile: float | None = None) -> float:
@@ -137,23 +162,10 @@ def edit_s(s: torch.Tensor, prototypes: Sequence[int], value: float | torch.Tens
 
 
 def faithfulness(s_before: torch.Tensor, s_requested: torch.Tensor, s_after: torch.Tensor,
-                 edited: Sequence[int], min_change: float = 1e-3) -> dict[str, torch.Tensor]:
-    """Per-image faithfulness of an edit (see the module docstring).
-
-    Returns ``rise`` (B,) averaged over the edited prototypes whose requested change exceeds
-    ``min_change`` (NaN when none does), and ``others`` (B,) the mean absolute change of the rest.
-    """
-    idx = list(edited)
-    req = s_requested[:, idx] - s_before[:, idx]
-    got = s_after[:, idx] - s_before[:, idx]
-    valid = req.abs() > min_change
-    ratio = torch.where(valid, got / torch.where(valid, req, torch.ones_like(req)), torch.zeros_like(req))
-    count = valid.sum(1)
-    rise = torch.where(count > 0, ratio.sum(1) / count.clamp_min(1), torch.full_like(count, float("nan"), dtype=req.dtype))
-    mask = torch.ones(s_before.shape[1], dtype=torch.bool)
-    mask[idx] = False
-    others = (s_after[:, mask] - s_before[:, mask]).abs().mean(1) if mask.any() else torch.zeros(s_before.shape[0])
-    return {"rise": rise, "others": others}
+                 edited: Sequence[int], min_change: float = MIN_CHANGE) -> dict[str, torch.Tensor]:
+    """Per-image rise, others and off_target of an edit against the baseline ``s_before``: the one measure,
+    :func:`.measures.measure_edit`."""
+    return measure_edit(s_before, s_requested, s_after, edited, min_change)
 
 
 # ------------------------------------------------------------------------------ reference set X
@@ -270,20 +282,10 @@ def apply_ops(s: torch.Tensor, ops: Sequence[EditOp], ref: Reference | None) -> 
     return out
 
 
-def _finite_list(t: torch.Tensor, digits: int = 4) -> list:
-    return [None if v != v else round(float(v), digits) for v in t.flatten().tolist()]
-
-
-def faithfulness_summary(rise: torch.Tensor, others: torch.Tensor) -> dict:
-    """The two faithfulness numbers of a set of edited images: medians plus the per-image values.
-
-    ``rise_median`` ignores images whose requested change was below the threshold (NaN rise).
-    """
-    r = rise.flatten()
-    ok = r[~torch.isnan(r)]
-    return {"rise_median": round(float(ok.median()), 4) if ok.numel() else None,
-            "others_median": round(float(others.flatten().median()), 4) if others.numel() else None,
-            "rise": _finite_list(rise), "others": _finite_list(others)}
+def faithfulness_summary(rise: torch.Tensor, others: torch.Tensor, off: torch.Tensor | None = None,
+                         baseline: str = "x0") -> dict:
+    """True medians (with counts) and per-image values of a set of edits: :func:`.measures.summarise_edit`."""
+    return summarise_edit(rise, others, off, baseline)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:

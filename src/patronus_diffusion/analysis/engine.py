@@ -10,11 +10,8 @@ reconstruction, an interpolation path between two images, seeded variations, ste
 :func:`run_plan` inverts the images once (cached per model object, images, s and steps:
 :func:`~.editing.invert_images`), decodes the reconstruction, every edit and the path in ONE batched
 decode call (the model chunks it by its batch size), re-encodes everything in ONE encode call, and
-measures every edit's faithfulness against s(x0):
-
-    rise   = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0))    averaged over the edited J
-             (1 = exactly the requested change; requested changes below 1e-3 give NaN)
-    others = mean over unedited k of |s_k(x_hat) - s_k(x0)|
+measures every edit's faithfulness with the one measure of :mod:`.measures` (rise, others, off-target),
+against s(reconstruction) when the plan decodes one, else against s(x0); the result names the baseline.
 
 The :class:`EditResult` holds the decoded images, s requested and reached, best-match locations
 (hence receptive-field boxes), rise/others, the reconstruction, the reference set X and the seconds.
@@ -233,8 +230,9 @@ class EditResult:
     """Everything one plan decoded, re-encoded and measured.
 
     images (E, B, C, H, W) edit e of image i; s_requested / s_after (E, B, P) s' asked for and s of the
-    decoded image; location (E, B, P, 2) best-match unit of every prototype there; rise / others (E, B)
-    faithfulness against s(x0). reconstruction (B, C, H, W) with s_reconstruction (B, P) when planned;
+    decoded image; location (E, B, P, 2) best-match unit of every prototype there; rise / others /
+    off_target (E, B) faithfulness (:mod:`.measures`) against ``baseline``: s(reconstruction) when the plan
+    decoded one ("recon"), else s(x0) ("x0"). reconstruction (B, C, H, W) with s_reconstruction (B, P) when planned;
     path (A, C, H, W) with s_path_requested / s_path (A, P) for an interpolation; variations
     (B, k, C, H, W) with s_variations (B, k, P); t (S,) and trajectory (S, R + E, B, P) for a trace
     (condition 0 = the reconstruction when planned). seconds: decoding and re-encoding; invert_seconds:
@@ -252,6 +250,8 @@ class EditResult:
     location: torch.Tensor | None
     rise: torch.Tensor
     others: torch.Tensor
+    off_target: torch.Tensor | None = None
+    baseline: str = "x0"
     reconstruction: torch.Tensor | None = None
     s_reconstruction: torch.Tensor | None = None
     location_reconstruction: torch.Tensor | None = None
@@ -306,9 +306,10 @@ class EditResult:
 
     def faithfulness(self, e: int | None = None) -> dict:
         """:func:`~.editing.faithfulness_summary` of edit e (or of all edits together)."""
+        off = self.off_target
         if e is None:
-            return faithfulness_summary(self.rise, self.others)
-        return faithfulness_summary(self.rise[e], self.others[e])
+            return faithfulness_summary(self.rise, self.others, off, self.baseline)
+        return faithfulness_summary(self.rise[e], self.others[e], None if off is None else off[e], self.baseline)
 
     def reconstruction_psnr(self) -> torch.Tensor:
         from ..utils.images import psnr
@@ -382,16 +383,20 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     s_cond = s_all[:n_cond].reshape(len(conds), b, p)
     loc_cond = None if loc_all is None else loc_all[:n_cond].reshape(len(conds), b, p, 2)
 
-    # Faithfulness of every edit against s(x0).
+    # Faithfulness of every edit against the reconstruction's s when one was decoded (the inversion error is not
+    # charged to the edit), else against s(x0); the result names which.
     s_req = torch.stack(conds[r:]) if e else inv.s.new_zeros((0, b, p))
-    fs = [faithfulness(inv.s, s_req[k], s_cond[r + k], edit.prototypes) for k, edit in enumerate(plan.edits)]
+    s_base = s_cond[0] if r else inv.s
+    fs = [faithfulness(s_base, s_req[k], s_cond[r + k], edit.prototypes) for k, edit in enumerate(plan.edits)]
     res = EditResult(
         plan=plan, inverted=inv, run=str(getattr(pat, "run_dir", None)),
         sampler=plan.sampler or pat.decode_sampler,
         receptive_field=getattr(pat, "receptive_field", None) if loc_all is not None else None,
         images=imgs[r:], s_requested=s_req, s_after=s_cond[r:], location=None if loc_cond is None else loc_cond[r:],
         rise=torch.stack([f["rise"] for f in fs]) if e else torch.zeros(0, b),
-        others=torch.stack([f["others"] for f in fs]) if e else torch.zeros(0, b), invert_seconds=invert_seconds)
+        others=torch.stack([f["others"] for f in fs]) if e else torch.zeros(0, b),
+        off_target=torch.stack([f["off_target"] for f in fs]) if e else torch.zeros(0, b),
+        baseline="recon" if r else "x0", invert_seconds=invert_seconds)
     if r:
         res.reconstruction, res.s_reconstruction = imgs[0], s_cond[0]
         res.location_reconstruction = None if loc_cond is None else loc_cond[0]

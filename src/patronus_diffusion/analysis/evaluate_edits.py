@@ -18,16 +18,26 @@ kinds at the headline strength alone, which halves the decodes; ``--sweep-all-ta
 
     rise       = (s_J(x_hat) - s_J(recon)) / (value - s_J(recon))                  1 = exactly what was asked
     off-target = mean_{k != J} |s_k(x_hat) - s_k(recon)| / |value - s_J(recon)|     0 = nothing else moved
+    leak per rise = median off-target / median rise                               what each unit of rise drags along
     locality   = mean |x_hat - recon| inside the receptive-field box of J's best match in x_hat
                  / mean |x_hat - recon| outside that box                          > 1 = the change sits where J looks
 
-(rise and off-target are undefined, NaN, where |value - s_J(recon)| <= 1e-3; locality where the box
-covers all or none of the image.) Each is summarised by its median over the images, per prototype,
-target kind and strength; the headline numbers are medians over the prototypes at strength 1 (or the
-listed strength nearest to it) with the own-max target; ``median_rise_lower`` is the same with own_min.
+(the one measure of every edit: :mod:`.measures`; rise and off-target are undefined, NaN, where
+|value - s_J(recon)| <= 1e-3; locality where the box covers all or none of the image.) Each is summarised
+by its true median over the images, per prototype, target kind and strength; the headline numbers are true
+medians over the prototypes at strength 1 (or the listed strength nearest to it) with the own-max target,
+each with a percentile-bootstrap 95 % interval over the images and the count of prototypes that entered it;
+the same numbers are given for the global-max target and, lowering, for the own-min target.
 
-All decodes of one image set run in two batched engine calls: the reconstruction (which fixes the
-values), then every prototype x target x strength edit at once, from the cached inversion.
+**The headline is the decoder's own response**: every edit is decoded unguided (w = 0). Decoding with edit
+guidance, eps(s') + w (eps(s') - eps(s)), is to first order a request of (1 + w) times the change, while rise
+divides by the change itself; so a guided run is reported apart, as the *amplified* row at w (own-max target,
+headline strength), with its effective request (1 + w) and its leak per rise, never as the headline.
+
+All decodes of one image set run in two batched engine calls (three with an amplified row): the
+reconstruction (which fixes the values), then every prototype x target x strength edit at once, from the
+cached inversion. :func:`measure_realism` adds KID of the headline edits against real images beside the
+reconstructions' at matched N.
 """
 
 from __future__ import annotations
@@ -41,51 +51,47 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..evaluation.stats import bootstrap_interval, count_defined, true_median
 from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .editing import Reference
 from .engine import Box, Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, save_panels, short_name
+from .measures import DEFINITIONS as MEASURES, MIN_CHANGE, edit_rise, off_target
 from .tables import write_csv
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
 TARGET_KINDS = ("own_max", "global_max", "own_min")
-MIN_CHANGE = 1e-3
+LOW_RISE = 0.2
+"""A prototype whose median rise stays below this is counted as one the decoder barely follows."""
+N_BOOT = 1000
+MIN_RISE_FOR_LEAK = 0.05
+"""Leak per rise is left undefined where the median rise is below this."""
 DEFINITIONS = {
     "value": "s_J(recon) + strength * (target - s_J(recon)); recon = the unedited image decoded from the same x_T",
+    "baseline": "recon (s of the unedited decode from the same x_T: the inversion error is not charged to the edit)",
     "own_max": "target = max over the reference set X of s_J",
-    "global_max": "target = max(s_X), the largest entry of s over X",
+    "global_max": "target = max(s_X), the largest entry of s over X (the paper's max)",
     "own_min": "target = min over the reference set X of s_J (lowering J)",
     "rise": "(s_J(edited) - s_J(recon)) / (value - s_J(recon)); null where |value - s_J(recon)| <= 1e-3",
     "off_target": "mean over k != J of |s_k(edited) - s_k(recon)|, divided by |value - s_J(recon)|",
+    "leak_per_rise": "median off-target / median rise (the off-target change per unit of rise); null where the median "
+                     f"rise is below {MIN_RISE_FOR_LEAK:g}",
     "locality": "mean |edited - recon| inside the receptive-field box of J's best match in the edited image, "
                 "divided by the mean outside it",
-    "medians": "over images per prototype, target kind and strength; top-level medians over prototypes at the "
-               "headline strength with the own_max target",
+    "medians": "true medians (mean of the two middle values for an even count) over images per prototype, target "
+               "kind and strength; top-level medians over the prototypes at the headline strength (n_prototypes "
+               "counts those with a defined median); intervals: percentile bootstrap over the images (95 %, "
+               f"{N_BOOT} draws, seeded)",
+    "headline": "the decoder's own response: every edit decoded unguided (edit guidance w = 0)",
+    "amplified": "the own-max edits at the headline strength decoded with edit guidance eps(s') + w (eps(s') - "
+                 "eps(s)): to first order a request of (1 + w) times the change (effective_request), so its rise is "
+                 "an amplified figure; rise_per_effective_request = rise / (1 + w)",
+    "measures": MEASURES,
 }
 
 
 # ------------------------------------------------------------------------------ the measures
-def edit_rise(s_base_j: torch.Tensor, s_edit_j: torch.Tensor, value: torch.Tensor,
-              min_change: float = MIN_CHANGE) -> torch.Tensor:
-    """(s_J(edited) - s_J(base)) / (value - s_J(base)) per image; NaN where the requested change is tiny."""
-    req = torch.as_tensor(value, dtype=torch.float32) - s_base_j
-    ok = req.abs() > min_change
-    return torch.where(ok, (s_edit_j - s_base_j) / torch.where(ok, req, torch.ones_like(req)),
-                       torch.full_like(req, float("nan")))
-
-
-def off_target(s_base: torch.Tensor, s_edit: torch.Tensor, j: int, value: torch.Tensor,
-               min_change: float = MIN_CHANGE) -> torch.Tensor:
-    """mean_{k != j} |s_k(edited) - s_k(base)| / |value - s_j(base)| per image (s: (B, P)); NaN for tiny requests."""
-    req = (torch.as_tensor(value, dtype=torch.float32) - s_base[:, j]).abs()
-    mask = torch.ones(s_base.shape[1], dtype=torch.bool)
-    mask[j] = False
-    moved = (s_edit[:, mask] - s_base[:, mask]).abs().mean(1) if mask.any() else torch.zeros(s_base.shape[0])
-    ok = req > min_change
-    return torch.where(ok, moved / torch.where(ok, req, torch.ones_like(req)), torch.full_like(req, float("nan")))
-
-
 def locality(base: torch.Tensor, edited: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
     """Per image: mean |edited - base| (over channels and pixels) inside its box over the mean outside it.
 
@@ -113,13 +119,8 @@ def headline_index(strengths: Sequence[float]) -> int:
 
 
 def _median(t: torch.Tensor) -> float | None:
-    """Median of the defined (non-NaN) entries, rounded; None when there is none or it is infinite."""
-    t = t.flatten()
-    t = t[~torch.isnan(t)]
-    if not t.numel():
-        return None
-    m = float(t.median())
-    return round(m, 4) if math.isfinite(m) else None
+    """True median of the defined (non-NaN) entries, rounded; None when there is none or it is infinite."""
+    return true_median(t, 4)
 
 
 def _values(t: torch.Tensor) -> list:
@@ -127,8 +128,43 @@ def _values(t: torch.Tensor) -> list:
 
 
 def _median_of(values: list) -> float | None:
-    vals = [v for v in values if v is not None]
-    return _median(torch.tensor(vals)) if vals else None
+    return true_median(values, 4)
+
+
+def _per_prototype_median(block: np.ndarray) -> float | None:
+    """median over prototypes (rows) of the median over images (columns): the headline statistic."""
+    return true_median([true_median(row) for row in block])
+
+
+def _leak_per_rise(block: np.ndarray) -> float | None:
+    """block (2, J, B) = (rise, off-target): median off-target / median rise over prototypes; undefined (None)
+    where the median rise is below ``MIN_RISE_FOR_LEAK`` (a ratio to a rise near 0 measures nothing)."""
+    r, o = _per_prototype_median(block[0]), _per_prototype_median(block[1])
+    return None if r is None or o is None or r < MIN_RISE_FOR_LEAK else o / r
+
+
+def _interval(values: np.ndarray, statistic=_per_prototype_median, seed: int = 0) -> list | None:
+    ci = bootstrap_interval(values, statistic, n_boot=N_BOOT, seed=seed)
+    return None if ci is None else [round(ci[0], 4), round(ci[1], 4)]
+
+
+def _r4(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def row_numbers(rise: torch.Tensor, off: torch.Tensor, seed: int = 0) -> dict:
+    """The numbers of one row (rise and off-target, (J, B)): true medians over prototypes of the per-prototype
+    medians over images, their bootstrap intervals over images, the leak per rise and the counts."""
+    per_rise = [true_median(r) for r in rise]
+    rise_np, off_np = rise.double().numpy(), off.double().numpy()
+    both = np.stack([rise_np, off_np])
+    low = [j for j, v in enumerate(per_rise) if v is not None and v < LOW_RISE]
+    return {"median_rise": _r4(_per_prototype_median(rise_np)), "median_rise_ci95": _interval(rise_np, seed=seed),
+            "median_off_target": _r4(_per_prototype_median(off_np)),
+            "median_off_target_ci95": _interval(off_np, seed=seed),
+            "leak_per_rise": _r4(_leak_per_rise(both)), "leak_per_rise_ci95": _interval(both, _leak_per_rise, seed),
+            "n_prototypes": count_defined(per_rise), "n_images": int(rise.shape[1]),
+            "n_prototypes_below_0.2": len(low), "prototype_positions_below_0.2": low}
 
 
 # ------------------------------------------------------------------------------ plan and run
@@ -146,6 +182,8 @@ class EvaluationPlan:
     seed: int = 0
     guidance: float | None = None
     edit_guidance: float | None = None
+    """w of the *amplified* row (None: the run's sample.edit_guidance; 0: no amplified row). Every headline edit
+    is decoded unguided whatever this says."""
     kinds: tuple[str, ...] = TARGET_KINDS
     """The target kinds to run (own_max first: it is the headline)."""
     swept: tuple[str, ...] | None = ("own_max",)
@@ -165,6 +203,8 @@ class EvaluationPlan:
             raise UsageError(f"prototype id(s) {bad or '[]'} out of range 0 ... {num_prototypes - 1}")
         if self.steps is not None and self.steps < 1:
             raise UsageError("steps must be at least 1")
+        if self.edit_guidance is not None and not (math.isfinite(self.edit_guidance) and self.edit_guidance >= 0):
+            raise UsageError(f"the amplified row's edit guidance must be a number >= 0, got {self.edit_guidance}")
 
 
 @dataclass
@@ -188,8 +228,13 @@ class EditEvaluation:
     index: dict = field(default_factory=dict)
     """(prototype position, kind position, strength position) -> edit index in ``result``, for the run ones."""
     realism: dict | None = None
-    """KID/FID of the headline edits and of the reconstructions against real images, when measured
-    (``patronus evaluate-edits --realism``): a rise bought with artefacts shows here."""
+    """KID of the headline edits and of the reconstructions against real images at matched N, when measured
+    (:func:`measure_realism`): a rise bought with artefacts shows here."""
+    amplified: EditResult | None = None
+    """The own-max edits at the headline strength decoded with edit guidance ``amplified_w`` (None: not run)."""
+    amplified_w: float = 0.0
+    amplified_rise: torch.Tensor | None = None
+    amplified_off_target: torch.Tensor | None = None
 
     @property
     def headline(self) -> int:
@@ -240,25 +285,87 @@ class EditEvaluation:
             out.append(rec | {"sweep": self.sweep(a)})
         return out
 
+    def _row(self, k: int) -> dict:
+        h = self.headline
+        row = row_numbers(self.rise[:, k, h], self.off_target[:, k, h], self.plan.seed)
+        row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]
+        return row
+
+    def amplified_row(self) -> dict | None:
+        """The guided row: its numbers, the effective request (1 + w) and the rise per effective request."""
+        if self.amplified is None:
+            return None
+        w = self.amplified_w
+        row = row_numbers(self.amplified_rise, self.amplified_off_target, self.plan.seed)
+        row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]
+        rise = row["median_rise"]
+        return {"edit_guidance": w, "target": "own_max", "strength": self.strengths[self.headline],
+                "effective_request": round(1 + w, 4),
+                "median_rise_per_effective_request": None if rise is None else round(rise / (1 + w), 4), **row}
+
     def summary(self) -> dict:
         per = self.per_prototype()
         r = self.result
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
                     "steps": r.steps, "sampler": r.sampler, "guidance": r.plan.guidance,
-                    "edit_guidance": r.plan.edit_guidance, "prototypes": self.prototypes,
+                    "edit_guidance": 0.0, "amplified_edit_guidance": self.amplified_w if self.amplified else None,
+                    "baseline": "recon", "prototypes": self.prototypes,
                     "strengths": self.strengths, "headline_strength": self.strengths[self.headline],
                     "swept_target_kinds": list(self.kinds if self.plan.swept is None else self.plan.swept),
                     "headline_target": "own_max", "target_kinds": list(self.kinds),
                     "reference": r.reference.to_json(), "min_change": MIN_CHANGE, "definitions": DEFINITIONS}
-        out = {"median_rise": _median_of([p["rise_median"] for p in per]),
-               "median_off_target": _median_of([p["off_target_median"] for p in per]),
-               "median_locality": _median_of([p["locality_median"] for p in per])}
-        if "own_min" in self.kinds:
-            out |= {"median_rise_lower": _median_of([p["rise_lower_median"] for p in per]),
-                    "median_off_target_lower": _median_of([p["off_target_lower_median"] for p in per])}
+        head = self._row(0)
+        out = {"headline": "the decoder's own response: unguided (w = 0), own-max target, strength "
+                           f"{self.strengths[self.headline]:g}, true medians over prototypes of medians over images",
+               **head, "median_locality": _median_of([p["locality_median"] for p in per])}
+        for name, key in (("global_max", "global_max"), ("own_min", "lower")):
+            if name in self.kinds:
+                row = self._row(self.kinds.index(name))
+                out |= {f"median_rise_{key}": row["median_rise"], f"median_off_target_{key}": row["median_off_target"],
+                        name: row}
+        out["amplified"] = self.amplified_row()
         if self.realism is not None:
             out["realism"] = self.realism
         return out | {"per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
+
+    def lines(self) -> list[str]:
+        """The printout: the headline with intervals and counts, the other targets, the amplified row, realism."""
+        s = self.summary()
+
+        def ci(v):
+            return "" if v is None else f" [{v[0]:.4f}, {v[1]:.4f}]"
+
+        def num(v):
+            return "n/a" if v is None else f"{v:.4f}"
+
+        out = [f"headline (decoder's own, w = 0; strength {s['settings']['headline_strength']:g}, own max over X; "
+               f"{s['n_prototypes']} prototypes x {s['n_images']} images, 95 % bootstrap intervals over images):",
+               f"  median rise {num(s['median_rise'])}{ci(s['median_rise_ci95'])}, median off-target "
+               f"{num(s['median_off_target'])}{ci(s['median_off_target_ci95'])}, leak per rise "
+               f"{num(s['leak_per_rise'])}{ci(s['leak_per_rise_ci95'])}, median locality {num(s['median_locality'])}",
+               f"  prototypes with median rise < {LOW_RISE:g}: {s['n_prototypes_below_0.2']} "
+               f"{s['prototypes_below_0.2'] or ''}".rstrip()]
+        for name, what in (("global_max", "raised to max(s_X) (the paper's target)"),
+                           ("own_min", "lowered to own min over X")):
+            if name in s:
+                row = s[name]
+                out.append(f"{what}: median rise {num(row['median_rise'])}{ci(row['median_rise_ci95'])}, median "
+                           f"off-target {num(row['median_off_target'])}{ci(row['median_off_target_ci95'])} "
+                           f"({row['n_prototypes']} prototypes)")
+        amp = s["amplified"]
+        if amp:
+            out.append(f"amplified (edit guidance w = {amp['edit_guidance']:g}, effective request "
+                       f"{amp['effective_request']:g}x the change; not the decoder's own): median rise "
+                       f"{num(amp['median_rise'])}{ci(amp['median_rise_ci95'])} ({num(amp['median_rise_per_effective_request'])} "
+                       f"per effective request), off-target {num(amp['median_off_target'])}, leak per rise "
+                       f"{num(amp['leak_per_rise'])}")
+        if self.realism:
+            e, rec = self.realism["edited"], self.realism["reconstruction"]
+            out.append(f"realism (KID x 1e3 against {rec['n_reference']} test images, N = {rec['n']} each): edited "
+                       f"{1e3 * e['kid_median']:.2f} (median of {e['rounds']} rounds, range {1e3 * e['kid_min']:.2f} "
+                       f"... {1e3 * e['kid_max']:.2f}), reconstructions {1e3 * rec['kid']:.2f} +- "
+                       f"{1e3 * rec['kid_std']:.2f}")
+        return out
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """edits_eval.json, edits_eval.csv (prototype x target kind x strength) and edits_eval.png."""
@@ -330,24 +437,24 @@ class EditEvaluation:
             ax.grid(alpha=0.3, axis="y")
             ax.legend(fontsize=7)
 
-        w = self.result.plan.edit_guidance or 0  # as resolved by the engine (the run's default when None)
         return save_panels(rows, path, row_labels=labels, cell=1.15, plot=curves if len(self.strengths) > 1 else bars,
                            title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
-                                 f"decoded from the inverted x_T{f' with edit guidance {w:g}' if w else ''}; "
+                                 "decoded unguided (w = 0) from the inverted x_T; "
                                  f"first rows: every prototype at strength {self.strengths[h]:g}; "
                                  "red box = best patch of p_J; title = s_J reached (asked)")
 
 
 def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEvaluation:
-    """Run the benchmark of the module docstring: two batched engine runs from one (cached) inversion."""
+    """Run the benchmark of the module docstring: two batched engine runs from one (cached) inversion, unguided,
+    and a third for the amplified row when its w (``plan.edit_guidance``, default the run's) is above 0."""
     t0 = time.time()
     plan.check(pat.num_prototypes)
     protos = list(range(pat.num_prototypes)) if plan.prototypes is None else list(plan.prototypes)
     strengths = [float(a) for a in plan.strengths]
     ref = plan.reference
     common = dict(names=plan.names, steps=plan.steps, sampler=plan.sampler, reference=ref, seed=plan.seed,
-                  guidance=plan.guidance, edit_guidance=plan.edit_guidance)
-    base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, **common), progress)
+                  guidance=plan.guidance)
+    base = run_plan(pat, EditPlan(images=plan.images, reconstruction=True, edit_guidance=0.0, **common), progress)
     s_rec = base.s_reconstruction
     own = ref.s[:, protos].max(0).values
     by_kind = {"own_max": own, "global_max": torch.full_like(own, ref.max), "own_min": ref.s[:, protos].min(0).values}
@@ -357,9 +464,14 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
     swept = set(kinds if plan.swept is None else plan.swept)
     combos = [(a, k, s) for a in range(len(protos)) for k, kind in enumerate(kinds) for s in range(len(strengths))
               if kind in swept or s == headline]
-    edits = [Edit.set(protos[a], s_rec[:, protos[a]] + strengths[s] * (float(targets[a, k]) - s_rec[:, protos[a]]),
-                      label=f"p{protos[a]} {kinds[k]} x{strengths[s]:g}") for a, k, s in combos]
-    res = run_plan(pat, EditPlan(images=plan.images, edits=edits, inverted=base.inverted, **common), progress)
+
+    def edit_of(a: int, k: int, s: int) -> Edit:
+        j = protos[a]
+        return Edit.set(j, s_rec[:, j] + strengths[s] * (float(targets[a, k]) - s_rec[:, j]),
+                        label=f"p{j} {kinds[k]} x{strengths[s]:g}")
+
+    res = run_plan(pat, EditPlan(images=plan.images, edits=[edit_of(*c) for c in combos], inverted=base.inverted,
+                                 edit_guidance=0.0, **common), progress)
     n_j, n_k, n_s, b = len(protos), len(kinds), len(strengths), plan.images.shape[0]
     rise, off, loc, req = (torch.full((n_j, n_k, n_s, b), float("nan")) for _ in range(4))
     for e, (a, k, s) in enumerate(combos):
@@ -369,6 +481,51 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
         off[a, k, s] = off_target(s_rec, res.s_after[e], j, value)
         loc[a, k, s] = locality(base.reconstruction, res.images[e], res.boxes(e, j))
         req[a, k, s] = value - s_rec[:, j]
-    return EditEvaluation(plan=plan, prototypes=protos, strengths=strengths, targets=targets, base=base, result=res,
-                          rise=rise, off_target=off, locality=loc, requested=req, seconds=time.time() - t0,
-                          index={c: e for e, c in enumerate(combos)})
+    ev = EditEvaluation(plan=plan, prototypes=protos, strengths=strengths, targets=targets, base=base, result=res,
+                        rise=rise, off_target=off, locality=loc, requested=req, seconds=0.0,
+                        index={c: e for e, c in enumerate(combos)})
+    w = plan.edit_guidance
+    if w is None:
+        w = 0.0 if plan.guidance else float(getattr(pat.config.sample, "edit_guidance", 0.0) or 0.0)
+    if w > 0:
+        amp = run_plan(pat, EditPlan(images=plan.images, edits=[edit_of(a, 0, headline) for a in range(n_j)],
+                                     inverted=base.inverted, edit_guidance=w, **common), progress)
+        ev.amplified, ev.amplified_w = amp, w
+        ev.amplified_rise = torch.stack([edit_rise(s_rec[:, j], amp.s_after[a, :, j], amp.s_requested[a, :, j])
+                                         for a, j in enumerate(protos)])
+        ev.amplified_off_target = torch.stack([off_target(s_rec, amp.s_after[a], j, amp.s_requested[a, :, j])
+                                               for a, j in enumerate(protos)])
+    ev.seconds = time.time() - t0
+    return ev
+
+
+def measure_realism(pat, ev: EditEvaluation, n_ref: int = 2000, progress: bool = True, extractor=None) -> dict:
+    """KID against ``n_ref`` real test images of the headline edits and of the reconstructions, at matched N.
+
+    With B images and J prototypes there are J x B headline edits but only B reconstructions, and a KID is only
+    comparable at equal N. So the edits are scored in J rounds of B images each: round r takes image i edited by
+    prototype position (i + r) mod J, so every edit is scored exactly once and every round has one edit per image.
+    Reported: the median KID over the rounds with its range, beside the reconstructions' KID (N = B)."""
+    from ..evaluation.fid import InceptionFeatures, kernel_inception_distance, reference_statistics, stream_features
+
+    extractor = extractor or InceptionFeatures(device=pat.device)
+    data = pat.config.data
+    ref = reference_statistics(data, "test", n_ref, 0, extractor, None, progress)
+    f_ref = ref["features"]
+    n_j, b = len(ev.prototypes), ev.base.reconstruction.shape[0]
+    f_rec, _ = stream_features(extractor, ev.base.reconstruction, progress, "reconstructions -> inception")
+    f_edit, _ = stream_features(extractor, ev.headline_edits(), progress, "edits -> inception")  # (J * B, F)
+    f_edit = f_edit.reshape(n_j, b, -1)
+    kid_rec, kid_rec_std = kernel_inception_distance(f_rec, f_ref, seed=ev.plan.seed)
+    kids = []
+    for r in range(n_j):
+        rows = torch.stack([f_edit[(i + r) % n_j, i] for i in range(b)])
+        kids.append(kernel_inception_distance(rows, f_ref, seed=ev.plan.seed)[0])
+    return {"what": "KID (x 1 unbiased MMD^2) against real test images at matched N: the reconstructions (N = B) and "
+                    "the headline edits in J rounds of B images (round r: image i edited by prototype position "
+                    "(i + r) mod J, so every edit is scored once); edited = median, min and max over the rounds",
+            "edited": {"kid_median": true_median(kids), "kid_min": min(kids), "kid_max": max(kids), "rounds": n_j,
+                       "n": b},
+            "reconstruction": {"kid": kid_rec, "kid_std": kid_rec_std, "n": b,
+                               "n_reference": int(ref["meta"]["n_images"])},
+            "n_reference": int(ref["meta"]["n_images"])}

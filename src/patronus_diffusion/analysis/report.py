@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.stats import true_median
 from ..utils.images import png_uri
 from ..utils.io import write_json, write_text
+from .editing import fresh_indices, reference_indices
 from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, encode_subset, seeded_indices
 from .figures import crop
@@ -148,11 +150,15 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
     ds = pat.dataset("test")
     stats_idx = seeded_indices(len(ds), budget["stats_images"], seed + 1)
     s_stats, _, _ = encode_subset(pat, "test", stats_idx)  # the gallery's statistics set: a cache hit
-    x = gallery.result.x0
+    # the benchmark's images: as many as the gallery's, drawn apart from the reference set X (the gallery shows X's)
+    ref = gallery.reference
+    bench_idx = fresh_indices(len(ds), gallery.result.x0.shape[0], seed,
+                              exclude=reference_indices(len(ds), ref.n, ref.seed))
+    x = ds.get_batch(bench_idx)
     t0 = time.time()
-    ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=gallery.reference, strengths=budget["strengths"],
-                                            names=gallery.sources, steps=budget["steps"], seed=seed,
-                                            kinds=("own_max", "own_min")), progress)
+    ev = evaluate_edits(pat, EvaluationPlan(images=x, reference=ref, strengths=budget["strengths"],
+                                            names=[f"test:{i}" for i in bench_idx], steps=budget["steps"], seed=seed,
+                                            kinds=("own_max", "own_min"), edit_guidance=0.0), progress)
     timings["edit_benchmark_seconds"] = round(time.time() - t0, 1)
     t0 = time.time()
     own_max = {p["prototype"]: p["targets"]["own_max"] for p in ev.per_prototype()}
@@ -240,8 +246,8 @@ def _same_size(crops: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _median(t: torch.Tensor):
-    v = t[torch.isfinite(t)]
-    return round(float(v.median()), 4) if v.numel() else None
+    """True median of the finite entries (None when there is none)."""
+    return true_median(t[torch.isfinite(t)], 4)
 
 
 def _when(ax, t: np.ndarray, gain: np.ndarray, t_half: int | None) -> None:

@@ -25,6 +25,7 @@ import torch
 from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import write_json
+from ..evaluation.stats import true_median
 from .editing import Inverted, Reference, faithfulness
 from .engine import Edit, EditPlan, EditResult, run_plan
 from .figures import band_plot
@@ -126,8 +127,8 @@ def emergence_summary(em: Emergence) -> list[dict]:
                     "final_gain_vs_unedited_mean": round(float(g[-1]), 4),
                     "final_gain_vs_x0_mean": round(float(em.gain_vs_x0(k)[-1].mean()), 4),
                     "t_half": half_rise_timestep(em.t, g),
-                    "rise_median": round(float(f["rise"].nanmedian()), 4),
-                    "others_median": round(float(f["others"].median()), 4)})
+                    "rise_median": true_median(f["rise"], 4), "others_median": true_median(f["others"], 4),
+                    "baseline": "x0"})
     return out
 
 

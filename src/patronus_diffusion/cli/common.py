@@ -57,7 +57,8 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None, default: s
 
 
 def add_images(p: argparse.ArgumentParser, default_n: int = 8) -> None:
-    g = p.add_argument_group("input images (files, dataset indices, or the first N of a seeded shuffle)")
+    g = p.add_argument_group("input images (files, dataset indices, or N seeded picks: --seed; never images of the "
+                                  "reference set X)")
     g.add_argument("--images", nargs="+", metavar="PATH", help="image files")
     g.add_argument("--indices", type=str, help="comma-separated dataset indices, e.g. 0,5,17")
     g.add_argument("--split", default="test", help="dataset split for --indices/--n")
@@ -96,9 +97,13 @@ def select_images(pat, args) -> tuple[torch.Tensor, list[str]]:
         return pat.load_images(paths=args.images), [Path(p).name for p in args.images]
     idx = parse_indices(args.indices)
     if idx is None:
+        from ..analysis.editing import fresh_indices, reference_indices
+
         ds = pat.dataset(args.split)
-        g = torch.Generator().manual_seed(args.seed)
-        idx = torch.randperm(len(ds), generator=g)[: args.n].tolist()
+        # never the reference set X of the command (when it has one, on the same split), whose targets they would see
+        has_ref = getattr(args, "ref_n", None) is not None and args.split == "test"
+        ref = reference_indices(len(ds), args.ref_n, getattr(args, "ref_seed", 0)) if has_ref else ()
+        idx = fresh_indices(len(ds), args.n, args.seed, exclude=ref)
     return pat.load_images(indices=idx, split=args.split), [f"{args.split}:{i}" for i in idx]
 
 

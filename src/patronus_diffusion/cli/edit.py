@@ -7,6 +7,8 @@ engine), writes the result (figure PNG, JSON/CSV) and prints the summary and the
 
 from __future__ import annotations
 
+import argparse
+
 from ..utils.errors import UsageError
 from .common import formatter, print_outputs, select_images
 from .edit_args import (
@@ -94,12 +96,20 @@ def register(sub) -> None:
                         "max(s_X) and own-min targets run at the strength nearest 1 only")
     p.add_argument("--sweep-all-targets", action="store_true",
                    help="sweep every strength for the max(s_X) and own-min targets too (twice the decodes)")
-    p.add_argument("--realism", action="store_true",
-                   help="also measure KID/FID against real test images of the edited images (every prototype at the "
-                        "headline strength, own-max target) and of the reconstructions: a rise bought with "
-                        "artefacts shows as a higher KID than the reconstructions' (costs Inception time)")
+    p.add_argument("--realism", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure KID against real test images of the headline edits and of the reconstructions at "
+                        "matched N (edits scored in rounds of one edit per image): a rise bought with artefacts shows "
+                        "as a higher KID than the reconstructions' (costs Inception time). Default: on, skipped with a "
+                        "note when it cannot run (fewer than 2 images, FID weights not installed); --realism makes "
+                        "those an error")
     p.add_argument("--realism-ref", type=int, default=2000, help="real test images for --realism")
     p.add_argument("--out", default="results/evaluate-edits")
+    for action in p._actions:
+        if action.dest == "edit_guidance":
+            action.help = ("w of the *amplified* row: the own-max edits at the headline strength decoded again with "
+                           "eps(s') + W (eps(s') - eps(s)), reported apart with its effective request (1 + W) and leak "
+                           "per rise. The headline is always the decoder's own response (w = 0). Default: the run's "
+                           "sample.edit_guidance; 0 = no amplified row")
     p.set_defaults(func=cmd_evaluate_edits)
 
 
@@ -191,49 +201,37 @@ def _strengths(text: str) -> list[float]:
 
 
 def cmd_evaluate_edits(args) -> int:
-    from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits
+    from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits, measure_realism
+    from ..evaluation.fid import inception_path
 
-    if args.realism and args.realism_ref < 2:
+    if args.realism is not False and args.realism_ref < 2:
         raise UsageError("--realism-ref must be at least 2")
     pat, x, names, common = edit_inputs(args)
-    if args.realism and x.shape[0] < 2:
-        raise UsageError(f"--realism needs at least 2 images (KID/FID of the reconstructions); got {x.shape[0]}")
+    realism, why_not = args.realism is not False, None
+    if realism and x.shape[0] < 2:
+        why_not = f"KID needs at least 2 images (--n 2 or more), got {x.shape[0]}"
+    elif realism:
+        try:
+            inception_path()
+        except FileNotFoundError as e:
+            why_not = str(e)
+    if realism and why_not:
+        if args.realism:  # asked for by name: an error, before any work
+            raise UsageError(f"--realism: {why_not}")
+        print(f"realism skipped: {why_not}")
+        realism = False
     ref = reference_of(pat, args)
     protos = None if args.prototypes.strip().lower() == "all" else parse_prototypes(args.prototypes,
                                                                                     pat.num_prototypes)
     plan = EvaluationPlan(images=x, reference=ref, prototypes=protos, strengths=_strengths(args.strengths),
                           swept=None if args.sweep_all_targets else ("own_max",), **common)
     ev = evaluate_edits(pat, plan, progress=not args.no_progress)
-    if args.realism:
-        ev.realism = realism_of(pat, ev, args.realism_ref, progress=not args.no_progress)
+    if realism:
+        ev.realism = measure_realism(pat, ev, args.realism_ref, progress=not args.no_progress)
     files = ev.write(args.out)
-    s = ev.summary()
     print(f"{len(ev.prototypes)} prototype(s) x {len(ev.index) // max(len(ev.prototypes), 1)} (target, strength) "
           f"pair(s) x {len(names)} image(s) in {ev.seconds:.1f} s")
-    print(f"strength {s['settings']['headline_strength']:g}, raised to own max over X: median rise {s['median_rise']}, "
-          f"median off-target {s['median_off_target']}, median locality {s['median_locality']}")
-    print(f"lowered to own min over X: median rise {s['median_rise_lower']}, median off-target "
-          f"{s['median_off_target_lower']}")
-    if ev.realism:
-        e, r = ev.realism["edited"], ev.realism["reconstruction"]
-        print(f"realism (KID x 1e3 against {e['n_reference']} test images): edited {1e3 * e['kid']:.2f} +- "
-              f"{1e3 * e['kid_std']:.2f} (N = {e['n']}), reconstructions {1e3 * r['kid']:.2f} +- "
-              f"{1e3 * r['kid_std']:.2f} (N = {r['n']})")
+    for line in ev.lines():
+        print(line)
     print_outputs("wrote", files)
     return 0
-
-
-def realism_of(pat, ev, n_ref: int, progress: bool = True) -> dict:
-    """KID/FID against the test split of the headline edits and of the reconstructions (same Inception)."""
-    from ..evaluation.fid import InceptionFeatures, fid_kid
-
-    extractor = InceptionFeatures(device=pat.device)
-    out = {"what": "edited = every prototype raised to its own max over X at the headline strength; "
-                   "reconstruction = the unedited decodes from the same x_T; KID is unbiased in N, FID is not "
-                   "(compare FIDs only at equal N)"}
-    for name, images in (("edited", ev.headline_edits()), ("reconstruction", ev.base.reconstruction)):
-        r = fid_kid(images, pat.config.data, n_ref=n_ref, progress=progress, extractor=extractor,
-                    protocol={"images": name})
-        out[name] = {"kid": r["kid"], "kid_std": r["kid_std"], "fid": r["fid"], "n": r["n_generated"],
-                     "n_reference": r["n_reference"]}
-    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.editing import reference_set
+from ..analysis.editing import fresh_indices, reference_indices, reference_set
 from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits
 from ..analysis.explain import explain_gallery
 from ..analysis.report import build_report
@@ -50,7 +50,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] 
     t_train = time.time() - t_all
     pat = Patronus.load(run, device=device)
     ds = pat.dataset("test")
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:16].tolist()
+    idx = fresh_indices(len(ds), 16, seed, exclude=reference_indices(len(ds), 256, seed))  # never images of X
     x = ds.get_batch(idx)
     s = pat.encode(x).s
     print("[demo] sampling 16 images from test images' s")
@@ -93,7 +93,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] 
               f"-> {out / 'edits_eval'}")
         ev = evaluate_edits(pat, EvaluationPlan(
             images=x[:n_ed], reference=reference_set(pat, n=256, seed=seed), names=[f"test:{i}" for i in idx[:n_ed]],
-            strengths=[1.0], steps=20, seed=seed, kinds=("own_max",)), progress=True)
+            strengths=[1.0], steps=20, seed=seed, kinds=("own_max",), edit_guidance=0.0), progress=True)
         ev.write(out / "edits_eval")
         e = ev.summary()
         summary["edits_eval"] = {"folder": str(out / "edits_eval"), "seconds": round(ev.seconds, 1),
