@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -515,9 +516,9 @@ def _renames_of_checkpoints(src, dst) -> bool:
     return any("checkpoints" in Path(p).parts or Path(p).name == "latest.json" for p in (src, dst))
 
 
-def _fault_at(monkeypatch, k: int | None, kind: str) -> list:
+def _fault_at(monkeypatch, k: int | None, kind: str, which=_renames_of_checkpoints) -> list:
     """os.replace / os.rename raise at the k-th call (1-based) that renames a checkpoint folder or latest.json
-    (k None: count only); returns the list of those calls."""
+    (``which``; k None: count only); returns the list of those calls."""
     import os
 
     calls = []
@@ -525,7 +526,7 @@ def _fault_at(monkeypatch, k: int | None, kind: str) -> list:
         real = getattr(os, name)
 
         def patched(src, dst, *a, _real=real, **kw):
-            if _renames_of_checkpoints(src, dst):
+            if which(src, dst):
                 calls.append((Path(src).name, Path(dst).name))
                 if len(calls) == k:
                     if kind == "crash":
@@ -687,3 +688,59 @@ def test_a_dangling_pointer_warns_and_falls_back_to_the_newest_complete_step(tin
     shutil.rmtree(run / "checkpoints")
     with pytest.warns(UserWarning, match="no complete checkpoint is left"):
         assert latest_checkpoint(run) is None
+
+
+@pytest.mark.parametrize("kind", ["crash", "error"])
+def test_a_fault_at_any_rename_of_a_prior_checkpoint_resumes_from_the_newest_complete_step(tiny_run, tmp_path,
+                                                                                          monkeypatch, kind):
+    """The prior's checkpoint/ folder is replaced at every save (two renames): interrupted at each, the resume
+    starts from the newest complete copy (it silently started over at step 0 when checkpoint/ was missing)."""
+    import dataclasses
+    import re
+    import shutil
+
+    from patronus_diffusion import Patronus
+    from patronus_diffusion.models.prior import PriorConfig
+    from patronus_diffusion.training import prior as prior_mod
+
+    cfg = PriorConfig(hidden=16, blocks=1, time_dim=8, batch_size=32, max_steps=20, log_every=5,
+                      checkpoint_every=10, warmup_steps=2, sample_steps=2)
+    pat = Patronus.load(tiny_run, device="cpu")
+    cache = tmp_path / "cache"
+
+    def fit(out, **kw):
+        return prior_mod.train_prior(pat, out, dataclasses.replace(cfg), cache_dir=cache, progress=False, **kw)
+
+    fit(tmp_path / "base", max_steps=10)
+    starts = []
+    real_optimise = prior_mod.optimise
+    monkeypatch.setattr(prior_mod, "optimise", lambda *a, **kw: (starts.append(a[7]), real_optimise(*a, **kw))[1])
+
+    def is_prior_checkpoint(src, dst):
+        return any(re.fullmatch(r"(\.tmp_)?checkpoint(\.old)?", Path(p).name) for p in (src, dst))
+
+    shutil.copytree(tmp_path / "base", tmp_path / "clean")
+    with monkeypatch.context() as m:
+        renames = _fault_at(m, None, kind, is_prior_checkpoint)
+        fit(tmp_path / "clean", resume=True, max_steps=20)
+    assert renames == [("checkpoint", "checkpoint.old"), (".tmp_checkpoint", "checkpoint")]  # step 20, once
+    for k in range(1, len(renames) + 1):
+        out = tmp_path / f"fault{k}"
+        shutil.copytree(tmp_path / "base", out)
+        with monkeypatch.context() as m:
+            _fault_at(m, k, kind, is_prior_checkpoint)
+            with pytest.raises((_Crash, DiskWriteError)):
+                fit(out, resume=True, max_steps=20)
+        complete = {}
+        for name in ("checkpoint", ".tmp_checkpoint", "checkpoint.old"):
+            try:
+                complete[name] = ck.read_checkpoint_state(out / name)["step"]
+            except CheckpointError:
+                pass
+        starts.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(out, resume=True, max_steps=20)
+        assert starts == [max(complete.values())], (k, complete, starts)
+        assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint"], k
+        assert ck.read_checkpoint_state(out / "checkpoint")["step"] == 20

@@ -230,26 +230,46 @@ def _leftover_copies(final: Path) -> list[Path]:
 
 
 def _put_back(copy: Path, final: Path) -> Path:
-    """Move a recovered copy to its proper name (and drop the other leftover of that folder)."""
-    os.replace(copy, final)
+    """Move a recovered copy to its proper name (replacing an older ``final``) and drop the other leftovers."""
+    if final.exists():
+        replace_dir(copy, final)
+    else:
+        os.replace(copy, final)
     fsync_dir(final.parent)
     for other in (final.with_name(f".tmp_{final.name}"), final.with_name(f"{final.name}.old")):
         shutil.rmtree(other, ignore_errors=True)
     return final
 
 
+def _saved_step(ckpt: Path) -> int | None:
+    try:
+        return int(json.loads((ckpt / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def recover_checkpoint_dir(final: Path, repair: bool = False) -> Path | None:
-    """Checkpoint folder ``final`` when it is there; else a complete copy an interrupted write left (see
-    :func:`utils.io.replace_dir`), moved back to ``final`` when ``repair`` (a resume) and used where it lies
-    otherwise (a reader changes nothing), with a warning; else None."""
+    """A checkpoint folder that is replaced in place (the prior's ``checkpoint/``): ``final`` when it is there;
+    else a complete copy an interrupted write left (see :func:`utils.io.replace_dir`), used where it lies by a
+    reader, moved back to ``final`` by a resume (``repair``), with a warning; else None. A resume also prefers a
+    complete new copy (``.tmp_NAME``) of a later step than ``final`` (a crash before its first rename)."""
     final = Path(final)
     if final.is_dir():
-        return final
-    copies = _leftover_copies(final)
-    if not copies:
-        return None
-    warnings.warn(f"{final} is missing: an interrupted checkpoint write left a complete copy, {copies[0].name}; "
-                  + ("it is moved back into place" if repair else "loading it from there"), stacklevel=2)
+        if not repair:
+            return final
+        mine = _saved_step(final)
+        copies = [c for c in _leftover_copies(final)[:1] if c.name.startswith(".tmp_") and mine is not None
+                  and (_saved_step(c) or -1) > mine]
+        if not copies:
+            return final
+        said = f"{final} holds step {mine}, and an interrupted write left a complete copy of step " \
+               f"{_saved_step(copies[0])}, {copies[0].name}"
+    else:
+        copies = _leftover_copies(final)
+        if not copies:
+            return None
+        said = f"{final} is missing: an interrupted checkpoint write left a complete copy, {copies[0].name}"
+    warnings.warn(said + ("; it is moved into place" if repair else "; loading it from there"), stacklevel=2)
     return _put_back(copies[0], final) if repair else copies[0]
 
 

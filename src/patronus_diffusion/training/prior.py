@@ -36,8 +36,8 @@ from ..diffusion.prior import LatentPrior, training_target
 from ..models.prior import PRIOR_META, PRIOR_WEIGHTS, PriorConfig, PriorMLP, SStatistics
 from ..utils.io import atomic_path, write_json, write_text
 from ..runs import (CheckpointError, flatten_optimizer, generator_state, load_into, load_weights,
-                    read_checkpoint_state, set_generator_state, sha256, unflatten_optimizer, weights_file,
-                    write_checkpoint_dir)
+                    read_checkpoint_state, recover_checkpoint_dir, set_generator_state, sha256,
+                    unflatten_optimizer, weights_file, write_checkpoint_dir)
 from .ema import EMA
 from .lr import warmup_lr
 
@@ -232,8 +232,10 @@ def train_prior(pat, out: str | Path, cfg: PriorConfig | None = None, *, weights
     source = {"run": str(pat.run_dir), "weights": weights, "weights_sha256": enc_meta["key"]["weights_sha256"],
               "split": "train", "n_s": int(s_train.shape[0]), "encoding_cache": enc_meta["cache_file"]}
     stats, z, schedule, net, ema, opt, gen = _fresh_training_state(s_train, cfg)
-    step, elapsed_before = 0, 0.0
-    if resume and (ckpt / "state.json").exists():
+    step, elapsed_before, saved_step = 0, 0.0, None  # saved_step: the step checkpoint/ holds
+    # checkpoint/ is replaced at every save (two renames): a crash between them left only complete copies
+    # (.tmp_checkpoint, checkpoint.old), which are put back instead of silently starting over
+    if resume and recover_checkpoint_dir(ckpt, repair=True) is not None and (ckpt / "state.json").exists():
         state = read_checkpoint_state(ckpt)
         saved = PriorConfig.from_dict(state["config"])
         if _architecture(saved) != _architecture(cfg):
@@ -245,6 +247,7 @@ def train_prior(pat, out: str | Path, cfg: PriorConfig | None = None, *, weights
         load_into(ema.model, load_weights(ckpt / "ema.safetensors"), ckpt / "ema.safetensors")
         opt.load_state_dict(unflatten_optimizer(load_weights(ckpt / "optimizer.safetensors"), state["optimizer"]))
         ema.num_updates, step = state["ema_updates"], state["step"]
+        saved_step = step
         set_generator_state(gen, state["generator"])
         elapsed_before = state.get("elapsed_s", 0.0)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,14 +264,18 @@ def train_prior(pat, out: str | Path, cfg: PriorConfig | None = None, *, weights
             f.write(f"{step_now},{loss_now:.6f},{warmup_lr(step_now - 1, cfg.lr, cfg.warmup_steps):.3g},{elapsed_before + time.time() - t0:.1f}\n")
 
     def checkpoint(step_now: int) -> None:
+        nonlocal saved_step
+        if step_now == saved_step:  # never rewrite a step already saved (each rewrite is two renames)
+            return
         _save_checkpoint(out, step_now, net, ema, opt, gen, cfg, source, elapsed_before + time.time() - t0)
+        saved_step = step_now
 
     step, last_loss, stopped_by = optimise(net, ema, opt, gen, z, schedule, cfg, step, progress, log, checkpoint)
     if last_loss != last_loss:  # nothing trained in this call (resumed at the budget): report the last logged loss
         rows = log_path.read_text().splitlines()[1:]
         last_loss = float(rows[-1].split(",")[1]) if rows else last_loss
+    checkpoint(step)
     elapsed = elapsed_before + time.time() - t0
-    _save_checkpoint(out, step, net, ema, opt, gen, cfg, source, elapsed)
     prior = LatentPrior(ema.model, stats, cfg)
     _export(out, prior, cfg, source, step, last_loss, elapsed, s_train, s_test, schedule, pat)
     return PriorResult(out, step, last_loss, elapsed, stopped_by)
