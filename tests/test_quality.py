@@ -152,6 +152,9 @@ def planted_images(a, b, rng):
             x[i, c:c + 2, 7:12] = 255  # horizontal bar
         if b[i]:
             x[i, 0:3, 0:3] = 255  # the planted mark (top left, seen only by feature unit (0, 0))
+    # a nuisance tied to neither attribute (a grey block top right, on a random half): something an unrelated
+    # prototype can carry, for the null edit
+    x[np.random.default_rng(7).random(len(a)) < 0.5, 0:2, 9:12] = 160
     return x
 
 
@@ -216,9 +219,12 @@ def fitted_model(root, tiny_cfg):
         net.prototypes[1] = z[int(np.flatnonzero(~a)[0]), :, centre, centre]
         net.prototypes[2] = z[int(np.flatnonzero(b)[0]), :, 0, 0]
         net.prototypes[3] = z[int(np.flatnonzero(~b)[0]), :, 0, 0]
+        # p4 = the nuisance block (top right), unrelated to A and B: the null edit's prototype
+        nuisance = (x[:, 0, 0:2, 9:12] > -0.5).flatten(1).all(1).numpy()
+        net.prototypes[4] = z[int(np.flatnonzero(nuisance)[0]), :, 0, centre]
         # the remaining prototypes repeat the empty corner: a random prototype would respond to bars and mark
         # at once, and the linear decoder below would then tie them together even in the unbiased control
-        net.prototypes[4:] = net.prototypes[3]
+        net.prototypes[5:] = net.prototypes[3]
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
 
@@ -244,10 +250,26 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     for r in (rb, ru):  # the edits move their own attribute in both models (else the verdict is inconclusive)
         assert (r["effects"]["dA_A"] + r["effects"]["dB_B"]) / 2 > 0.2, r["effects"]
     assert rb["verdict"] == "shortcut" and rb["ci95"][0] > 0.2, rb
-    assert ru["verdict"] == "no shortcut" and abs(ru["score"]) < 0.2 and ru["ci95"][1] < 0.2, ru
+    # the control: no shortcut, and no verdict beyond what its interval shows. Its closed-form decoder is not
+    # perfectly clean (raising the mark prototype repaints a few bar pixels: a real coupling far below tau),
+    # so either sub-tau verdict is true of it; the four outcomes themselves are pinned by the unit tests below.
+    assert ru["verdict"] in ("no coupling detected", "coupling below tau"), ru["reason"]
+    assert -0.2 < ru["ci95"][0] <= ru["ci95"][1] < 0.2 and "tau = 0.2" in ru["reason"], ru["reason"]
     assert rb["score"] > ru["score"] + 0.4
+    # the null edit: prototypes other than the edited ones, the least associated with A and B (here the nuisance
+    # prototype p4), and its leak is reported next to the leak, both with intervals, as is the probe's
+    # cross-talk; the score is the part of the leak neither explains
+    from patronus_diffusion.analysis.shortcut import unexplained
+
+    for r in (rb, ru):
+        null = r["null_edit"]["prototypes"]
+        assert null == [4], r["null_edit"]
+        d = r["directions"][r["deciding_direction_key"]]
+        assert d["score"] == pytest.approx(float(unexplained(d["leak"], d["null_leak"], d["probe_crosstalk"])))
+        assert len(d["leak_ci95"]) == 2 and len(d["null_ci95"]) == 2 and len(d["probe_crosstalk_ci95"]) == 2
     saved = json.loads((tmp_path / "out-biased" / "diagnosis.json").read_text())
     assert saved["threshold"] == 0.2 and saved["verdict"] == "shortcut" and saved["edit_scale"] == 1.0
+    assert saved["edit_guidance"] == 0.0 and saved["min_probe_auroc"] == 0.75
     # --edit-scale multiplies the plausible maxima the prototypes are raised to, and nothing else
     doubled = diagnose(fitted_model(tmp_path / "biased", tiny_cfg), "vertical", "mark", probe_cfg, n_images=2,
                        seeds=1, top_k=1, steps=5, probe_epochs=1, edit_scale=2.0, progress=False)
@@ -381,16 +403,18 @@ def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):
     assert cut["gain"] == 0.0 and cut["loss_own_s"] == cut["loss_other_s"]
 
 
-def test_verdict_needs_one_tested_direction_and_says_which():
-    from patronus_diffusion.analysis.shortcut import verdict
+def test_interval_verdict_has_four_outcomes_each_with_its_reason_and_tau():
+    from patronus_diffusion.analysis.shortcut import interval_verdict
 
-    v, why = verdict(0.0, -0.01, 0.01, 0.02, 0.05, 0.2, ("shoe", "mark"))
-    assert v == "inconclusive" and "do not carry" in why
-    v, why = verdict(0.9, 0.8, 1.0, 0.0, 0.6, 0.2, ("shoe", "mark"))
-    assert v == "shortcut" and "only raising mark" in why
-    v, why = verdict(0.0, -0.05, 0.05, 0.7, 0.5, 0.2, ("shoe", "mark"))
-    assert v == "no shortcut" and "only" not in why
-    assert verdict(0.3, 0.1, 0.5, 0.7, 0.5, 0.2)[0] == "inconclusive"
+    cases = {(0.3, 0.5): "shortcut", (-0.6, -0.25): "shortcut",  # beyond +-tau, either sign
+             (0.05, 0.15): "coupling below tau", (-0.19, -0.14): "coupling below tau",  # excludes 0, within
+             (-0.05, 0.04): "no coupling detected",  # holds 0, within
+             (0.1, 0.3): "inconclusive", (-0.1, 0.35): "inconclusive", (-0.3, -0.1): "inconclusive"}  # across tau
+    for (lo, hi), expected in cases.items():
+        v, why = interval_verdict(lo, hi, 0.2)
+        assert v == expected, (lo, hi, v)
+        assert "tau = 0.2" in why and f"[{lo:+.2f}, {hi:+.2f}]" in why, why
+    assert interval_verdict(float("nan"), 0.1, 0.2)[0] == "inconclusive"
 
 
 # ----------------------------------------------------------------------------- signed couplings
@@ -399,33 +423,82 @@ def _dir(n, own, other, seed, sd=0.02):
     return own + sd * rng.standard_normal(n), other + sd * rng.standard_normal(n)
 
 
-def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling")):
+def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling"), null_ab=0.0, null_ba=0.0, n=64,
+            sd=0.02, probe_auroc=(0.99, 0.99)):
+    """Synthetic per-image effects: own effects, the other attribute's change under the edit (own x leak) and
+    under the null edit (own x null), noise sd; the probe's clean test AUROC per attribute."""
     from patronus_diffusion.analysis.shortcut import assess
 
-    a_own, a_other = _dir(64, own_a, leak_ab, 1)
-    b_own, b_other = _dir(64, own_b, leak_ba, 2)
-    return assess({"dA_A": a_own, "dB_A": a_other}, {"dB_B": b_own, "dA_B": b_other}, 0.2, names, n_boot=500)
+    a_own, a_other = _dir(n, own_a, own_a * leak_ab, 1, sd)
+    b_own, b_other = _dir(n, own_b, own_b * leak_ba, 2, sd)
+    rng = np.random.default_rng(3)
+    a_null = own_a * null_ab + sd * rng.standard_normal(n)
+    b_null = own_b * null_ba + sd * rng.standard_normal(n)
+    return assess({"dA_A": a_own, "dB_A": a_other, "dB_0A": a_null, "dA_0A": 0 * a_null},
+                  {"dB_B": b_own, "dA_B": b_other, "dA_0B": b_null, "dB_0B": 0 * b_null}, 0.2, names,
+                  probe_auroc=probe_auroc, n_boot=500)
 
 
 def test_opposite_coupling_is_flagged_with_its_sign():
-    """Raising A lowers B by 0.4 and vice versa (own effects 0.5): the paper's black hair -> less smiling."""
-    r = _assess(0.5, -0.4, 0.5, -0.4)
+    """Raising A lowers B by 0.8 of its own change and vice versa: the paper's black hair -> less smiling."""
+    r = _assess(0.5, -0.8, 0.5, -0.8)
     assert r["verdict"] == "shortcut" and r["score"] < -0.7 and r["ci95"][1] < -0.2, r
     assert "raising black_hair lowers smiling" in r["reason"] or "raising smiling lowers black_hair" in r["reason"]
 
 
 def test_opposite_and_positive_leaks_do_not_cancel():
-    r = _assess(0.5, 0.4, 0.5, -0.4)
+    r = _assess(0.5, 0.8, 0.5, -0.8)
     assert r["verdict"] == "shortcut", r
     assert {d["verdict"] for d in r["directions"].values()} == {"shortcut"}
 
 
 def test_opposite_leak_of_an_untested_direction_is_ignored():
-    """Only A is tested (B's own effect is 0) and A does not leak: B's leak of 0.3 must not decide anything."""
+    """Only A is tested (B's own effect is 0) and A does not leak: B's leak must not decide anything."""
     r = _assess(0.5, 0.0, 0.0, 0.3)
-    assert r["verdict"] == "no shortcut" and r["deciding_direction"] == "black_hair -> smiling", r
-    assert r["directions"]["b_to_a"]["verdict"] == "untested" and "only raising black_hair" in r["reason"]
-    assert _assess(0.02, 0.0, 0.01, 0.3)["verdict"] == "inconclusive"  # nothing tested at all
+    assert r["verdict"] == "no coupling detected" and r["deciding_direction"] == "black_hair -> smiling", r
+    assert r["directions"]["b_to_a"]["verdict"] == "untested" and "only black_hair -> smiling" in r["reason"]
+    assert "moves smiling by only" in r["reason"], r["reason"]  # it says why the other direction is untested
+    nothing = _assess(0.02, 0.0, 0.01, 0.3)
+    assert nothing["verdict"] == "inconclusive" and "no direction is tested" in nothing["reason"]
+
+
+def test_a_coupling_below_tau_is_never_called_no_coupling():
+    """The documented 'opposite' model's shape: leak -0.16 with a tight interval. It lies within +-tau, but it
+    excludes 0 (and the null edit leaks nothing): a coupling below tau, not 'no shortcut'."""
+    r = _assess(0.9, -0.16, 0.0, 0.0, n=768, sd=0.05)
+    assert r["verdict"] == "coupling below tau", r["reason"]
+    assert -0.2 < r["ci95"][0] < r["ci95"][1] < 0, r["ci95"]
+    assert "excludes 0" in r["reason"] and "tau = 0.2" in r["reason"], r["reason"]
+
+
+def test_the_leak_is_calibrated_against_a_null_edit():
+    """A model that leaks a little through its own entanglement: every edit of that size, also of unrelated
+    prototypes, moves B by +0.06 per unit. The raw leak's interval excludes 0, the calibrated one does not."""
+    r = _assess(0.8, 0.06, 0.0, 0.0, null_ab=0.06, n=256)
+    d = r["directions"]["a_to_b"]
+    assert d["leak_ci95"][0] > 0.03 and d["null_ci95"][0] > 0.03, d  # both reported, with intervals
+    assert r["verdict"] == "no coupling detected", r["reason"]
+    assert d["ci95"][0] <= 0 <= d["ci95"][1] and abs(r["score"]) < 0.02, d
+    assert "null edit" in r["reason"], r["reason"]
+    # the same leak without the entanglement (the null edit leaks nothing) is a coupling
+    assert _assess(0.8, 0.06, 0.0, 0.0, null_ab=0.0, n=256)["verdict"] == "coupling below tau"
+
+
+def test_a_blind_probe_tests_no_direction_and_says_which_attribute_it_cannot_read():
+    """The probe reads B at chance (clean test AUROC 0.56): whatever the leak, no verdict about B."""
+    r = _assess(0.8, 0.0, 0.8, 0.0, probe_auroc=(0.99, 0.56))
+    assert r["verdict"] == "inconclusive", r["reason"]
+    assert {d["verdict"] for d in r["directions"].values()} == {"untested"}
+    assert "cannot read smiling" in r["reason"] and "0.56" in r["reason"] and "0.75" in r["reason"], r["reason"]
+    assert "cannot read black_hair" not in r["reason"]
+    # the bound is a setting: at 0.5 the same probe would count (a test of the wiring, not a recommendation)
+    from patronus_diffusion.analysis.shortcut import assess
+
+    a_own, a_other = _dir(64, 0.8, 0.0, 1)
+    r2 = assess({"dA_A": a_own, "dB_A": a_other, "dB_0A": 0 * a_other, "dA_0A": 0 * a_other},
+                {"dB_B": a_own, "dA_B": a_other, "dA_0B": 0 * a_other, "dB_0B": 0 * a_other}, 0.2,
+                ("black_hair", "smiling"), probe_auroc=(0.99, 0.56), min_probe_auroc=0.55, n_boot=200)
+    assert r2["verdict"] == "no coupling detected", r2["reason"]
 
 
 def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(tmp_path, tiny_cfg):
@@ -444,6 +517,67 @@ def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(
     flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
     assert plain["verdict"] == "shortcut" and flipped["verdict"] == "shortcut", (plain["reason"], flipped["reason"])
     assert plain["score"] < -0.2 and flipped["score"] > 0.2, (plain["score"], flipped["score"])
+    assert flipped["score"] == pytest.approx(-plain["score"])
+
+
+def test_naming_an_attribute_the_other_way_flips_the_sign_of_a_one_way_coupling(tmp_path, tiny_cfg):
+    """A ONE-WAY planted coupling: raising the vertical-bar prototype also paints the mark; raising the mark
+    prototype paints nothing else. diagnose(vertical, mark) and diagnose(not:vertical, mark) run the same
+    intervention (vertical's prototypes raised on images without vertical) and read it with opposite signs:
+    the same verdict, scores and intervals negated. (A symmetric coupling cannot tell this from ranking
+    not:vertical's own prototypes, which edits other images with other prototypes: issue 37.)"""
+    from patronus_diffusion.analysis.shortcut import diagnose
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(clean, tiny_cfg)
+    rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
+    kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
+    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw)
+    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
+    assert plain["verdict"] == "shortcut" and plain["score"] > 0.2, plain["reason"]
+    assert flipped["verdict"] == plain["verdict"], flipped["reason"]
+    assert flipped["score"] == pytest.approx(-plain["score"]) and flipped["ci95"] == pytest.approx(
+        [-plain["ci95"][1], -plain["ci95"][0]])
+    assert flipped["prototypes"]["edited_a"] == plain["prototypes"]["edited_a"]  # the same intervention
+    for key in ("a_to_b", "b_to_a"):
+        p, f = plain["directions"][key], flipped["directions"][key]
+        assert f["verdict"] == p["verdict"] and f["score"] == pytest.approx(-p["score"]), (p, f)
+    assert "lowering not:vertical raises mark" in flipped["reason"], flipped["reason"]
+    assert "raising vertical raises mark" in plain["reason"], plain["reason"]
+
+
+def test_edit_guidance_is_a_setting_recorded_in_the_json_and_the_figure(tmp_path, tiny_cfg, monkeypatch):
+    """The diagnosis decodes with the guidance it is given (default 0, the decoder's own conditional), not
+    with the run's sample.edit_guidance, and says which in diagnosis.json and in the figure's title."""
+    from patronus_diffusion.analysis import shortcut
+    from patronus_diffusion.config import DataConfig
+
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    probe_cfg = DataConfig(dataset="folder", root=str(clean), image_size=SIZE, channels=1,
+                           attributes_csv=str(clean / "attributes.csv"))
+    pat = fitted_model(clean, tiny_cfg)
+    pat.config.sample.edit_guidance = 0.7  # the run's own setting must not leak into the diagnosis
+    used = []
+    real = shortcut.run_plan
+
+    def spy(p, plan, *a, **k):
+        res = real(p, plan, *a, **k)
+        used.append(res.plan.edit_guidance or 0.0)
+        return res
+
+    monkeypatch.setattr(shortcut, "run_plan", spy)
+    kw = dict(n_images=2, seeds=1, top_k=1, steps=3, probe_epochs=1, progress=False)
+    r = shortcut.diagnose(pat, "vertical", "mark", probe_cfg, **kw)
+    assert used and set(used) == {0.0} and r["edit_guidance"] == 0.0
+    used.clear()
+    r = shortcut.diagnose(pat, "vertical", "mark", probe_cfg, edit_guidance=0.5, **kw)
+    assert used and set(used) == {0.5} and r["edit_guidance"] == 0.5
+    assert "edit guidance w = 0.5" in shortcut.figure_title(r)
+    shortcut.write_diagnosis(pat, r, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "diagnosis.json").read_text())["edit_guidance"] == 0.5
 
 
 def rewire(pat, proto, cause, paint):
@@ -484,9 +618,10 @@ def test_opposite_mixed_signs_through_a_closed_form_decoder(tmp_path, tiny_cfg):
     assert "raising vertical raises mark" in r["reason"] and "raising mark lowers vertical" in r["reason"], r["reason"]
 
 
-def test_opposite_single_tested_direction_through_a_closed_form_decoder(tmp_path, tiny_cfg):
-    """coin is a label no image shows: raising its prototypes cannot move p(coin), so only vertical -> coin is
-    tested, and it does not leak: no shortcut, said to rest on that one direction."""
+def test_an_attribute_no_image_shows_gets_no_verdict_through_a_closed_form_decoder(tmp_path, tiny_cfg):
+    """coin is a label no image shows: the probe reads it at chance on clean test images, so neither direction
+    is tested (vertical -> coin cannot be seen, coin -> vertical cannot be made). The verdict is inconclusive
+    and says why; it used to read 'no shortcut' (issue 37)."""
     from patronus_diffusion.analysis.shortcut import diagnose
     from patronus_diffusion.config import DataConfig
 
@@ -496,8 +631,10 @@ def test_opposite_single_tested_direction_through_a_closed_form_decoder(tmp_path
     pat = fitted_model(clean, tiny_cfg)
     r = diagnose(pat, "vertical", "coin", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
                  progress=False)
-    assert r["directions"]["b_to_a"]["verdict"] == "untested", r["directions"]
-    assert r["verdict"] == "no shortcut" and "only raising vertical" in r["reason"], r["reason"]
+    assert r["probe_test_auroc"]["b"] < 0.75 and r["probe_test_auroc"]["a"] > 0.95, r["probe_test_auroc"]
+    assert {d["verdict"] for d in r["directions"].values()} == {"untested"}, r["directions"]
+    assert r["verdict"] == "inconclusive" and "cannot read coin" in r["reason"], r["reason"]
+    assert r["tested_directions"] == []
 
 
 def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_untested(tmp_path, tiny_cfg, capsys):
@@ -516,6 +653,30 @@ def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_unt
     assert {rows[0]["a"], rows[0]["b"]} == {"vertical", "mark"} and rows[0]["verdict"] == "shortcut", rows[0]
     coin_rows = [r for r in rows if "coin" in (r["a"], r["b"])]
     assert all(r["verdict"] != "shortcut" for r in coin_rows), coin_rows
+
+
+def test_cli_diagnose_help_states_the_settings_and_bad_values_fail_before_anything_is_written(tiny_run, tmp_path,
+                                                                                             capsys):
+    from patronus_diffusion.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["diagnose", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("--edit-guidance", "--min-probe-auroc", "no coupling detected", "coupling below tau",
+                   "null edit", "not:A"):
+        assert needle in text, needle
+    guidance_help = text.rsplit("--edit-guidance EDIT_GUIDANCE", 1)[1].split(" --", 1)[0]
+    assert "default 0 is the decoder's own conditional" in guidance_help, guidance_help  # stated and justified
+    assert "(default: 0.75)" in text.rsplit("--min-probe-auroc MIN_PROBE_AUROC", 1)[1].split(" --", 1)[0]
+    for flag, value, says in (("--edit-guidance", "-1", "edit guidance"), ("--min-probe-auroc", "0.4", "0.5"),
+                              ("--min-probe-auroc", "1.5", "min-probe-auroc"), ("--threshold", "0", "threshold")):
+        out = tmp_path / f"bad{flag}{value}"
+        code = main(["diagnose", "--run", str(tiny_run), "--attributes", "class:0,class:1", flag, value,
+                     "--out", str(out), "--no-progress", "--device", "cpu"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and says in err and len(err.splitlines()) == 1, (flag, value, err)
+        assert not out.exists()
 
 
 def test_scan_without_attributes_says_so(tiny_run, capsys):

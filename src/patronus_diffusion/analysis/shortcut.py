@@ -1,28 +1,58 @@
 """Shortcut diagnosis: does the model tie attribute A to attribute B? (spec §6.9, automated)
 
 1. **Rank** prototypes for A and for B by single-prototype AUROC(y, s_j) on *clean* data (where A and
-   B are independent), so that a prototype ranks high for A because it responds to A, not to B.
+   B are independent), so that a prototype ranks high for A because it responds to A, not to B. The
+   **null prototypes** are the ``top_k`` others whose AUROC is closest to 0.5 for both attributes
+   (smallest max(|AUROC_A - 0.5|, |AUROC_B - 0.5|)), the edited ones excluded.
 2. **Edit causally, in each direction.** Direction A: n clean test images *without* A, half with B and half
    without (so that a rise *and* a fall of B can be seen); invert x0 -> x_T under s and decode from the same
-   x_T with s (reconstruction x_rec) and with s^A (the top-k prototypes of A raised to their plausible
-   maximum max_X s_j, times ``edit_scale``: 1 is the paper's manipulation, larger values extrapolate for
-   models whose s range is small). Direction B likewise, on images without B, half with A.
+   x_T with s (reconstruction x_rec), with s^A (the top-k prototypes of A raised to their plausible
+   maximum max_X s_j, times ``edit_scale``: 1 is the paper's manipulation) and with s^0, the **null edit**:
+   the null prototypes raised by a request of the same size. Size is counted in each prototype's own
+   standard deviation over the clean training images (raw s scales differ between prototypes): image i's
+   request to A's prototypes totals z_i = sum_j (s'_j - s_ij) / sd_j, and each of the m null prototypes k
+   gets s_ik + (z_i / m) sd_k. Direction B likewise, on images without B, half with A. Decoding uses
+   ``edit_guidance`` w (default 0: the decoder's own conditional eps(s'); w > 0 adds w (eps(s') - eps(s))).
 3. **Measure** with an independent attribute probe (a small CNN trained on clean data, so it does
    not use one attribute as evidence for the other) the probabilities pA, pB of every image, and the
-   per-image effects  dA|A = pA(x^A) - pA(x_rec),  dB|A = pB(x^A) - pB(x_rec)  (and dB|B, dA|B).
-4. **Score each direction** by its signed leak, the change of the other attribute per unit of the intended
-   change:
+   per-image effects  dA|A = pA(x^A) - pA(x_rec),  dB|A = pB(x^A) - pB(x_rec),  dB|0 = pB(x^0) - pB(x_rec).
+4. **Score each direction** by its signed leak, per unit of the intended change, against two references:
 
-       leak(A -> B) = mean dB|A / mean dA|A,        leak(B -> A) = mean dA|B / mean dB|B.
+       leak(A -> B)      = mean dB|A / mean dA|A
+       null leak(A -> B) = mean dB|0 / mean dA|A    (the null edit, on the same images)
+       cross-talk(A -> B) = (pB(A, B=b) - pB(not A, B=b)) / (pA(A, B=b) - pA(not A, B=b)) on clean test images,
+                            averaged over b: how far the probe's B reading moves when A really changes and B
+                            does not, i.e. what a perfect, coupling-free edit of A would register as a leak.
 
-   +0.8 means "raising A raises B by 0.8 of what it does to A", -0.8 "raising A *lowers* B" (the paper's
-   black hair -> less smiling). A direction is *tested* when its own effect reaches 0.1; an untested
-   direction's leak is never used. Each tested direction's 95 % interval is a bootstrap over its (seed,
-   image) units; it is a **shortcut** when the interval lies beyond +-tau (either sign), **no shortcut**
-   when it lies inside (-tau, tau), else inconclusive. The model has a shortcut when any tested direction
-   has one, none when every tested direction has none. ``score`` and ``ci95`` are those of the deciding
-   direction (the largest |leak| among the tested ones), so the sign says which way the coupling goes and
-   naming an attribute the other way round (``not:A``) flips the sign, not the verdict.
+   +0.8 means "raising A raises B by 0.8 of what it does to A"; -0.8 "raising A *lowers* B" (the paper's
+   black hair -> less smiling). The references are the model's entanglement (on data without any coupling a
+   trained model still moves B a little under *any* edit) and the instrument's. The **score** is the part of
+   the leak they do not explain (:func:`unexplained`): leak - r for the reference r that leaks the same way
+   the most, 0 when one leaks that way as much or more, the leak itself when none does. It is never larger than
+   the leak nor of the other sign, so a reference can only withhold a claim of coupling, never create one.
+5. **Tested** directions only: A -> B is tested when raising A's prototypes moves A by at least 0.1 *and*
+   the probe reads both attributes on clean test images (AUROC >= ``min_probe_auroc``, default 0.75, for
+   every seed's probe: A to measure the edit's own effect, B to see the leak); otherwise the report says
+   which of these failed, and the direction's numbers are never used.
+6. **Verdict** of a tested direction, from the 95 % percentile-bootstrap interval of its score (each resample
+   draws the (seed, image) units of the edits, giving leak and null leak together, and, independently, the clean
+   test images of the cross-talk). A coupling is claimed only when this interval excludes 0, i.e. the leak
+   clears 0 and both references in at least 97.5 % of the resamples:
+
+   - ``shortcut``: the interval lies beyond +-tau (either sign);
+   - ``coupling below tau``: it excludes 0 but lies within +-tau (a coupling, smaller than tau);
+   - ``no coupling detected``: it holds 0 and lies within +-tau;
+   - ``inconclusive``: it crosses +tau or -tau; or it lies within +-tau only because a reference explains a
+     raw leak whose own interval reaches tau (a coupling of tau or more could hide behind a reference that
+     leaks that much itself).
+
+   The model's verdict is the first of shortcut, inconclusive, coupling below tau, no coupling detected that
+   one of its tested directions has (a direction that cannot be settled keeps the model from the two weaker
+   verdicts); with no tested direction (a blind probe included) it is ``inconclusive``. ``score`` and ``ci95``
+   are the deciding direction's (the largest |score| among the tested directions with that verdict).
+7. **Naming.** ``not:A`` runs exactly the intervention of A (A's prototypes raised on images without A) and
+   negates the reading: a change of not:A is minus the change of A, so every leak, null leak, cross-talk, score
+   and interval changes sign (for one negated name; two cancel), and verdicts do not change.
 """
 
 from __future__ import annotations
@@ -44,6 +74,25 @@ from .quality import auroc
 
 DEFAULT_THRESHOLD = 0.2
 MIN_OWN_EFFECT = 0.1
+DEFAULT_MIN_PROBE_AUROC = 0.75
+DEFAULT_EDIT_GUIDANCE = 0.0
+VERDICTS = ("shortcut", "inconclusive", "coupling below tau", "no coupling detected")  # precedence, strongest first
+VERDICT_RULES = {
+    "shortcut": "the 95% interval of the score (the leak beyond its references) lies beyond +-tau",
+    "coupling below tau": "the interval excludes 0 but lies within +-tau",
+    "no coupling detected": "the interval holds 0 and lies within +-tau",
+    "inconclusive": "no tested direction (an edit that does not move its own attribute, or a probe that cannot "
+                    "read an attribute on clean test images), an interval across +tau or -tau, or one within +-tau "
+                    "only because a reference explains a raw leak whose interval reaches tau",
+}
+COUPLING_RULE = ("score = the part of the leak (mean dOther|edit / mean dOwn|edit) that its references do not explain: "
+                 "the null leak (mean dOther|null edit / mean dOwn|edit, the same images) and the probe's cross-talk "
+                 "on clean test images; leak - r for the reference r leaking the same way the most, 0 when one leaks "
+                 "that way as much or more, the leak when none does; computed per bootstrap resample (edit units "
+                 "and clean images), and a coupling is claimed only when its 95% interval excludes 0")
+EDIT_GUIDANCE_NOTE = ("w = 0 (the default) decodes each edit with the model's own conditional eps(s'), so the "
+                      "diagnosis reads what the model itself ties together; w > 0 decodes eps(s') + w (eps(s') - "
+                      "eps(s)), which amplifies whatever the edit changes, off-target changes included")
 
 
 # ----------------------------------------------------------------------------- probe
@@ -133,6 +182,37 @@ def clean_data(pat, a_spec: str, b_spec: str, probe_cfg=None, limit: int = 4000,
     return CleanData(tr[0], tr[1], te[0], te[1], source)
 
 
+# ----------------------------------------------------------------------------- naming
+def split_negation(spec: str) -> tuple[str, int]:
+    """(the attribute the intervention is about, +1 or -1): ``not:SPEC`` and ``!SPEC`` (nested too) negate."""
+    spec, sign = spec.strip(), 1
+    while True:
+        for prefix in ("not:", "!"):
+            if spec.startswith(prefix):
+                spec, sign = spec[len(prefix):].strip(), -sign
+                break
+        else:
+            return spec, sign
+
+
+def check_settings(threshold: float = DEFAULT_THRESHOLD, edit_guidance: float = DEFAULT_EDIT_GUIDANCE,
+                   min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC, edit_scale: float = 1.0, n_images: int = 2,
+                   seeds: int = 1, top_k: int = 1, steps: int = 1) -> None:
+    """Every cheap check of the settings, before any model, probe or edit runs (a UsageError says what to change)."""
+    if not edit_scale > 0:
+        raise UsageError(f"edit_scale must be positive, got {edit_scale}")
+    if not threshold > 0:
+        raise UsageError(f"the threshold tau must be positive (--threshold), got {threshold}")
+    if not edit_guidance >= 0:
+        raise UsageError(f"the edit guidance weight must be >= 0 (--edit-guidance; 0 = the decoder's own "
+                         f"conditional), got {edit_guidance}")
+    if not 0.5 < min_probe_auroc <= 1:
+        raise UsageError(f"--min-probe-auroc must lie in (0.5, 1]: 0.5 is a probe at chance, got {min_probe_auroc}")
+    for name, v, low in (("--n", n_images, 2), ("--seeds", seeds, 1), ("--top-k", top_k, 1), ("--steps", steps, 1)):
+        if v < low:
+            raise UsageError(f"{name} must be at least {low}, got {v}")
+
+
 # ----------------------------------------------------------------------------- ranking
 def rank_prototypes(S: np.ndarray, y: np.ndarray) -> list[tuple[int, float]]:
     """(prototype, AUROC) sorted by AUROC(y, s_j), highest first: prototypes more similar when y is present."""
@@ -141,24 +221,53 @@ def rank_prototypes(S: np.ndarray, y: np.ndarray) -> list[tuple[int, float]]:
     return [(int(j), float(a[j])) for j in order]
 
 
-# ----------------------------------------------------------------------------- edits
-def edit_effects(pat, x0: torch.Tensor, protos_a: list[int], protos_b: list[int], values: np.ndarray,
-                 probe: AttributeProbe, steps: int) -> dict:
-    """Per-image probe effects of raising A's and B's prototypes to ``values`` (one per prototype).
+def null_prototypes(auroc_a: np.ndarray, auroc_b: np.ndarray, exclude, k: int) -> list[tuple[int, float]]:
+    """(prototype, association) of the ``k`` prototypes least associated with A and with B, by the ranking's
+    own measure: association = max(|AUROC_A - 0.5|, |AUROC_B - 0.5|), smallest first; ``exclude`` (the edited
+    prototypes) never. Fewer than k when fewer are left."""
+    assoc = np.maximum(np.abs(np.asarray(auroc_a, np.float64) - 0.5), np.abs(np.asarray(auroc_b, np.float64) - 0.5))
+    assoc = np.where(np.isfinite(assoc), assoc, np.inf)
+    skip = set(int(j) for j in exclude)
+    order = [int(j) for j in np.argsort(assoc, kind="stable") if int(j) not in skip]
+    return [(j, float(assoc[j])) for j in order[:k]]
 
-    One engine plan: the reconstruction, the A edit and the B edit decoded from the same x_T in one batch."""
-    v = torch.as_tensor(values, dtype=torch.float32)
-    plan = EditPlan(images=x0, steps=steps, reconstruction=True,
-                    edits=[Edit.set_all({j: float(v[j]) for j in protos_a}, "raise A"),
-                           Edit.set_all({j: float(v[j]) for j in protos_b}, "raise B")])
+
+def matched_null_targets(s0: np.ndarray, own: list[int], values: np.ndarray, null: list[int],
+                         sd: np.ndarray) -> tuple[dict[int, torch.Tensor], np.ndarray]:
+    """Per-image targets of the null edit with the same request size as raising ``own`` to ``values``.
+
+    Size is counted in each prototype's standard deviation ``sd`` over the clean training images: image i's
+    own request totals z_i = sum_j (values_j - s_ij) / sd_j, and each null prototype k is set to
+    s_ik + (z_i / len(null)) sd_k. Returns ({k: (n,) targets}, z)."""
+    safe = np.where(sd > 0, sd, np.nan)
+    z = np.nan_to_num(((values[own][None, :] - s0[:, own]) / safe[own][None, :]), nan=0.0).sum(1)
+    per = z / max(len(null), 1)
+    return {k: torch.as_tensor(s0[:, k] + per * sd[k], dtype=torch.float32) for k in null}, z
+
+
+# ----------------------------------------------------------------------------- edits
+def direction_effects(pat, x0: torch.Tensor, s0: np.ndarray, own: list[int], null: list[int], values: np.ndarray,
+                      sd: np.ndarray, probe: AttributeProbe, steps: int, edit_guidance: float,
+                      also: list[int] | None = None) -> dict:
+    """One direction on its images: the reconstruction, ``own`` raised to ``values``, the matched null edit
+    (and, for the figure, ``also`` raised), decoded from the same x_T in one engine plan, read by the probe.
+
+    Returns per-edit probe changes against the reconstruction (n, 2) under "own", "null" (and "also"), the
+    probabilities, the images, the null request sizes z and the edit guidance the engine used."""
+    null_targets, z = matched_null_targets(s0, own, values, null, sd)
+    edits = {"own": Edit.set_all({j: float(values[j]) for j in own}, "raise own"),
+             "null": Edit.set_all(null_targets, "null edit")}
+    if also:
+        edits["also"] = Edit.set_all({j: float(values[j]) for j in also}, "raise other")
+    plan = EditPlan(images=x0, steps=steps, reconstruction=True, edits=list(edits.values()),
+                    edit_guidance=float(edit_guidance))
     res = run_plan(pat, plan)
-    rec, (xa, xb) = res.reconstruction, res.images
-    p_rec, p_a, p_b = (probe_probabilities(probe, z) for z in (rec, xa, xb))
-    return {"dA_A": p_a[:, 0] - p_rec[:, 0], "dB_A": p_a[:, 1] - p_rec[:, 1],
-            "dB_B": p_b[:, 1] - p_rec[:, 1], "dA_B": p_b[:, 0] - p_rec[:, 0],
-            "p_rec": p_rec, "p_orig": probe_probabilities(probe, x0),
-            "images": {"x0": x0, "rec": rec, "edit_a": xa, "edit_b": xb},
-            "s_after_a": res.s_after[0], "s_after_b": res.s_after[1], "s": res.s}
+    p_rec = probe_probabilities(probe, res.reconstruction)
+    probs = {name: probe_probabilities(probe, res.images[i]) for i, name in enumerate(edits)}
+    return {"d": {name: p - p_rec for name, p in probs.items()}, "p": probs, "p_rec": p_rec,
+            "p_orig": probe_probabilities(probe, x0), "z": z,
+            "images": {"x0": x0, "rec": res.reconstruction, **{name: res.images[i] for i, name in enumerate(edits)}},
+            "edit_guidance": float(res.plan.edit_guidance or 0.0)}
 
 
 def leak(d_own: np.ndarray, d_other: np.ndarray) -> float:
@@ -167,107 +276,191 @@ def leak(d_own: np.ndarray, d_other: np.ndarray) -> float:
     return float(np.mean(d_other)) / own if abs(own) > 1e-9 else float("nan")
 
 
-def leak_interval(d_own: np.ndarray, d_other: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float, float]:
-    """Percentile bootstrap interval (lo, hi) and std of the leak, resampling (seed, image) units."""
+def unexplained(leak_value, *references):
+    """The part of a leak that its references (the null edit's leak, the probe's cross-talk) do not explain,
+    elementwise: leak - r for the reference r that leaks the same way the most, 0 when such a reference leaks
+    as much or more, the leak itself when every reference leaks the other way or not at all. Never larger than
+    the leak nor of the other sign: a reference that moves the other attribute the other way explains none of
+    the leak, and subtracting it would invent a coupling."""
+    leak_value = np.asarray(leak_value, np.float64)
+    sign = np.sign(leak_value)
+    explained = np.zeros_like(leak_value)
+    for r in references:
+        explained = np.maximum(explained, np.nan_to_num(sign * np.asarray(r, np.float64), nan=0.0))
+    return sign * np.maximum(0.0, np.abs(leak_value) - explained) + 0.0  # + 0.0: no -0.0 in reports
+
+
+def crosstalk(p: np.ndarray, y: np.ndarray, edited: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The probe's own cross-talk on clean images: how much its reading of the other attribute moves, per unit
+    of its reading of ``edited``, between clean images with and without ``edited`` at the same value of the
+    other attribute (the change a perfect, coupling-free edit would register as a leak).
+
+    p (n, 2) probe probabilities, y (n, 2) labels; ``weights`` (R, n) bootstrap counts give R resampled values
+    (else one). Strata of the other attribute with an empty cell are left out; none left gives NaN."""
+    other = 1 - edited
+    p, y = np.asarray(p, np.float64), np.asarray(y)
+    w = np.ones((1, len(p))) if weights is None else np.asarray(weights, np.float64)
+    strata = [[(y[:, edited] == e) & (y[:, other] == v) for e in (1, 0)] for v in (0, 1)]
+    strata = [cells for cells in strata if all(c.any() for c in cells)]
+    if not strata:
+        return np.full(len(w), np.nan)
+    d_edit, d_other = 0.0, 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for cells in strata:  # a resample that empties a cell gives NaN, left out by the caller
+            means = [(w @ (c[:, None] * p)) / (w @ c)[:, None] for c in cells]
+            d_edit = d_edit + (means[0][:, edited] - means[1][:, edited])
+            d_other = d_other + (means[0][:, other] - means[1][:, other])
+        return np.where(np.abs(d_edit) > 1e-9, d_other / d_edit, np.nan)
+
+
+def direction_stats(d_own: np.ndarray, d_other: np.ndarray, d_null: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95, clean: tuple[list[np.ndarray], np.ndarray, int] | None = None) -> dict:
+    """Leak, null leak, the probe's cross-talk and the score (the leak neither explains, :func:`unexplained`),
+    each as (value, lo, hi, std) with a percentile-bootstrap interval. Every resample draws the (seed, image)
+    units of the edits (so the null is paired with the leak on the same images) and, independently, the clean
+    test images of the cross-talk; ``clean`` = (each seed's probe probabilities on the clean test images, their
+    labels, the edited attribute's column), None for no cross-talk reference."""
+    d_own, d_other, d_null = (np.asarray(v, np.float64) for v in (d_own, d_other, d_null))
+    own = float(np.mean(d_own))
+    ok = abs(own) > 1e-9
+    point = {"leak": float(np.mean(d_other)) / own if ok else float("nan"),
+             "null_leak": float(np.mean(d_null)) / own if ok else float("nan")}
     rng = np.random.default_rng(seed)
     n = len(d_own)
-    vals = []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        vals.append(leak(d_own[i], d_other[i]))
-    vals = np.asarray(vals)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan"), float("nan")
-    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi), float(vals.std())
+    idx = rng.integers(0, n, (n_boot, n))
+    o = d_own[idx].mean(1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # resamples with no own change are left out below
+        boot = {"leak": d_other[idx].mean(1) / o, "null_leak": d_null[idx].mean(1) / o}
+    if clean is not None:
+        probs, y, edited = clean
+        weights = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=n_boot)
+        point["probe_crosstalk"] = float(np.nanmean([crosstalk(p, y, edited)[0] for p in probs]))
+        with np.errstate(invalid="ignore"):
+            boot["probe_crosstalk"] = np.nanmean(np.stack([crosstalk(p, y, edited, weights) for p in probs]), 0)
+    refs = [k for k in ("null_leak", "probe_crosstalk") if k in point]
+    point["score"] = float(unexplained(point["leak"], *(point[k] for k in refs)))
+    boot["score"] = unexplained(boot["leak"], *(boot[k] for k in refs))
+    keep = np.abs(o) > 1e-9
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    out = {}
+    for name, vals in boot.items():
+        vals = vals[keep & np.isfinite(vals)]
+        lo, hi = (float(v) for v in np.quantile(vals, q)) if len(vals) else (float("nan"), float("nan"))
+        out[name] = (point[name], lo, hi, float(vals.std()) if len(vals) else float("nan"))
+    return out
 
 
-def tested_directions(own_a: float, own_b: float, names: tuple[str, str] = ("A", "B")) -> list[str]:
-    """The attributes whose own edit effect (dA|A, dB|B) reaches MIN_OWN_EFFECT."""
-    return [n for n, own in zip(names, (own_a, own_b)) if own >= MIN_OWN_EFFECT]
+def interval_verdict(lo: float, hi: float, threshold: float,
+                     leak_ci: tuple[float, float] | None = None) -> tuple[str, str]:
+    """(verdict, reason) of one tested direction from its score interval [lo, hi] and tau (module step 6).
 
-
-def interval_verdict(lo: float, hi: float, threshold: float) -> str:
-    """shortcut: the interval lies beyond +-threshold; no shortcut: inside (-threshold, threshold)."""
+    ``leak_ci``, the raw leak's interval, guards the two verdicts that rest on the references: when the
+    raw leak reaches tau but the null edit or the probe's cross-talk explain it down to within tau, a coupling
+    of tau or more could hide behind a reference that leaks that much itself, so the verdict is inconclusive
+    rather than 'coupling below tau' or 'no coupling detected'."""
+    span = f"the 95% interval [{lo:+.2f}, {hi:+.2f}]"
+    tau = f"tau = {threshold:g}"
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "inconclusive"
+        return "inconclusive", f"the interval is undefined ([{lo}, {hi}]): no image changed its own attribute"
     if lo > threshold or hi < -threshold:
-        return "shortcut"
-    if lo > -threshold and hi < threshold:
-        return "no shortcut"
-    return "inconclusive"
+        return "shortcut", f"{span} lies beyond +-{tau}"
+    if lo <= -threshold or hi >= threshold:
+        half = "a coupling is there (it excludes 0), but " if (lo > 0 or hi < 0) else ""
+        return "inconclusive", (f"{span} crosses +-{tau}: {half}its size against tau is not settled; use more "
+                                f"--n/--seeds")
+    if leak_ci is not None and not (-threshold < leak_ci[0] and leak_ci[1] < threshold):
+        return "inconclusive", (f"{span} lies within +-{tau} only after the null edit or the probe's cross-talk "
+                                f"explain the raw leak [{leak_ci[0]:+.2f}, {leak_ci[1]:+.2f}], which reaches tau: "
+                                f"these references leak that much themselves, and a coupling of tau or more could "
+                                f"hide behind them")
+    if lo > 0 or hi < 0:
+        return "coupling below tau", f"{span} excludes 0 but lies within +-{tau}: a coupling smaller than tau"
+    return "no coupling detected", f"{span} holds 0 and lies within +-{tau}"
 
 
-def verdict(score: float, lo: float, hi: float, own_a: float, own_b: float, threshold: float,
-            names: tuple[str, str] = ("A", "B")) -> tuple[str, str]:
-    """(verdict, reason) of one leak interval given the own effects dA|A and dB|B (see :func:`assess`).
-
-    With no tested direction the leak means nothing (inconclusive); with one, the reason says the verdict
-    rests on it.
-    """
-    tested = tested_directions(own_a, own_b, names)
-    if not np.isfinite(score) or not tested:
-        return "inconclusive", (f"the edits change their own attribute by only {own_a:+.3f} ({names[0]}) and "
-                                f"{own_b:+.3f} ({names[1]}) (< {MIN_OWN_EFFECT}): these prototypes do not carry "
-                                f"A or B, so the leak ratio means nothing; train longer, raise --top-k or "
-                                f"--edit-scale")
-    only = "" if len(tested) == 2 else (
-        f"; only raising {tested[0]} changes its own attribute by >= {MIN_OWN_EFFECT}, so the verdict rests on "
-        f"that direction")
-    v = interval_verdict(lo, hi, threshold)
-    if v == "shortcut":
-        return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] lies beyond +-{threshold}{only}"
-    if v == "no shortcut":
-        return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] lies within +-{threshold}{only}"
-    return v, f"the 95% interval [{lo:.2f}, {hi:.2f}] overlaps +-{threshold}; use more --n/--seeds{only}"
+def _moves(value: float) -> str:
+    return "raises" if value > 0 else "lowers"
 
 
-def _describe(edited: str, other: str, value: float) -> str:
-    word = "raises" if value > 0 else "lowers"
-    return f"raising {edited} {word} {other} ({value:+.2f} of its own change)"
+def _describe(edited: str, other: str, sign_edited: int, score: float) -> str:
+    """In words, for the names as given: raising A's prototypes raises A, i.e. lowers not:A."""
+    action = "raising" if sign_edited > 0 else "lowering"
+    if not np.isfinite(score):
+        return f"{action} {edited}"
+    return (f"{action} {edited} {_moves(score * sign_edited)} {other} ({score:+.2f} of its own change beyond the "
+            f"null edit's and the probe's cross-talk)")
 
 
 def assess(effects_a: dict[str, np.ndarray], effects_b: dict[str, np.ndarray], threshold: float = DEFAULT_THRESHOLD,
-           names: tuple[str, str] = ("A", "B"), n_boot: int = 2000, seed: int = 0) -> dict:
-    """The per-direction leaks, their intervals and the model's verdict (module docstring, step 4).
+           names: tuple[str, str] = ("A", "B"), *, probe_auroc: tuple[float, float],
+           min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC, signs: tuple[int, int] = (1, 1), n_boot: int = 2000,
+           seed: int = 0, clean: tuple[list[np.ndarray], np.ndarray] | None = None) -> dict:
+    """The per-direction leaks, null leaks, scores, intervals and the model's verdict (module steps 4-7).
 
-    ``effects_a`` holds dA_A and dB_A of the images edited in direction A, ``effects_b`` dB_B and dA_B of
-    the images edited in direction B (per-image arrays)."""
+    ``effects_a`` holds dA_A, dB_A (A's edit) and dA_0A, dB_0A (the null edit) of the images edited in
+    direction A; ``effects_b`` dB_B, dA_B, dB_0B, dA_0B likewise (per-image arrays, of the attributes the
+    interventions are about). ``probe_auroc`` is the probe's clean test AUROC of (A, B) (the lowest over
+    seeds), ``names`` the attributes as the user named them and ``signs`` -1 for a negated name (``not:``).
+    ``clean`` = (each seed's probe probabilities on the clean test images (n, 2), their labels (n, 2)) adds the
+    probe's cross-talk as a second reference (:func:`crosstalk`); None leaves the null edit as the only one."""
     dirs = {}
-    for key, (edited, other), own_k, other_k, e in (("a_to_b", names, "dA_A", "dB_A", effects_a),
-                                                     ("b_to_a", names[::-1], "dB_B", "dA_B", effects_b)):
+    sign = signs[0] * signs[1]
+    for key, col, (edited, other), (s_edit, _), (au_edit, au_other), own_k, other_k, null_k, e in (
+            ("a_to_b", 0, names, signs, probe_auroc, "dA_A", "dB_A", "dB_0A", effects_a),
+            ("b_to_a", 1, names[::-1], signs[::-1], probe_auroc[::-1], "dB_B", "dA_B", "dA_0B", effects_b)):
         own = float(np.mean(e[own_k]))
-        value = leak(e[own_k], e[other_k])
-        lo, hi, sd = leak_interval(e[own_k], e[other_k], n_boot, seed)
-        tested = own >= MIN_OWN_EFFECT
-        dirs[key] = {"edited": edited, "other": other, "own_effect": own, "leak": value, "ci95": [lo, hi],
-                     "bootstrap_std": sd, "tested": tested,
-                     "verdict": interval_verdict(lo, hi, threshold) if tested else "untested",
-                     "says": _describe(edited, other, value) if np.isfinite(value) else ""}
+        st = direction_stats(e[own_k], e[other_k], e[null_k], n_boot, seed,
+                             clean=None if clean is None else (clean[0], clean[1], col))
+        named = {}
+        for name, (v, lo, hi, sd) in st.items():  # a negated name negates the reading (and swaps the interval ends)
+            named[name] = (sign * v + 0.0, *sorted((sign * lo + 0.0, sign * hi + 0.0)), sd)
+        failed = []
+        if not own >= MIN_OWN_EFFECT:
+            base = edited if s_edit > 0 else f"the prototypes of {split_negation(edited)[0]}"
+            failed.append(f"raising {base} moves {edited} by only {s_edit * own:+.3f} (needs |change| >= "
+                          f"{MIN_OWN_EFFECT})")
+        for attr, au in ((edited, au_edit), (other, au_other)):
+            if not au >= min_probe_auroc:
+                failed.append(f"the probe cannot read {attr} on clean test images (AUROC {au:.2f} < "
+                              f"{min_probe_auroc:g})")
+        tested = not failed
+        score, lo, hi, sd = named["score"]
+        v, why = (interval_verdict(lo, hi, threshold, named["leak"][1:3]) if tested
+                  else ("untested", "; ".join(failed)))
+        says = _describe(edited, other, s_edit, score)
+        fmt = lambda k: f"{named[k][0]:+.2f} [{named[k][1]:+.2f}, {named[k][2]:+.2f}]"  # noqa: E731
+        detail = f"leak {fmt('leak')}, null edit {fmt('null_leak')}"
+        if "probe_crosstalk" in named:
+            detail += f", probe cross-talk on clean images {fmt('probe_crosstalk')}"
+        xt = named.get("probe_crosstalk", (float("nan"),) * 4)
+        dirs[key] = {"edited": edited, "other": other, "own_effect": own, "own_effect_named": s_edit * own,
+                     "leak": named["leak"][0], "leak_ci95": list(named["leak"][1:3]),
+                     "null_leak": named["null_leak"][0], "null_ci95": list(named["null_leak"][1:3]),
+                     "probe_crosstalk": xt[0], "probe_crosstalk_ci95": list(xt[1:3]),
+                     "score": score, "ci95": [lo, hi], "bootstrap_std": sd, "tested": tested,
+                     "untested_because": failed, "verdict": v, "why": why, "says": says, "detail": detail}
     tested = [d for d in dirs.values() if d["tested"]]
-    own_a, own_b = dirs["a_to_b"]["own_effect"], dirs["b_to_a"]["own_effect"]
     if not tested:
-        v, why = verdict(float("nan"), float("nan"), float("nan"), own_a, own_b, threshold, names)
-        return {"verdict": v, "reason": why, "score": float("nan"), "ci95": [float("nan")] * 2,
-                "bootstrap_std": float("nan"), "directions": dirs, "deciding_direction": None}
-    flagged = [d for d in tested if d["verdict"] == "shortcut"]
-    deciding = max(flagged or tested, key=lambda d: abs(d["leak"]) if np.isfinite(d["leak"]) else -1.0)
-    lo, hi = deciding["ci95"]
-    v, why = verdict(deciding["leak"], lo, hi, own_a, own_b, threshold, names)
-    if flagged:
-        v = "shortcut"
-    elif any(d["verdict"] != "no shortcut" for d in tested):
-        v = "inconclusive"
-    why = f"{deciding['says']}: {why}"
-    others = [d for d in tested if d is not deciding]
-    if others:
-        o = others[0]
-        why += f"; the other direction: {o['says']}, [{o['ci95'][0]:.2f}, {o['ci95'][1]:.2f}], {o['verdict']}"
-    return {"verdict": v, "reason": why, "score": deciding["leak"], "ci95": [lo, hi],
+        why = "; ".join(f"{d['edited']} -> {d['other']}: {d['why']}" for d in dirs.values())
+        return {"verdict": "inconclusive", "reason": f"no direction is tested ({why})", "score": float("nan"),
+                "ci95": [float("nan")] * 2, "bootstrap_std": float("nan"), "directions": dirs,
+                "deciding_direction": None, "deciding_direction_key": None}
+    v = min((d["verdict"] for d in tested), key=VERDICTS.index)
+    deciding = max((d for d in tested if d["verdict"] == v),
+                   key=lambda d: abs(d["score"]) if np.isfinite(d["score"]) else -1.0)
+    why = f"{deciding['says']}: {deciding['why']} ({deciding['detail']})"
+    for d in dirs.values():
+        if d is deciding:
+            continue
+        if d["tested"]:
+            why += (f"; the other direction: {d['says']}, [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}], "
+                    f"{d['verdict']}")
+        else:
+            why += f"; only {deciding['edited']} -> {deciding['other']} is tested ({d['why']})"
+    key = next(k for k, d in dirs.items() if d is deciding)
+    return {"verdict": v, "reason": why, "score": deciding["score"], "ci95": deciding["ci95"],
             "bootstrap_std": deciding["bootstrap_std"], "directions": dirs,
-            "deciding_direction": f"{deciding['edited']} -> {deciding['other']}"}
+            "deciding_direction": f"{deciding['edited']} -> {deciding['other']}", "deciding_direction_key": key}
 
 
 def _stratified(rng: np.random.Generator, pools: list[np.ndarray], n: int) -> np.ndarray:
@@ -285,78 +478,134 @@ def _stratified(rng: np.random.Generator, pools: list[np.ndarray], n: int) -> np
 # ----------------------------------------------------------------------------- main
 def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, seeds: int = 3, top_k: int = 2,
              steps: int = 25, edit_scale: float = 1.0, threshold: float = DEFAULT_THRESHOLD, probe_limit: int = 4000,
-             probe_epochs: int = 8, seed: int = 0, progress: bool = True) -> dict:
-    """Run the diagnosis (module docstring) and return the report (JSON-able, plus ``_images``)."""
-    data = clean_data(pat, a_spec, b_spec, probe_cfg, probe_limit, seed)
+             probe_epochs: int = 8, seed: int = 0, progress: bool = True,
+             edit_guidance: float = DEFAULT_EDIT_GUIDANCE, min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC) -> dict:
+    """Run the diagnosis (module docstring) and return the report (JSON-able, plus ``_first``)."""
+    check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps)
+    cfg_w = float(getattr(pat.config.sample, "guidance", 0.0) or 0.0)
+    if edit_guidance and cfg_w:
+        raise UsageError(f"--edit-guidance {edit_guidance:g} cannot be combined with this run's classifier-free "
+                         f"guidance on s (sample.guidance {cfg_w:g}); use --edit-guidance 0")
+    (base_a, sign_a), (base_b, sign_b) = split_negation(a_spec), split_negation(b_spec)
+    data = clean_data(pat, base_a, base_b, probe_cfg, probe_limit, seed)
     S_train = pat.encode(data.train_x).s.numpy().astype(np.float64)
+    auc_a, auc_b = auroc(data.train_y[:, 0], S_train), auroc(data.train_y[:, 1], S_train)
     rank_a = rank_prototypes(S_train, data.train_y[:, 0])
     rank_b = rank_prototypes(S_train, data.train_y[:, 1])
     protos_a = [j for j, _ in rank_a[:top_k]]
     protos_b = [j for j, _ in rank_b[:top_k]]
-    if not edit_scale > 0:
-        raise UsageError(f"edit_scale must be positive, got {edit_scale}")
-    # plausible maximum of every prototype over the clean training images (times edit_scale)
+    null = null_prototypes(auc_a, auc_b, protos_a + protos_b, top_k)
+    if not null:
+        raise UsageError(f"--top-k {top_k} edits all {S_train.shape[1]} prototypes for {a_spec} and {b_spec}, and "
+                         f"leaves none for the null edit; lower --top-k")
+    protos_null = [j for j, _ in null]
+    # plausible maximum of every prototype over the clean training images (times edit_scale); the spread of
+    # each prototype there measures request sizes
     values = edit_scale * S_train.max(0)
+    sd = S_train.std(0)
     y = data.test_y
     pools_a = [np.flatnonzero((y[:, 0] == 0) & (y[:, 1] == v)) for v in (0, 1)]  # edit A: no A, B either way
     pools_b = [np.flatnonzero((y[:, 1] == 0) & (y[:, 0] == v)) for v in (0, 1)]  # edit B: no B, A either way
-    for pools, (attr, other) in ((pools_a, (a_spec, b_spec)), (pools_b, (b_spec, a_spec))):
+    for pools, (attr, other) in ((pools_a, (base_a, base_b)), (pools_b, (base_b, base_a))):
         if len(pools[0]) + len(pools[1]) < 2:
             raise DataError(f"the clean test split has {len(pools[0]) + len(pools[1])} images without {attr}; "
                             f"the edits need some, with and without {other} (use more or other clean data)")
-    keys_a, keys_b = ("dA_A", "dB_A"), ("dB_B", "dA_B")
+    S_test = pat.encode(data.test_x).s.numpy().astype(np.float64)
+    keys_a, keys_b = ("dA_A", "dB_A", "dA_0A", "dB_0A"), ("dB_B", "dA_B", "dB_0B", "dA_0B")
     pooled_a, pooled_b = {k: [] for k in keys_a}, {k: [] for k in keys_b}
-    per_seed, probe_quality, first = [], [], None
+    per_seed, probe_quality, clean_probs, first, used_w = [], [], [], None, set()
+    z_sizes = {"a": [], "b": []}
     for r in tqdm(range(seeds), desc="diagnose seeds", disable=not progress):
         probe = train_probe(data.train_x, data.train_y, seed=seed + r, epochs=probe_epochs)
         p_test = probe_probabilities(probe, data.test_x)
         probe_quality.append([float(auroc(data.test_y[:, k], p_test[:, k])) for k in (0, 1)])
         rng = np.random.default_rng(seed + 1000 + r)
         pick_a, pick_b = _stratified(rng, pools_a, n_images), _stratified(rng, pools_b, n_images)
-        ea = edit_effects(pat, data.test_x[pick_a], protos_a, protos_b, values, probe, steps)
-        eb = edit_effects(pat, data.test_x[pick_b], protos_a, protos_b, values, probe, steps)
-        per_seed.append(assess({k: ea[k] for k in keys_a}, {k: eb[k] for k in keys_b}, threshold,
-                               (a_spec, b_spec), n_boot=200, seed=seed + r)["score"])
+        ea = direction_effects(pat, data.test_x[pick_a], S_test[pick_a], protos_a, protos_null, values, sd, probe,
+                               steps, edit_guidance, also=protos_b if first is None else None)
+        eb = direction_effects(pat, data.test_x[pick_b], S_test[pick_b], protos_b, protos_null, values, sd, probe,
+                               steps, edit_guidance)
+        used_w |= {ea["edit_guidance"], eb["edit_guidance"]}
+        z_sizes["a"].append(ea["z"])
+        z_sizes["b"].append(eb["z"])
+        seed_a = {"dA_A": ea["d"]["own"][:, 0], "dB_A": ea["d"]["own"][:, 1],
+                  "dA_0A": ea["d"]["null"][:, 0], "dB_0A": ea["d"]["null"][:, 1]}
+        seed_b = {"dB_B": eb["d"]["own"][:, 1], "dA_B": eb["d"]["own"][:, 0],
+                  "dB_0B": eb["d"]["null"][:, 1], "dA_0B": eb["d"]["null"][:, 0]}
+        clean_probs.append(p_test)
+        per_seed.append(assess(seed_a, seed_b, threshold, (a_spec, b_spec), probe_auroc=tuple(probe_quality[-1]),
+                               min_probe_auroc=min_probe_auroc, signs=(sign_a, sign_b), n_boot=200,
+                               seed=seed + r, clean=([p_test], data.test_y))["score"])
         for k in keys_a:
-            pooled_a[k].append(ea[k])
+            pooled_a[k].append(seed_a[k])
         for k in keys_b:
-            pooled_b[k].append(eb[k])
+            pooled_b[k].append(seed_b[k])
         if first is None:
             first = ea
+    if used_w != {float(edit_guidance)}:  # the engine decoded with another weight than asked: never report it wrongly
+        raise RuntimeError(f"asked for edit guidance {edit_guidance}, the engine used {sorted(used_w)}")
     pooled_a = {k: np.concatenate(v) for k, v in pooled_a.items()}
     pooled_b = {k: np.concatenate(v) for k, v in pooled_b.items()}
-    result = assess(pooled_a, pooled_b, threshold, (a_spec, b_spec), seed=seed)
+    quality = np.asarray(probe_quality)
+    lowest = (float(quality[:, 0].min()), float(quality[:, 1].min()))
+    result = assess(pooled_a, pooled_b, threshold, (a_spec, b_spec), probe_auroc=lowest,
+                    min_probe_auroc=min_probe_auroc, signs=(sign_a, sign_b), seed=seed,
+                    clean=(clean_probs, data.test_y))
     means = {k: float(np.mean(v)) for k, v in {**pooled_a, **pooled_b}.items()}
     seed_scores = np.array(per_seed, dtype=np.float64)
     dirs = result["directions"]
+    negated = [n for n, s in ((a_spec, sign_a), (b_spec, sign_b)) if s < 0]
     report = {
         "a": a_spec, "b": b_spec, "clean_data": data.source,
+        "intervention": {"a": base_a, "b": base_b, "negated": negated,
+                         "note": "not:X runs the intervention of X (X's prototypes raised on images without X) "
+                                 "and negates the reading of X" if negated else "as named"},
         "clean_train_correlation": phi(data.train_y[:, 0], data.train_y[:, 1]),
         "score": result["score"], "ci95": result["ci95"], "bootstrap_std": result["bootstrap_std"],
-        "deciding_direction": result["deciding_direction"],
+        "score_definition": COUPLING_RULE,
+        "deciding_direction": result["deciding_direction"], "deciding_direction_key": result["deciding_direction_key"],
         "directions": dirs,
         "seed_scores": seed_scores.tolist(),
-        "seed_std": float(seed_scores[np.isfinite(seed_scores)].std()) if np.isfinite(seed_scores).any() else float("nan"),
+        "seed_std": (float(seed_scores[np.isfinite(seed_scores)].std()) if np.isfinite(seed_scores).any()
+                     else float("nan")),
         "verdict": result["verdict"], "reason": result["reason"], "threshold": threshold,
+        "verdict_rules": VERDICT_RULES,
         "own_effect": (means["dA_A"] + means["dB_B"]) / 2, "min_own_effect": MIN_OWN_EFFECT,
-        "effects": {**means, "leak_a_to_b": dirs["a_to_b"]["leak"], "leak_b_to_a": dirs["b_to_a"]["leak"]},
+        "effects": {**means, **{f"{k}_{d}": dirs[d][k] for k in ("leak", "null_leak", "probe_crosstalk")
+                                for d in ("a_to_b", "b_to_a")}},
+        "effects_of": f"dA/dB: probe changes of the intervention's attributes {base_a} and {base_b} (before not:); "
+                      f"_0A/_0B: under the null edit on direction A's/B's images",
         "prototypes": {"a": [{"prototype": j, "auroc": v} for j, v in rank_a[:max(top_k, 10)]],
                        "b": [{"prototype": j, "auroc": v} for j, v in rank_b[:max(top_k, 10)]],
                        "edited_a": protos_a, "edited_b": protos_b, "shared": sorted(set(protos_a) & set(protos_b)),
                        "edit_values": {str(j): float(values[j]) for j in sorted(set(protos_a) | set(protos_b))}},
-        "probe_test_auroc": {"a": float(np.mean([q[0] for q in probe_quality])),
-                             "b": float(np.mean([q[1] for q in probe_quality]))},
-        "edit_images": f"direction A: clean test images without {a_spec}, half with {b_spec}; direction B: "
-                       f"without {b_spec}, half with {a_spec}",
+        "null_edit": {"prototypes": protos_null,
+                      "association": {str(j): a for j, a in null},
+                      "auroc": {str(j): [float(auc_a[j]), float(auc_b[j])] for j in protos_null},
+                      "request_std_units": {"a": float(np.mean(np.concatenate(z_sizes["a"]))),
+                                            "b": float(np.mean(np.concatenate(z_sizes["b"])))},
+                      "rule": "the top-k prototypes with the smallest max(|AUROC_A - 0.5|, |AUROC_B - 0.5|) on the "
+                              "clean training images, the edited ones excluded; each image's request totals the "
+                              "same size as the direction's own edit, in units of each prototype's std there"},
+        "probe_test_auroc": {"a": float(quality[:, 0].mean()), "b": float(quality[:, 1].mean())},
+        "probe_test_auroc_min": {"a": lowest[0], "b": lowest[1]},
+        "probe_test_auroc_per_seed": quality.tolist(),
+        "min_probe_auroc": min_probe_auroc,
+        "edit_guidance": float(edit_guidance), "edit_guidance_note": EDIT_GUIDANCE_NOTE,
+        "run_sample_edit_guidance": float(getattr(pat.config.sample, "edit_guidance", 0.0) or 0.0),
+        "cfg_guidance": cfg_w,
+        "edit_images": f"direction A: clean test images without {base_a}, half with {base_b}; direction B: "
+                       f"without {base_b}, half with {base_a}",
         "n_images_per_seed": int(len(pick_a)), "seeds": seeds, "steps": steps, "top_k": top_k,
         "edit_scale": edit_scale,
         "per_image": {**{k: v.tolist() for k, v in pooled_a.items()}, **{k: v.tolist() for k, v in pooled_b.items()}},
     }
-    report["tested_directions"] = tested_directions(means["dA_A"], means["dB_B"], (a_spec, b_spec))
-    if not report["tested_directions"] and pat.config.unet.cond_norm == "none":
+    report["tested_directions"] = [d["edited"] for d in dirs.values() if d["tested"]]
+    if not any(d["own_effect"] >= MIN_OWN_EFFECT for d in dirs.values()) and pat.config.unet.cond_norm == "none":
         report["reason"] += ("; this model was trained without unet.cond_norm=layer, and such CPU-budget decoders "
                              "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
     report["_first"] = first
+    report["_signs"] = (sign_a, sign_b)
     return report
 
 
@@ -378,12 +627,13 @@ def binary_attributes(pat, probe_cfg=None) -> list[str]:
 
 def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **diagnose_kw) -> list[dict]:
     """Diagnose every pair of ``names`` and rank the pairs by the size of their measured coupling |score|
-    (the deciding direction's signed leak), strongest first; pairs without a tested direction come last, and a
-    pair whose diagnosis cannot run (e.g. too few clean images) is kept as ``skipped`` with the reason."""
+    (the deciding direction's signed leak beyond its references), strongest first; pairs without a tested
+    direction come last, and a pair whose diagnosis cannot run (e.g. too few clean images) is kept as
+    ``skipped`` with the reason."""
     from itertools import combinations
 
-    if not diagnose_kw.get("edit_scale", 1.0) > 0:  # argument errors fail once, before any pair runs
-        raise UsageError(f"edit_scale must be positive, got {diagnose_kw['edit_scale']}")
+    check_settings(**{k: diagnose_kw[k] for k in ("threshold", "edit_guidance", "min_probe_auroc", "edit_scale",
+                                                   "n_images", "seeds", "top_k", "steps") if k in diagnose_kw})
     rows = []
     pairs = list(combinations(names, 2))
     for a, b in tqdm(pairs, desc="scan pairs", disable=not progress):
@@ -392,11 +642,13 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
         except DataError as e:  # this pair's data cannot be used (e.g. too few clean images): say so, scan on
             rows.append({"a": a, "b": b, "score": None, "ci95": [None, None], "verdict": "skipped",
                          "deciding_direction": None, "reason": str(e), "leak_a_to_b": None, "leak_b_to_a": None,
-                         "tested_directions": []})
+                         "null_leak_a_to_b": None, "null_leak_b_to_a": None, "tested_directions": []})
             continue
+        d = r["directions"]
         rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
                      "deciding_direction": r["deciding_direction"], "reason": r["reason"],
-                     "leak_a_to_b": r["directions"]["a_to_b"]["leak"], "leak_b_to_a": r["directions"]["b_to_a"]["leak"],
+                     "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
+                     "null_leak_a_to_b": d["a_to_b"]["null_leak"], "null_leak_b_to_a": d["b_to_a"]["null_leak"],
                      "tested_directions": r["tested_directions"]})
     if rows and all(r["verdict"] == "skipped" for r in rows):
         raise DataError(f"no pair of {', '.join(names)} could be diagnosed; first reason: {rows[0]['reason']}")
@@ -410,9 +662,27 @@ def _patch_box(pat, x: torch.Tensor, proto: int) -> tuple[int, int, int, int]:
     return pat.model.prototypes.box(int(loc[0]), int(loc[1]))
 
 
+def figure_title(report: dict) -> str:
+    """The figure's title: verdict, tau, score with its interval and deciding direction, the null leak, and the
+    settings the edits were decoded with (edit guidance, images, seeds)."""
+    lo, hi = report["ci95"]
+    head = f"{report['a']} vs {report['b']}: {report['verdict']} (tau = +-{report['threshold']:g})"
+    key = report.get("deciding_direction_key")
+    if key:
+        d = report["directions"][key]
+        head += (f"; score {report['score']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({report['deciding_direction']}: leak "
+                 f"{d['leak']:+.2f}, null edit {d['null_leak']:+.2f}, probe cross-talk {d['probe_crosstalk']:+.2f})")
+    else:
+        head += "; no direction tested"
+    return (f"{head}\nedit guidance w = {report['edit_guidance']:g}, probe AUROC >= {report['min_probe_auroc']:g} "
+            f"(lowest: {report['probe_test_auroc_min']['a']:.2f}, {report['probe_test_auroc_min']['b']:.2f}), "
+            f"{report['n_images_per_seed']} images x {report['seeds']} seeds, {report['steps']} steps")
+
+
 def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
-    """Paper-style figure: x0 | +A edit with the box of A's top prototype | its patch | +B edit | patch,
-    titled with the probe probabilities (pA, pB)."""
+    """Paper-style figure on direction A's first images: x0 | reconstruction | +A with the box of A's top
+    prototype | its patch | +B | patch | the null edit, titled with the probe probabilities of the attributes as
+    named (pA, pB)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -422,16 +692,24 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
     from ..utils.io import atomic_path
 
     e = report["_first"]
+    signs = report.get("_signs", (1, 1))
     imgs = e["images"]
     n = min(rows, len(imgs["x0"]))
     ja, jb = report["prototypes"]["edited_a"][0], report["prototypes"]["edited_b"][0]
-    p_rec = e["p_rec"]
-    p_a = p_rec + np.stack([e["dA_A"], e["dB_A"]], 1)
-    p_b = p_rec + np.stack([e["dA_B"], e["dB_B"]], 1)
-    cols = [("x0", imgs["x0"], None, e["p_orig"]), ("recon.", imgs["rec"], None, p_rec),
-            (f"+{report['a']} (p{ja})", imgs["edit_a"], ja, p_a), (f"patch p{ja}", imgs["edit_a"], ("patch", ja), None),
-            (f"+{report['b']} (p{jb})", imgs["edit_b"], jb, p_b), (f"patch p{jb}", imgs["edit_b"], ("patch", jb), None)]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.9 * len(cols), 2.0 * n), dpi=100, squeeze=False)
+    j0 = report["null_edit"]["prototypes"][0]
+    base = report["intervention"]
+
+    def named(p):  # probabilities of the attributes as named: not:X reads 1 - p(X)
+        return np.stack([p[:, k] if signs[k] > 0 else 1 - p[:, k] for k in (0, 1)], 1)
+
+    cols = [("x0", imgs["x0"], None, named(e["p_orig"])), ("recon.", imgs["rec"], None, named(e["p_rec"])),
+            (f"+{base['a']} (p{ja})", imgs["own"], ja, named(e["p"]["own"])),
+            (f"patch p{ja}", imgs["own"], ("patch", ja), None)]
+    if "also" in imgs:
+        cols += [(f"+{base['b']} (p{jb})", imgs["also"], jb, named(e["p"]["also"])),
+                 (f"patch p{jb}", imgs["also"], ("patch", jb), None)]
+    cols += [(f"null edit (p{j0})", imgs["null"], j0, named(e["p"]["null"]))]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.9 * len(cols), 2.0 * n + 0.4), dpi=100, squeeze=False)
     for i in range(n):
         for c, (title, batch, mark, probs) in enumerate(cols):
             ax = axes[i, c]
@@ -451,8 +729,7 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
             label = f"pA={probs[i, 0]:.2f} pB={probs[i, 1]:.2f}" if probs is not None else ""
             ax.set_title(f"{title}\n{label}" if i == 0 else label, fontsize=7)
             ax.axis("off")
-    fig.suptitle(f"shortcut score {report['score']:+.2f} [{report['ci95'][0]:+.2f}, {report['ci95'][1]:+.2f}] "
-                 f"({report['deciding_direction']}): {report['verdict']} (tau = +-{report['threshold']})", fontsize=9)
+    fig.suptitle(figure_title(report), fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -469,10 +746,12 @@ def write_diagnosis(pat, report: dict, out: str | Path) -> dict[str, Path]:
              "rankings.csv": out / "rankings.csv", "diagnosis.png": out / "diagnosis.png"}
     per = report["per_image"]
     write_json(files["diagnosis.json"], {k: v for k, v in report.items() if not k.startswith("_") and k != "per_image"})
-    write_text(files["effects.csv"], "direction,unit,d_own,d_other\n" + "".join(
-        f"{name},{i},{per[own][i]:.5f},{per[other][i]:.5f}\n"
-        for name, own, other in ((f"{report['a']}->{report['b']}", "dA_A", "dB_A"),
-                                 (f"{report['b']}->{report['a']}", "dB_B", "dA_B"))
+    write_text(files["effects.csv"], "direction,unit,d_own,d_other,d_other_null_edit\n" + "".join(
+        f"{name},{i},{per[own][i]:.5f},{per[other][i]:.5f},{per[null][i]:.5f}\n"
+        for name, own, other, null in ((f"{report['intervention']['a']}->{report['intervention']['b']}", "dA_A", "dB_A",
+                                        "dB_0A"),
+                                       (f"{report['intervention']['b']}->{report['intervention']['a']}", "dB_B", "dA_B",
+                                        "dA_0B"))
         for i in range(len(per[own]))))
     pr = report["prototypes"]
     write_text(files["rankings.csv"], "attribute,rank,prototype,auroc\n" + "".join(

@@ -59,10 +59,19 @@ def register(sub) -> None:
                        description="Rank prototypes for A and B on clean data, raise each attribute's top "
                                    "prototypes on clean test images without it (half with the other attribute), "
                                    "and measure with an independent probe how much the other attribute changes, "
-                                   "with its sign. Writes diagnosis.json (signed score, 95% interval, verdict, "
-                                   "evidence per direction), effects.csv, rankings.csv and diagnosis.png. --scan "
-                                   "diagnoses every pair of binary attributes instead and ranks them (scan.json, "
-                                   "scan.csv).")
+                                   "with its sign, beyond what a null edit changes it (the least associated "
+                                   "prototypes raised by a request of the same size, on the same images). The "
+                                   "score of a direction is leak - null leak; its 95% bootstrap interval gives one "
+                                   "of four verdicts: 'shortcut' (beyond +-tau), 'coupling below tau' (excludes 0, "
+                                   "within +-tau), 'no coupling detected' (holds 0, within +-tau), 'inconclusive' "
+                                   "(across tau, or no tested direction). A direction is tested only when its edit "
+                                   "moves its own attribute by >= 0.1 and the probe reads both attributes on clean "
+                                   "test images (AUROC >= --min-probe-auroc); a probe that cannot see gives no "
+                                   "verdict. Naming A as not:A runs the same intervention and negates the reading: "
+                                   "the same verdict with the opposite sign. Writes diagnosis.json (score, leak, "
+                                   "null leak with intervals, verdict and reason, evidence per direction, the "
+                                   "settings), effects.csv, rankings.csv and diagnosis.png. --scan diagnoses every "
+                                   "pair of binary attributes instead and ranks them (scan.json, scan.csv).")
     add_run(p)
     p.add_argument("--attributes", help="A,B (attribute names, NAME=v1+v2, class:c1+c2 or not:SPEC)")
     p.add_argument("--scan", action="store_true",
@@ -73,12 +82,27 @@ def register(sub) -> None:
     p.add_argument("--probe-csv", help="attribute CSV of --probe-data (default: PROBE_DATA/attributes.csv)")
     p.add_argument("--n", type=int, default=24, help="edited images per seed")
     p.add_argument("--seeds", type=int, default=3, help="repetitions (other images, new probe)")
-    p.add_argument("--top-k", type=int, default=2, help="prototypes raised per attribute (the paper uses 2)")
+    p.add_argument("--top-k", type=int, default=2, help="prototypes raised per attribute (the paper uses 2); the "
+                                                        "null edit raises as many")
     p.add_argument("--steps", type=int, default=25, help="DDIM inversion/decoding steps")
     p.add_argument("--edit-scale", type=float, default=1.0,
                    help="raise the prototypes to this multiple of their plausible maximum max_X s_j (1 = the "
                         "paper's manipulation; > 1 extrapolates, for models whose s range is small)")
-    p.add_argument("--threshold", type=float, default=0.2, help="verdict threshold tau on the score")
+    p.add_argument("--edit-guidance", type=float, default=0.0,
+                   help="decode each edit s' with eps(s') + w (eps(s') - eps(s)). The default 0 is the decoder's "
+                        "own conditional: the diagnosis then reads what the model itself ties together, whatever "
+                        "the run's sample.edit_guidance (0.7 for cpu-small) says. w > 0 amplifies everything the "
+                        "edit changes, off-target change included (on the shipped model: off-target 0.096 at w "
+                        "0.7 against 0.062 at w 0, docs/steering.md), so a larger own effect can come with a "
+                        "larger leak; use it only for a decoder "
+                        "that hardly reacts to s, and read the null leak beside it. Written into diagnosis.json "
+                        "and the figure")
+    p.add_argument("--threshold", type=float, default=0.2, help="verdict threshold tau on the score (leak beyond the "
+                                                               "null edit's, per unit of the own change)")
+    p.add_argument("--min-probe-auroc", type=float, default=0.75,
+                   help="a direction is tested only when every seed's probe reads both attributes on clean test "
+                        "images with at least this AUROC (in (0.5, 1]); below it the probe cannot see the "
+                        "attribute, and the verdict is inconclusive, never 'no coupling'")
     p.add_argument("--probe-limit", type=int, default=4000, help="clean images per split for ranking and probe")
     p.add_argument("--out", default="results/diagnose")
     p.add_argument("--no-progress", action="store_true")
@@ -144,12 +168,19 @@ def cmd_make_biased(args) -> int:
     return 0
 
 
+def _diagnose_settings(args) -> dict:
+    return {"n_images": args.n, "seeds": args.seeds, "top_k": args.top_k, "steps": args.steps,
+            "edit_scale": args.edit_scale, "threshold": args.threshold, "edit_guidance": args.edit_guidance,
+            "min_probe_auroc": args.min_probe_auroc}
+
+
 def cmd_diagnose(args) -> int:
-    from ..analysis.shortcut import diagnose, write_diagnosis
+    from ..analysis.shortcut import check_settings, diagnose, write_diagnosis
 
     specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
     if not args.scan and len(specs) != 2:
         raise UsageError(f"--attributes needs exactly two attributes A,B (or pass --scan), got {specs}")
+    check_settings(**_diagnose_settings(args))  # bad values fail here, before a model loads or a file is written
     pat = _load(args)
     probe_cfg = None
     if args.probe_data:
@@ -160,21 +191,34 @@ def cmd_diagnose(args) -> int:
                                   "attributes_csv": csv, "limit": None})
     if args.scan:
         return _scan(pat, probe_cfg, args)
-    report = diagnose(pat, specs[0], specs[1], probe_cfg, n_images=args.n, seeds=args.seeds, top_k=args.top_k,
-                      steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold,
-                      probe_limit=args.probe_limit, seed=args.seed, progress=not args.no_progress)
+    report = diagnose(pat, specs[0], specs[1], probe_cfg, probe_limit=args.probe_limit, seed=args.seed,
+                      progress=not args.no_progress, **_diagnose_settings(args))
     files = write_diagnosis(pat, report, args.out)
     eff = report["effects"]
-    print(f"shortcut score {report['score']:.3f}  95% CI [{report['ci95'][0]:.3f}, {report['ci95'][1]:.3f}]  "
-          f"seed std {report['seed_std']:.3f}  ->  {report['verdict']} (threshold {report['threshold']})")
+    lo, hi = report["ci95"]
+    measured = (f"score {report['score']:+.3f} [{lo:+.3f}, {hi:+.3f}], seed std {report['seed_std']:.3f}"
+                if report["deciding_direction"] else "no direction is tested")
+    print(f"{report['verdict']} (tau = {report['threshold']:g}): {measured}; edit guidance w = "
+          f"{report['edit_guidance']:g}")
     print(f"  because {report['reason']}")
-    print(f"  raise {specs[0]} (prototypes {report['prototypes']['edited_a']}): d{specs[0]} {eff['dA_A']:+.3f}, "
-          f"d{specs[1]} {eff['dB_A']:+.3f}")
-    print(f"  raise {specs[1]} (prototypes {report['prototypes']['edited_b']}): d{specs[1]} {eff['dB_B']:+.3f}, "
-          f"d{specs[0]} {eff['dA_B']:+.3f}")
-    print(f"  probe test AUROC: {report['probe_test_auroc']}")
+    base = report["intervention"]
+    for key, d in report["directions"].items():
+        state = d["verdict"] if d["tested"] else "untested: " + "; ".join(d["untested_because"])
+        print(f"  {d['edited']} -> {d['other']}: leak {d['leak']:+.3f} {_ci(d['leak_ci95'])}, null edit "
+              f"{d['null_leak']:+.3f} {_ci(d['null_ci95'])}, score {d['score']:+.3f} {_ci(d['ci95'])}: {state}")
+    print(f"  raise {base['a']} (prototypes {report['prototypes']['edited_a']}): d{base['a']} {eff['dA_A']:+.3f}, "
+          f"d{base['b']} {eff['dB_A']:+.3f}; null edit (prototypes {report['null_edit']['prototypes']}): "
+          f"d{base['b']} {eff['dB_0A']:+.3f}")
+    print(f"  raise {base['b']} (prototypes {report['prototypes']['edited_b']}): d{base['b']} {eff['dB_B']:+.3f}, "
+          f"d{base['a']} {eff['dA_B']:+.3f}; null edit: d{base['a']} {eff['dA_0B']:+.3f}")
+    print(f"  probe test AUROC (lowest over seeds): {report['probe_test_auroc_min']} "
+          f"(needs >= {report['min_probe_auroc']:g})")
     print_outputs("wrote", files)
     return 0
+
+
+def _ci(pair) -> str:
+    return f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"
 
 
 def _scan(pat, probe_cfg, args) -> int:
@@ -184,12 +228,13 @@ def _scan(pat, probe_cfg, args) -> int:
     names = binary_attributes(pat, probe_cfg)
     if len(names) < 2:
         raise UsageError(f"--scan needs at least two binary attribute columns; found {names or 'none'}")
-    rows = scan_pairs(pat, names, probe_cfg, progress=not args.no_progress, n_images=args.n, seeds=args.seeds,
-                      top_k=args.top_k, steps=args.steps, edit_scale=args.edit_scale, threshold=args.threshold,
-                      probe_limit=args.probe_limit, seed=args.seed)
+    rows = scan_pairs(pat, names, probe_cfg, progress=not args.no_progress, probe_limit=args.probe_limit,
+                      seed=args.seed, **_diagnose_settings(args))
     out = Path(args.out)
     write_json(out / "scan.json", {"attributes": names, "pairs": rows, "threshold": args.threshold,
-                                   "ranking": "by |score| (the deciding direction's signed leak), strongest first"})
+                                   "edit_guidance": args.edit_guidance, "min_probe_auroc": args.min_probe_auroc,
+                                   "ranking": "by |score| (the deciding direction's signed leak beyond the null "
+                                              "edit's), strongest first"})
     num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
     write_text(out / "scan.csv", "a,b,score,ci_low,ci_high,verdict,deciding_direction\n" + "".join(
         f"{r['a']},{r['b']},{num(r['score'])},{num(r['ci95'][0])},{num(r['ci95'][1])},{r['verdict']},"
