@@ -161,7 +161,7 @@ def test_export_bundle_loads_like_the_run(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     out = tmp_path / "demo"
-    p = run_cli("demo", "--out", out, "--preset", "tiny", "--minutes", 0.05, "--n", 2, "--gallery-images", 1,
+    p = run_cli("demo", "--out", out, "--preset", "tiny", "--steps", 6, "--n", 2, "--gallery-images", 1,
                 "--edit-images", 2,
                 "--no-reports",  # the report has its own test; the shipped model's would take minutes here
                 "--set", f"data.root={idx_root}", "data.limit=none", "train.sample_every=0")
@@ -171,13 +171,19 @@ def test_demo_writes_what_the_readme_says(idx_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["reconstruction_psnr_db"]) == {"50", "100"}
     assert summary["train_steps"] > 0 and summary["wall_minutes"] > 0
-    assert summary["train_steps_this_run"] == summary["train_steps"]  # a first run: the two counts agree
+    assert summary["train_steps_this_run"] == summary["train_steps"] == 6  # a step budget, whatever the machine
     assert summary["train_images_per_s_this_run"] > 0  # the demo reports its own speed (the README points here)
     assert "rise_median" in summary["gallery"]["edit_faithfulness"]
     assert (out / "edits_eval" / "edits_eval.png").is_file()  # the demo measures its own edits
     ev = json.loads((out / "edits_eval" / "edits_eval.json").read_text())
     assert summary["edits_eval"]["median_rise"] == ev["median_rise"] and ev["settings"]["n_images"] == 2
-    assert str(out) in p.stdout
+    assert str(out) in p.stdout and "for 6 steps (to step 6" in p.stdout
+    # a second demo continues the run by the same number of steps
+    run_cli("demo", "--out", out, "--preset", "tiny", "--steps", 6, "--n", 2, "--gallery-images", 0,
+            "--edit-images", 0, "--no-reports", "--set", f"data.root={idx_root}", "data.limit=none",
+            "train.sample_every=0")
+    again = json.loads((out / "summary.json").read_text())
+    assert again["train_steps"] == 12 and again["train_steps_this_run"] == 6
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):

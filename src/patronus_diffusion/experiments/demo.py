@@ -1,6 +1,7 @@
 """`make demo` / `patronus demo`: a newcomer's first run, end to end, in bounded time.
 
-Train a preset on Fashion-MNIST for a few minutes (continuing an earlier demo run unless ``fresh``), then
+Train a preset on Fashion-MNIST for a fixed number of steps (``DEMO_STEPS``: every machine gets the same model,
+a slow or loaded one just takes longer; an earlier demo run is continued by as many steps unless ``fresh``), then
 generate from 16 test images' s, reconstruct test images at 50 and 100 inversion steps and draw the
 explanation gallery of every prototype, then measure whether its edits do what they say (evaluate-edits).
 Everything lands in one folder with a ``summary.json``.
@@ -28,7 +29,14 @@ from ..utils.images import save_grid
 from ..utils.io import write_json
 
 
-def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] | None = None, minutes: float = 6.0,
+DEMO_STEPS = 400
+"""The demo's training budget: about 6 minutes at the ~70 images/s of a quiet 2-core CPU (batch 64)."""
+QUIET_IMAGES_PER_S = 70.0
+"""cpu-demo's training speed on one quiet 2-core machine of this project (stop 27: 62.8; bench: 64-110)."""
+
+
+def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] | None = None,
+             steps: int = DEMO_STEPS, minutes: float | None = None,
              seed: int = 0, n_reconstruct: int = 8, gallery_images: int = 4, edit_images: int = 8,
              fresh: bool = False, device: str | None = "auto",
              reports: bool = True) -> tuple[dict, dict[str, Path]]:
@@ -44,9 +52,14 @@ def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] 
     cfg = apply_overrides(get_preset(preset), list(overrides or []) + [f"train.seed={seed}"])
     cfg.train.max_steps, cfg.train.max_epochs = None, None
     resume = (run / "latest.json").exists()
-    print(f"[demo] training {cfg.preset} on {cfg.data.dataset} for {minutes} min -> {run}"
-          + (" (continuing the earlier demo run; --fresh starts over)" if resume else ""))
-    r = train(cfg, run, resume=resume, max_minutes=minutes, device=device)
+    start = int(json.loads((run / "latest.json").read_text())["step"]) if resume else 0
+    expected = steps * cfg.train.batch_size / QUIET_IMAGES_PER_S / 60
+    print(f"[demo] training {cfg.preset} on {cfg.data.dataset} for {steps} steps (to step {start + steps}; about "
+          f"{expected:.0f} min on a quiet 2-core CPU, longer on a busy one: the progress bar shows this machine's "
+          f"estimate) -> {run}" + (" (continuing the earlier demo run; --fresh starts over)" if resume else "")
+          + (f"; stopping early after {minutes} min if not done (the model then depends on the machine)"
+             if minutes else ""))
+    r = train(cfg, run, resume=resume, max_steps=start + steps, max_minutes=minutes, device=device)
     t_train = time.time() - t_all
     pat = Patronus.load(run, device=device)
     ds = pat.dataset("test")
