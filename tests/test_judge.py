@@ -54,7 +54,9 @@ def test_class_agreement_counts_matches_with_the_source_label(tiny_run):
     assert zero["pixel_spread_grey_levels"]["same_s_other_noise"] > 0
     assert zero["n_images"] == n and zero["per_image"] == k
     per_image = (labels == 0).float()  # this judge agrees with every generation of a class-0 source, no other
+    # no column effect here (a constant per source), so the two-way standard error is the one over images
     assert abs(zero["agreement_standard_error"] - float(per_image.std()) / n ** 0.5) < 1e-4
+    assert zero["agreement_standard_error_images_only"] == zero["agreement_standard_error"]
     # the diagnostics: a judge that always answers 0 agrees with its own reading of every source, is right on the
     # sources of class 0 only, and puts every generation in column 0 of the confusion matrix
     assert zero["agreement_with_judged_source"] == 1.0

@@ -28,6 +28,7 @@ from ..utils.io import write_json, write_text
 from .fid import fid_kid, protocol_line
 from .heldout import derangement
 from .reconstruction import reconstruct
+from .stats import two_way_standard_error
 
 DEFAULT_SETTINGS = "ddim:10,ddim:20,ddim:50,ddim:100,dpmpp-2m:10,dpmpp-2m:20"
 MODES = ("conditional", "unconditional")
@@ -195,8 +196,11 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
 
     ``agreement`` = fraction of the n*k generations the independent judge assigns the source image's label;
     ``judge_test_accuracy`` (on real test images) is its ceiling and ``chance`` its floor;
-    ``agreement_standard_error`` = std over images of their per-image agreement / sqrt(n) (which n images are
-    drawn matters: at n = 100 it is about 0.04). Diagnostics of the
+    ``agreement_standard_error``: the standard error of the mean over the (n images x k noise columns) grid with
+    both as random draws (:func:`~.stats.two_way_standard_error`): the k noises are shared by every image, so a
+    column that happens to be easy lifts every image at once, which the std over images alone would miss;
+    ``agreement_standard_error_images_only`` is that older, smaller figure (std over images / sqrt(n)), kept for
+    comparison. Diagnostics of the
     misses: ``per_class`` (agreement per source label, with its number of source images), ``confusion`` (rows:
     source label, columns: the judge's label of the generation, counts), ``judge_on_sources`` (the judge's accuracy
     on the n source images themselves) and ``agreement_with_judged_source`` (the generation gets the label the
@@ -232,8 +236,10 @@ def class_agreement(pat, judge, n: int = 100, k: int = 4, seed: int = 0, sampler
     perm = derangement(n, seed)
     per_image = agree.mean(1)
     return {"agreement": round(float(agree.mean()), 4), "agreement_per_image_std": round(float(per_image.std()), 4),
-            "agreement_standard_error": round(float(per_image.std()) / n ** 0.5, 4),
-            "n_images": n, "per_image": k, "judge_test_accuracy": judge.meta.get("test_accuracy"),
+            "agreement_standard_error": round(two_way_standard_error(agree), 4),
+            "agreement_standard_error_images_only": round(float(per_image.std()) / n ** 0.5, 4),
+            "agreement_per_noise_column": [round(float(v), 4) for v in agree.mean(0)],
+            "n_images": n, "per_image": k, "seed": seed, "judge_test_accuracy": judge.meta.get("test_accuracy"),
             "judge_on_sources": round(float((judged_sources == labels).float().mean()), 4),
             "agreement_with_judged_source": round(float((judged == judged_sources[:, None]).float().mean()), 4),
             "per_class": per_class, "confusion": confusion.tolist(),
