@@ -292,10 +292,11 @@ def latest_checkpoint(run_dir: Path, repair: bool = False) -> Path | None:
     write still in progress)."""
     run_dir = Path(run_dir)
     pointer = run_dir / "latest.json"
-    named = None
+    named, named_text = None, ""
     if pointer.exists():
         try:
-            named = run_dir / json.loads(pointer.read_text())["checkpoint"]
+            named_text = str(json.loads(pointer.read_text())["checkpoint"])
+            named = run_dir / named_text
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{pointer} is damaged ({e}); delete it to fall back to the newest "
                                   f"checkpoint folder") from None
@@ -318,17 +319,18 @@ def latest_checkpoint(run_dir: Path, repair: bool = False) -> Path | None:
         return named
     if newest is None:
         if dangling:
-            warnings.warn(f"{pointer} names {named.relative_to(run_dir)}, which is missing, and no complete "
-                          f"checkpoint is left in {root}", stacklevel=2)
+            warnings.warn(f"{pointer} names {named_text}, which is missing, and no complete checkpoint is left "
+                          f"in {root}", stacklevel=2)
         return None
     recovered = _step_of(newest) is None  # a .tmp_/.old copy
     using = f"the complete copy {newest.name} that it left" if recovered else newest.name
     if named is not None or recovered:
-        said = (f"{pointer} names {named.relative_to(run_dir)}, which is missing" if dangling else
-                f"{pointer} names {named.relative_to(run_dir)}, but a newer checkpoint is complete" if named
-                else f"{pointer} is missing")
-        warnings.warn(f"{said}: a checkpoint write was interrupted; using {using} (step {step})"
-                      + ("; moved back into place" if repair and recovered else ""), stacklevel=2)
+        said = (f"{pointer} names {named_text}, which is missing: a checkpoint write was interrupted" if dangling
+                else f"{pointer} names {named_text}, but a newer checkpoint is complete: a checkpoint write was "
+                     f"interrupted (or is under way)" if named is not None
+                else f"{pointer} is missing: a checkpoint write was interrupted")
+        warnings.warn(f"{said}; using {using} (step {step})" + ("; moved back into place" if repair and recovered
+                                                                 else ""), stacklevel=2)
     if repair:
         if recovered:
             newest = _put_back(newest, root / f"step_{step:06d}")
