@@ -388,3 +388,36 @@ def test_evaluate_edits_images_never_come_from_the_reference_set(tiny_run):
     assert fresh_indices(200, 8, 0) != reference_indices(200, 8, 0)
     with pytest.warns(UserWarning, match="outside the reference set"):
         assert sorted(fresh_indices(10, 10, 0, exclude=range(8))) == list(range(10))
+
+
+def test_class_steerability_counts_what_an_outside_judge_reads(tiny_run):
+    """A judge that reads 'class 1' exactly where the image is bright: steerability counts only images it read as
+    another class before, and the per-class rows add up to the pooled share."""
+    import patronus_diffusion.analysis.evaluate_edits as EV
+    from patronus_diffusion.analysis.edit_judges import auroc_per_prototype, class_steerability
+
+    class Bright:
+        meta = {"num_classes": 2, "class_names": ["dark", "bright"], "architecture": "rule"}
+
+        def predict(self, images):
+            return (images.mean((1, 2, 3)) > -0.55).long()
+
+    pat = Patronus.load(tiny_run)
+    x = pat.load_images(indices=[0, 1, 2, 3, 4, 5])
+    ref = E.reference_set(pat, n=16)
+    ev = EV.evaluate_edits(pat, EV.EvaluationPlan(images=x, reference=ref, prototypes=[0], strengths=[1.0],
+                                                  steps=2, edit_guidance=0.0, kinds=("own_max",)))
+    labels = torch.tensor([i % 2 for i in range(16)])
+    st = class_steerability(pat, ev, Bright(), labels, top_k=2)
+    judge = Bright()
+    before = (judge.predict(ev.base.x0), judge.predict(ev.base.reconstruction))
+    for row in st["per_class"]:
+        c = row["class"]
+        assert row["n_images"] == int(((before[0] != c) & (before[1] != c)).sum())
+        assert len(row["prototypes"]) == 2 and row["name"] == ["dark", "bright"][c]
+        assert row["steerability"] is None or 0 <= row["steerability"] <= 1
+    assert st["n_edits"] == sum(r["n_images"] for r in st["per_class"])
+    assert st["n_steered"] == sum(r["n_steered"] for r in st["per_class"])
+    # AUROC by ranks: a column equal to the labels separates them perfectly, its negation not at all
+    s = torch.stack([labels.float(), -labels.float(), torch.zeros(16)], 1)
+    assert auroc_per_prototype(s, labels == 1).tolist() == [1.0, 0.0, 0.5]

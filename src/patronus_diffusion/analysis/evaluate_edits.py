@@ -36,8 +36,8 @@ headline strength), with its effective request (1 + w) and its leak per rise, ne
 
 All decodes of one image set run in two batched engine calls (three with an amplified row): the
 reconstruction (which fixes the values), then every prototype x target x strength edit at once, from the
-cached inversion. :func:`measure_realism` adds KID of the headline edits against real images beside the
-reconstructions' at matched N.
+cached inversion. :mod:`.edit_judges` adds what something outside the model sees of the same edits: KID of the
+headline edits against real images beside the reconstructions' at matched N, and steerability by a judge.
 """
 
 from __future__ import annotations
@@ -51,22 +51,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..evaluation.stats import bootstrap_interval, count_defined, true_median
+from ..evaluation.stats import true_median
 from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .editing import Reference
 from .engine import Box, Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, save_panels, short_name
-from .measures import DEFINITIONS as MEASURES, MIN_CHANGE, edit_rise, off_target
+from .measures import (DEFINITIONS as MEASURES, LOW_RISE, MIN_CHANGE, MIN_RISE_FOR_LEAK, N_BOOT, edit_rise, off_target,
+                       row_numbers)
 from .tables import write_csv
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
 TARGET_KINDS = ("own_max", "global_max", "own_min")
-LOW_RISE = 0.2
-"""A prototype whose median rise stays below this is counted as one the decoder barely follows."""
-N_BOOT = 1000
-MIN_RISE_FOR_LEAK = 0.05
-"""Leak per rise is left undefined where the median rise is below this."""
 DEFINITIONS = {
     "value": "s_J(recon) + strength * (target - s_J(recon)); recon = the unedited image decoded from the same x_T",
     "baseline": "recon (s of the unedited decode from the same x_T: the inversion error is not charged to the edit)",
@@ -131,42 +127,6 @@ def _median_of(values: list) -> float | None:
     return true_median(values, 4)
 
 
-def _per_prototype_median(block: np.ndarray) -> float | None:
-    """median over prototypes (rows) of the median over images (columns): the headline statistic."""
-    return true_median([true_median(row) for row in block])
-
-
-def _leak_per_rise(block: np.ndarray) -> float | None:
-    """block (2, J, B) = (rise, off-target): median off-target / median rise over prototypes; undefined (None)
-    where the median rise is below ``MIN_RISE_FOR_LEAK`` (a ratio to a rise near 0 measures nothing)."""
-    r, o = _per_prototype_median(block[0]), _per_prototype_median(block[1])
-    return None if r is None or o is None or r < MIN_RISE_FOR_LEAK else o / r
-
-
-def _interval(values: np.ndarray, statistic=_per_prototype_median, seed: int = 0) -> list | None:
-    ci = bootstrap_interval(values, statistic, n_boot=N_BOOT, seed=seed)
-    return None if ci is None else [round(ci[0], 4), round(ci[1], 4)]
-
-
-def _r4(v: float | None) -> float | None:
-    return None if v is None else round(v, 4)
-
-
-def row_numbers(rise: torch.Tensor, off: torch.Tensor, seed: int = 0) -> dict:
-    """The numbers of one row (rise and off-target, (J, B)): true medians over prototypes of the per-prototype
-    medians over images, their bootstrap intervals over images, the leak per rise and the counts."""
-    per_rise = [true_median(r) for r in rise]
-    rise_np, off_np = rise.double().numpy(), off.double().numpy()
-    both = np.stack([rise_np, off_np])
-    low = [j for j, v in enumerate(per_rise) if v is not None and v < LOW_RISE]
-    return {"median_rise": _r4(_per_prototype_median(rise_np)), "median_rise_ci95": _interval(rise_np, seed=seed),
-            "median_off_target": _r4(_per_prototype_median(off_np)),
-            "median_off_target_ci95": _interval(off_np, seed=seed),
-            "leak_per_rise": _r4(_leak_per_rise(both)), "leak_per_rise_ci95": _interval(both, _leak_per_rise, seed),
-            "n_prototypes": count_defined(per_rise), "n_images": int(rise.shape[1]),
-            "n_prototypes_below_0.2": len(low), "prototype_positions_below_0.2": low}
-
-
 # ------------------------------------------------------------------------------ plan and run
 @dataclass
 class EvaluationPlan:
@@ -229,7 +189,10 @@ class EditEvaluation:
     """(prototype position, kind position, strength position) -> edit index in ``result``, for the run ones."""
     realism: dict | None = None
     """KID of the headline edits and of the reconstructions against real images at matched N, when measured
-    (:func:`measure_realism`): a rise bought with artefacts shows here."""
+    (:func:`.edit_judges.measure_realism`): a rise bought with artefacts shows here."""
+    steerability: dict | None = None
+    """Per class, the share of images an independent judge reads as that class after its top prototypes are
+    raised (:func:`.edit_judges.class_steerability`), when measured."""
     amplified: EditResult | None = None
     """The own-max edits at the headline strength decoded with edit guidance ``amplified_w`` (None: not run)."""
     amplified_w: float = 0.0
@@ -326,6 +289,8 @@ class EditEvaluation:
         out["amplified"] = self.amplified_row()
         if self.realism is not None:
             out["realism"] = self.realism
+        if self.steerability is not None:
+            out["steerability"] = self.steerability
         return out | {"per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
 
     def lines(self) -> list[str]:
@@ -365,6 +330,14 @@ class EditEvaluation:
                        f"{1e3 * e['kid_median']:.2f} (median of {e['rounds']} rounds, range {1e3 * e['kid_min']:.2f} "
                        f"... {1e3 * e['kid_max']:.2f}), reconstructions {1e3 * rec['kid']:.2f} +- "
                        f"{1e3 * rec['kid_std']:.2f}")
+        st = self.steerability
+        if st and st.get("per_class"):
+            worst = sorted(st["per_class"], key=lambda r: r["steerability"] if r["steerability"] is not None else 2)
+            out.append(f"steerability by the outside judge (a class's top {st['top_k']} prototypes raised to their own "
+                       f"max on images it reads as another class): median over classes {num(st['median'])}, pooled "
+                       f"{num(st['pooled'])} +- {num(st['pooled_standard_error'])} ({st['n_steered']} of "
+                       f"{st['n_edits']}); lowest " + ", ".join(f"{r['name']} {num(r['steerability'])}"
+                                                            for r in worst[:3]))
         return out
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -497,35 +470,3 @@ def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEva
                                                for a, j in enumerate(protos)])
     ev.seconds = time.time() - t0
     return ev
-
-
-def measure_realism(pat, ev: EditEvaluation, n_ref: int = 2000, progress: bool = True, extractor=None) -> dict:
-    """KID against ``n_ref`` real test images of the headline edits and of the reconstructions, at matched N.
-
-    With B images and J prototypes there are J x B headline edits but only B reconstructions, and a KID is only
-    comparable at equal N. So the edits are scored in J rounds of B images each: round r takes image i edited by
-    prototype position (i + r) mod J, so every edit is scored exactly once and every round has one edit per image.
-    Reported: the median KID over the rounds with its range, beside the reconstructions' KID (N = B)."""
-    from ..evaluation.fid import InceptionFeatures, kernel_inception_distance, reference_statistics, stream_features
-
-    extractor = extractor or InceptionFeatures(device=pat.device)
-    data = pat.config.data
-    ref = reference_statistics(data, "test", n_ref, 0, extractor, None, progress)
-    f_ref = ref["features"]
-    n_j, b = len(ev.prototypes), ev.base.reconstruction.shape[0]
-    f_rec, _ = stream_features(extractor, ev.base.reconstruction, progress, "reconstructions -> inception")
-    f_edit, _ = stream_features(extractor, ev.headline_edits(), progress, "edits -> inception")  # (J * B, F)
-    f_edit = f_edit.reshape(n_j, b, -1)
-    kid_rec, kid_rec_std = kernel_inception_distance(f_rec, f_ref, seed=ev.plan.seed)
-    kids = []
-    for r in range(n_j):
-        rows = torch.stack([f_edit[(i + r) % n_j, i] for i in range(b)])
-        kids.append(kernel_inception_distance(rows, f_ref, seed=ev.plan.seed)[0])
-    return {"what": "KID (x 1 unbiased MMD^2) against real test images at matched N: the reconstructions (N = B) and "
-                    "the headline edits in J rounds of B images (round r: image i edited by prototype position "
-                    "(i + r) mod J, so every edit is scored once); edited = median, min and max over the rounds",
-            "edited": {"kid_median": true_median(kids), "kid_min": min(kids), "kid_max": max(kids), "rounds": n_j,
-                       "n": b},
-            "reconstruction": {"kid": kid_rec, "kid_std": kid_rec_std, "n": b,
-                               "n_reference": int(ref["meta"]["n_images"])},
-            "n_reference": int(ref["meta"]["n_images"])}

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from ..evaluation.stats import count_defined, true_median
+from ..evaluation.stats import bootstrap_interval, count_defined, true_median
 
 MIN_CHANGE = 1e-3
+LOW_RISE = 0.2
+"""A prototype whose median rise stays below this is counted as one the decoder barely follows."""
+N_BOOT = 1000
+"""Bootstrap draws of every interval over images."""
+MIN_RISE_FOR_LEAK = 0.05
+"""Leak per rise is left undefined where the median rise is below this (a ratio to a rise near 0 measures nothing)."""
 BASELINES = {"recon": "s of the unedited image decoded from the same inverted x_T (inversion error not charged)",
              "x0": "s of the input image itself (no reconstruction decoded; inversion error included)"}
 DEFINITIONS = {
@@ -95,3 +102,40 @@ def summarise_edit(rise: torch.Tensor, others: torch.Tensor, off: torch.Tensor |
     if off is not None:
         out["off_target"] = _finite_list(off)
     return out
+
+
+# ------------------------------------------------------------------------------ a row of edits: prototypes x images
+def _per_prototype_median(block: np.ndarray) -> float | None:
+    """median over prototypes (rows) of the median over images (columns): the headline statistic."""
+    return true_median([true_median(row) for row in block])
+
+
+def _leak_per_rise(block: np.ndarray) -> float | None:
+    """block (2, J, B) = (rise, off-target): median off-target / median rise over prototypes; undefined (None)
+    where the median rise is below ``MIN_RISE_FOR_LEAK`` (a ratio to a rise near 0 measures nothing)."""
+    r, o = _per_prototype_median(block[0]), _per_prototype_median(block[1])
+    return None if r is None or o is None or r < MIN_RISE_FOR_LEAK else o / r
+
+
+def _interval(values: np.ndarray, statistic=_per_prototype_median, seed: int = 0) -> list | None:
+    ci = bootstrap_interval(values, statistic, n_boot=N_BOOT, seed=seed)
+    return None if ci is None else [round(ci[0], 4), round(ci[1], 4)]
+
+
+def _r4(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def row_numbers(rise: torch.Tensor, off: torch.Tensor, seed: int = 0) -> dict:
+    """The numbers of one row (rise and off-target, (J, B)): true medians over prototypes of the per-prototype
+    medians over images, their bootstrap intervals over images, the leak per rise and the counts."""
+    per_rise = [true_median(r) for r in rise]
+    rise_np, off_np = rise.double().numpy(), off.double().numpy()
+    both = np.stack([rise_np, off_np])
+    low = [j for j, v in enumerate(per_rise) if v is not None and v < LOW_RISE]
+    return {"median_rise": _r4(_per_prototype_median(rise_np)), "median_rise_ci95": _interval(rise_np, seed=seed),
+            "median_off_target": _r4(_per_prototype_median(off_np)),
+            "median_off_target_ci95": _interval(off_np, seed=seed),
+            "leak_per_rise": _r4(_leak_per_rise(both)), "leak_per_rise_ci95": _interval(both, _leak_per_rise, seed),
+            "n_prototypes": count_defined(per_rise), "n_images": int(rise.shape[1]),
+            "n_prototypes_below_0.2": len(low), "prototype_positions_below_0.2": low}

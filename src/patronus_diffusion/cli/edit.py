@@ -103,6 +103,13 @@ def register(sub) -> None:
                         "note when it cannot run (fewer than 2 images, FID weights not installed); --realism makes "
                         "those an error")
     p.add_argument("--realism-ref", type=int, default=2000, help="real test images for --realism")
+    p.add_argument("--steerability", action=argparse.BooleanOptionalAction, default=None,
+                   help="per class, raise its top prototypes (by AUROC over the reference set) to their own max on "
+                        "images an independent judge (trained on real images only) reads as another class, and "
+                        "report the share it then reads as the class (CB-AE's steerability). Default: on when the "
+                        "test split has class labels and a judge is shipped or cached (Fashion-MNIST's ships); "
+                        "--steerability trains one when none is stored")
+    p.add_argument("--top-k", type=int, default=3, help="prototypes raised per class for --steerability")
     p.add_argument("--out", default="results/evaluate-edits")
     for action in p._actions:
         if action.dest == "edit_guidance":
@@ -201,7 +208,8 @@ def _strengths(text: str) -> list[float]:
 
 
 def cmd_evaluate_edits(args) -> int:
-    from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits, measure_realism
+    from ..analysis.edit_judges import class_steerability, measure_realism
+    from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits
     from ..evaluation.fid import inception_path
 
     if args.realism is not False and args.realism_ref < 2:
@@ -225,9 +233,12 @@ def cmd_evaluate_edits(args) -> int:
                                                                                     pat.num_prototypes)
     plan = EvaluationPlan(images=x, reference=ref, prototypes=protos, strengths=_strengths(args.strengths),
                           swept=None if args.sweep_all_targets else ("own_max",), **common)
+    judge, ref_labels = _steerability_inputs(pat, ref, args)
     ev = evaluate_edits(pat, plan, progress=not args.no_progress)
     if realism:
         ev.realism = measure_realism(pat, ev, args.realism_ref, progress=not args.no_progress)
+    if judge is not None:
+        ev.steerability = class_steerability(pat, ev, judge, ref_labels, args.top_k, progress=not args.no_progress)
     files = ev.write(args.out)
     print(f"{len(ev.prototypes)} prototype(s) x {len(ev.index) // max(len(ev.prototypes), 1)} (target, strength) "
           f"pair(s) x {len(names)} image(s) in {ev.seconds:.1f} s")
@@ -235,3 +246,30 @@ def cmd_evaluate_edits(args) -> int:
         print(line)
     print_outputs("wrote", files)
     return 0
+
+
+def _steerability_inputs(pat, ref, args):
+    """(judge, class labels of the reference set X) for --steerability, or (None, None) when it does not run."""
+    import numpy as np
+    import torch
+
+    from ..analysis.editing import reference_indices
+    from ..evaluation.judge import get_judge, stored_judge
+
+    if args.steerability is False:
+        return None, None
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    ds = pat.dataset(ref.split)
+    labels = torch.as_tensor(np.asarray(getattr(ds, "labels", np.zeros(0)), dtype=np.int64))
+    if labels.numel() == 0 or int(labels.min()) < 0:
+        if args.steerability:
+            raise UsageError(f"--steerability needs class labels; the {ref.split} split has none")
+        return None, None
+    judge = stored_judge(pat.config.data, device=pat.device)
+    if judge is None and args.steerability:
+        judge = get_judge(pat.config.data, device=pat.device, progress=not args.no_progress)
+    if judge is None:
+        print("steerability skipped: no judge is shipped or cached for this dataset (--steerability trains one)")
+        return None, None
+    return judge, labels[reference_indices(len(ds), ref.n, ref.seed)]

@@ -139,6 +139,19 @@ def get_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None, cache
     return judge
 
 
+def stored_judge(data_cfg: DataConfig, settings: JudgeSettings | None = None,
+                 device: str | torch.device = "cpu") -> Judge | None:
+    """The judge shipped with the package or cached on this machine for this data config, or None (never trains)."""
+    settings = settings or JudgeSettings()
+    key = _key(data_cfg, settings)
+    weights, _ = judge_files(data_cfg, settings, None)
+    for folder in (SHIPPED_JUDGES, weights.parent):
+        stored = _load_stored(folder / weights.name, key, data_cfg.channels, device)
+        if stored is not None:
+            return stored
+    return None
+
+
 def _load_stored(weights: Path, key: dict, channels: int, device) -> Judge | None:
     """The judge stored at ``weights`` (+ its .json) when its key matches, else None."""
     meta_path = weights.with_suffix(".json")
