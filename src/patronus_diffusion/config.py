@@ -17,15 +17,54 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .utils.errors import UserError
+from .utils.errors import UserError, UsageError
 
 
 class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown or inconsistent."""
 
 
+class FrozenConfigError(UsageError, AttributeError):
+    """An assignment to the frozen config of a loaded model (change settings through a copy instead)."""
+
+
+class _Freezable:
+    """Config sections whose fields cannot be assigned once :meth:`RunConfig.freeze` has run.
+
+    A loaded model's settings are part of the model object (diffusers freezes its component configs the same way):
+    :meth:`RunConfig.copy` gives an editable copy, ``Patronus.with_options(...)`` a model copy with other sample
+    settings."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if self.__dict__.get("_frozen", False):
+            section = self.__dict__.get("_section", "")
+            hint = (f"pat.with_options({name}=...) gives a model copy with other sample settings" if section == "sample"
+                    else "config.copy() gives an editable copy")
+            raise FrozenConfigError(f"this config is frozen (the settings of a loaded model); cannot set "
+                                    f"{section + '.' if section else ''}{name}: {hint}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get("_frozen", False):
+            raise FrozenConfigError(f"this config is frozen (the settings of a loaded model); cannot delete {name}")
+        object.__delattr__(self, name)
+
+    def _set_frozen(self, frozen: bool, section: str) -> None:
+        object.__setattr__(self, "_frozen", frozen)
+        object.__setattr__(self, "_section", section)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Freezable):
+                value._set_frozen(frozen, f"{section}.{f.name}" if section else f.name)
+
+    @property
+    def frozen(self) -> bool:
+        """True when assignments raise :class:`FrozenConfigError` (the config of a loaded model)."""
+        return self.__dict__.get("_frozen", False)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(_Freezable):
     dataset: str = "fashion-mnist"
     """fashion-mnist | mnist | folder | cifar10 | stl10 | celeba | tiny-imagenet | chexpert | ffhq (the names in
     ``patronus_diffusion.data.registry.LOADERS``)."""
@@ -44,7 +83,7 @@ class DataConfig:
 
 
 @dataclass
-class PrototypeConfig:
+class PrototypeConfig(_Freezable):
     """The ProtoPNet-style encoder f (a Conv-ReLU stack) and the P prototypes of dimension D."""
 
     channels: tuple[int, ...] = (32, 64, 64, 128)
@@ -69,7 +108,7 @@ class PrototypeConfig:
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(_Freezable):
     base_channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
@@ -94,7 +133,7 @@ class UNetConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(_Freezable):
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -102,7 +141,7 @@ class DiffusionConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Freezable):
     batch_size: int = 128
     lr: float = 1e-5
     weight_decay: float = 0.01
@@ -158,7 +197,7 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(_Freezable):
     """Defaults for sampling and inversion; chosen by measurement (see README)."""
 
     sampler: str = "dpmpp-2m"
@@ -192,7 +231,7 @@ class SampleConfig:
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(_Freezable):
     """ProtoDiffusion's stage A: a convolutional prototype-learning (CPL) classifier trained from scratch.
 
     Each stage is Conv3x3 -> BatchNorm -> ReLU -> MaxPool2; then global average pooling -> Linear(dim)
@@ -222,7 +261,7 @@ class ClassifierConfig:
 
 
 @dataclass
-class ProtoDiffConfig:
+class ProtoDiffConfig(_Freezable):
     """The ProtoDiffusion family: class-embedding table -> MLP -> UNet condition, classifier-free guidance."""
 
     mode: str = "regular"
@@ -251,7 +290,7 @@ PROTODIFF_MODES = ("regular", "proto-frozen", "proto-trainable", "random-frozen"
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Freezable):
     preset: str = "custom"
     family: str = "patronus"
     data: DataConfig = field(default_factory=DataConfig)
@@ -274,7 +313,16 @@ class RunConfig:
         return _from_dict(cls, d, "")
 
     def copy(self) -> "RunConfig":
-        return copy.deepcopy(self)
+        """A deep, editable copy (also of a frozen config)."""
+        out = copy.deepcopy(self)
+        out._set_frozen(False, "")
+        return out
+
+    def freeze(self) -> "RunConfig":
+        """Make this config read-only in place (every section; returns it): an assignment then raises
+        :class:`FrozenConfigError`. Loaded models freeze theirs; :meth:`copy` gives an editable copy."""
+        self._set_frozen(True, "")
+        return self
 
     def validate(self) -> "RunConfig":
         p, u = self.prototypes, self.unet

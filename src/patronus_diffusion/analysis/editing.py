@@ -43,8 +43,9 @@ class Inverted:
 
 
 # ------------------------------------------------------------------------------ inversion (cached)
-# x_T of every inversion, per model object (weakly: the cache goes with the model) and per
-# (image bytes, s bytes, steps); a loaded model's weights do not change, so a hit is the same x_T.
+# x_T of every inversion, per model object and per (image bytes, s bytes, steps, scheme); a loaded model's weights
+# do not change, so a hit is the same x_T. Patronus keeps its cache on itself (``pat.inversion_cache``, also used by
+# ``pat.invert``); this weak index points at it (and holds the cache of other model objects): it goes with the model.
 _INVERSIONS: "weakref.WeakKeyDictionary[object, OrderedDict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
 INVERSION_CACHE_SIZE = 32  # inversions kept per model (least recently used dropped first)
 
@@ -61,17 +62,26 @@ def inversion_key(x0: torch.Tensor, s: torch.Tensor, steps: int, scheme: str = "
 
 
 def _inversion_store(pat) -> OrderedDict | None:
+    own = getattr(pat, "inversion_cache", None)  # a model that keeps its cache on itself (Patronus) shares it here
     try:
+        if isinstance(own, OrderedDict):
+            _INVERSIONS[pat] = own  # indexed weakly, so clear_inversion_cache() reaches it
+            return own
         return _INVERSIONS.setdefault(pat, OrderedDict())
-    except TypeError:  # an object that cannot be weakly referenced: no cache
-        return None
+    except TypeError:  # an object that cannot be weakly referenced: only its own cache, if any
+        return own if isinstance(own, OrderedDict) else None
 
 
 def clear_inversion_cache(pat=None) -> None:
     """Forget the cached inversions of one model object (or of all)."""
     if pat is None:
+        for store in list(_INVERSIONS.values()):
+            store.clear()
         _INVERSIONS.clear()
     else:
+        own = getattr(pat, "inversion_cache", None)
+        if isinstance(own, OrderedDict):
+            own.clear()
         _INVERSIONS.pop(pat, None)
 
 
@@ -127,7 +137,14 @@ def fresh_indices(n_total: int, n: int, seed: int = 0, exclude: Sequence[int] = 
 
 
 def reference_s(pat, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor:
-    """s of a fixed, seeded random subset X of ``n`` images of ``split`` (shape (n, P)): :func:`reference_indices`."""
+    """s of a fixed, seeded random subset X of ``n`` images of ``split`` (shape (n, P)): :func:`reference_indices`.
+
+    A model that stores the s of this very set beside its weights (``pat.shipped_reference_s``: the shipped
+    model's ``reference_s.safetensors``) serves it without the dataset."""
+    shipped = getattr(pat, "shipped_reference_s", None)
+    s = shipped(n, seed, split) if callable(shipped) else None
+    if s is not None:
+        return s
     ds = pat.dataset(split)
     return pat.encode_dataset(split, reference_indices(len(ds), n, seed)).s
 

@@ -39,16 +39,18 @@ from .editing import (
     invert_images,
     lerp_s,
     parse_edit,
+    reference_set,
     resolve_op,
     resolve_value,
     slerp,
 )
-
 Box = tuple[int, int, int, int]
 
 FAITHFULNESS_DEFINITION = ("rise = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0)) averaged over edited J (1 = exactly "
                            "the requested change; changes below 1e-3 give null); others = mean over unedited k of "
                            "|s_k(x_hat) - s_k(x0)|; medians over images")
+
+
 
 
 # ------------------------------------------------------------------------------ edits
@@ -149,9 +151,29 @@ class EditPlan:
     edit_guidance: float | None = None
     inverted: Inverted | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.edits, (str, Edit)):
+            self.edits = [self.edits]
+        bad = [type(e).__name__ for e in self.edits if not isinstance(e, (str, Edit))]
+        if bad:
+            raise UsageError(f"edits must be Edit objects or specs like '3=max' or '3=max,11=0', got {bad[0]}")
+
     @property
     def batch(self) -> int:
         return int(self.images.shape[0])
+
+    def resolved(self, pat) -> "EditPlan":
+        """This plan with every spec string (``"3=max"``) parsed into an :class:`Edit` for ``pat``'s prototypes,
+        its values resolved with the plan's reference set X (``pat``'s default one, :func:`~.editing.reference_set`,
+        when a spec needs one and the plan has none)."""
+        if not any(isinstance(e, str) for e in self.edits):
+            return self
+        p = pat.num_prototypes
+        ref = self.reference
+        if ref is None and any(_needs_reference(e, p) for e in self.edits if isinstance(e, str)):
+            ref = reference_set(pat)
+        edits = [Edit.parse(e, p, ref) if isinstance(e, str) else e for e in self.edits]
+        return with_fields(self, edits=edits, reference=ref)
 
     def check(self, num_prototypes: int) -> None:
         """Every cheap check, before any inversion: prototype ids, per-image value counts, image counts."""
@@ -161,6 +183,9 @@ class EditPlan:
             raise UsageError(f"the edit-guidance weight must be >= 0 (0 = none), got {self.edit_guidance}")
         b = self.batch
         for e in self.edits:
+            if isinstance(e, str):  # a spec run_plan parses (its values need the reference set)
+                parse_edit(e, num_prototypes)
+                continue
             bad = [op.prototype for op in e.ops if not 0 <= op.prototype < num_prototypes]
             bad += [j for j in (e.measured or ()) if not 0 <= j < num_prototypes]
             if bad:
@@ -175,6 +200,17 @@ class EditPlan:
             raise UsageError(f"interpolation needs exactly 2 images, got {b}")
         if self.variations < 0:
             raise UsageError("the number of variations must not be negative")
+
+
+def _needs_reference(spec: str, num_prototypes: int) -> bool:
+    """True when a spec sets a value given relative to the reference set X (max, 1.5max, q0.9)."""
+    for op in parse_edit(spec, num_prototypes):
+        if op.mode == "set":
+            try:
+                float(op.value)
+            except ValueError:
+                return True
+    return False
 
 
 # ------------------------------------------------------------------------------ decoding primitives
@@ -316,6 +352,47 @@ class EditResult:
 
         return psnr(self.reconstruction, self.x0)
 
+    # -------------------------------------------------------------- display (notebooks)
+    def __repr__(self) -> str:
+        b, e = self.x0.shape[0], len(self.edits)
+        labels = ", ".join(x.label for x in self.edits)
+        labels = labels if len(labels) <= 60 else labels[:57] + "..."
+        rise = self.faithfulness()["rise_median"] if e else None
+        tail = f", median rise {rise:.2f} vs {self.baseline}" if rise is not None else ""
+        return (f"EditResult({b} image{'s' * (b != 1)} x {e} edit{'s' * (e != 1)} [{labels}], {self.sampler} "
+                f"{self.steps} steps{tail})")
+
+    def summary(self) -> dict:
+        """The numbers without the tensors: per edit its label and median rise / others / off-target (with the
+        baseline they were measured against), and the run's images, steps, sampler and seconds."""
+        edits = []
+        for k, e in enumerate(self.edits):
+            f = self.faithfulness(k)
+            edits.append({"edit": e.label, **{key: f[key] for key in ("rise_median", "n_rise", "others_median",
+                                                                       "off_target_median") if key in f}})
+        return {"images": int(self.x0.shape[0]), "edits": edits, "baseline": self.baseline, "steps": self.steps,
+                "sampler": self.sampler, "seconds": round(self.seconds + self.invert_seconds, 3)}
+
+    def to_pil(self, upscale: int = 2):
+        """One PIL image: a row per input image, columns input | reconstruction (when decoded) | each edit."""
+        from PIL import Image
+
+        from ..utils.images import make_grid
+
+        cols = [self.x0[None]] + ([self.reconstruction[None]] if self.reconstruction is not None else [])
+        cols.append(self.images)
+        grid = torch.cat(cols).transpose(0, 1).reshape(-1, *self.x0.shape[1:])
+        arr = make_grid(grid, nrow=sum(c.shape[0] for c in cols))
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.to_pil().save(buf, format="PNG")
+        return buf.getvalue()
+
     def meta(self, **more) -> dict:
         """The provenance every result file starts with: run, images, seed, steps, sampler, reference set X."""
         m = {"run": self.run, "images": self.names, "seed": self.plan.seed, "steps": self.steps,
@@ -341,7 +418,8 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     if plan.edit_guidance and cfg_w:
         raise UsageError(f"edit guidance {plan.edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
                          f"--guidance or the run's sample.guidance) cannot be combined; set one of them to 0")
-    plan.check(pat.num_prototypes)
+    plan.check(pat.num_prototypes)  # spec strings are checked before the reference set is encoded for them
+    plan = plan.resolved(pat)
     steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.ddim_steps)
     t0 = time.time()
     inv = plan.inverted if plan.inverted is not None else invert_images(pat, plan.images, steps, progress=progress)

@@ -1,6 +1,7 @@
 """Drawing helpers shared by the explanation commands: labelled image panels with red boxes.
 
-Every figure is a grid of :class:`Panel` cells drawn with matplotlib (Agg backend) and saved as a
+Every figure is a grid of :class:`Panel` cells drawn with matplotlib's object API (a ``Figure`` on its own Agg
+canvas: no pyplot, so importing or calling this never changes the process's matplotlib backend) and saved as a
 lossless PNG. Images are shown pixel for pixel (nearest-neighbour upscaling, never smoothed); grey
 images in grey, colour images in colour; a box (x0, y0, x1, y1) is end-exclusive in image pixels, as
 returned by :meth:`ReceptiveField.box`, and is drawn on the pixel edges it covers.
@@ -11,21 +12,20 @@ uint8 copy of an image.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..utils.images import to_uint8  # noqa: E402
-from ..utils.io import atomic_path  # noqa: E402
+from ..utils.images import to_uint8
+from ..utils.io import atomic_path
 
 Box = tuple[int, int, int, int]
 BOX_COLOUR = "red"
@@ -114,7 +114,14 @@ def _draw(ax, panel: Panel, fontsize: float) -> None:
 def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: Sequence[str] | None = None,
                 title: str | None = None, cell: float = 1.35, fontsize: float = 7.0, dpi: int = 110,
                 plot: Callable | None = None, plot_height: float = 2.6) -> Path:
-    """Draw a grid of panels (ragged rows are padded with blanks) and save it as a PNG.
+    """Draw a grid of panels (ragged rows are padded with blanks) and save it as a PNG (:func:`panels_figure`)."""
+    return save_figure(panels_figure(rows, row_labels, title, cell, fontsize, plot, plot_height), path, dpi)
+
+
+def panels_figure(rows: Sequence[Sequence[Panel]], row_labels: Sequence[str] | None = None, title: str | None = None,
+                  cell: float = 1.35, fontsize: float = 7.0, plot: Callable | None = None,
+                  plot_height: float = 2.6) -> Figure:
+    """A grid of panels as a matplotlib ``Figure`` (ragged rows are padded with blanks).
 
     Layout is explicit, in inches: every image gets a ``cell`` x ``cell`` square, every row reserves
     room for its longest panel title, the figure title is wrapped to the figure width. ``plot(ax)``, if
@@ -138,7 +145,7 @@ def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: S
     height = top + sum(cell + h + gap for h in heads) + 0.05
     below = plot_height + 0.55 if plot is not None else 0.0
     height += below
-    fig = plt.figure(figsize=(width, height))
+    fig = new_figure(figsize=(width, height))
     if plot is not None:
         x0 = max(left, 0.6)
         plot(fig.add_axes([x0 / width, 0.45 / height, (width - x0 - 0.2) / width, (plot_height - 0.1) / height]))
@@ -157,14 +164,32 @@ def save_panels(rows: Sequence[Sequence[Panel]], path: str | Path, row_labels: S
         y -= gap
     if title:
         fig.text(0.5, 1 - 0.06 / height, title, ha="center", va="top", fontsize=fontsize + 2)
-    return save_figure(fig, path, dpi)
+    return fig
+
+
+def new_figure(**kwargs) -> Figure:
+    """A matplotlib ``Figure`` on its own Agg canvas (``kwargs``: figsize, dpi, ...): drawn and saved without
+    pyplot, so neither the process's backend nor a notebook's open figures are touched."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_image(fig, dpi: int = 110):
+    """A matplotlib figure as a PIL image (RGBA), e.g. for a result's ``to_pil()``."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return img.copy()
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
     return Path(path)
 
 
@@ -177,7 +202,8 @@ def band_plot(t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]], p
     sharing the x axis (titles from ``ax_titles``).
     """
     groups = [curves, *more]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
+    fig = new_figure(figsize=(5.2 * len(groups), 3.6))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for k, (ax, group) in enumerate(zip(axes[0], groups)):
         for label, (mean, std) in group.items():
             line, = ax.plot(t, mean, label=label, linewidth=1.6)

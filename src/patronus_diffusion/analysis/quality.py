@@ -361,15 +361,12 @@ def write_quality(report: dict, out: str | Path, target_names: list[str]) -> dic
 
 def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     """Heat map of the target x prototype single-prototype AUROC (0.5 = uninformative, white)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..utils.io import atomic_path
+    from .figures import new_figure  # the object API: the process's matplotlib backend stays as it is
 
     T, P = matrix.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.28 * P + 2.5), max(2.0, 0.32 * T + 1.2)), dpi=100)
+    fig = new_figure(figsize=(max(4.0, 0.28 * P + 2.5), max(2.0, 0.32 * T + 1.2)), dpi=100)
+    ax = fig.subplots()
     im = ax.imshow(matrix, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(P), [str(j) for j in range(P)], fontsize=7)
     ax.set_yticks(range(T), names, fontsize=8)
@@ -379,7 +376,6 @@ def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return Path(path)
 
 

@@ -38,7 +38,7 @@ from ..utils.io import write_json, write_text
 from .editing import fresh_indices, reference_indices
 from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, encode_subset, seeded_indices
-from .figures import crop
+from .figures import crop, new_figure
 from .quality import run_quality
 from .engine import Edit, EditPlan, run_plan
 from .when import emergence_of, half_rise_timestep
@@ -54,17 +54,12 @@ BUDGETS = {
 # ------------------------------------------------------------------------------ pictures as data URIs
 def figure_uri(draw, size=(3.2, 1.6)) -> str:
     """A small matplotlib figure drawn by ``draw(ax)`` as a PNG data URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size, dpi=100)
+    fig = new_figure(figsize=size, dpi=100)  # the object API: the process's matplotlib backend stays as it is
+    ax = fig.subplots()
     draw(ax)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -683,13 +683,10 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
     """Paper-style figure on direction A's first images: x0 | reconstruction | +A with the box of A's top
     prototype | its patch | +B | patch | the null edit, titled with the probe probabilities of the attributes as
     named (pA, pB)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as mpatches
-    import matplotlib.pyplot as plt
 
     from ..utils.io import atomic_path
+    from .figures import new_figure  # the object API: the process's matplotlib backend stays as it is
 
     e = report["_first"]
     signs = report.get("_signs", (1, 1))
@@ -709,7 +706,8 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
         cols += [(f"+{base['b']} (p{jb})", imgs["also"], jb, named(e["p"]["also"])),
                  (f"patch p{jb}", imgs["also"], ("patch", jb), None)]
     cols += [(f"null edit (p{j0})", imgs["null"], j0, named(e["p"]["null"]))]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.9 * len(cols), 2.0 * n + 0.4), dpi=100, squeeze=False)
+    fig = new_figure(figsize=(1.9 * len(cols), 2.0 * n + 0.4), dpi=100)
+    axes = fig.subplots(n, len(cols), squeeze=False)
     for i in range(n):
         for c, (title, batch, mark, probs) in enumerate(cols):
             ax = axes[i, c]
@@ -733,7 +731,6 @@ def plot_diagnosis(pat, report: dict, path: str | Path, rows: int = 4) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return Path(path)
 
 

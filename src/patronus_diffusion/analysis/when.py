@@ -144,6 +144,30 @@ class WhenReport:
     def value(self) -> str:
         return self.result.edits[0].ops[0].value
 
+    def __repr__(self) -> str:
+        em, r = self.emergence, self.result
+        halves = [row["t_half"] for row in self.summary()]
+        return (f"WhenReport({len(r.names)} image{'s' * (len(r.names) != 1)}, prototypes {em.prototypes} := "
+                f"{self.value}, t_half {halves}, {r.sampler} {r.steps} steps)")[:200]
+
+    def to_pil(self, upscale: int = 2):
+        """The final images as a PIL grid: a row per image, columns unedited | +p_J for each traced prototype."""
+        from PIL import Image
+
+        from ..utils.images import make_grid
+
+        final = self.emergence.final  # (1 + K, B, C, H, W)
+        arr = make_grid(final.transpose(0, 1).reshape(-1, *final.shape[2:]), nrow=final.shape[0])
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.to_pil().save(buf, format="PNG")
+        return buf.getvalue()
+
     def summary(self) -> list[dict]:
         return emergence_summary(self.emergence)
 

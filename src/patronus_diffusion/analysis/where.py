@@ -29,7 +29,7 @@ import torch
 from ..models.prototypes import ReceptiveField, log_similarity
 from ..utils.errors import UsageError
 from ..utils.io import atomic_path, write_json
-from .figures import Panel, save_panels, short_name
+from .figures import Panel, figure_image, panels_figure, save_panels, short_name
 from .tables import write_csv
 
 
@@ -133,6 +133,38 @@ class WhereReport:
     top_k: int | None
     run: str
     receptive_field: ReceptiveField
+
+    def __repr__(self) -> str:
+        res = self.result
+        which = f"top-{self.top_k}" if self.top_k else f"{res.prototypes.shape[1]} chosen"
+        return (f"WhereReport({len(self.names)} image{'s' * (len(self.names) != 1)} x {which} prototypes, "
+                f"maps at {res.display_size} px)")
+
+    def summary(self) -> list[dict]:
+        """Per image and selected prototype: its id, s, best-match box (x0, y0, x1, y1) and unit (row, col)."""
+        res = self.result
+        return [{"image": name, "prototype": int(res.prototypes[i, k]), "s": round(float(res.s[i, k]), 5),
+                 "box": res.boxes[i, k].tolist(), "location": res.location[i, k].tolist()}
+                for i, name in enumerate(self.names) for k in range(res.prototypes.shape[1])]
+
+    def to_pil(self):
+        """The where.png figure as a PIL image: per image, each selected prototype's map with its best patch."""
+        res = self.result
+        size = res.display_size
+        x = self.images if size == self.images.shape[-1] else torch.nn.functional.interpolate(
+            self.images, size=(size, size), mode="nearest")
+        rows = [[Panel(x[i], short_name(name))] + [
+            Panel(x[i], f"p{int(res.prototypes[i, k])} s={float(res.s[i, k]):.2f}", tuple(res.boxes[i, k].tolist()),
+                  heat=res.maps[i, k].numpy()) for k in range(res.prototypes.shape[1])]
+            for i, name in enumerate(self.names)]
+        return figure_image(panels_figure(rows, cell=1.6))
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.to_pil().save(buf, format="PNG")
+        return buf.getvalue()
 
     def write(self, out_dir) -> dict:
         """where.png (maps over the images, best patch boxed), boxes.csv, maps.npz (float32), where.json."""

@@ -1,61 +1,376 @@
-"""The Python API of a trained Patronus run.
+"""The Python API of a trained Patronus model.
 
     from patronus_diffusion import Patronus
-    pat = Patronus.load("runs/demo/run")            # or "pretrained:fashion-mnist"
-    x = pat.load_images(indices=[0, 1, 2])          # test images, in [-1, 1]
-    enc = pat.encode(x)                             # enc.s (B, P), enc.location (B, P, 2)
-    x_T = pat.invert(x, steps=50)                   # deterministic DDIM inversion
-    rec = pat.decode(x_T, enc.s, steps=50)          # reconstruction
+    pat = Patronus.from_pretrained("fashion-mnist")    # the shipped model, or a run / saved folder
+    pat = pat.to("cuda")                               # optional; returns the model
+    x = pat.load_images(paths=["my_shirt.png"])        # your own images (or indices=[0, 1] of the dataset)
+    enc = pat.encode(x)                                # enc.s (B, P), enc.location (B, P, 2)
+    res = pat.edit(x, "3=max", "3=max,11=0")           # an EditResult: shows itself in a notebook
+    res.rise, res.images                               # faithfulness per edit and image, decoded images
+    x_T = pat.invert(x, steps=50)                      # deterministic DDIM inversion (cached per model)
+    rec = pat.decode(x_T, enc.s, steps=50)             # reconstruction
     gen = pat.sample(enc.s, sampler="dpmpp-2m", steps=20, seed=0)
-    gen = pat.sample(enc.s, guidance=1.5)           # classifier-free guidance on s (needs train.cond_dropout > 0)
+    fast = pat.with_options(inversion="edict", ddim_steps=10)   # a copy with other sample settings
+    pat.save_pretrained("my-model")                    # a folder from_pretrained loads
 
 :class:`Patronus` is the inference pipeline (:class:`~patronus_diffusion.diffusion.pipeline.PatronusPipeline`:
-encode, invert, decode, sample) plus loading from a run folder or a ``pretrained:`` name.
+encode, invert, decode, sample) plus loading, saving, devices and the edit engine as methods.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-import sys
+import re
+import shutil
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 
+import torch
+
+from ..analysis.editing import INVERSION_CACHE_SIZE, inversion_key
+from ..analysis.engine import EditPlan, EditResult, run_plan
+from ..config import SampleConfig
+from ..data import DataError
 from ..diffusion.pipeline import PatronusPipeline
 from ..models import build_model
-from ..runs import CheckpointError, load_into, load_weights, read_run_config, resolve_run, sha256, weights_file
-from ..utils.errors import UsageError
+from ..runs import (PRETRAINED_DIR, CheckpointError, load_into, load_weights, read_run_config, resolve_run,
+                    save_weights, sha256, weights_file)
 from ..utils.device import pick_device
+from ..utils.errors import UsageError
+from ..utils.io import replace_dir, write_json, write_text
+
+REFERENCE_S_FILE = "reference_s.safetensors"
+"""s of the reference set X, stored beside a model's weights (the shipped model has it: edits need no dataset)."""
+REFERENCE_S_META = "reference_s.json"
+"""Which set that is (n, seed, split, dataset) and which weights encoded it (sha256 of the weights file)."""
+
+
+class StalePriorWarning(UserWarning):
+    """The prior over s was fitted to the s of other weights than the model's current ones."""
+
+
+def shipped_names() -> list[str]:
+    """Names of the models shipped inside the package (``Patronus.from_pretrained(NAME)``)."""
+    if not PRETRAINED_DIR.exists():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists())
+
+
+def resolve_pretrained(name_or_dir: str | Path) -> Path:
+    """The folder of a shipped model's plain name (``"fashion-mnist"``, or ``"pretrained:fashion-mnist"``) or of a
+    run / saved model (any folder with a ``config.json``; a folder wins over a shipped name)."""
+    text = str(name_or_dir)
+    path = Path(text).expanduser()
+    if (path / "config.json").exists():
+        return path
+    if text.startswith("pretrained:"):
+        return resolve_run(text)
+    if "/" not in text and (PRETRAINED_DIR / text / "config.json").exists():
+        return PRETRAINED_DIR / text
+    shipped = ", ".join(shipped_names()) or "none"
+    if path.is_dir():
+        raise CheckpointError(f"{path} is not a run or a saved model (no config.json); shipped models: {shipped}")
+    raise CheckpointError(f"{text!r} is neither a folder nor a shipped model; shipped: {shipped} "
+                          f"(e.g. Patronus.from_pretrained('fashion-mnist'))")
+
+
+def _python_words(message: str) -> str:
+    """A data error's command-line advice (``--data-root DIR``) in the Python API's words."""
+    return re.sub(r"--data-root DIR( \(data\.root\))?", "data_root=DIR (a keyword of Patronus.from_pretrained)",
+                  message)
 
 
 class Patronus(PatronusPipeline):
-    """A trained Patronus model: :meth:`load` a run folder or ``pretrained:NAME``, then encode, invert, decode,
-    sample (the pipeline's methods)."""
+    """A trained Patronus model: a prototype encoder s = f(x) and a diffusion decoder conditioned on s.
 
-    # ------------------------------------------------------------------ loading
+    Load it with :meth:`from_pretrained` (the shipped ``"fashion-mnist"`` model, or a run / saved folder), then
+
+    * :meth:`encode` images to s (similarity to each of P prototypes) and best-match locations,
+    * :meth:`edit` images (``"3=max"``: raise prototype 3 to the largest s of the reference set X) and get one
+      :class:`~patronus_diffusion.analysis.engine.EditResult`, or :meth:`run` any
+      :class:`~patronus_diffusion.analysis.engine.EditPlan`,
+    * :meth:`invert` images to noise x_T, :meth:`decode` (x_T, s) back, :meth:`sample` from fresh noise.
+
+    Images are (B, C, H, W) tensors in [-1, 1] (:meth:`load_images` reads files); every method returns CPU tensors
+    and runs without autograd. The model's :attr:`config` is frozen after :meth:`from_pretrained`: change sample
+    settings with :meth:`with_options`, which returns a copy sharing the weights. Inversions and encodings are
+    cached on the object (:meth:`clear_caches`).
+
+    >>> pat = Patronus.from_pretrained("fashion-mnist", device="cpu")
+    >>> res = pat.edit(pat.load_images(paths=["shirt.png"]), "3=max")   # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, config, device: torch.device, run_dir: Path | None = None,
+                 batch_size: int = 64):
+        super().__init__(model, config, device, run_dir, batch_size)
+        self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._python_words = False  # from_pretrained: errors name keywords (data_root=), not CLI flags
+        self._reference: tuple | None = None  # the shipped reference set, once read: (meta, s)
+        self.weights = "ema"
+        self.weights_path: Path | None = None
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path, *, weights: str = "ema", device: str | None = "auto",
+                        data_root: str | Path | None = None, batch_size: int = 64) -> "Patronus":
+        """Load a model: ``"fashion-mnist"`` (shipped with the package; ``"pretrained:fashion-mnist"`` works too),
+        or the folder of a training run or of :meth:`save_pretrained`.
+
+        :param weights: ``"ema"`` (the averaged weights, default) or ``"raw"`` (a run's un-averaged weights).
+        :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        :param data_root: where the model's dataset lives, when it is not in its default place. Only dataset
+            indices (``load_images(indices=...)``) and analyses over the dataset need it: edits of your own images
+            use the reference set stored with the model.
+        :param batch_size: images per network call.
+        :return: the model; its :attr:`config` is frozen (see :meth:`with_options`).
+        """
+        pat = cls._load(resolve_pretrained(name_or_dir), weights, device, batch_size, data_root)
+        pat.config.freeze()
+        pat._python_words = True
+        return pat
+
     @classmethod
     def load(cls, run: str | Path, weights: str = "ema", device: str | None = "auto",
              batch_size: int = 64) -> "Patronus":
-        run_dir = resolve_run(run)
+        """Load a run folder or ``pretrained:NAME`` the way the command line does (``--run``, ``--weights``,
+        ``--device``).
+
+        Unlike :meth:`from_pretrained`, the config stays editable (the commands set options on it) and data
+        errors name the command-line flags; in Python prefer :meth:`from_pretrained`."""
+        return cls._load(resolve_run(run), weights, device, batch_size, None)
+
+    @classmethod
+    def _load(cls, run_dir: Path, weights: str, device, batch_size: int, data_root) -> "Patronus":
         cfg = read_run_config(run_dir)
         if cfg.family != "patronus":
-            raise CheckpointError(f"{run_dir} is a {cfg.family!r} run, not a Patronus model")
+            raise CheckpointError(f"{run_dir} is a {cfg.family!r} run, not a Patronus model"
+                                  + (" (load it with ProtoDiffusion.load)" if cfg.family == "protodiffusion" else ""))
+        if data_root is not None:
+            cfg.data.root = str(data_root)
         dev = pick_device(device)
         model = build_model(cfg)
         path = weights_file(run_dir, weights)
         load_into(model, load_weights(path), path)
-        return cls(model.to(dev), cfg, dev, run_dir, batch_size)
+        pat = cls(model.to(dev), cfg, dev, run_dir, batch_size)
+        pat.weights, pat.weights_path = weights, path
+        return pat
+
+    def save_pretrained(self, out: str | Path) -> dict[str, Path]:
+        """Write this model as a folder that :meth:`from_pretrained` loads: ``model.safetensors`` (the weights),
+        ``config.json`` and ``export.json`` (where it came from).
+
+        When the weights are the ones loaded (unchanged), the file is copied byte for byte, and the prior over s
+        (``prior/``) and the reference set X stored with them come along. The folder is written beside ``out``
+        and renamed into place, so ``out`` is never half-written."""
+        out = Path(out)
+        sd = self.model.state_dict()
+        unchanged = self.weights_path is not None and _same_tensors(load_weights(self.weights_path), sd)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            if unchanged:
+                shutil.copyfile(self.weights_path, tmp / "model.safetensors")
+            else:
+                save_weights(tmp / "model.safetensors", sd)
+            write_text(tmp / "config.json", self.config.to_json())
+            write_json(tmp / "export.json", {"source_run": str(self.run_dir), "weights": self.weights,
+                                             "weights_unchanged": unchanged, "saved_by": "Patronus.save_pretrained"})
+            if unchanged and self.run_dir is not None:
+                for name in (REFERENCE_S_FILE, REFERENCE_S_META):
+                    if (self.run_dir / name).exists():
+                        shutil.copyfile(self.run_dir / name, tmp / name)
+                if (self.run_dir / "prior").is_dir():
+                    shutil.copytree(self.run_dir / "prior", tmp / "prior")
+            replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return {"weights": out / "model.safetensors", "config": out / "config.json", "manifest": out / "export.json"}
 
     def info(self) -> dict:
+        """Run folder, preset, number of prototypes, image size and channels, and the run's training summary."""
         meta = {}
         if self.run_dir is not None and (self.run_dir / "train_summary.json").exists():
             meta = json.loads((self.run_dir / "train_summary.json").read_text())
         return {"run": str(self.run_dir), "preset": self.config.preset, "prototypes": self.num_prototypes,
                 "image_size": self.config.data.image_size, "channels": self.config.data.channels, **meta}
 
+    def __repr__(self) -> str:
+        d = self.config.data
+        return (f"Patronus({self.run_dir.name if self.run_dir else 'unsaved'}: {self.num_prototypes} prototypes, "
+                f"{d.channels}x{d.image_size}x{d.image_size} {d.dataset}, {self.config.preset}, on {self.device})")
+
+    # ------------------------------------------------------------------ devices and options
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (:meth:`to` moves them)."""
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else self._device
+
+    @device.setter
+    def device(self, value) -> None:
+        self._device = torch.device(value)
+
+    def to(self, device) -> "Patronus":
+        """Move the network (and every other module this object holds) to ``device``; returns this model, as
+        ``torch.nn.Module.to`` does. Cached encodings and inversions stay valid: like every result, they are
+        kept on the CPU. Copies from :meth:`with_options` share the weights, so they move along."""
+        dev = pick_device(str(device))
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(dev)
+        self.device = dev
+        return self
+
+    def with_options(self, **sample_overrides) -> "Patronus":
+        """A copy of this model with other sample settings, e.g. ``pat.with_options(inversion="edict",
+        edict_mix=0.6, ddim_steps=10)``: keys are the fields of the config's ``sample`` section (sampler, steps,
+        ddim_steps, decode_sampler, inversion, edict_mix, clip_x0, guidance, edit_guidance).
+
+        The copy shares the weights and the caches (an inversion's key includes its scheme) and gets a new,
+        frozen config; this model and its config are not changed."""
+        fields = {f.name: f for f in dataclasses.fields(SampleConfig)}
+        unknown = sorted(set(sample_overrides) - set(fields))
+        if unknown:
+            raise UsageError(f"unknown sample option(s) {unknown}; choose from {', '.join(fields)}")
+        cfg = self.config.copy()
+        for name, value in sample_overrides.items():
+            setattr(cfg.sample, name, _typed(name, value, getattr(cfg.sample, name)))
+        new = copy.copy(self)
+        new.config = cfg.validate().freeze()
+        return new
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, split: str = "test"):
+        """The run's dataset split (loaded once per object). Without the dataset, load your own images with
+        :meth:`load_images` (``paths=[...]``); edits use the reference set stored with the model."""
+        try:
+            return super().dataset(split)
+        except DataError as e:
+            if not self._python_words:
+                raise
+            hint = (" Without the dataset, load your own images with pat.load_images(paths=[...]); edits use the "
+                    "reference set X stored with the model")
+            meta = self._shipped_reference()[0]
+            hint += (f" (n={meta['n']}, seed={meta['seed']}, split={meta['split']})." if meta else ".")
+            raise DataError(_python_words(str(e)) + hint) from None
+
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float32 after checking it is a (B, C, H, W) batch at this model's size, in [-1, 1]."""
+        return super().check_images(x)
+
+    def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """``s`` as a float32 (B, P) tensor after checking its shape (and its B against ``batch``, when given)."""
+        return super().check_s(s, batch)
+
+    @property
+    def num_prototypes(self) -> int:
+        """P, the number of prototypes (the length of s)."""
+        return self.config.prototypes.num_prototypes
+
+    @property
+    def receptive_field(self):
+        """Which pixel box each unit of the prototype layer sees (``.box(row, col)`` of a best-match location)."""
+        return self.model.prototypes.receptive_field
+
+    def shipped_reference_s(self, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor | None:
+        """s (n, P) of the reference set X stored with the model (``reference_s.safetensors``), or None.
+
+        It is used when it is the set asked for (same n, seed, split and dataset, encoded by these very weights)
+        and the dataset it came from is the one configured: with ``data_root`` set, the dataset there is used
+        when it can be read."""
+        meta, s = self._shipped_reference()
+        if meta is None or (meta.get("n"), meta.get("seed"), meta.get("split")) != (n, seed, split):
+            return None
+        d = self.config.data
+        if meta.get("dataset") != d.dataset or meta.get("limit") != d.limit:
+            return None
+        if d.root is not None:
+            try:
+                super().dataset(split)
+                return None  # the configured dataset is readable: X comes from it
+            except DataError:
+                pass
+        return s.clone()
+
+    def _shipped_reference(self) -> tuple[dict | None, torch.Tensor | None]:
+        if self._reference is None:
+            self._reference = (None, None)
+            folder = self.run_dir
+            if folder is not None and (folder / REFERENCE_S_FILE).exists() and (folder / REFERENCE_S_META).exists():
+                meta = json.loads((folder / REFERENCE_S_META).read_text())
+                current = sha256(self.weights_path) if self.weights_path is not None else None
+                if meta.get("weights_sha256") == current:
+                    s = load_weights(folder / REFERENCE_S_FILE)["s"].float()
+                    if s.ndim == 2 and s.shape[1] == self.num_prototypes:
+                        self._reference = (meta, s)
+        return self._reference
+
+    # ------------------------------------------------------------------ cached inversion
+    @property
+    def inversion_cache(self) -> OrderedDict:
+        """x_T of recent inversions, keyed by the images' and s's bytes, the steps and the scheme (shared with
+        :meth:`with_options` copies; :meth:`clear_caches` empties it)."""
+        return self._inversions
+
+    def clear_caches(self) -> None:
+        """Forget cached inversions and dataset encodings (they are only ever valid for these weights)."""
+        self._inversions.clear()
+        self._encodings.clear()
+
+    @torch.no_grad()
+    def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
+               progress: bool = False, callback=None, cache: bool = True) -> torch.Tensor:
+        """Deterministic inversion x_0 -> x_T under the images' own s (or the given s).
+
+        ``sample.inversion=ddim``: x_T is (B, C, H, W); ``edict``: an exact EDICT state (B, 2C, H, W) that
+        :meth:`decode` (with its default sampler) turns back into the images. The result is cached on this model
+        (by the bytes of images and s, the steps and the scheme), so inverting the same images again costs
+        nothing; each call returns its own copy. ``cache=False`` (or a ``callback``) always runs it."""
+        if callback is not None or not cache:
+            return super().invert(images, s, steps, progress=progress, callback=callback)
+        x = self.check_images(images)
+        s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
+        steps = steps or self.config.sample.ddim_steps
+        key = inversion_key(x, s, steps, self.inversion_tag)
+        store = self._inversions
+        if key in store:
+            store.move_to_end(key)
+            return store[key].clone()
+        x_T = super().invert(x, s, steps, progress=progress)
+        store[key] = x_T
+        while len(store) > INVERSION_CACHE_SIZE:
+            store.popitem(last=False)
+        return x_T.clone()
+
+    # ------------------------------------------------------------------ edits
+    def edit(self, images: torch.Tensor, *specs, progress: bool = False, **plan) -> EditResult:
+        """Edit s of every image and decode it again: one result for all edits, decoded in one batch.
+
+        ``specs``: one edited version of every image each, e.g. ``"3=max"`` (s_3 := max of s over the reference
+        set X), ``"3=max,11=0"`` (both at once), ``"7*1.5"``, ``"2+0.5"``, ``"5=q0.9"``, or
+        :class:`~patronus_diffusion.analysis.engine.Edit` objects. ``plan``: other
+        :class:`~patronus_diffusion.analysis.engine.EditPlan` fields (steps, sampler, names, reference,
+        edit_guidance, trace, ...); the unedited reconstruction is decoded too unless ``reconstruction=False``."""
+        if not specs:
+            raise UsageError("give at least one edit, e.g. pat.edit(x, '3=max')")
+        plan.setdefault("reconstruction", True)
+        return run_plan(self, EditPlan(images=images, edits=list(specs), **plan), progress)
+
+    def run(self, plan: EditPlan, progress: bool = False) -> EditResult:
+        """Run any :class:`~patronus_diffusion.analysis.engine.EditPlan` (edits, interpolation, variations,
+        traces) on this model: the images are inverted once (cached), everything is decoded in one batch."""
+        return run_plan(self, plan, progress)
+
     # ------------------------------------------------------------------ the prior over s
     def load_prior(self, prior_dir: str | Path | None = None, required: bool = True):
         """The run's prior over s (``RUN/prior`` or ``prior_dir``); None when absent and not ``required``.
 
-        Warns on stderr when the prior was fitted to the s of other weights (the run was trained further)."""
+        Warns (:class:`StalePriorWarning`) when the prior was fitted to the s of other weights."""
         from ..diffusion.prior import load_prior
         from ..training.prior import PRIOR_WEIGHTS, default_prior_dir, find_prior
 
@@ -69,15 +384,31 @@ class Patronus(PatronusPipeline):
         return prior
 
     def prior_is_stale(self, prior) -> bool:
-        """Warn when the prior was fitted to the s of other weights (e.g. the run was trained further since)."""
+        """True, with a :class:`StalePriorWarning`, when the prior was fitted to the s of other weights (e.g. the
+        run was trained further since)."""
         fitted = prior.meta.get("source", {}).get("weights_sha256")
         try:
             current = sha256(weights_file(self.run_dir, prior.meta.get("source", {}).get("weights", "ema")))
         except Exception:  # noqa: BLE001 - a missing file is reported by the load itself
             return False
         if fitted and fitted != current:
-            print(f"patronus: warning: the prior in {prior.path} was fitted to the s of other weights than "
-                  f"{self.run_dir}'s current ones; retrain it with `patronus train-prior --run {self.run_dir}`",
-                  file=sys.stderr)
+            warnings.warn(f"the prior in {prior.path} was fitted to the s of other weights than {self.run_dir}'s "
+                          f"current ones; retrain it with `patronus train-prior --run {self.run_dir}`",
+                          StalePriorWarning, stacklevel=2)
             return True
         return False
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k].detach().cpu()) for k in a)
+
+
+def _typed(name: str, value, current):
+    """An option value checked against the type of the field it replaces (ints for ints, numbers for floats)."""
+    ok = (isinstance(value, bool) if isinstance(current, bool)
+          else isinstance(value, int) and not isinstance(value, bool) if isinstance(current, int)
+          else isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(current, float)
+          else isinstance(value, str))
+    if not ok:
+        raise UsageError(f"sample option {name} expects a {type(current).__name__}, got {value!r}")
+    return float(value) if isinstance(current, float) else value

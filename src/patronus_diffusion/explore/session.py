@@ -104,9 +104,8 @@ class ExplorerSession:
             mix = 0.6 if steps <= 10 else 0.8
         if not 0 < mix < 1:
             raise UsageError(f"--mix must lie in (0, 1), got {mix}")
-        self.pat = pat
-        pat.config.sample.inversion = inversion
-        pat.config.sample.edict_mix = mix
+        # a copy with the explorer's inversion settings (sharing the weights): the caller's model stays as it was
+        pat = self.pat = pat.with_options(inversion=inversion, edict_mix=mix)
         self.steps = steps
         self.guidance = guidance
         self.prior = prior
