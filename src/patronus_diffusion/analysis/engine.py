@@ -44,13 +44,12 @@ from .editing import (
     resolve_value,
     slerp,
 )
+from .measures import BASELINES, DEFINITIONS as MEASURE_DEFINITIONS
+
 Box = tuple[int, int, int, int]
 
-FAITHFULNESS_DEFINITION = ("rise = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0)) averaged over edited J (1 = exactly "
-                           "the requested change; changes below 1e-3 give null); others = mean over unedited k of "
-                           "|s_k(x_hat) - s_k(x0)|; medians over images")
-
-
+FAITHFULNESS_DEFINITION = {**MEASURE_DEFINITIONS, "baselines": BASELINES}
+"""The one measure of an edit (:mod:`.measures`), quoted by every result that reports it."""
 
 
 # ------------------------------------------------------------------------------ edits
