@@ -23,8 +23,8 @@ cp "$OUT/prior/prior.safetensors" "$OUT/prior/prior.json" "$OUT/prior/prior_log.
 timed explain $P explain --run $R --out "$OUT/explain" --no-progress
 timed quality $P quality --run $R --out "$OUT/quality" --no-progress
 timed reconstruct $P reconstruct --run $R --n 16 --steps 10,20,50,100 --out "$OUT/reconstruct"
-timed edits_eval $P evaluate-edits --run $R --n 16 --out "$OUT/edits_eval" --no-progress
-timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50 --agreement-n 500 --agreement-k 4 \
+timed edits_eval $P evaluate-edits --run $R --n 16 --seed 1 --out "$OUT/edits_eval" --no-progress
+timed agreement  $P evaluate --run $R --modes none --recon-n 16 --recon-steps 50 --agreement-n 500 --agreement-k 4 --seed 1 \
                  --out "$OUT/agreement" --no-progress
 timed fid_cond   $P fid --run $R --mode conditional --n 1000 --out "$OUT/fid_conditional" --no-progress
 timed fid_uncond $P fid --run $R --mode unconditional --n 1000 --out "$OUT/fid_unconditional" --no-progress
