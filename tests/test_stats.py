@@ -47,3 +47,13 @@ def test_two_way_standard_error_counts_the_shared_columns():
     flat = rows + rng.normal(size=(n, k)) * 0.1
     row_se = flat.mean(1).std(ddof=1) / math.sqrt(n)
     assert two_way_standard_error(flat) == pytest.approx(row_se, rel=0.2)
+
+
+def test_a_device_the_machine_lacks_is_a_usage_error():
+    from patronus_diffusion.utils.device import pick_device
+    from patronus_diffusion.utils.errors import UsageError
+
+    assert pick_device("cpu").type == "cpu"
+    for bad in ("nonsense", "cuda:99" if torch.cuda.is_available() else "cuda"):
+        with pytest.raises(UsageError):
+            pick_device(bad)

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from .errors import UsageError
+
 
 def pick_device(name: str | None = "auto") -> torch.device:
     if name in (None, "auto"):
@@ -14,9 +16,17 @@ def pick_device(name: str | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine; use --device cpu "
+                         "(device='cpu' in Python)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise UsageError(f"device {name!r} requested but MPS is not available on this machine; use --device cpu")
     return dev
 
 
