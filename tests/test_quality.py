@@ -377,7 +377,18 @@ def test_cli_diagnose_scan_writes_a_ranked_table(tmp_path, tiny_cfg, capsys):
     assert len(scores) >= 2 and scores == sorted(scores, reverse=True)  # pairs were measured, then ranked
     table = list(csvmod.DictReader(open(out / "scan.csv")))
     assert [(r["a"], r["b"]) for r in table] == [(r["a"], r["b"]) for r in scan["pairs"]]
-    assert "3 pair(s) of 3 attributes" in capsys.readouterr().out
+    assert "3 pair(s) of 3 attributes (shared scan)" in capsys.readouterr().out
+    assert scan["mode"] == "shared" and scan["cost"]["edit_passes"] == 3  # the default: one edit pass per attribute
+    directions = list(csvmod.DictReader(open(out / "scan_directions.csv")))
+    assert len(directions) == 6 and {(r["edited"], r["other"]) for r in directions} == {
+        (a, b) for a in scan["attributes"] for b in scan["attributes"] if a != b}
+    # the pairwise scan is still there, and --attributes picks the attributes a scan measures
+    assert main(["diagnose", "--run", str(tmp_path / "run"), "--scan", "--scan-mode", "pairwise", "--attributes",
+                 "vertical,coin", "--probe-data", str(clean), "--n", "4", "--seeds", "1", "--top-k", "1", "--steps",
+                 "3", "--device", "cpu", "--out", str(tmp_path / "pw"), "--no-progress"]) == 0
+    pw = json.loads((tmp_path / "pw" / "scan.json").read_text())
+    assert pw["mode"] == "pairwise" and [(r["a"], r["b"]) for r in pw["pairs"]] == [("vertical", "coin")]
+    assert "1 pair(s) of 2 attributes (pairwise scan)" in capsys.readouterr().out
     # a bad argument fails once with exit 2; it is not "skipped" pair by pair into a successful exit
     assert main(["diagnose", "--run", str(tmp_path / "run"), "--scan", "--probe-data", str(clean), "--edit-scale",
                  "0", "--device", "cpu", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
@@ -655,6 +666,178 @@ def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_unt
     assert all(r["verdict"] != "shortcut" for r in coin_rows), coin_rows
 
 
+# ----------------------------------------------------------------------------- the shared scan (issue 37, part 4)
+def _clean_cfg(root):
+    from patronus_diffusion.config import DataConfig
+
+    return DataConfig(dataset="folder", root=str(root), image_size=SIZE, channels=1,
+                      attributes_csv=str(root / "attributes.csv"))
+
+
+def add_coin_columns(root, k, seed=5):
+    """Append ``k`` coin-flip columns (coin0, coin1, ...) that no image shows to a planted manifest."""
+    import csv as csvmod
+
+    rows = list(csvmod.DictReader(open(root / "attributes.csv")))
+    rng = np.random.default_rng(seed)
+    for r in rows:
+        r.update({f"coin{c}": str(float(rng.integers(0, 2))) for c in range(k)})
+    with open(root / "attributes.csv", "w", newline="") as f:
+        w = csvmod.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return [f"coin{c}" for c in range(k)]
+
+
+def test_shared_scan_agrees_with_the_pairwise_diagnosis_on_a_planted_coupling(tmp_path, tiny_cfg):
+    """The planted pair ranks first in the shared scan, with the pairwise diagnosis' verdict, sign and deciding
+    direction; every ordered pair gets its own row; the attribute no image shows is never given a verdict; on the
+    uncoupled control the same pair stays below tau."""
+    from itertools import permutations
+
+    from patronus_diffusion.analysis.scan import scan_shared
+    from patronus_diffusion.analysis.shortcut import diagnose
+
+    clean = write_planted(tmp_path / "unbiased", 0.0, coin=True)
+    write_planted(tmp_path / "biased", 1.0, coin=True)
+    names = ["vertical", "mark", "coin"]
+    kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
+    pat = fitted_model(tmp_path / "biased", tiny_cfg)
+    scan = scan_shared(pat, names, _clean_cfg(clean), **kw)
+    pair = diagnose(pat, "vertical", "mark", _clean_cfg(clean), **kw)
+    top = scan["pairs"][0]
+    assert {top["a"], top["b"]} == {"vertical", "mark"}, scan["pairs"]
+    assert top["verdict"] == pair["verdict"] == "shortcut", (top["reason"], pair["reason"])
+    assert np.sign(top["score"]) == np.sign(pair["score"]) and abs(top["score"]) > 0.2
+    assert top["deciding_direction"] == pair["deciding_direction"], (top["reason"], pair["reason"])
+    assert {(d["a"], d["b"]) for d in scan["directions"]} == set(permutations(names, 2))
+    first = scan["directions"][0]
+    assert f"{first['a']} -> {first['b']}" == pair["deciding_direction"] and first["verdict"] == "shortcut"
+    for d in scan["directions"]:  # a probe that cannot read coin leaves every direction touching coin untested
+        if "coin" in (d["a"], d["b"]):
+            assert d["verdict"] == "untested" and any("cannot read coin" in w for w in d["untested_because"]), d
+    assert all(r["verdict"] == "inconclusive" for r in scan["pairs"] if "coin" in (r["a"], r["b"]))
+    assert set(scan["differences_from_pairwise"]) >= {"edited_images", "null_edit", "probe", "clean_data"}
+    json.dumps(scan)  # the report is JSON as it is
+    control = scan_shared(fitted_model(clean, tiny_cfg), names, _clean_cfg(clean), **kw)
+    row = next(r for r in control["pairs"] if {r["a"], r["b"]} == {"vertical", "mark"})
+    assert row["verdict"] in ("no coupling detected", "coupling below tau"), row["reason"]
+    assert -0.2 < row["ci95"][0] <= row["ci95"][1] < 0.2
+
+
+def test_shared_scan_inverts_each_image_once_and_costs_edit_passes_per_attribute(tmp_path, tiny_cfg, monkeypatch):
+    """Counted, not timed: per seed ONE inversion of distinct images and one edit pass per attribute (plus one
+    reconstruction pass); UNet image evaluations at most steps x 4 K n per seed, as the report says; the pairwise
+    scan of the same attributes costs more already at K = 3."""
+    from patronus_diffusion.analysis import scan as S
+    from patronus_diffusion.analysis.shortcut import scan_pairs
+
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    extra = add_coin_columns(clean, 3)
+    n, seeds, steps = 4, 2, 3
+    kw = dict(n_images=n, seeds=seeds, top_k=1, steps=steps, probe_epochs=1, progress=False)
+    calls = {"invert": [], "plans": 0, "picks": []}
+    real_invert, real_plan, real_pick = S.invert_images, S.run_plan, S.cover_pick
+
+    def pick(*a, **k):
+        calls["picks"].append(real_pick(*a, **k))
+        return calls["picks"][-1]
+
+    def invert(p, x, *a, **k):
+        calls["invert"].append(x.clone())
+        return real_invert(p, x, *a, **k)
+
+    def plan(*a, **k):
+        calls["plans"] += 1
+        return real_plan(*a, **k)
+
+    monkeypatch.setattr(S, "invert_images", invert)
+    monkeypatch.setattr(S, "run_plan", plan)
+    monkeypatch.setattr(S, "cover_pick", pick)
+    evals = {}
+    for names in (["vertical", "mark", extra[0]], ["vertical", "mark"] + extra):
+        pat = fitted_model(clean, tiny_cfg)
+        count = [0]
+        pat.model.register_forward_hook(lambda m, inp, out: count.__setitem__(0, count[0] + inp[0].shape[0]))
+        calls["invert"].clear()
+        calls["picks"].clear()
+        calls["plans"] = 0
+        r = S.scan_shared(pat, names, _clean_cfg(clean), **kw)
+        k = len(names)
+        assert len(calls["invert"]) == seeds and calls["plans"] == seeds * (k + 1), calls
+        for s_, x in enumerate(calls["invert"]):  # each picked image once in its seed's inversion
+            picked = calls["picks"][s_ * k:(s_ + 1) * k]
+            assert len(picked) == k and all(len(p) == n for p in picked)
+            assert len(x) == len(set(np.concatenate(picked).tolist())) <= k * n
+        assert r["cost"]["inverted_images"] == sum(len(x) for x in calls["invert"])
+        assert r["cost"]["edit_passes"] == seeds * k and r["cost"]["probes"] == seeds
+        assert count[0] == r["cost"]["unet_image_evaluations"] <= seeds * steps * 4 * k * n, (count, r["cost"])
+        evals[k] = count[0]
+    pat = fitted_model(clean, tiny_cfg)
+    count = [0]
+    pat.model.register_forward_hook(lambda m, inp, out: count.__setitem__(0, count[0] + inp[0].shape[0]))
+    scan_pairs(pat, ["vertical", "mark", extra[0]], _clean_cfg(clean), **kw)
+    assert count[0] > 2 * evals[3], (count, evals)
+
+
+def test_shared_scan_gates_say_why_a_direction_is_untested(tmp_path, tiny_cfg):
+    """The scan's own gates: a pair correlated in the clean data (here the run's own biased data, phi = 1) and
+    edited images that hold too few with or without the other attribute are untested, never 'no coupling'."""
+    from patronus_diffusion.analysis.scan import scan_shared
+
+    write_planted(tmp_path / "biased", 1.0)
+    pat = fitted_model(tmp_path / "biased", tiny_cfg)
+    kw = dict(top_k=1, steps=3, probe_epochs=2, progress=False)
+    r = scan_shared(pat, ["vertical", "mark"], None, n_images=4, seeds=1, **kw)  # no clean data: the run's own
+    (row,) = r["pairs"]
+    assert row["verdict"] == "inconclusive" and row["tested_directions"] == [], row["reason"]
+    assert "correlated in the clean data (phi +1.00" in row["reason"] and "--probe-data" in row["reason"]
+    assert "a rise and a fall of mark can both be seen" in row["reason"], row["reason"]
+    clean = write_planted(tmp_path / "unbiased", 0.0)
+    r = scan_shared(fitted_model(clean, tiny_cfg), ["vertical", "mark"], _clean_cfg(clean), n_images=2, seeds=1,
+                    **kw)  # two images per attribute: one with and one without the other attribute
+    assert all(d["verdict"] == "untested" and any("needs >= 2 of each" in w for w in d["untested_because"])
+               for d in r["directions"]), r["directions"]
+    assert r["pairs"][0]["verdict"] == "inconclusive"
+    with pytest.raises(Exception, match="max_phi"):
+        scan_shared(pat, ["vertical", "mark"], None, max_phi=0, **kw)
+
+
+def test_cover_pick_shows_every_other_attribute_both_ways_and_reuses_images():
+    from patronus_diffusion.analysis.scan import cover_pick
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (200, 3))
+    y[:, 2] = 0
+    y[[5, 50, 150], 2] = 1  # a rare attribute: 3 images show it
+    order = np.empty(200, np.int64)
+    order[rng.permutation(200)] = np.arange(200)
+    pool = np.flatnonzero(y[:, 0] == 0)
+    pick = cover_pick(order, pool, y[:, 1:], 8, 2)
+    assert len(pick) == 8 and set(pick) <= set(pool) and len(set(pick)) == 8
+    rare_in_pool = int(y[pool, 2].sum())
+    assert y[pick, 2].sum() >= min(2, rare_in_pool) and (y[pick, 2] == 0).sum() >= 2
+    assert 2 <= y[pick, 1].sum() <= 6
+    other = cover_pick(order, np.flatnonzero(y[:, 1] == 0), y[:, [0, 2]], 8, 2)
+    assert len(set(pick) & set(other)) >= 2  # one order for all attributes: picks share images (inverted once)
+    assert list(cover_pick(order, pool[:5], y[:, 1:], 8, 2)) == sorted(pool[:5])  # a small pool: all of it
+
+
+def test_decide_is_assess_own_rule():
+    """The scan re-decides a pair after its gates with :func:`decide`; on ungated directions it must give exactly
+    what assess gives (verdict, score, interval, deciding direction, reason)."""
+    from patronus_diffusion.analysis.scan import decide
+
+    cases = [_assess(0.5, -0.8, 0.5, -0.8), _assess(0.5, 0.8, 0.5, -0.8), _assess(0.5, 0.0, 0.0, 0.3),
+             _assess(0.02, 0.0, 0.01, 0.3), _assess(0.8, 0.06, 0.0, 0.0, null_ab=0.06, n=256),
+             _assess(0.8, 0.0, 0.8, 0.0, probe_auroc=(0.99, 0.56))]
+    for r in cases:
+        d = decide(r["directions"])
+        for key in ("verdict", "reason", "deciding_direction", "deciding_direction_key"):
+            assert d[key] == r[key], (key, d[key], r[key])
+        assert d["score"] == pytest.approx(r["score"], nan_ok=True)
+
+
 def test_cli_diagnose_help_states_the_settings_and_bad_values_fail_before_anything_is_written(tiny_run, tmp_path,
                                                                                              capsys):
     from patronus_diffusion.cli.main import main
@@ -664,13 +847,18 @@ def test_cli_diagnose_help_states_the_settings_and_bad_values_fail_before_anythi
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for needle in ("--edit-guidance", "--min-probe-auroc", "no coupling detected", "coupling below tau",
-                   "null edit", "not:A"):
+                   "null edit", "not:A", "--scan-mode {shared,pairwise}", "--max-phi"):
         assert needle in text, needle
+    mode_help = text.rsplit("--scan-mode {shared,pairwise}", 1)[1].split(" --max-phi MAX_PHI", 1)[0]
+    for needle in ("shared (the default)", "about K edit passes", "pairwise: one full diagnosis per pair",
+                   "differs from pairwise in which images are edited"):  # the default, its cost and its price
+        assert needle in mode_help, (needle, mode_help)
     guidance_help = text.rsplit("--edit-guidance EDIT_GUIDANCE", 1)[1].split(" --", 1)[0]
     assert "default 0 is the decoder's own conditional" in guidance_help, guidance_help  # stated and justified
     assert "(default: 0.75)" in text.rsplit("--min-probe-auroc MIN_PROBE_AUROC", 1)[1].split(" --", 1)[0]
     for flag, value, says in (("--edit-guidance", "-1", "edit guidance"), ("--min-probe-auroc", "0.4", "0.5"),
-                              ("--min-probe-auroc", "1.5", "min-probe-auroc"), ("--threshold", "0", "threshold")):
+                              ("--min-probe-auroc", "1.5", "min-probe-auroc"), ("--threshold", "0", "threshold"),
+                              ("--max-phi", "0", "--max-phi")):
         out = tmp_path / f"bad{flag}{value}"
         code = main(["diagnose", "--run", str(tiny_run), "--attributes", "class:0,class:1", flag, value,
                      "--out", str(out), "--no-progress", "--device", "cpu"])

@@ -70,13 +70,30 @@ def register(sub) -> None:
                                    "verdict. Naming A as not:A runs the same intervention and negates the reading: "
                                    "the same verdict with the opposite sign. Writes diagnosis.json (score, leak, "
                                    "null leak with intervals, verdict and reason, evidence per direction, the "
-                                   "settings), effects.csv, rankings.csv and diagnosis.png. --scan diagnoses every "
-                                   "pair of binary attributes instead and ranks them (scan.json, scan.csv).")
+                                   "settings), effects.csv, rankings.csv and diagnosis.png. --scan measures every "
+                                   "pair of binary attributes instead and ranks them (scan.json, scan.csv; see "
+                                   "--scan-mode for how and at what cost).")
     add_run(p)
-    p.add_argument("--attributes", help="A,B (attribute names, NAME=v1+v2, class:c1+c2 or not:SPEC)")
+    p.add_argument("--attributes", help="A,B (attribute names, NAME=v1+v2, class:c1+c2 or not:SPEC); with --scan, "
+                                        "the attributes to scan (two or more; default: every binary column)")
     p.add_argument("--scan", action="store_true",
-                   help="diagnose every pair of the binary attributes (of --probe-data, else the run's data) and "
-                        "rank them by |coupling|; cost: one diagnosis per pair")
+                   help="measure every pair of the binary attributes (of --probe-data, else the run's data) and "
+                        "rank them by |score|, strongest first; every pair gets the diagnosis' score, interval "
+                        "and verdict (and, with --scan-mode shared, every ordered pair its direction's)")
+    p.add_argument("--scan-mode", choices=["shared", "pairwise"], default="shared",
+                   help="shared (the default): each image is inverted once, each attribute edited once (its top "
+                        "prototypes and its null edit) and ONE probe per seed reads all attributes, so K attributes "
+                        "cost about K edit passes (16 attributes: 1/15 of pairwise's UNet passes or less; "
+                        "benchmarks/scan_cost.py) with the same score, interval and four verdicts per pair. It "
+                        "differs from pairwise in which images are edited (picked once per attribute, each other "
+                        "attribute present and absent among them) and in its null edit (the prototypes least "
+                        "associated with all attributes), and it leaves a pair untested where the clean data "
+                        "correlate it (|phi| > --max-phi). pairwise: one full diagnosis per pair, K(K-1)/2 of them: "
+                        "the reference, to confirm a pair, and the way to scan a run's own correlated data without "
+                        "--probe-data (it decorrelates them pair by pair)")
+    p.add_argument("--max-phi", type=float, default=0.2,
+                   help="--scan-mode shared: a pair whose clean training images correlate beyond this |phi| is "
+                        "untested (a prototype of one attribute could rank among the other's)")
     p.add_argument("--probe-data", help="folder of clean images (A and B independent); default: the run's own "
                                         "data subsampled to phi(A, B) = 0")
     p.add_argument("--probe-csv", help="attribute CSV of --probe-data (default: PROBE_DATA/attributes.csv)")
@@ -180,7 +197,14 @@ def cmd_diagnose(args) -> int:
     specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
     if not args.scan and len(specs) != 2:
         raise UsageError(f"--attributes needs exactly two attributes A,B (or pass --scan), got {specs}")
+    if args.scan and len(specs) == 1:
+        raise UsageError(f"--scan --attributes needs two or more attributes (or none: every binary column), got "
+                         f"{specs}")
+    if args.scan and len(set(specs)) != len(specs):
+        raise UsageError(f"--attributes names an attribute twice: {args.attributes}")
     check_settings(**_diagnose_settings(args))  # bad values fail here, before a model loads or a file is written
+    if not 0 < args.max_phi <= 1:
+        raise UsageError(f"--max-phi must lie in (0, 1], got {args.max_phi}")
     pat = _load(args)
     probe_cfg = None
     if args.probe_data:
@@ -225,26 +249,53 @@ def _scan(pat, probe_cfg, args) -> int:
     from ..analysis.shortcut import binary_attributes, scan_pairs
     from ..utils.io import write_json, write_text
 
-    names = binary_attributes(pat, probe_cfg)
+    specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
+    names = specs or binary_attributes(pat, probe_cfg)
     if len(names) < 2:
         raise UsageError(f"--scan needs at least two binary attribute columns; found {names or 'none'}")
-    rows = scan_pairs(pat, names, probe_cfg, progress=not args.no_progress, probe_limit=args.probe_limit,
-                      seed=args.seed, **_diagnose_settings(args))
+    kw = dict(progress=not args.no_progress, probe_limit=args.probe_limit, seed=args.seed, **_diagnose_settings(args))
     out = Path(args.out)
-    write_json(out / "scan.json", {"attributes": names, "pairs": rows, "threshold": args.threshold,
-                                   "edit_guidance": args.edit_guidance, "min_probe_auroc": args.min_probe_auroc,
-                                   "ranking": "by |score| (the deciding direction's signed leak beyond the null "
-                                              "edit's), strongest first"})
+    if args.scan_mode == "shared":
+        from ..analysis.scan import scan_shared
+
+        report = scan_shared(pat, names, probe_cfg, max_phi=args.max_phi, **kw)
+        rows = report["pairs"]
+    else:
+        rows = scan_pairs(pat, names, probe_cfg, **kw)
+        report = {"mode": "pairwise", "attributes": names, "pairs": rows, "threshold": args.threshold,
+                  "edit_guidance": args.edit_guidance, "min_probe_auroc": args.min_probe_auroc,
+                  "cost": {"diagnoses": len(rows), "note": "one full diagnosis per pair"},
+                  "ranking": "by |score| (the deciding direction's signed leak beyond the null edit's and the "
+                             "probe's cross-talk), strongest first"}
+    write_json(out / "scan.json", report)
     num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
     write_text(out / "scan.csv", "a,b,score,ci_low,ci_high,verdict,deciding_direction\n" + "".join(
         f"{r['a']},{r['b']},{num(r['score'])},{num(r['ci95'][0])},{num(r['ci95'][1])},{r['verdict']},"
         f"{r['deciding_direction'] or ''}\n" for r in rows))
+    files = {"ranking": out / "scan.json", "table": out / "scan.csv"}
+    if args.scan_mode == "shared":
+        files["directions"] = out / "scan_directions.csv"
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["edited", "other", "score", "ci_low", "ci_high", "verdict", "leak", "null_leak",
+                    "probe_crosstalk", "own_effect", "edited_images", "edited_with_other", "untested_because"])
+        for d in report["directions"]:
+            w.writerow([d["a"], d["b"], num(d["score"]), num(d["ci95"][0]), num(d["ci95"][1]), d["verdict"],
+                        num(d["leak"]), num(d["null_leak"]), num(d["probe_crosstalk"]), num(d["own_effect"]),
+                        d["edited_images"], d["edited_with_other"], "; ".join(d["untested_because"])])
+        write_text(files["directions"], buf.getvalue())
     for r in rows:
         if r["score"] is None:
             print(f"{r['a']:>16} / {r['b']:<16} skipped: {r['reason']}")
             continue
         print(f"{r['a']:>16} / {r['b']:<16} score {r['score']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] "
               f"{r['verdict']}")
-    print_outputs(f"{len(rows)} pair(s) of {len(names)} attributes", {"ranking": out / "scan.json",
-                                                                     "table": out / "scan.csv"})
+    if args.scan_mode == "shared":
+        c = report["cost"]
+        print(f"cost: {c['inverted_images']} images inverted, {c['edit_passes']} edit passes, {c['probes']} probe(s), "
+              f"{c['unet_image_evaluations']} UNet image evaluations")
+    print_outputs(f"{len(rows)} pair(s) of {len(names)} attributes ({args.scan_mode} scan)", files)
     return 0
