@@ -208,9 +208,9 @@ def test_protodiffusion_api_samples_like_the_guided_loop(pd_cfg, tiny_run):
     assert pd.num_classes == 2 and pd.info()["mode"] == "regular"
     assert pd.class_labels(3).tolist() == [0, 0, 0, 1, 1, 1] and pd.class_labels(3, 4).tolist() == [0, 0, 0, 1]
     y = pd.class_labels(2)
-    a = pd.sample(y, w=1.0, sampler="ddim", steps=3, seed=2)
+    a = pd.sample(y, guidance=1.0, sampler="ddim", steps=3, seed=2)
     assert torch.equal(a, sample_class_guided(pd.model, cfg, y, w=1.0, sampler="ddim", steps=3, seed=2))
-    chunked = pd.sample(y, w=1.0, sampler="ddim", steps=3, seed=2, batch_size=3)
+    chunked = pd.sample(y, guidance=1.0, sampler="ddim", steps=3, seed=2, batch_size=3)
     torch.testing.assert_close(chunked, a, rtol=0, atol=1e-4)  # x_T is drawn before batching
 
 

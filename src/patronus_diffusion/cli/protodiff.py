@@ -242,7 +242,7 @@ def cmd_sample(args) -> int:
     w = cfg.protodiff.guidance if args.w is None else args.w
     sampler, steps = args.sampler or cfg.sample.sampler, args.steps or cfg.sample.steps
     t0 = time.time()
-    imgs = pd.sample(labels, w=w, sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch_size,
+    imgs = pd.sample(labels, guidance=w, sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch_size,
                      progress=True)
     secs = time.time() - t0
     out = Path(args.out)

@@ -385,14 +385,14 @@ def _write_tables(out: Path, rows: list[dict], recon: list[dict]) -> None:
 
 def plot_table(rows: list[dict], path: Path, n: int) -> Path:
     """FID and KID against seconds per image, one line per (mode, sampler), steps annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no backend switch, no pyplot state
+    from matplotlib.figure import Figure
 
     from ..utils.io import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for key in sorted({(r["mode"], r["sampler"]) for r in rows}):
         pts = sorted((r for r in rows if (r["mode"], r["sampler"]) == key), key=lambda r: r["steps"])
         style = "-" if key[0] == "conditional" else "--"
@@ -411,5 +411,4 @@ def plot_table(rows: list[dict], path: Path, n: int) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path

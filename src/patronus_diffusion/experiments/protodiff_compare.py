@@ -170,7 +170,7 @@ def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protoco
     C = pd.num_classes
     labels = pd.class_labels(-(-n_gen // C), n_gen)
     t0 = time.time()
-    imgs = pd.sample(labels, w=protocol["guidance_w"], sampler=protocol["sampler"], steps=protocol["steps"],
+    imgs = pd.sample(labels, guidance=protocol["guidance_w"], sampler=protocol["sampler"], steps=protocol["steps"],
                      seed=protocol["seed"], progress=progress)
     sample_s = time.time() - t0
     acc = float((classifier.predict(imgs) == labels).float().mean())
@@ -556,12 +556,12 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
 
 def plot_curves(means: list[dict], x_key: str, x_label: str, path: Path, scale: float = 1.0) -> Path:
     """FID and the judge's accuracy, mean +- std over seeds (bands), per mode."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no backend switch, no pyplot state
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for mode in dict.fromkeys(r["mode"] for r in means):
         mine = sorted((r for r in means if r["mode"] == mode), key=lambda r: r["step"])
         xs = [r[x_key] * scale for r in mine]
@@ -583,7 +583,6 @@ def plot_curves(means: list[dict], x_key: str, x_label: str, path: Path, scale: 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -617,13 +616,13 @@ def _errorbars(ax, rows: list[dict], x_key: str, y_key: str, lo_key: str, hi_key
 def plot_paired(paired: list[dict], baseline: str, path: Path, saved: list[dict] | None = None) -> Path:
     """Each mode's FID minus the baseline's, paired by seed: mean with its 95 % interval (where >= 2 seeds); with
     ``saved``, a second panel: the steps each mode saves to reach the baseline's FID at each of its steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no backend switch, no pyplot state
+    from matplotlib.figure import Figure
 
     saved = [r for r in saved or [] if r["steps_saved_mean"] is not None]
-    fig, axes = plt.subplots(1, 2 if saved else 1, figsize=(11 if saved else 6, 4), squeeze=False)
+    fig = Figure(figsize=(11 if saved else 6, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if saved else 1, squeeze=False)
     _errorbars(axes[0, 0], paired, "images_seen", "fid_diff_mean", "fid_diff_ci95_low", "fid_diff_ci95_high",
                max(r["images_seen"] for r in paired) or 1)
     axes[0, 0].set_xlabel("training images seen")
@@ -638,7 +637,6 @@ def plot_paired(paired: list[dict], baseline: str, path: Path, saved: list[dict]
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path
 
 
