@@ -79,7 +79,10 @@ def _edits(e: dict, default_w: float) -> dict:
 
 def _steerability(e: dict) -> dict:
     st, settings = e["steerability"], e["settings"]
-    cmd = f"patronus evaluate-edits --run {R} --n {settings['n_images']} --seed {settings['seed']} --steerability"
+    cmd = f"patronus evaluate-edits --run {R} --n {settings['n_images']} --seed {settings['seed']}"
+    if len(settings["prototypes"]) < 30 or settings["strengths"] != [0.25, 0.5, 1.0, 1.5]:  # a steerability-only run
+        cmd += (f" --prototypes {','.join(map(str, settings['prototypes']))} --strengths "
+                f"{','.join(f'{a:g}' for a in settings['strengths'])} --no-realism --edit-guidance 0")
     f = {"steerability.median": st["median"], "steerability.pooled": st["pooled"],
          "steerability.pooled_standard_error": st["pooled_standard_error"], "steerability.n_steered": st["n_steered"],
          "steerability.n_edits": st["n_edits"], "steerability.top_k": st["top_k"],
