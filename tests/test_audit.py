@@ -270,7 +270,7 @@ def test_every_bad_input_is_one_line_exit_2_and_nothing_written(tiny_run, tmp_pa
         (["--classifier", str(good), "--n", "400"], "lower --n"),
         (["--classifier", str(good), "--edit-guidance", "-1"], "edit-guidance"),
         (["--classifier", str(good), "--label", "nonesuch"], "unknown attribute"),
-        (["--classifier", str(good), "--device", "nonesuch"], "--device nonesuch"),
+        (["--classifier", str(good), "--device", "nonesuch"], "unknown device 'nonesuch'"),
         (["--classifier", str(good), "--top-k", "6"], "lower --top-k"),
     ]
     if not torch.cuda.is_available():

@@ -71,15 +71,11 @@ def cmd_audit(args) -> int:
     from ..analysis.audit_models import check_channels, parse_range, parse_size
     from ..api import Patronus
     from ..utils.device import pick_device
-    from ..utils.errors import UsageError
 
     check_settings(args.n, args.steps, args.top_k, args.edit_guidance, args.threshold, args.min_judge_auroc,
                    args.rank_limit)
     parse_range(args.classifier_range), parse_size(args.classifier_size), check_channels(args.classifier_channels)
-    try:  # a device this machine does not have is a bad flag, not a bug
-        device = pick_device(args.device)
-    except RuntimeError as e:
-        raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]}") from None
+    device = pick_device(args.device)  # a device this machine does not have is a UsageError there
     torch.manual_seed(args.seed)
     pat = Patronus.load(args.run, weights=args.weights, device=str(device))
     result = audit(pat, args.classifier, args.attribute, target=args.target, n=args.n, label=args.label,
