@@ -1,6 +1,7 @@
 """ProtoDiffusion: classifier math, class-embedding modes, guidance, prototype files, trainer and CLI."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -63,7 +64,7 @@ def test_distances_and_losses_by_hand():
 
 def test_classifier_logits_are_scaled_negative_distances(pd_cfg):
     cc = pd_cfg.protodiff.classifier
-    cc = type(cc)(**{**cc.__dict__, "scale": 3.0})
+    cc = dataclasses.replace(cc, scale=3.0)
     clf = PrototypeClassifier(1, 3, cc).eval()
     x = torch.randn(4, 1, 16, 16)
     out = clf(x)
