@@ -11,7 +11,9 @@ Reported per scheme:
   so the closest thing to "what this decoder does with that s");
 - change ratio: mean |edited - unedited| over the reference's (1 = as strong as the reference edit; EDICT can
   damp or amplify edits);
-- rise (median over images of the re-encoded change of the edited prototype over the requested change);
+- rise (true median over images of the re-encoded change of the edited prototype over the requested change);
+Every decode runs at --edit-guidance (default 0, the decoder's own response); the images are drawn with --seed
+apart from the reference set X.
 - seconds per image for invert + 3 decodes.
 Writes results/exact_inversion.json and prints a markdown table.
 """
@@ -29,9 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from patronus_diffusion.analysis.editing import clear_inversion_cache, reference_set  # noqa: E402
+from patronus_diffusion.analysis.editing import (  # noqa: E402
+    clear_inversion_cache, fresh_indices, reference_indices, reference_set)
 from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan  # noqa: E402
 from patronus_diffusion.api import Patronus  # noqa: E402
+from patronus_diffusion.evaluation.stats import true_median  # noqa: E402
 from patronus_diffusion.utils.images import psnr  # noqa: E402
 
 SCHEMES = ([("ddim", k, None) for k in (10, 20, 50)] +
@@ -50,13 +54,13 @@ def edits_for(s: torch.Tensor, ref) -> list[Edit]:
     return [Edit.replace(s_low, [0], "top -> q0.01"), Edit.replace(s_high, [0], "next -> max")], top, other
 
 
-def run_scheme(pat, x, edits, inversion, steps, mix):
+def run_scheme(pat, x, edits, inversion, steps, mix, edit_guidance: float = 0.0):
     pat.config.sample.inversion = inversion
     if mix is not None:
         pat.config.sample.edict_mix = mix
     clear_inversion_cache(pat)
     t0 = time.perf_counter()
-    res = run_plan(pat, EditPlan(images=x, edits=edits, steps=steps, reconstruction=True))
+    res = run_plan(pat, EditPlan(images=x, edits=edits, steps=steps, reconstruction=True, edit_guidance=edit_guidance))
     return res, (time.perf_counter() - t0) / x.shape[0]
 
 
@@ -65,7 +69,7 @@ def rise_of(res, k: int, ids: torch.Tensor) -> float:
     before = res.s_reconstruction[rows, ids]
     want = res.s_requested[k][rows, ids]
     got = res.s_after[k][rows, ids]
-    return float(((got - before) / (want - before)).median())
+    return true_median((got - before) / (want - before))
 
 
 def main() -> None:
@@ -74,19 +78,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results/exact_inversion.json")
+    ap.add_argument("--edit-guidance", type=float, default=0.0,
+                    help="edit guidance w of every decode (default 0: the decoder's own response)")
+    ap.add_argument("--seed", type=int, default=1, help="image seed (images drawn apart from the reference set X)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pat = Patronus.load(args.run, device="cpu")
     ref = reference_set(pat, 256, 0)
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(pat.dataset("test")), generator=g)[:args.n].tolist()
+    n_test = len(pat.dataset("test"))
+    idx = fresh_indices(n_test, args.n, args.seed, exclude=reference_indices(n_test, 256, 0))
     x = pat.load_images(indices=idx)
     edits, top, other = edits_for(pat.encode(x).s, ref)
-    reference, _ = run_scheme(pat, x, edits, "ddim", 100, None)
+    reference, _ = run_scheme(pat, x, edits, "ddim", 100, None, args.edit_guidance)
     ref_change = [float((reference.images[k] - reference.reconstruction).abs().mean()) for k in range(2)]
     rows = []
     for inversion, steps, mix in SCHEMES:
-        res, secs = run_scheme(pat, x, edits, inversion, steps, mix)
+        res, secs = run_scheme(pat, x, edits, inversion, steps, mix, args.edit_guidance)
         row = {"inversion": inversion, "steps": steps, "mix": mix,
                "reconstruction_psnr_db": round(float(psnr(res.reconstruction, x).mean()), 1),
                "seconds_per_image": round(secs, 3)}
@@ -98,6 +105,7 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     out = {"run": args.run, "n": args.n, "images": idx, "command": " ".join(sys.argv),
+           "edit_guidance": args.edit_guidance, "rise": "true median over images",
            "reference": {"inversion": "ddim", "steps": 100,
                          "reconstruction_psnr_db": round(float(psnr(reference.reconstruction, x).mean()), 1),
                          "lower_top_rise": round(rise_of(reference, 0, top), 4),

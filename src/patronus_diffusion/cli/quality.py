@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -140,7 +142,7 @@ def cmd_quality(args) -> int:
     pat = _load(args)
     ds = None
     if args.data_root or args.attributes_csv:
-        cfg = DataConfig(**{**pat.config.data.__dict__})
+        cfg = dataclasses.replace(pat.config.data)  # an editable copy (a loaded config may be frozen)
         if args.data_root:
             cfg.root = args.data_root
         if args.attributes_csv:
@@ -211,8 +213,8 @@ def cmd_diagnose(args) -> int:
         csv = args.probe_csv or str(Path(args.probe_data) / "attributes.csv")
         if not Path(csv).exists():
             raise FileNotFoundError(f"no attribute CSV {csv}; pass --probe-csv")
-        probe_cfg = DataConfig(**{**pat.config.data.__dict__, "dataset": "folder", "root": args.probe_data,
-                                  "attributes_csv": csv, "limit": None})
+        probe_cfg = dataclasses.replace(pat.config.data, dataset="folder", root=args.probe_data, attributes_csv=csv,
+                                        limit=None)
     if args.scan:
         return _scan(pat, probe_cfg, args)
     report = diagnose(pat, specs[0], specs[1], probe_cfg, probe_limit=args.probe_limit, seed=args.seed,

@@ -25,6 +25,8 @@ match what ``benchmark.json`` recorded (else the stored evaluations would mean s
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import time
@@ -247,10 +249,8 @@ def train_point(spec: BenchmarkSpec, data: Path, run_dir: Path, seed: int, devic
 
 # ----------------------------------------------------------------------------- the study
 def _clean_cfg(pat, clean: Path):
-    from ..config import DataConfig
-
-    return DataConfig(**{**pat.config.data.__dict__, "dataset": "folder", "root": str(clean),
-                         "attributes_csv": str(clean / "attributes.csv"), "limit": None})
+    return dataclasses.replace(pat.config.data, dataset="folder", root=str(clean),
+                               attributes_csv=str(clean / "attributes.csv"), limit=None)
 
 
 def _judges(spec: BenchmarkSpec, out: Path, kind: str, probe_cfg) -> dict:
