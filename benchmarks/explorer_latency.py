@@ -65,7 +65,9 @@ def model_side(pat, updates: int) -> list[dict]:
                 t0 = time.perf_counter()
                 sess.render(picked["key"], s, seq=k + 1)
                 times.append(time.perf_counter() - t0)
-        rows.append({"inversion": inversion, "steps": steps, "network_calls": steps * (2 if inversion == "edict" else 1),
+        w = float(getattr(pat.config.sample, "edit_guidance", 0.0) or 0.0)  # an edited row: eps(s') and eps(s)
+        rows.append({"inversion": inversion, "steps": steps,
+                     "network_calls": steps * (2 if inversion == "edict" else 1) * (2 if w else 1), "edit_guidance": w,
                      "median_s": round(statistics.median(times), 3),
                      "p90_s": round(sorted(times)[int(0.9 * (len(times) - 1))], 3),
                      "unedited_psnr_db": round(statistics.mean(quality), 2), "updates": len(times)})
