@@ -374,23 +374,17 @@ class EditResult:
 
     def to_pil(self, upscale: int = 2):
         """One PIL image: a row per input image, columns input | reconstruction (when decoded) | each edit."""
-        from PIL import Image
-
-        from ..utils.images import make_grid
+        from ..utils.images import grid_image
 
         cols = [self.x0[None]] + ([self.reconstruction[None]] if self.reconstruction is not None else [])
         cols.append(self.images)
         grid = torch.cat(cols).transpose(0, 1).reshape(-1, *self.x0.shape[1:])
-        arr = make_grid(grid, nrow=sum(c.shape[0] for c in cols))
-        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-        return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+        return grid_image(grid, nrow=sum(c.shape[0] for c in cols), upscale=upscale)
 
     def _repr_png_(self) -> bytes:
-        import io
+        from ..utils.images import png_bytes
 
-        buf = io.BytesIO()
-        self.to_pil().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.to_pil())
 
     def meta(self, **more) -> dict:
         """The provenance every result file starts with: run, images, seed, steps, sampler, reference set X."""

@@ -49,8 +49,9 @@ from ..utils.errors import UsageError
 from .editing import Inverted, invert_images
 from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
-from .shortcut import (VERDICTS, assess, check_settings, matched_null_targets, probe_probabilities, split_negation,
+from .shortcut import (assess, check_settings, matched_null_targets, probe_probabilities, split_negation,
                        train_probe, DEFAULT_EDIT_GUIDANCE, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD)
+from .shortcut import decide as pair_decision
 
 DEFAULT_MAX_PHI = 0.2
 MIN_PER_SIDE = 2
@@ -116,28 +117,12 @@ def null_for(auc: np.ndarray, exclude, k: int) -> list[tuple[int, float]]:
 
 
 def decide(dirs: dict) -> dict:
-    """The model verdict of a pair from its two directions, by :func:`~.shortcut.assess`'s own rule (the first of
-    shortcut, inconclusive, coupling below tau, no coupling detected that a tested direction has; inconclusive when
-    none is tested): used again after the scan's gates leave a direction untested."""
-    tested = [d for d in dirs.values() if d["tested"]]
-    if not tested:
-        why = "; ".join(f"{d['edited']} -> {d['other']}: {d['why']}" for d in dirs.values())
-        return {"verdict": "inconclusive", "reason": f"no direction is tested ({why})", "score": float("nan"),
-                "ci95": [float("nan")] * 2, "deciding_direction": None, "deciding_direction_key": None}
-    v = min((d["verdict"] for d in tested), key=VERDICTS.index)
-    deciding = max((d for d in tested if d["verdict"] == v),
-                   key=lambda d: abs(d["score"]) if np.isfinite(d["score"]) else -1.0)
-    why = f"{deciding['says']}: {deciding['why']} ({deciding['detail']})"
-    for d in dirs.values():
-        if d is deciding:
-            continue
-        if d["tested"]:
-            why += f"; the other direction: {d['says']}, [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}], {d['verdict']}"
-        else:
-            why += f"; only {deciding['edited']} -> {deciding['other']} is tested ({d['why']})"
-    key = next(k for k, d in dirs.items() if d is deciding)
-    return {"verdict": v, "reason": why, "score": deciding["score"], "ci95": deciding["ci95"],
-            "deciding_direction": f"{deciding['edited']} -> {deciding['other']}", "deciding_direction_key": key}
+    """The model verdict of a pair from its two directions, by the diagnosis' own rule (:func:`~.shortcut.decide`),
+    without the bootstrap spread the scan does not report: used again after the scan's gates leave a direction
+    untested."""
+    out = pair_decision(dirs)
+    out.pop("bootstrap_std", None)
+    return out
 
 
 def _gate(d: dict, failures: list[str]) -> None:

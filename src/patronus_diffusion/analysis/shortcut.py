@@ -439,12 +439,19 @@ def assess(effects_a: dict[str, np.ndarray], effects_b: dict[str, np.ndarray], t
                      "probe_crosstalk": xt[0], "probe_crosstalk_ci95": list(xt[1:3]),
                      "score": score, "ci95": [lo, hi], "bootstrap_std": sd, "tested": tested,
                      "untested_because": failed, "verdict": v, "why": why, "says": says, "detail": detail}
+    return {**decide(dirs), "directions": dirs}
+
+
+def decide(dirs: dict) -> dict:
+    """The verdict of a pair from its directions (each with ``tested``, ``verdict``, ``score``, ``ci95``, ...): the
+    first of :data:`VERDICTS` that a tested direction has, decided by the largest |score| among those; inconclusive,
+    with every direction's reason, when none is tested. The shared scan uses it again after its gates."""
     tested = [d for d in dirs.values() if d["tested"]]
     if not tested:
         why = "; ".join(f"{d['edited']} -> {d['other']}: {d['why']}" for d in dirs.values())
         return {"verdict": "inconclusive", "reason": f"no direction is tested ({why})", "score": float("nan"),
-                "ci95": [float("nan")] * 2, "bootstrap_std": float("nan"), "directions": dirs,
-                "deciding_direction": None, "deciding_direction_key": None}
+                "ci95": [float("nan")] * 2, "bootstrap_std": float("nan"), "deciding_direction": None,
+                "deciding_direction_key": None}
     v = min((d["verdict"] for d in tested), key=VERDICTS.index)
     deciding = max((d for d in tested if d["verdict"] == v),
                    key=lambda d: abs(d["score"]) if np.isfinite(d["score"]) else -1.0)
@@ -459,7 +466,7 @@ def assess(effects_a: dict[str, np.ndarray], effects_b: dict[str, np.ndarray], t
             why += f"; only {deciding['edited']} -> {deciding['other']} is tested ({d['why']})"
     key = next(k for k, d in dirs.items() if d is deciding)
     return {"verdict": v, "reason": why, "score": deciding["score"], "ci95": deciding["ci95"],
-            "bootstrap_std": deciding["bootstrap_std"], "directions": dirs,
+            "bootstrap_std": deciding.get("bootstrap_std", float("nan")),
             "deciding_direction": f"{deciding['edited']} -> {deciding['other']}", "deciding_direction_key": key}
 
 

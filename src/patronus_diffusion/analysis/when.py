@@ -152,21 +152,15 @@ class WhenReport:
 
     def to_pil(self, upscale: int = 2):
         """The final images as a PIL grid: a row per image, columns unedited | +p_J for each traced prototype."""
-        from PIL import Image
-
-        from ..utils.images import make_grid
+        from ..utils.images import grid_image
 
         final = self.emergence.final  # (1 + K, B, C, H, W)
-        arr = make_grid(final.transpose(0, 1).reshape(-1, *final.shape[2:]), nrow=final.shape[0])
-        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-        return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+        return grid_image(final.transpose(0, 1).reshape(-1, *final.shape[2:]), nrow=final.shape[0], upscale=upscale)
 
     def _repr_png_(self) -> bytes:
-        import io
+        from ..utils.images import png_bytes
 
-        buf = io.BytesIO()
-        self.to_pil().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.to_pil())
 
     def summary(self) -> list[dict]:
         return emergence_summary(self.emergence)

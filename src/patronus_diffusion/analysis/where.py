@@ -160,11 +160,9 @@ class WhereReport:
         return figure_image(panels_figure(rows, cell=1.6))
 
     def _repr_png_(self) -> bytes:
-        import io
+        from ..utils.images import png_bytes
 
-        buf = io.BytesIO()
-        self.to_pil().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.to_pil())
 
     def write(self, out_dir) -> dict:
         """where.png (maps over the images, best patch boxed), boxes.csv, maps.npz (float32), where.json."""

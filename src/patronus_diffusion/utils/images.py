@@ -75,3 +75,17 @@ def png_uri(images: torch.Tensor, upscale: int = 2) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def grid_image(x: torch.Tensor, nrow: int, upscale: int = 1) -> Image.Image:
+    """Images (N, C, H, W) in [-1, 1] as one PIL grid of ``nrow`` columns, enlarged ``upscale`` times (nearest)."""
+    arr = make_grid(x, nrow=nrow)
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """A PIL image as PNG bytes (what a notebook's ``_repr_png_`` returns)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
