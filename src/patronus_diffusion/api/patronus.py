@@ -259,24 +259,6 @@ class Patronus(PatronusPipeline):
             hint += (f" (n={meta['n']}, seed={meta['seed']}, split={meta['split']})." if meta else ".")
             raise DataError(_python_words(str(e)) + hint) from None
 
-    def check_images(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as float32 after checking it is a (B, C, H, W) batch at this model's size, in [-1, 1]."""
-        return super().check_images(x)
-
-    def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-        """``s`` as a float32 (B, P) tensor after checking its shape (and its B against ``batch``, when given)."""
-        return super().check_s(s, batch)
-
-    @property
-    def num_prototypes(self) -> int:
-        """P, the number of prototypes (the length of s)."""
-        return self.config.prototypes.num_prototypes
-
-    @property
-    def receptive_field(self):
-        """Which pixel box each unit of the prototype layer sees (``.box(row, col)`` of a best-match location)."""
-        return self.model.prototypes.receptive_field
-
     def shipped_reference_s(self, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor | None:
         """s (n, P) of the reference set X stored with the model (``reference_s.safetensors``), or None.
 

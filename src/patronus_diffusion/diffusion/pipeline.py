@@ -48,14 +48,17 @@ class PatronusPipeline:
 
     @property
     def num_prototypes(self) -> int:
+        """P, the number of prototypes (the length of s)."""
         return self.config.prototypes.num_prototypes
 
     @property
     def receptive_field(self):
+        """Which pixel box each unit of the prototype layer sees (``.box(row, col)`` of a best-match location)."""
         return self.model.prototypes.receptive_field
 
     # ------------------------------------------------------------------ images in
     def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float32 after checking it is a (B, C, H, W) batch at this model's size, in [-1, 1]."""
         d = self.config.data
         want = (d.channels, d.image_size, d.image_size)
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
@@ -160,6 +163,7 @@ class PatronusPipeline:
         return fn
 
     def check_s(self, s: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """``s`` as a float32 (B, P) tensor after checking its shape (and its B against ``batch``, when given)."""
         s = torch.as_tensor(s, dtype=torch.float32)
         if s.ndim != 2 or s.shape[1] != self.num_prototypes or (batch is not None and s.shape[0] != batch):
             raise UsageError(f"s must have shape ({batch if batch is not None else 'B'}, {self.num_prototypes}), "
