@@ -374,6 +374,9 @@ def test_evaluate_edits_decodes_the_headline_unguided(tiny_run, monkeypatch):
                                                   steps=2, edit_guidance=1.5, kinds=("own_max",)))
     assert seen == [(0, 0.0), (2, 0.0), (2, 1.5)]
     assert ev.amplified_w == 1.5 and ev.summary()["settings"]["edit_guidance"] == 0.0
+    text = repr(ev)  # a notebook shows the result: one short line, and its figure
+    assert len(text) <= 200 and "\n" not in text and "amplified w=1.5" in text
+    assert ev._repr_png_().startswith(b"\x89PNG") and ev.to_pil().size[0] > 100
 
 
 def test_evaluate_edits_images_never_come_from_the_reference_set(tiny_run):

@@ -56,7 +56,7 @@ from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .editing import Reference
 from .engine import Box, Edit, EditPlan, EditResult, run_plan
-from .figures import Panel, save_panels, short_name
+from .figures import Panel, panels_figure, save_figure, short_name
 from .measures import (DEFINITIONS as MEASURES, LOW_RISE, MIN_CHANGE, MIN_RISE_FOR_LEAK, N_BOOT, edit_rise, off_target,
                        row_numbers)
 from .tables import write_csv
@@ -353,12 +353,34 @@ class EditEvaluation:
         self.figure(out / "edits_eval.png")
         return {"results": out / "edits_eval.json", "table": out / "edits_eval.csv", "figure": out / "edits_eval.png"}
 
-    def figure(self, path: Path, n_images: int = 4, per_row: int = 15, n_strips: int = 4) -> Path:
+    def __repr__(self) -> str:
+        s = self.summary()
+
+        def num(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        return (f"EditEvaluation({len(self.prototypes)} prototypes x {s['n_images']} images, w = 0: rise "
+                f"{num(s['median_rise'])}, off-target {num(s['median_off_target'])}, leak/rise "
+                f"{num(s['leak_per_rise'])}" + (f"; amplified w={self.amplified_w:g}" if self.amplified else "") + ")")
+
+    def to_pil(self):
+        """edits_eval.png as a PIL image (:meth:`figure`)."""
+        from .figures import figure_image
+
+        return figure_image(self.figure())
+
+    def _repr_png_(self) -> bytes:
+        from ..utils.images import png_bytes
+
+        return png_bytes(self.to_pil())
+
+    def figure(self, path: Path | None = None, n_images: int = 4, per_row: int = 15, n_strips: int = 4):
         """What the numbers mean, to look at: per image (up to ``n_images``) its reconstruction and every
         prototype raised to its own max at the headline strength (``per_row`` prototypes a row, red box = the
         best patch of p_J in the edit, title = s_J reached / asked); then, for the first image, strength strips
         of the ``n_strips`` prototypes with the largest median rise; below, median rise per prototype
-        (bars: rise and off-target at the headline; or rise vs strength when several strengths ran)."""
+        (bars: rise and off-target at the headline; or rise vs strength when several strengths ran). Saved to
+        ``path`` (returned) when given, else returned as a matplotlib Figure."""
         r, base, h = self.result, self.base, self.headline
         rows, labels = [], []
         for i in range(min(n_images, len(r.names))):
@@ -410,11 +432,12 @@ class EditEvaluation:
             ax.grid(alpha=0.3, axis="y")
             ax.legend(fontsize=7)
 
-        return save_panels(rows, path, row_labels=labels, cell=1.15, plot=curves if len(self.strengths) > 1 else bars,
-                           title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
-                                 "decoded unguided (w = 0) from the inverted x_T; "
-                                 f"first rows: every prototype at strength {self.strengths[h]:g}; "
-                                 "red box = best patch of p_J; title = s_J reached (asked)")
+        fig = panels_figure(rows, row_labels=labels, cell=1.15, plot=curves if len(self.strengths) > 1 else bars,
+                            title="edit evaluation: s_J := s_J(recon) + strength x (own max over X - s_J(recon)), "
+                                  "decoded unguided (w = 0) from the inverted x_T; "
+                                  f"first rows: every prototype at strength {self.strengths[h]:g}; "
+                                  "red box = best patch of p_J; title = s_J reached (asked)")
+        return fig if path is None else save_figure(fig, path)
 
 
 def evaluate_edits(pat, plan: EvaluationPlan, progress: bool = False) -> EditEvaluation:
