@@ -50,3 +50,6 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     assert "prototype cards" in capsys.readouterr().out
     assert "class agreement 0.353</b> &plusmn; 0.041" in page and "FID 81.10 (N=500)" in page  # from --results
     assert "0.760 on these source images" in page
+    # every figure a labelled value: no raw JSON objects in the visible page (the data block at the end aside)
+    visible = page.split("<script")[0]
+    assert not re.search(r"\{&quot;|\{\"", visible), "raw JSON in the page"

@@ -295,6 +295,21 @@ def _fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def _labelled(v, digits: int = 3) -> str:
+    """A value as words a reader can read (HTML-escaped): a dict as "key value; ...", with a mean and std as
+    "mean ± std" and other lists as comma-separated values, numbers to ``digits`` decimals; never raw JSON."""
+    if isinstance(v, dict):
+        parts = []
+        if "mean" in v and "std" in v:
+            parts.append(f"{_fmt(v['mean'], digits)} &plusmn; {_fmt(v['std'], digits)}")
+            v = {k: x for k, x in v.items() if k not in ("mean", "std")}
+        parts += [f"{html.escape(str(k).replace('_', ' '))} {_labelled(x, digits)}" for k, x in v.items()]
+        return "; ".join(parts) or "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_labelled(x, digits) for x in v) or "none"
+    return _fmt(v, digits)
+
+
 def _card_html(p: dict) -> str:
     flags = []
     if p["dead"]:
@@ -330,8 +345,8 @@ def _card_html(p: dict) -> str:
 
 def render_html(rep: ModelReport) -> str:
     c, q, prov = rep.card, rep.quality, rep.provenance
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v) if not isinstance(v, dict) else html.escape(json.dumps(v))}"
-                   f"</td></tr>" for k, v in c.items() if k not in ("earlier_results",))
+    rows = "".join(f"<tr><th>{html.escape(k.replace('_', ' '))}</th><td>{_labelled(v)}</td></tr>"
+                   for k, v in c.items() if k not in ("earlier_results",))
     fids = "".join(f"<li>{html.escape(f['protocol_line'] or str(f['fid']))} <span class='muted'>"
                    f"({html.escape(f['file'])})</span></li>" for f in c["earlier_results"]["fid"])
     agree = "".join(f"<li><b>class agreement {a['agreement']:.3f}</b>"
@@ -354,20 +369,20 @@ def render_html(rep: ModelReport) -> str:
 <style>{CSS}</style></head><body>
 <h1>Patronus model report</h1>
 <p class="muted">made by <code>{html.escape(prov['command'])}</code> on {html.escape(prov['made'])}, in
-{prov['timings']['total_seconds']} s; budget {html.escape(json.dumps(prov['budget']))}.
+{prov['timings']['total_seconds']} s; budget: {_labelled(prov['budget'])}.
 Emergence curves: {html.escape(prov['emergence'])}.</p>
 <h2>Model card</h2><table>{rows}</table>{curve}
 <h3>FID / KID and class agreement from earlier result files</h3><ul>{fids + agree or "<li class='muted'>none given (pass --results DIR with `patronus fid` / `patronus evaluate` output)</li>"}</ul>
 <h2>Quality</h2><p class="muted">linear probes on s ({q['n_images'] if q else 0} training images), TAD,
 redundancy and dead prototypes (<code>patronus quality</code> with the report's budget)</p>
 <table><tr><th>target</th><th>metric</th><th>value</th></tr>{probes}</table>
-<p>TAD {html.escape(json.dumps(q['tad'] if q else None))}; cosine-redundant pairs {q['cosine_pairs'] if q else 'n/a'};
-s-correlated pairs {q['s_correlated_pairs'] if q else 'n/a'}; dead {html.escape(json.dumps(q['dead'] if q else {}))};
-decoder's use of s {html.escape(json.dumps(q.get('decoder_use_of_s') if q else None))}</p>
+<p>TAD {_labelled(q['tad'] if q else None)}; cosine-redundant pairs {q['cosine_pairs'] if q else 'n/a'};
+s-correlated pairs {q['s_correlated_pairs'] if q else 'n/a'}; dead prototypes: {_labelled(q['dead'] if q else {})};
+decoder's use of s: {_labelled(q.get('decoder_use_of_s') if q else None)}</p>
 <h3>Shortcut diagnosis</h3><ul>{diags or "<li class='muted'>none given (pass --results DIR with a diagnosis.json)</li>"}</ul>
 <h2>Prototypes</h2>
 <p class="muted">edits: <code>patronus evaluate-edits</code> on the images {html.escape(', '.join(prov['edit_images']))};
-reference set X: {html.escape(json.dumps(prov['reference']))}</p>
+reference set X: {_labelled(prov['reference'])}</p>
 <div class="controls">sort by <button onclick="sortCards('rise')">rise</button>
 <button onclick="sortCards('mean')">mean s</button><button onclick="sortCards('top')">top fraction</button>
 <button onclick="sortCards('auroc')">AUROC</button>
