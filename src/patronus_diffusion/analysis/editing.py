@@ -13,8 +13,7 @@ reference set X of images (the reference draws it from one unseeded batch; here 
 This module holds the pieces every edit shares: the inversion (cached per model object, see
 :func:`invert_images`), edits of s and their specs (``3=max``, ``5*2``, ``q0.9``), the reference set
 X and the faithfulness measure. Decoding lives in the edit engine, :mod:`.engine` (one plan -> one
-batched run -> one result); ``decode_edit``, ``decode_many``, ``run_edits``, ``interpolate``,
-``variations`` and ``EditOutcome`` stay importable from here and are the engine's.
+batched run -> one result), which imports from here and never the other way round.
 """
 
 from __future__ import annotations
@@ -329,15 +328,3 @@ def lerp_s(s_a: torch.Tensor, s_b: torch.Tensor, alpha: float) -> torch.Tensor:
     """(1 - alpha) s_A + alpha s_B, with exact endpoints (no rounding at alpha = 0 or 1)."""
     a = float(alpha)
     return s_a.clone() if a == 0 else s_b.clone() if a == 1 else (1 - a) * s_a + a * s_b
-
-
-# ------------------------------------------------------------------------------ the engine's, importable from here
-_ENGINE_NAMES = ("EditOutcome", "decode_edit", "decode_many", "run_edits", "interpolate", "variations")
-
-
-def __getattr__(name: str):
-    if name in _ENGINE_NAMES:
-        from . import engine
-
-        return getattr(engine, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -187,6 +187,7 @@ class EditEvaluation:
     seconds: float
     index: dict = field(default_factory=dict)
     """(prototype position, kind position, strength position) -> edit index in ``result``, for the run ones."""
+    _rows: dict = field(default_factory=dict)  # row numbers already computed (:meth:`_numbers`)
     realism: dict | None = None
     """KID of the headline edits and of the reconstructions against real images at matched N, when measured
     (:func:`.edit_judges.measure_realism`): a rise bought with artefacts shows here."""
@@ -248,19 +249,23 @@ class EditEvaluation:
             out.append(rec | {"sweep": self.sweep(a)})
         return out
 
+    def _numbers(self, key, rise: torch.Tensor, off: torch.Tensor) -> dict:
+        """:func:`~.measures.row_numbers` of a row, slow prototypes named by id; computed once (bootstraps)."""
+        if key not in self._rows:
+            row = row_numbers(rise, off, self.plan.seed)
+            row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]
+            self._rows[key] = row
+        return dict(self._rows[key])
+
     def _row(self, k: int) -> dict:
-        h = self.headline
-        row = row_numbers(self.rise[:, k, h], self.off_target[:, k, h], self.plan.seed)
-        row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]
-        return row
+        return self._numbers(k, self.rise[:, k, self.headline], self.off_target[:, k, self.headline])
 
     def amplified_row(self) -> dict | None:
         """The guided row: its numbers, the effective request (1 + w) and the rise per effective request."""
         if self.amplified is None:
             return None
         w = self.amplified_w
-        row = row_numbers(self.amplified_rise, self.amplified_off_target, self.plan.seed)
-        row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]
+        row = self._numbers(("amplified", w), self.amplified_rise, self.amplified_off_target)
         rise = row["median_rise"]
         return {"edit_guidance": w, "target": "own_max", "strength": self.strengths[self.headline],
                 "effective_request": round(1 + w, 4),

@@ -249,7 +249,8 @@ def _ci(pair) -> str:
 
 def _scan(pat, probe_cfg, args) -> int:
     from ..analysis.shortcut import binary_attributes, scan_pairs
-    from ..utils.io import write_json, write_text
+    from ..analysis.tables import write_csv
+    from ..utils.io import write_json
 
     specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
     names = specs or binary_attributes(pat, probe_cfg)
@@ -271,24 +272,18 @@ def _scan(pat, probe_cfg, args) -> int:
                              "probe's cross-talk), strongest first"}
     write_json(out / "scan.json", report)
     num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
-    write_text(out / "scan.csv", "a,b,score,ci_low,ci_high,verdict,deciding_direction\n" + "".join(
-        f"{r['a']},{r['b']},{num(r['score'])},{num(r['ci95'][0])},{num(r['ci95'][1])},{r['verdict']},"
-        f"{r['deciding_direction'] or ''}\n" for r in rows))
-    files = {"ranking": out / "scan.json", "table": out / "scan.csv"}
+    files = {"ranking": out / "scan.json", "table": write_csv(
+        out / "scan.csv", ["a", "b", "score", "ci_low", "ci_high", "verdict", "deciding_direction"],
+        [[r["a"], r["b"], num(r["score"]), num(r["ci95"][0]), num(r["ci95"][1]), r["verdict"],
+          r["deciding_direction"] or ""] for r in rows])}
     if args.scan_mode == "shared":
-        files["directions"] = out / "scan_directions.csv"
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["edited", "other", "score", "ci_low", "ci_high", "verdict", "leak", "null_leak",
-                    "probe_crosstalk", "own_effect", "edited_images", "edited_with_other", "untested_because"])
-        for d in report["directions"]:
-            w.writerow([d["a"], d["b"], num(d["score"]), num(d["ci95"][0]), num(d["ci95"][1]), d["verdict"],
-                        num(d["leak"]), num(d["null_leak"]), num(d["probe_crosstalk"]), num(d["own_effect"]),
-                        d["edited_images"], d["edited_with_other"], "; ".join(d["untested_because"])])
-        write_text(files["directions"], buf.getvalue())
+        files["directions"] = write_csv(
+            out / "scan_directions.csv",
+            ["edited", "other", "score", "ci_low", "ci_high", "verdict", "leak", "null_leak", "probe_crosstalk",
+             "own_effect", "edited_images", "edited_with_other", "untested_because"],
+            [[d["a"], d["b"], num(d["score"]), num(d["ci95"][0]), num(d["ci95"][1]), d["verdict"], num(d["leak"]),
+              num(d["null_leak"]), num(d["probe_crosstalk"]), num(d["own_effect"]), d["edited_images"],
+              d["edited_with_other"], "; ".join(d["untested_because"])] for d in report["directions"]])
     for r in rows:
         if r["score"] is None:
             print(f"{r['a']:>16} / {r['b']:<16} skipped: {r['reason']}")
