@@ -153,7 +153,7 @@ def tiny_command(idx_root, out, *extra):
             "--marks", "patch", "--strengths", "0,1", "--train-seeds", "1", "--seeded-strengths", "",
             "--n-train", "96", "--n-test", "32", "--train-steps", "4", "--n", "4", "--seeds", "1", "--top-k", "1",
             "--steps", "3", "--probe-limit", "96", "--probe-epochs", "2", "--steer-n", "4", "--judge-epochs", "30",
-            "--device", "cpu", "--no-progress", *extra]
+            "--scan", "pairwise", "--device", "cpu", "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +271,15 @@ def test_record_is_labelled_a_tiny_smoke_record_not_results():
 @pytest.mark.parametrize("name", rep.TABLES)
 def test_record_tables_are_rewritten_byte_for_byte(rewritten, name):
     assert (rewritten / name).read_text() == (RECORD / name).read_text()
+
+
+def test_the_documented_pilot_command_parses_with_the_default_seeded_strengths():
+    """The pilot of docs/diagnose_benchmark.md plants rho in {0, 1}: the seeded strengths default to those planted."""
+    from patronus_diffusion.cli.benchmark import spec_from_args
+    from patronus_diffusion.cli.main import build_parser
+
+    args = build_parser().parse_args(["diagnose-benchmark", "--marks", "patch", "--strengths", "0,1",
+                                      "--train-seeds", "1"])
+    assert spec_from_args(args).seeded_strengths == [0.0]
+    args = build_parser().parse_args(["diagnose-benchmark"])
+    assert spec_from_args(args).seeded_strengths == [0.0, 0.5, 0.75]

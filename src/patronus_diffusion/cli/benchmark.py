@@ -31,8 +31,9 @@ def register(sub) -> None:
     g.add_argument("--strengths", default=",".join(f"{r:g}" for r in DEFAULT_STRENGTHS),
                    help="planted strengths rho = phi(A, mark), comma-separated, each in [-1, 1]")
     g.add_argument("--train-seeds", type=int, default=2, help="training seeds at each of --seeded-strengths")
-    g.add_argument("--seeded-strengths", default=",".join(f"{r:g}" for r in DEFAULT_SEEDED),
-                   help="the strengths that get --train-seeds seeds (the others one)")
+    g.add_argument("--seeded-strengths", default=None,
+                   help="the strengths that get --train-seeds seeds (the others one) (default: those of "
+                        f"{','.join(f'{r:g}' for r in DEFAULT_SEEDED)} among --strengths)")
     g.add_argument("--first-train-seed", type=int, default=0,
                    help="training seeds are this, this + 1, ...: pilot on one seed, report on others")
     g.add_argument("--a-name", default="footwear", help="the name of attribute A (a set of classes)")
@@ -60,9 +61,10 @@ def register(sub) -> None:
     g.add_argument("--edit-guidance", type=float, default=D["edit_guidance"], help="edit guidance weight w")
     g.add_argument("--probe-limit", type=int, default=D["probe_limit"], help="clean images per split for ranking")
     g.add_argument("--probe-epochs", type=int, default=D["probe_epochs"], help="epochs of the diagnosis' probe")
-    g.add_argument("--scan", choices=["pairwise", "shared"], default="pairwise",
-                   help="the scan of every attribute pair: pairwise (one diagnosis per pair, as `diagnose --scan`) or "
-                        "shared (about one edit pass per attribute; needs analysis/scan.py, issue 37 part 4)")
+    g.add_argument("--scan", choices=["pairwise", "shared"], default="shared",
+                   help="the scan of every attribute pair, as `diagnose --scan --scan-mode`: shared (the default of "
+                        "both: each attribute edited once, about K edit passes for K attributes) or pairwise (one "
+                        "diagnosis per pair)")
     g.add_argument("--steer-n", type=int, default=48, help="clean test images without the mark the judge reads "
                                                            "after the mark edit, per model")
     g.add_argument("--judge-epochs", type=float, default=4.0, help="epochs of each outside judge")
@@ -87,6 +89,16 @@ def _ints(text: str, flag: str) -> list[int]:
         raise UsageError(f"{flag} must be comma-separated integers, e.g. 0,1,7,9; got {text!r}") from None
 
 
+def _seeded_strengths(args) -> list[float]:
+    """The strengths that get every training seed: as given, else the defaults that the study plants."""
+    from ..experiments.diagnose_benchmark import DEFAULT_SEEDED
+
+    if args.seeded_strengths is not None:
+        return _floats(args.seeded_strengths, "--seeded-strengths")
+    strengths = _floats(args.strengths, "--strengths")
+    return [r for r in DEFAULT_SEEDED if float(r) in strengths]
+
+
 def spec_from_args(args):
     from ..experiments.diagnose_benchmark import BenchmarkSpec
 
@@ -96,7 +108,7 @@ def spec_from_args(args):
     return BenchmarkSpec(
         mark_kinds=[k for k in args.marks.replace(" ", "").split(",") if k],
         strengths=_floats(args.strengths, "--strengths"), train_seeds=args.train_seeds,
-        seeded_strengths=_floats(args.seeded_strengths, "--seeded-strengths"),
+        seeded_strengths=_seeded_strengths(args),
         first_train_seed=args.first_train_seed, train_steps=args.train_steps, init_from=init_from,
         preset=args.preset, overrides=list(args.set), a_name=args.a_name,
         classes=_ints(args.classes, "--classes"), a_classes=_ints(args.a_classes, "--a-classes"),
