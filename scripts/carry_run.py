@@ -12,10 +12,17 @@ never overwrites a file outside the runs (results written since are kept).
     python scripts/carry_run.py restore carry/pretrained-fmnist-v5 runs/pretrained-fmnist-v5
 
 A cpu-small checkpoint is about 21 MB; files over ``--max-file-mb`` outside checkpoints are left out (listed).
+``--exclude PATTERN`` (repeatable, shell-style, matched against each path relative to SRC and its parent folders)
+leaves out what a study rebuilds or no longer needs, e.g. a ``diagnose-benchmark`` study's data sets and the runs
+of models already evaluated:
+
+    python scripts/carry_run.py save results/diagnose-benchmark carry/diagnose-benchmark \
+        --exclude 'data' --exclude 'judges' --exclude 'runs/patch_rho+0.00_seed1'
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -62,23 +69,31 @@ def plain_files(root: Path) -> list[Path]:
     return files
 
 
-def save(src: Path, dst: Path, max_file_mb: float = 50.0) -> dict:
+def excluded(rel: Path, patterns: list[str]) -> bool:
+    """Whether ``rel`` or one of its parent folders matches one of the shell-style ``patterns``."""
+    candidates = [rel, *rel.parents][:-1] if rel != Path(".") else []
+    return any(fnmatch.fnmatchcase(str(c), p) for c in candidates for p in patterns)
+
+
+def save(src: Path, dst: Path, max_file_mb: float = 50.0, exclude: list[str] | None = None) -> dict:
     """Copy ``src`` (a run or a tree of runs) into ``dst``, replacing it only once the copy is complete."""
+    exclude = list(exclude or [])
     if not src.is_dir():
         raise CarryError(f"{src} is not a folder")
     if dst.resolve().is_relative_to(src.resolve()):
         raise CarryError(f"the destination {dst} lies inside {src}; carry it elsewhere (e.g. carry/NAME)")
-    runs = find_runs(src)
+    runs = [r for r in find_runs(src) if not excluded(r, exclude)]
     if not runs:
-        raise CarryError(f"{src} holds no run (no {POINTER} in it or below it)")
+        raise CarryError(f"{src} holds no run (no {POINTER} in it or below it"
+                         f"{', outside --exclude' if exclude else ''})")
     tmp = dst.parent / f".tmp-carry-{dst.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     steps, left_out = {}, []
     try:
         for rel in plain_files(src):
-            if rel.name == POINTER:
-                continue  # written below from the one reading the copied checkpoint is chosen by
+            if rel.name == POINTER or excluded(rel, exclude):
+                continue  # the pointer is written below from the one reading the copied checkpoint is chosen by
             size_mb = (src / rel).stat().st_size / 2**20
             if size_mb > max_file_mb:
                 left_out.append(f"{rel} ({size_mb:.0f} MB)")
@@ -153,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)
     p.add_argument("--max-file-mb", type=float, default=50.0, help="save: leave out bigger files outside checkpoints")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="save: leave out paths (relative to SOURCE) matching this shell pattern, and what lies below")
     a = p.parse_args(argv)
     try:
         if a.command == "save":
-            r = save(a.source, a.destination, a.max_file_mb)
+            r = save(a.source, a.destination, a.max_file_mb, a.exclude)
             for run, step in r["runs"].items():
                 print(f"carry_run: saved {a.source / run} at step {step}")
             for f in r["left_out"]:

@@ -137,3 +137,18 @@ def test_the_destination_may_not_lie_inside_the_source(tmp_path):
     make_run(tmp_path / "run", [10])
     with pytest.raises(carry.CarryError, match="lies inside"):
         carry.save(tmp_path / "run", tmp_path / "run" / "carry")
+
+
+def test_exclude_leaves_out_finished_runs_and_rebuildable_folders(tmp_path):
+    make_compare_tree(tmp_path / "study")
+    (tmp_path / "study" / "data" / "patch_rho+0.00").mkdir(parents=True)
+    (tmp_path / "study" / "data" / "patch_rho+0.00" / "0001.png").write_bytes(b"png")
+    r = carry.save(tmp_path / "study", tmp_path / "carried", exclude=["data", "runs/regular/*"])
+    assert r["runs"] == {"runs/proto-frozen/seed0": 10}
+    carried = files(tmp_path / "carried")
+    assert not any(f.startswith(("data/", "runs/regular/")) for f in carried)
+    assert {"evals/regular_seed0_step000010.json", "runs/proto-frozen/seed0/latest.json"} <= carried
+    assert carry.excluded(Path("runs/regular/seed0/config.json"), ["runs/regular"])
+    assert not carry.excluded(Path("runs/regularly/x"), ["runs/regular"])
+    with pytest.raises(carry.CarryError, match="outside --exclude"):
+        carry.save(tmp_path / "study", tmp_path / "carried2", exclude=["runs"])
