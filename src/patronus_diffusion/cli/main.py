@@ -12,6 +12,8 @@ import sys
 COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "audit", "report", "explore",
                    "protodiff", "interop"]
 COMMAND_MODULES.insert(COMMAND_MODULES.index("quality") + 1, "benchmark")  # diagnose-benchmark
+COMMAND_MODULES.insert(COMMAND_MODULES.index("audit") + 1, "classifier")  # train-classifier
+COMMAND_MODULES.insert(COMMAND_MODULES.index("classifier") + 1, "audit_dose")  # audit-dose
 
 
 def build_parser() -> argparse.ArgumentParser:
