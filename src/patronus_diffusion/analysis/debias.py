@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -123,12 +124,6 @@ def column_name(spec: str) -> str:
     ``NAME=v`` specs a name made of letters, digits and underscores (``class:7+9`` -> ``class_7_9``)."""
     base = base_attribute(spec)
     return base if re.fullmatch(r"[A-Za-z0-9_\-]+", base) else re.sub(r"[^A-Za-z0-9]+", "_", base).strip("_")
-
-
-def column_spec(spec: str) -> str:
-    """How to read ``spec`` from a debias folder's attribute CSV (its negation kept)."""
-    spec = spec.strip()
-    return spec[:len(spec) - len(base_attribute(spec))] + column_name(spec)
 
 
 def phi_interval(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -277,9 +272,9 @@ class DebiasResult:
             idx = [i for i, row in enumerate(self.rows) if (row["target_a"], row["target_b"]) == (a, b)][:FIGURE_PAIRS]
             ax.set_axis_off()
             cell = r["cells"][key]
-            ax.set_title(f"{r['column_a']}={a}, {r['column_b']}={b} (training share {cell['training_share']:.1%}): "
-                         f"{cell['accepted']}/{cell['needed']} in {cell['attempts']} attempts\nrow 1: real sources, "
-                         f"row 2: generated", fontsize=8)
+            ax.set_title(f"A={a}, B={b} (training share {cell['training_share']:.1%}): {cell['accepted']}/"
+                         f"{cell['needed']} in {cell['attempts']} attempts\nrow 1: real sources, row 2: generated",
+                         fontsize=8)
             if not idx:
                 ax.text(0.5, 0.5, "no accepted image", ha="center", va="center", transform=ax.transAxes)
                 continue
@@ -287,11 +282,12 @@ class DebiasResult:
             grid = make_grid(torch.cat([self.sources[idx], self.images[idx]]), nrow=k)
             ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
         p, pc = r["phi_judges"], r["phi_check_judges"]
-        line = f"phi({r['column_a']}, {r['column_b']}) by the judges {_num(p['phi'])} {_ci(p['ci95'])}"
+        line = f"phi(A, B) by the judges {_num(p['phi'])} {_ci(p['ci95'])}"
         if pc:
             line += f"; by the check judges {_num(pc['phi'])} {_ci(pc['ci95'])}"
-        fig.suptitle(f"debias set: {r['n_written']} of {r['n']} images, mode {r['mode']}, acceptance "
-                     f"{r['acceptance']:.2f}\n{line}", fontsize=9)
+        head = (f"debias set of A = {r['column_a']}, B = {r['column_b']}: {r['n_written']} of {r['n']} images, mode "
+                f"{r['mode']}, acceptance {r['acceptance']:.2f}")
+        fig.suptitle("\n".join(textwrap.fill(t, 150) for t in (head, line)), fontsize=9)
         fig.tight_layout()
         return fig
 
