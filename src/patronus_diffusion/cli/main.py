@@ -9,7 +9,7 @@ import os
 import sys
 
 # Command-group modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "audit", "report", "explore",
+COMMAND_MODULES = ["core", "bench", "explain", "edit", "generation", "quality", "audit", "debias", "report", "explore",
                    "protodiff", "interop"]
 COMMAND_MODULES.insert(COMMAND_MODULES.index("quality") + 1, "benchmark")  # diagnose-benchmark
 COMMAND_MODULES.insert(COMMAND_MODULES.index("audit") + 1, "classifier")  # train-classifier
