@@ -10,8 +10,8 @@ ROOT = Path(patronus_diffusion.__file__).parent
 # bottom to top; a package may import from strictly lower ranks only (packages of one rank do not import each other)
 RANKS = {
     "utils": 0, "config": 1, "presets": 2, "runs": 2,
-    "data": 3, "models": 4, "diffusion": 5, "evaluation": 6, "training": 7, "analysis": 7,
-    "api": 8, "experiments": 9, "explore": 10, "cli": 11,
+    "data": 3, "models": 4, "diffusion": 5, "evaluation": 6, "edit": 7, "training": 8, "analysis": 8,
+    "api": 9, "experiments": 10, "explore": 11, "cli": 12,
 }
 
 
