@@ -31,10 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from patronus_diffusion.analysis.editing import (  # noqa: E402
-    clear_inversion_cache, fresh_indices, reference_indices, reference_set)
-from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan  # noqa: E402
 from patronus_diffusion.api import Patronus  # noqa: E402
+from patronus_diffusion.edit import (  # noqa: E402
+    Edit, EditPlan, clear_inversion_cache, fresh_indices, reference_indices, reference_set, run_plan)
 from patronus_diffusion.evaluation.stats import true_median  # noqa: E402
 from patronus_diffusion.utils.images import psnr  # noqa: E402
 

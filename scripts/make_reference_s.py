@@ -4,7 +4,7 @@ images need no dataset (``Patronus.shipped_reference_s``; the shipped model's ``
     python scripts/make_reference_s.py src/patronus_diffusion/pretrained/fashion-mnist \
         --data-root /usr/share/datasets/fashion-mnist [--n 256 --seed 0 --split test]
 
-X is what ``analysis.editing.reference_set(pat, n, seed, split)`` encodes from the dataset (read from
+X is what ``edit.reference_set(pat, n, seed, split)`` encodes from the dataset (read from
 ``--data-root``, so the stored file is never read back in its place); the JSON beside it names n, seed, split,
 the dataset and the sha256 of the weights file that encoded it (another file is never served those s).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from patronus_diffusion import Patronus
-from patronus_diffusion.analysis.editing import reference_set
 from patronus_diffusion.api.patronus import REFERENCE_S_FILE, REFERENCE_S_META
+from patronus_diffusion.edit import reference_set
 from patronus_diffusion.runs import sha256
 from patronus_diffusion.utils.io import atomic_path, write_json
 
@@ -40,7 +40,7 @@ def main() -> None:
         "n": ref.n, "seed": ref.seed, "split": ref.split, "dataset": d.dataset, "limit": d.limit,
         "image_size": d.image_size, "num_prototypes": pat.num_prototypes, "max_s_X": round(ref.max, 6),
         "weights_sha256": sha256(pat.weights_path),
-        "rule": "s of the first n of the permutation of the split seeded by seed (analysis.editing.reference_indices)",
+        "rule": "s of the first n of the permutation of the split seeded by seed (edit.reference_indices)",
         "made_by": "scripts/make_reference_s.py"})
     print(f"{args.model / REFERENCE_S_FILE}: s of {ref.n} images, max(s_X) = {ref.max:.4f}")
 

@@ -5,13 +5,14 @@ import csv
 import gc
 import json
 import math
+import weakref
 
 import pytest
 import torch
 
 from patronus_diffusion import Patronus
-from patronus_diffusion.analysis import editing as E
-from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+from patronus_diffusion import edit as E
+from patronus_diffusion.edit import Edit, EditPlan, run_plan
 from patronus_diffusion.analysis.evaluate_edits import (EvaluationPlan, edit_rise, evaluate_edits, locality,
                                                         off_target)
 from patronus_diffusion.cli.main import main
@@ -63,16 +64,16 @@ def test_second_inversion_of_the_same_images_is_a_cache_hit(counted):
     assert inv_calls.calls == 3 and torch.equal(res.x_T, a.x_T)
 
 
-def test_inversion_cache_is_per_model_object_and_goes_with_it(tiny_run):
+def test_inversion_cache_is_per_model_object_and_goes_with_it(pat, tiny_run):
     other = Patronus.load(tiny_run, device="cpu")
     x = other.load_images(indices=[4])
-    gc.collect()  # models of earlier tests that are already garbage must not be counted as alive
-    n_models = len(E._INVERSIONS)
+    E.clear_inversion_cache(pat)
     E.invert_images(other, x, steps=2)
-    assert len(E._INVERSIONS) == n_models + 1
+    assert len(other.inversion_cache) == 1 and len(pat.inversion_cache) == 0  # on the object, not shared
+    alive = weakref.ref(other)
     del other
     gc.collect()
-    assert len(E._INVERSIONS) == n_models
+    assert alive() is None  # nothing outside the model holds it (no module-level index of caches)
 
 
 # ------------------------------------------------------------------------------ validation before inversion
@@ -141,7 +142,7 @@ def test_one_plan_decodes_reconstruction_edits_and_path_in_one_call(counted):
     assert torch.allclose(res.s_after, pat.encode(res.images.flatten(0, 1)).s.view(2, 2, P), atol=1e-4)
     # with a reconstruction decoded, faithfulness is measured against it (the inversion error is not charged)
     assert res.baseline == "recon" and res.faithfulness(0)["baseline"] == "recon"
-    f = E.faithfulness(res.s_reconstruction, res.s_requested[0], res.s_after[0], [0])
+    f = E.measure_edit(res.s_reconstruction, res.s_requested[0], res.s_after[0], [0])
     assert torch.allclose(res.rise[0], f["rise"], equal_nan=True) and torch.allclose(res.others[0], f["others"])
     assert res.boxes(0) == [pat.receptive_field.box(*res.location[0, i, 0].tolist()) for i in range(2)]
     meta = res.meta(extra=1)
@@ -315,8 +316,8 @@ def test_evaluate_edits_sweeps_only_the_headline_target_by_default(counted):
 def test_guided_decoding_is_threaded_through_the_engine(idx_root, tmp_path, _tiny_cfg_master):
     """--guidance W decodes every planned condition with CFG on s (one pipeline call with guidance=W), and
     evaluate-edits records it; W = 0/None leaves today's unguided decode."""
-    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
     from patronus_diffusion.config import apply_overrides
+    from patronus_diffusion.edit import Edit, EditPlan, run_plan
     from patronus_diffusion.training import train
 
     cfg = apply_overrides(_tiny_cfg_master, ["train.cond_dropout=0.2", "train.sample_every=0",
@@ -380,7 +381,7 @@ def test_evaluate_edits_decodes_the_headline_unguided(tiny_run, monkeypatch):
 
 
 def test_evaluate_edits_images_never_come_from_the_reference_set(tiny_run):
-    from patronus_diffusion.analysis.editing import fresh_indices, reference_indices
+    from patronus_diffusion.edit import fresh_indices, reference_indices
 
     for seed in range(4):
         ref = reference_indices(200, 64, seed)

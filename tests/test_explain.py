@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from patronus_diffusion import Patronus
-from patronus_diffusion.analysis import editing as E
-from patronus_diffusion.analysis.engine import Edit, EditPlan, interpolate, run_edits, run_plan
+from patronus_diffusion import edit as E
 from patronus_diffusion.analysis.explain import explain_gallery, nearest_patches
 from patronus_diffusion.analysis.when import half_rise_timestep, trace_emergence
 from patronus_diffusion.analysis.where import interpolation_matrix, locate, upsample_maps
 from patronus_diffusion.cli.main import main
+from patronus_diffusion.edit import Edit, EditPlan, run_plan
 from patronus_diffusion.presets import get_preset
 from patronus_diffusion.models.prototypes import PrototypeNetwork
 
@@ -110,11 +110,11 @@ def test_faithfulness_on_a_constructed_case_with_known_answer():
     assert res.images.shape == (2, 3, 1, 1, 4)
     assert torch.allclose(res.rise, torch.full((2, 3), 0.5), atol=1e-6)
     assert torch.allclose(res.others, torch.full((2, 3), 0.1), atol=1e-6)
-    summ = E.faithfulness_summary(res.rise, res.others)
+    summ = E.summarise_edit(res.rise, res.others)
     assert summ["rise_median"] == 0.5 and summ["others_median"] == 0.1 and len(summ["rise"]) == 6
     # a requested change of zero has no rise (null), not a division by zero
-    f = E.faithfulness(s0, s0, s0 + 0.2, [2])
-    assert torch.isnan(f["rise"]).all() and E.faithfulness_summary(f["rise"], f["others"])["rise_median"] is None
+    f = E.measure_edit(s0, s0, s0 + 0.2, [2])
+    assert torch.isnan(f["rise"]).all() and E.summarise_edit(f["rise"], f["others"])["rise_median"] is None
 
 
 def test_edit_values_specs_and_slerp():
@@ -166,7 +166,8 @@ def test_nearest_patches_are_exactly_the_nearest_features(pat):
 def test_interpolation_endpoints_reproduce_the_reconstructions(pat):
     x = pat.load_images(indices=[3, 7])
     inv = E.invert_images(pat, x, steps=4)
-    imgs, s = interpolate(pat, inv, [0.0, 0.5, 1.0], steps=4)
+    res = run_plan(pat, EditPlan(images=inv.x0, alphas=[0.0, 0.5, 1.0], steps=4, inverted=inv))
+    imgs, s = res.path, res.s_path_requested
     rec = pat.decode(inv.x_T, inv.s, steps=4).clamp(-1, 1)
     assert torch.equal(s[0], inv.s[0]) and torch.equal(s[2], inv.s[1])
     # equal up to float32 batch-size effects (~1e-5), far below the change along the path
@@ -179,12 +180,14 @@ def test_batched_edits_do_not_depend_on_chunking_and_emergence_traces_match(pat)
     inv = E.invert_images(pat, x, steps=3)
     ref = E.reference_set(pat, n=16, seed=0)
     s_list = torch.stack([E.edit_s(inv.s, [j], ref.max) for j in (0, 1)])
+    plan = EditPlan(images=inv.x0, edits=[Edit.replace(s_list[k], [j], f"p{j}=max") for k, j in enumerate((0, 1))],
+                    steps=3, inverted=inv)
     pat.batch_size = 64
-    one = run_edits(pat, inv, s_list, [[0], [1]], steps=3)
+    one = run_plan(pat, plan)
     em_one = trace_emergence(pat, inv, [0, 1], ref, "max", steps=3)
     pat.batch_size = 2  # several decode chunks: the callback must stitch them back in order
     try:
-        many = run_edits(pat, inv, s_list, [[0], [1]], steps=3)
+        many = run_plan(pat, plan)
         em_many = trace_emergence(pat, inv, [0, 1], ref, "max", steps=3)
     finally:
         pat.batch_size = 64

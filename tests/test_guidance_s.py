@@ -116,7 +116,7 @@ def test_edit_difference_guidance_matches_the_formula_without_a_null(plain):
 
 
 def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain):
-    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+    from patronus_diffusion.edit import Edit, EditPlan, run_plan
 
     torch.manual_seed(1)
     x = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -134,7 +134,7 @@ def test_engine_edit_guidance_amplifies_edits_and_keeps_the_reconstruction(plain
 
 
 def test_the_runs_sample_edit_guidance_is_the_default_and_zero_turns_it_off(plain):
-    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+    from patronus_diffusion.edit import Edit, EditPlan, run_plan
 
     torch.manual_seed(2)
     x = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -152,7 +152,7 @@ def test_the_runs_sample_edit_guidance_is_the_default_and_zero_turns_it_off(plai
 
 
 def test_edit_guidance_and_cfg_on_s_cannot_be_combined(guided):
-    from patronus_diffusion.analysis.engine import Edit, EditPlan, run_plan
+    from patronus_diffusion.edit import Edit, EditPlan, run_plan
     from patronus_diffusion.config import ConfigError
 
     x = torch.rand(1, 1, 16, 16) * 2 - 1

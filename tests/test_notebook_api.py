@@ -20,14 +20,14 @@ from PIL import Image
 import patronus_diffusion
 import patronus_diffusion.data.datasets as datasets
 from patronus_diffusion import EditPlan, Patronus, ProtoDiffusion
-from patronus_diffusion.analysis import editing as E
-from patronus_diffusion.analysis.engine import Edit, run_plan
+from patronus_diffusion import edit as E
 from patronus_diffusion.api import StalePriorWarning
 from patronus_diffusion.api import protodiffusion as pd_module
 from patronus_diffusion.api.patronus import REFERENCE_S_FILE, REFERENCE_S_META
 from patronus_diffusion.config import ConfigError, FrozenConfigError
 from patronus_diffusion.data import DataError
 from patronus_diffusion.diffusion.pipeline import PatronusPipeline
+from patronus_diffusion.edit import Edit, run_plan
 from patronus_diffusion.runs import PRETRAINED_DIR, CheckpointError, load_weights
 from patronus_diffusion.utils.errors import UsageError
 
@@ -223,13 +223,13 @@ def test_edit_plan_takes_spec_strings(tiny):
 
 # ------------------------------------------------------------------------------ results show themselves
 def test_results_have_a_one_line_repr_a_summary_and_a_picture(shipped, no_dataset, tmp_path):
-    from patronus_diffusion.analysis.when import run_when, when_plan
+    from patronus_diffusion.analysis.when import run_when
     from patronus_diffusion.analysis.where import where_report
 
     x = shipped.load_images(paths=[own_image(tmp_path / "a.png"), own_image(tmp_path / "b.png")])
     res = shipped.edit(x, "3=max", "3=max,11=0", steps=2)
     where = where_report(shipped, x, ["a", "b"], top_k=2)
-    when = run_when(shipped, when_plan(x, [3], "max", E.reference_set(shipped), steps=2))
+    when = run_when(shipped, EditPlan.emergence(x, [3], "max", E.reference_set(shipped), steps=2))
     for result in (res, where, when):
         text = repr(result)
         assert len(text) <= 200 and "\n" not in text and "tensor" not in text, text

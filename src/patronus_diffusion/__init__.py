@@ -9,7 +9,7 @@ A walk through every step: ``docs/tour.md``.
 
 __version__ = "0.1.0"
 
-from .analysis.engine import Edit, EditPlan, EditResult  # noqa: E402
+from .edit import Edit, EditPlan, EditResult  # noqa: E402
 from .api import Patronus, ProtoDiffusion  # noqa: E402
 from .config import RunConfig, apply_overrides  # noqa: E402
 from .presets import get_preset  # noqa: E402

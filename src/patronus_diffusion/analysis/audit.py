@@ -9,7 +9,7 @@ FastDiME's shortcut test (Weng et al., ECCV 2024), with Patronus prototype edits
 2. **Images**: a balanced set of n clean test images, half with A and half without (with ``label``, each half is
    split evenly by the classifier's true label too, so A and the label are independent in it), drawn with
    ``seed``.
-3. **Flip A** on each image from its own inversion (one engine plan, :func:`.engine.run_plan`): where A is absent
+3. **Flip A** on each image from its own inversion (one engine plan, :func:`~..edit.run_plan`): where A is absent
    its top prototypes are raised to their plausible maximum (the maximum over the ranking images), where it is
    present lowered to their minimum there. The **null counterfactual** edits the null prototypes in the same
    direction by a request of the same size, counted in each prototype's standard deviation over the ranking
@@ -43,10 +43,10 @@ import torch
 
 from ..data.biased import resolve_attribute
 from ..data.errors import DataError
+from ..edit import Edit, EditPlan, run_plan
 from ..evaluation.stats import bootstrap_interval
 from ..utils.errors import UsageError
 from .audit_models import AttributeJudge, Classifier, attribute_judge, class_judge, load_classifier
-from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 from .shortcut import matched_null_targets, null_prototypes, rank_prototypes, split_negation
 

@@ -18,8 +18,8 @@ import math
 
 import torch
 
+from ..edit import Edit, EditPlan, run_plan
 from ..evaluation.stats import true_median
-from .engine import Edit, EditPlan, run_plan
 
 
 def measure_realism(pat, ev, n_ref: int = 2000, progress: bool = True, extractor=None) -> dict:

@@ -1,11 +1,10 @@
 """Edit analyses on the edit engine: edit, extrapolate, consistency, interpolate, variations.
 
-Each analysis is a plan builder (``*_plan``: parses and resolves every value, so a bad one fails before
-any inversion), a run (``run_*``: one :func:`~.engine.run_plan`) and a report whose ``write(out_dir)``
-draws the figure(s), writes the JSON/CSV files and returns them by role. Faithfulness, as everywhere:
-
-    rise   = (s_J(x_hat) - s_J(x0)) / (s'_J - s_J(x0))    averaged over the edited J
-    others = mean over unedited k of |s_k(x_hat) - s_k(x0)|
+Each analysis is a plan (a named constructor of :class:`~..edit.EditPlan`: :meth:`~..edit.EditPlan.edit`,
+``sweep``, ``consistency``, ``interpolation``, ``noise_variations``; each resolves every value, so a bad one fails
+before any inversion), a run (``run_*``: one :func:`~..edit.run_plan`) and a report whose ``write(out_dir)``
+draws the figure(s), writes the JSON/CSV files and returns them by role. Faithfulness, as everywhere, is the one
+measure of :mod:`~..edit.measures` (rise, others, off-target against the baseline each result names).
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from ..utils.errors import UsageError
+from ..edit import FAITHFULNESS_DEFINITION, EditPlan, EditResult, run_plan
 from ..utils.images import psnr, save_grid
 from ..utils.io import write_json
-from .editing import Reference
-from .engine import FAITHFULNESS_DEFINITION, Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, crop, save_panels, short_name
 from .tables import write_csv
 
@@ -38,14 +34,6 @@ def write_s_table(path: Path, names: Sequence[str], conditions: Sequence[str], s
 
 
 # ------------------------------------------------------------------------------ edit
-def edit_plan(x: torch.Tensor, specs: Sequence[str], num_prototypes: int, reference: Reference | None,
-              **plan) -> EditPlan:
-    """Each spec (``"3=max,5=0"``, ``"7*2"``, ``"2+0.5"``) is one edited version of every image, next to the
-    reconstruction. ``plan``: names, steps, sampler, seed."""
-    edits = [Edit.parse(spec, num_prototypes, reference) for spec in specs]
-    return EditPlan(images=x, edits=edits, reference=reference, reconstruction=True, **plan)
-
-
 @dataclass
 class EditReport:
     result: EditResult
@@ -89,13 +77,6 @@ def run_edit(pat, plan: EditPlan, progress: bool = False) -> EditReport:
 
 
 # ------------------------------------------------------------------------------ extrapolate
-def extrapolate_plan(x: torch.Tensor, prototypes: Sequence[int], values: Sequence[str], reference: Reference | None,
-                     **plan) -> EditPlan:
-    """s_J := every value (number, max, 1.5max, q0.9) for every prototype J: edits J-major, values inner."""
-    edits = [Edit.set(j, tok, reference, label=str(tok)) for j in prototypes for tok in values]
-    return EditPlan(images=x, edits=edits, reference=reference, **plan)
-
-
 @dataclass
 class ExtrapolationReport:
     result: EditResult
@@ -144,12 +125,6 @@ def run_extrapolate(pat, plan: EditPlan, progress: bool = False) -> Extrapolatio
 
 
 # ------------------------------------------------------------------------------ consistency
-def consistency_plan(x: torch.Tensor, prototypes: Sequence[int], value: str, reference: Reference | None,
-                     **plan) -> EditPlan:
-    """s_J := value on every image, one edit per prototype J."""
-    return EditPlan(images=x, edits=[Edit.set(j, value, reference) for j in prototypes], reference=reference, **plan)
-
-
 @dataclass
 class ConsistencyReport:
     result: EditResult
@@ -183,17 +158,6 @@ def run_consistency(pat, plan: EditPlan, progress: bool = False) -> ConsistencyR
 
 
 # ------------------------------------------------------------------------------ interpolate
-def interpolate_plan(x: torch.Tensor, n_alphas: int, **plan) -> EditPlan:
-    """Two images A, B: ``n_alphas`` points s = lerp(s_A, s_B), x_T = slerp(x_T^A, x_T^B), endpoints included,
-    next to the two reconstructions."""
-    if x.shape[0] != 2:
-        raise UsageError(f"interpolation needs exactly 2 images, got {x.shape[0]}")
-    if n_alphas < 2:
-        raise UsageError("interpolation needs at least 2 points (the two endpoints)")
-    alphas = [float(a) for a in np.linspace(0, 1, n_alphas)]
-    return EditPlan(images=x, alphas=alphas, reconstruction=True, **plan)
-
-
 @dataclass
 class InterpolationReport:
     result: EditResult
@@ -230,13 +194,6 @@ def run_interpolate(pat, plan: EditPlan, progress: bool = False) -> Interpolatio
 
 
 # ------------------------------------------------------------------------------ variations
-def variations_plan(x: torch.Tensor, k: int, **plan) -> EditPlan:
-    """Each image's s decoded from its inverted x_T (the reconstruction) and from ``k`` seeded random x_T."""
-    if k < 1:
-        raise UsageError("variations need k >= 1")
-    return EditPlan(images=x, reconstruction=True, variations=k, **plan)
-
-
 @dataclass
 class VariationsReport:
     result: EditResult

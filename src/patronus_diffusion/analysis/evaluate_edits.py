@@ -22,7 +22,7 @@ kinds at the headline strength alone, which halves the decodes; ``--sweep-all-ta
     locality   = mean |x_hat - recon| inside the receptive-field box of J's best match in x_hat
                  / mean |x_hat - recon| outside that box                          > 1 = the change sits where J looks
 
-(the one measure of every edit: :mod:`.measures`; rise and off-target are undefined, NaN, where
+(the one measure of every edit: :mod:`~..edit.measures`; rise and off-target are undefined, NaN, where
 |value - s_J(recon)| <= 1e-3; locality where the box covers all or none of the image.) Each is summarised
 by its true median over the images, per prototype, target kind and strength; the headline numbers are true
 medians over the prototypes at strength 1 (or the listed strength nearest to it) with the own-max target,
@@ -51,14 +51,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..edit import Box, Edit, EditPlan, EditResult, Reference, run_plan
+from ..edit.measures import (DEFINITIONS as MEASURES, LOW_RISE, MIN_CHANGE, MIN_RISE_FOR_LEAK, N_BOOT, edit_rise,
+                             off_target, row_numbers)
 from ..evaluation.stats import true_median
 from ..utils.errors import UsageError
 from ..utils.io import write_json
-from .editing import Reference
-from .engine import Box, Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, panels_figure, save_figure, short_name
-from .measures import (DEFINITIONS as MEASURES, LOW_RISE, MIN_CHANGE, MIN_RISE_FOR_LEAK, N_BOOT, edit_rise, off_target,
-                       row_numbers)
 from .tables import write_csv
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
@@ -250,7 +249,7 @@ class EditEvaluation:
         return out
 
     def _numbers(self, key, rise: torch.Tensor, off: torch.Tensor) -> dict:
-        """:func:`~.measures.row_numbers` of a row, slow prototypes named by id; computed once (bootstraps)."""
+        """:func:`~..edit.measures.row_numbers` of a row, slow prototypes named by id; computed once (bootstraps)."""
         if key not in self._rows:
             row = row_numbers(rise, off, self.plan.seed)
             row["prototypes_below_0.2"] = [self.prototypes[a] for a in row.pop("prototype_positions_below_0.2")]

@@ -28,11 +28,10 @@ from typing import Sequence
 
 import torch
 
+from ..edit import Edit, EditPlan, EditResult, Reference, reference_set, run_plan
 from ..utils.errors import UsageError
 from ..utils.images import save_grid
 from ..utils.io import write_json, write_text
-from .editing import Reference, reference_set
-from .engine import Edit, EditPlan, EditResult, run_plan
 from .figures import Panel, crop, save_panels
 from .where import boxes_of
 

@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..edit import Edit, EditPlan, fresh_indices, reference_indices, run_plan
 from ..evaluation.stats import true_median
 from ..utils.images import png_uri
 from ..utils.io import write_json, write_text
-from .editing import fresh_indices, reference_indices
 from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, encode_subset, seeded_indices
 from .figures import crop, new_figure
 from .quality import run_quality
-from .engine import Edit, EditPlan, run_plan
 from .when import emergence_of, half_rise_timestep
 
 BUDGETS = {

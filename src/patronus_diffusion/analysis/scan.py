@@ -45,9 +45,8 @@ from tqdm.auto import tqdm
 
 from ..data.biased import phi, resolve_attribute
 from ..data.errors import DataError
+from ..edit import Edit, EditPlan, Inverted, invert_images, run_plan
 from ..utils.errors import UsageError
-from .editing import Inverted, invert_images
-from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 from .shortcut import (assess, check_settings, matched_null_targets, probe_probabilities, split_negation,
                        train_probe, DEFAULT_EDIT_GUIDANCE, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD)

@@ -68,8 +68,8 @@ from tqdm.auto import tqdm
 
 from ..data.biased import correlated_subset, phi, resolve_attribute
 from ..data.errors import DataError
+from ..edit import Edit, EditPlan, run_plan
 from ..utils.errors import UsageError
-from .engine import Edit, EditPlan, run_plan
 from .quality import auroc
 
 DEFAULT_THRESHOLD = 0.2

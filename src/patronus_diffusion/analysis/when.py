@@ -22,12 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..utils.errors import UsageError
+from ..edit import EditPlan, EditResult, Inverted, Reference, measure_edit, run_plan
 from ..utils.images import save_grid
 from ..utils.io import write_json
 from ..evaluation.stats import true_median
-from .editing import Inverted, Reference, faithfulness
-from .engine import Edit, EditPlan, EditResult, run_plan
 from .figures import band_plot
 from .tables import write_csv
 
@@ -74,16 +72,6 @@ def default_prototypes(pat, x: torch.Tensor, k: int = 4) -> list[int]:
     return pat.encode(x).s.mean(0).argsort()[: min(k, pat.num_prototypes)].tolist()
 
 
-def when_plan(x: torch.Tensor, prototypes: Sequence[int], value: str, reference: Reference | None,
-              **plan) -> EditPlan:
-    """The unedited and every single-prototype edit s_J := value, decoded from the same x_T, traced."""
-    protos = list(prototypes)
-    if not protos:
-        raise UsageError("give at least one prototype to trace")
-    return EditPlan(images=x, edits=[Edit.set(j, value, reference) for j in protos], reference=reference,
-                    reconstruction=True, trace=True, **plan)
-
-
 def emergence_of(res: EditResult) -> Emergence:
     """The :class:`Emergence` of a traced plan with the reconstruction (condition 0) and single-prototype edits."""
     protos = [e.prototype for e in res.edits]
@@ -96,7 +84,7 @@ def trace_emergence(pat, inv: Inverted, prototypes: Sequence[int], ref: Referenc
                     steps: int | None = None, sampler: str | None = None, progress: bool = False) -> Emergence:
     """Decode the unedited and every single-prototype edit from the same x_T in one batched call,
     recording s(x̂0(t)) at every step."""
-    plan = when_plan(inv.x0, prototypes, value, ref, steps=steps or inv.steps, sampler=sampler)
+    plan = EditPlan.emergence(inv.x0, prototypes, value, ref, steps=steps or inv.steps, sampler=sampler)
     plan.inverted = inv
     return emergence_of(run_plan(pat, plan, progress))
 
@@ -120,7 +108,7 @@ def emergence_summary(em: Emergence) -> list[dict]:
     out = []
     for k, j in enumerate(em.prototypes):
         g = em.gain_vs_unedited(k).mean(1).numpy()
-        f = faithfulness(em.s_x0, em.s_x0.clone().index_put_((torch.arange(em.s_x0.shape[0]), torch.tensor(j)),
+        f = measure_edit(em.s_x0, em.s_x0.clone().index_put_((torch.arange(em.s_x0.shape[0]), torch.tensor(j)),
                                                               em.targets[k]),
                          em.s_traj[-1, 1 + k], [j])
         out.append({"prototype": j, "requested_change_mean": round(float((em.targets[k] - em.s_x0[:, j]).mean()), 4),

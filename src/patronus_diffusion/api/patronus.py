@@ -25,16 +25,14 @@ import json
 import re
 import shutil
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
-from ..analysis.editing import INVERSION_CACHE_SIZE, inversion_key
-from ..analysis.engine import EditPlan, EditResult, run_plan
 from ..config import SampleConfig
 from ..data import DataError
 from ..diffusion.pipeline import PatronusPipeline
+from ..edit import EditPlan, EditResult, cached_inversion, inversion_key, run_plan
 from ..models import build_model
 from ..runs import (PRETRAINED_DIR, CheckpointError, load_into, load_weights, read_run_config, resolve_run,
                     save_weights, sha256, weights_file)
@@ -90,8 +88,8 @@ class Patronus(PatronusPipeline):
 
     * :meth:`encode` images to s (similarity to each of P prototypes) and best-match locations,
     * :meth:`edit` images (``"3=max"``: raise prototype 3 to the largest s of the reference set X) and get one
-      :class:`~patronus_diffusion.analysis.engine.EditResult`, or :meth:`run` any
-      :class:`~patronus_diffusion.analysis.engine.EditPlan`,
+      :class:`~patronus_diffusion.edit.EditResult`, or :meth:`run` any
+      :class:`~patronus_diffusion.edit.EditPlan`,
     * :meth:`invert` images to noise x_T, :meth:`decode` (x_T, s) back, :meth:`sample` from fresh noise.
 
     Images are (B, C, H, W) tensors in [-1, 1] (:meth:`load_images` reads files); every method returns CPU tensors
@@ -106,7 +104,6 @@ class Patronus(PatronusPipeline):
     def __init__(self, model: torch.nn.Module, config, device: torch.device, run_dir: Path | None = None,
                  batch_size: int = 64):
         super().__init__(model, config, device, run_dir, batch_size)
-        self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._python_words = False  # from_pretrained: errors name keywords (data_root=), not CLI flags
         self._reference: tuple | None = None  # the shipped reference set, once read: (meta, s)
         self.weights = "ema"
@@ -293,17 +290,6 @@ class Patronus(PatronusPipeline):
         return self._reference
 
     # ------------------------------------------------------------------ cached inversion
-    @property
-    def inversion_cache(self) -> OrderedDict:
-        """x_T of recent inversions, keyed by the images' and s's bytes, the steps and the scheme (shared with
-        :meth:`with_options` copies; :meth:`clear_caches` empties it)."""
-        return self._inversions
-
-    def clear_caches(self) -> None:
-        """Forget cached inversions and dataset encodings (they are only ever valid for these weights)."""
-        self._inversions.clear()
-        self._encodings.clear()
-
     @torch.no_grad()
     def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
                progress: bool = False, callback=None, cache: bool = True) -> torch.Tensor:
@@ -318,16 +304,9 @@ class Patronus(PatronusPipeline):
         x = self.check_images(images)
         s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
         steps = steps or self.config.sample.ddim_steps
-        key = inversion_key(x, s, steps, self.inversion_tag)
-        store = self._inversions
-        if key in store:
-            store.move_to_end(key)
-            return store[key].clone()
-        x_T = super().invert(x, s, steps, progress=progress)
-        store[key] = x_T
-        while len(store) > INVERSION_CACHE_SIZE:
-            store.popitem(last=False)
-        return x_T.clone()
+        invert = super().invert
+        return cached_inversion(self.inversion_cache, inversion_key(x, s, steps, self.inversion_tag),
+                                lambda: invert(x, s, steps, progress=progress))
 
     # ------------------------------------------------------------------ edits
     def edit(self, images: torch.Tensor, *specs, progress: bool = False, **plan) -> EditResult:
@@ -335,8 +314,8 @@ class Patronus(PatronusPipeline):
 
         ``specs``: one edited version of every image each, e.g. ``"3=max"`` (s_3 := max of s over the reference
         set X), ``"3=max,11=0"`` (both at once), ``"7*1.5"``, ``"2+0.5"``, ``"5=q0.9"``, or
-        :class:`~patronus_diffusion.analysis.engine.Edit` objects. ``plan``: other
-        :class:`~patronus_diffusion.analysis.engine.EditPlan` fields (steps, sampler, names, reference,
+        :class:`~patronus_diffusion.edit.Edit` objects. ``plan``: other
+        :class:`~patronus_diffusion.edit.EditPlan` fields (steps, sampler, names, reference,
         edit_guidance, trace, ...); the unedited reconstruction is decoded too unless ``reconstruction=False``."""
         if not specs:
             raise UsageError("give at least one edit, e.g. pat.edit(x, '3=max')")
@@ -344,7 +323,7 @@ class Patronus(PatronusPipeline):
         return run_plan(self, EditPlan(images=images, edits=list(specs), **plan), progress)
 
     def run(self, plan: EditPlan, progress: bool = False) -> EditResult:
-        """Run any :class:`~patronus_diffusion.analysis.engine.EditPlan` (edits, interpolation, variations,
+        """Run any :class:`~patronus_diffusion.edit.EditPlan` (edits, interpolation, variations,
         traces) on this model: the images are inverted once (cached), everything is decoded in one batch."""
         return run_plan(self, plan, progress)
 

@@ -97,7 +97,7 @@ def select_images(pat, args) -> tuple[torch.Tensor, list[str]]:
         return pat.load_images(paths=args.images), [Path(p).name for p in args.images]
     idx = parse_indices(args.indices)
     if idx is None:
-        from ..analysis.editing import fresh_indices, reference_indices
+        from ..edit import fresh_indices, reference_indices
 
         ds = pat.dataset(args.split)
         # never the reference set X of the command (when it has one, on the same split), whose targets they would see

@@ -124,10 +124,11 @@ def register(sub) -> None:
 
 
 def cmd_edit(args) -> int:
-    from ..analysis.edits import edit_plan, run_edit
+    from ..analysis.edits import run_edit
+    from ..edit import EditPlan
 
     pat, x, names, common = edit_inputs(args)
-    plan = edit_plan(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
+    plan = EditPlan.edit(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
     report = run_edit(pat, plan, progress=not args.no_progress)
     files = report.write(args.out)
     for r in report.records():
@@ -138,7 +139,8 @@ def cmd_edit(args) -> int:
 
 
 def cmd_extrapolate(args) -> int:
-    from ..analysis.edits import extrapolate_plan, run_extrapolate
+    from ..analysis.edits import run_extrapolate
+    from ..edit import EditPlan
 
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
@@ -146,7 +148,7 @@ def cmd_extrapolate(args) -> int:
     tokens = [v.strip() for v in args.values.split(",") if v.strip()]
     if not tokens:
         raise UsageError("--values is empty; e.g. --values 0,1,2,3 or 0,0.5max,max")
-    report = run_extrapolate(pat, extrapolate_plan(x, protos, tokens, ref, **common), progress=not args.no_progress)
+    report = run_extrapolate(pat, EditPlan.sweep(x, protos, tokens, ref, **common), progress=not args.no_progress)
     files = report.write(args.out)
     print_outputs(f"{len(protos)} prototype(s) x {len(tokens)} values x {len(names)} image(s) in "
                   f"{report.result.seconds:.1f} s", files)
@@ -154,7 +156,8 @@ def cmd_extrapolate(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from ..analysis.edits import interpolate_plan, run_interpolate
+    from ..analysis.edits import run_interpolate
+    from ..edit import EditPlan
 
     pat = load_model(args)
     x, names = select_images(pat, args)
@@ -163,7 +166,7 @@ def cmd_interpolate(args) -> int:
                          f"--images A B or --n 2")
     if args.alphas < 2:
         raise UsageError("--alphas must be at least 2 (the two endpoints)")
-    report = run_interpolate(pat, interpolate_plan(x, args.alphas, **plan_args(pat, args, names)),
+    report = run_interpolate(pat, EditPlan.interpolation(x, args.alphas, **plan_args(pat, args, names)),
                              progress=not args.no_progress)
     files = report.write(args.out)
     d = report.endpoint_diff
@@ -173,12 +176,13 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_consistency(args) -> int:
-    from ..analysis.edits import consistency_plan, run_consistency
+    from ..analysis.edits import run_consistency
+    from ..edit import EditPlan
 
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
-    report = run_consistency(pat, consistency_plan(x, protos, args.value, ref, **common),
+    report = run_consistency(pat, EditPlan.consistency(x, protos, args.value, ref, **common),
                              progress=not args.no_progress)
     files = report.write(args.out)
     print_outputs(f"{len(protos)} prototype(s) x {len(names)} image(s) in {report.result.seconds:.1f} s", files)
@@ -186,13 +190,14 @@ def cmd_consistency(args) -> int:
 
 
 def cmd_variations(args) -> int:
-    from ..analysis.edits import run_variations, variations_plan
+    from ..analysis.edits import run_variations
+    from ..edit import EditPlan
 
     pat = load_model(args)
     x, names = select_images(pat, args)
     if args.k < 1:
         raise UsageError("--k must be at least 1")
-    report = run_variations(pat, variations_plan(x, args.k, **plan_args(pat, args, names)),
+    report = run_variations(pat, EditPlan.noise_variations(x, args.k, **plan_args(pat, args, names)),
                             progress=not args.no_progress)
     files = report.write(args.out)
     print_outputs(f"{len(names)} image(s) x {args.k} variations in {report.result.seconds:.1f} s", files)
@@ -256,7 +261,7 @@ def _steerability_inputs(pat, ref, args):
     import numpy as np
     import torch
 
-    from ..analysis.editing import reference_indices
+    from ..edit import reference_indices
     from ..evaluation.judge import get_judge, stored_judge
 
     if args.steerability is False:

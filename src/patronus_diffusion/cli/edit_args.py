@@ -62,7 +62,7 @@ def steps_of(pat, args) -> int:
 
 def reference_of(pat, args):
     """The reference set X of --ref-n images seeded by --ref-seed (an encoding, no inversion)."""
-    from ..analysis.editing import reference_set
+    from ..edit import reference_set
 
     return reference_set(pat, n=args.ref_n, seed=args.ref_seed)
 

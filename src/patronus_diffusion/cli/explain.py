@@ -102,12 +102,13 @@ def cmd_where(args) -> int:
 
 # ------------------------------------------------------------------------------ when
 def cmd_when(args) -> int:
-    from ..analysis.when import default_prototypes, run_when, when_plan
+    from ..analysis.when import default_prototypes, run_when
+    from ..edit import EditPlan
 
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes) or default_prototypes(pat, x)
-    report = run_when(pat, when_plan(x, protos, args.value, ref, **common), progress=not args.no_progress)
+    report = run_when(pat, EditPlan.emergence(x, protos, args.value, ref, **common), progress=not args.no_progress)
     files = report.write(args.out)
     for r in report.summary():
         print(f"p{r['prototype']}: final gain {r['final_gain_vs_unedited_mean']:+.3f} (requested "

@@ -2,12 +2,14 @@
 
 Images are (B, C, H, W) tensors in [-1, 1] at the model's resolution; :meth:`PatronusPipeline.load_images`
 makes them from files or dataset indices. Encodings of dataset splits are cached per pipeline object
-(:meth:`PatronusPipeline.encode_dataset`), since the weights never change after loading.
+(:meth:`PatronusPipeline.encode_dataset`), since the weights never change after loading; so are inversions
+(:attr:`PatronusPipeline.inversion_cache`, filled by the edit package and ``Patronus.invert``).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -44,6 +46,7 @@ class PatronusPipeline:
         self.batch_size = batch_size
         self.schedule = NoiseSchedule.from_config(config.diffusion)
         self._encodings: dict[tuple, PrototypeMatch] = {}
+        self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._datasets: dict[str, object] = {}
 
     @property
@@ -200,6 +203,17 @@ class PatronusPipeline:
         if key is not None:
             self._encodings[key] = out
         return out
+
+    @property
+    def inversion_cache(self) -> OrderedDict:
+        """x_T of recent inversions of this object's weights, least recently used first, keyed by the images' and
+        s's bytes, the steps and the scheme (:mod:`patronus_diffusion.edit.inversion` fills and reads it)."""
+        return self._inversions
+
+    def clear_caches(self) -> None:
+        """Forget cached inversions and dataset encodings (they are only ever valid for these weights)."""
+        self._inversions.clear()
+        self._encodings.clear()
 
     @property
     def exact_inversion(self) -> bool:

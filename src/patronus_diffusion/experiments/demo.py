@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.editing import fresh_indices, reference_indices, reference_set
 from ..analysis.evaluate_edits import EvaluationPlan, evaluate_edits
 from ..analysis.explain import explain_gallery
 from ..analysis.report import build_report
 from ..api import Patronus
 from ..config import apply_overrides
+from ..edit import fresh_indices, reference_indices, reference_set
 from ..evaluation.reconstruction import reconstruct
 from ..presets import get_preset
 from ..training import train

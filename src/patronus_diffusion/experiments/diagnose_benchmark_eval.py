@@ -161,8 +161,8 @@ def steerability(pat, clean_test: tuple[torch.Tensor, np.ndarray], s_train: np.n
     """The outside judge's steerability of the mark on this model (module docstring). ``clean_test`` = (images,
     labels (N, 2): A, mark) of the clean test split; ``s_train``/``mark_train`` the clean train images' s and
     mark labels (ranking and plausible maxima); ``judges`` {"mark": ..., "a": ...}."""
-    from ..analysis.engine import Edit, EditPlan, run_plan
     from ..analysis.shortcut import rank_prototypes
+    from ..edit import Edit, EditPlan, run_plan
 
     x, y = clean_test
     rng = np.random.default_rng(seed)

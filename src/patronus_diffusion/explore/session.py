@@ -2,7 +2,7 @@
 
 An :class:`ExplorerSession` holds one loaded Patronus model and the images the user picked. Picking an
 image (a test index, an upload, a prior sample) encodes it and inverts it **once** through the edit
-engine's cached inversion; every slider move is then one :func:`~..analysis.engine.run_plan` call that
+engine's cached inversion; every slider move is then one :func:`~..edit.run_plan` call that
 decodes the cached x_T under the requested s and re-encodes the result, so the page can show the
 requested s next to the s the decoded image really has ("did the edit take?").
 
@@ -27,10 +27,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..analysis.editing import Inverted, invert_images, reference_set
-from ..analysis.engine import Edit, EditPlan, run_plan
 from ..data import pil_to_tensor
 from ..diffusion.samplers import edict_state
+from ..edit import Edit, EditPlan, Inverted, invert_images, reference_set, run_plan
 from ..utils.errors import UsageError
 from ..utils.images import png_uri
 
