@@ -200,7 +200,7 @@ def test_debias_fills_every_cell_and_writes_a_folder_the_loader_reads(planted):
     a, b = resolve_attribute(ds, "mark"), resolve_attribute(ds, "vertical")
     assert phi(a, b) == pytest.approx(json.loads(files["debias.json"].read_text())["phi_judges"]["phi"])
     # what was judged is what was written: the judges read the loaded PNGs as the CSV says
-    from patronus_diffusion.analysis.debias import make_judge
+    from patronus_diffusion.analysis.debias_judges import make_judge
 
     y = resolve_attribute(pat.dataset("train"), "mark")
     judge = make_judge(pat, "mark", y, tmp / "judges")

@@ -96,7 +96,7 @@ def read_debias(debias_dir: str | Path) -> dict:
 
 def load_sets(data_cfg, debias_dir: str | Path, spec: EvalSpec) -> dict:
     """{"real", "debias", "test"}: (images, a, b) each (a, b bool); the test set balanced over the (A, B) cells."""
-    from ..analysis.debias import base_attribute
+    from ..analysis.debias_folder import base_attribute
     from ..data import load_dataset
     from ..data.biased import resolve_attribute
 
