@@ -200,7 +200,7 @@ def test_debias_fills_every_cell_and_writes_a_folder_the_loader_reads(planted):
     a, b = resolve_attribute(ds, "mark"), resolve_attribute(ds, "vertical")
     assert phi(a, b) == pytest.approx(json.loads(files["debias.json"].read_text())["phi_judges"]["phi"])
     # what was judged is what was written: the judges read the loaded PNGs as the CSV says
-    from patronus_diffusion.analysis.debias import make_judge
+    from patronus_diffusion.analysis.debias_judges import make_judge
 
     y = resolve_attribute(pat.dataset("train"), "mark")
     judge = make_judge(pat, "mark", y, tmp / "judges")
@@ -384,14 +384,17 @@ def test_debias_eval_trains_every_variant_per_seed_and_resumes(planted, tmp_path
     assert saved["variants"]["real+debias"]["train"]["n_debias"] == 16
     assert saved["variants"]["real"]["train"]["phi_a_b"] > 0.6
     assert saved["variants"]["real-balanced"]["train"]["sampling"] == "group-balanced"
+    from patronus_diffusion.evaluation.classifier import ARCHITECTURE
+
+    assert saved["classifier"]["network"] == ARCHITECTURE  # train-classifier's network, not one of its own
     assert set(saved["compared_with_real"]) == {"real+debias", "debias", "real-balanced"}
     assert len((study / "debias_eval.csv").read_text().splitlines()) == 1 + 2 * len(E.VARIANTS)
     assert (study / "debias_eval.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Against the biased real data" in (study / "debias_eval.md").read_text()
     # a re-run trains nothing; a third seed trains only its own classifiers
     trained = []
-    real = E.train_classifier
-    monkeypatch.setattr(E, "train_classifier", lambda *a, **k: trained.append(a[2]) or real(*a, **k))
+    real = E.fit_classifier
+    monkeypatch.setattr(E, "fit_classifier", lambda *a, **k: trained.append(k["seed"]) or real(*a, **k))
     assert main(args) == 0 and trained == []
     assert main([*args[:8], "3", *args[9:]]) == 0 and trained == [2] * len(E.VARIANTS)
     capsys.readouterr()

@@ -62,7 +62,8 @@ def register(sub) -> None:
     q = sub.add_parser(
         "debias-eval", help="does a debias set help? worst-group accuracy of a classifier of B with and without it",
         formatter_class=formatter(),
-        description="Train a small CNN for B (the debias set's second attribute) on the run's biased real training "
+        description="Train the small CNN of `patronus train-classifier` for B (the debias set's second attribute), "
+                    "with the same training code, on the run's biased real training "
                     "data (real), on it plus the debias set (real+debias), on the debias set alone (debias) and on "
                     "the real data with group-balanced sampling (real-balanced), with --seeds seeds each and the "
                     "same steps, and evaluate on a balanced real test set (equal (A, B) groups): worst-group and "

@@ -12,6 +12,9 @@ itself) at the training size and channels, and returns (B, 2) logits, class 1 = 
 [Conv3x3 ReLU MaxPool] with 16 and 32 channels, Conv3x3(64) ReLU, global average pooling, Linear(64, 2); Adam,
 unweighted cross-entropy, a seeded shuffle. The ``.pt`` file and a ``.json`` beside it (what it was trained on,
 how, and how well it does) are each written atomically, after every input has been checked.
+
+:func:`fit_classifier` is the training itself, on images already in memory, for a number of steps, optionally
+with sampling weights; ``patronus debias-eval`` trains its classifiers with it.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ def _images(ds, idx, lo: float, hi: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _probabilities(net: nn.Module, x: torch.Tensor, device, batch: int = 512) -> np.ndarray:
+def probabilities(net: nn.Module, x: torch.Tensor, device, batch: int = 512) -> np.ndarray:
+    """p(class 1) of every image of ``x`` (in the classifier's range), evaluated in batches on ``device``."""
     out = [torch.softmax(net(x[i:i + batch].to(device)), 1)[:, 1].cpu().double() for i in range(0, len(x), batch)]
     return torch.cat(out).numpy()
 
@@ -125,13 +129,48 @@ def group_accuracy(y: np.ndarray, pred: np.ndarray, g: np.ndarray, name: str, la
 
 def _scores(net, ds, y: np.ndarray, groups: dict[str, np.ndarray], label: str, lo: float, hi: float,
             device) -> dict:
-    p = _probabilities(net, _images(ds, range(len(ds)), lo, hi), device)
+    p = probabilities(net, _images(ds, range(len(ds)), lo, hi), device)
     pred = p >= 0.5
     out = {"n": int(len(y)), "positive_rate": float(y.mean()), "accuracy": float((pred == y).mean()),
            "auroc": auroc(y, p)}
     if groups:
         out["groups"] = {g: group_accuracy(y, pred, v, g, label) for g, v in groups.items()}
     return out
+
+
+def fit_classifier(x: torch.Tensor, y: np.ndarray, *, value_range=(0.0, 1.0), steps: int, batch_size: int = 128,
+                   lr: float = 3e-3, seed: int = 0, weights: torch.Tensor | None = None,
+                   device: str | torch.device = "cpu", progress: bool = False,
+                   desc: str = "train classifier") -> SmallClassifier:
+    """A :class:`SmallClassifier` of ``y`` trained on the images ``x`` (in ``value_range``) for ``steps`` batches
+    of ``min(batch_size, len(x))``: Adam at a constant ``lr``, unweighted cross-entropy. Batches follow a seeded
+    shuffle (each image once per pass), or with ``weights`` (one per image) are drawn with replacement in
+    proportion to them (e.g. group-balanced sampling). ``seed`` sets the initialisation and the batches. Returned
+    in eval mode without gradients, on ``device``."""
+    from tqdm.auto import tqdm
+
+    lo, hi = parse_input_range(value_range)
+    device = torch.device(device)
+    labels = torch.as_tensor(np.asarray(y).astype(np.int64))
+    torch.manual_seed(seed)
+    net = SmallClassifier(x.shape[1], lo, hi).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    n, batch = len(labels), min(batch_size, len(labels))
+    perm = torch.zeros(0, dtype=torch.long)
+    net.train()
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        if weights is not None:
+            b = torch.multinomial(weights, batch, replacement=True, generator=g)
+        else:
+            if perm.numel() < batch:
+                perm = torch.cat([perm, torch.randperm(n, generator=g)])
+            b, perm = perm[:batch], perm[batch:]
+        loss = F.cross_entropy(net(x[b].to(device)), labels[b].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval().requires_grad_(False)
 
 
 def _describe(cfg, train_ds, test_ds) -> dict:
@@ -147,8 +186,6 @@ def train_classifier(data_cfg, label: str, out: str | Path, *, epochs: float = 5
                      progress: bool = False) -> dict:
     """Train the classifier of ``label`` on ``data_cfg``'s training split and write ``out`` (TorchScript) and
     ``out`` with suffix ``.json`` (the returned record). Every input is checked before training starts."""
-    from tqdm.auto import tqdm
-
     from ..utils.io import atomic_path, write_json
 
     t0, c0 = time.time(), time.process_time()
@@ -174,26 +211,11 @@ def train_classifier(data_cfg, label: str, out: str | Path, *, epochs: float = 5
 
     device = torch.device(device)
     x = _images(train_ds, idx, lo, hi)
-    labels = torch.as_tensor(y.astype(np.int64))
-    torch.manual_seed(seed)
-    net = SmallClassifier(data_cfg.channels, lo, hi).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
     n, batch = len(idx), min(batch_size, len(idx))
     steps = max(1, math.ceil(epochs * n / batch))
-    perm = torch.zeros(0, dtype=torch.long)
-    net.train()
-    bar = tqdm(range(steps), desc=f"train classifier of {label}", disable=not progress, leave=False)
-    for _ in bar:
-        if perm.numel() < batch:
-            perm = torch.cat([perm, torch.randperm(n, generator=g)])
-        b, perm = perm[:batch], perm[batch:]
-        loss = F.cross_entropy(net(x[b].to(device)), labels[b].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    net.eval().requires_grad_(False)
-    train_acc = float(((_probabilities(net, x, device) >= 0.5) == y).mean())
+    net = fit_classifier(x, y, value_range=(lo, hi), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                         device=device, progress=progress, desc=f"train classifier of {label}")
+    train_acc = float(((probabilities(net, x, device) >= 0.5) == y).mean())
     test = _scores(net, test_ds, y_test, g_test, label, lo, hi, device)
     record = {
         "file": str(out), "label": label, "output": f"(B, 2) logits; class 1 = {label}",

@@ -4,7 +4,7 @@ A classifier for B (the label; the debias set's second attribute) is trained on
 
 * ``real``: the run's biased real training data (where A and B are tied);
 * ``real+debias``: the same plus the debias set of ``patronus debias`` (its B and A as the judges read them),
-  mixed by plain concatenation and sampled uniformly;
+  mixed by plain concatenation and shuffled together;
 * ``debias``: the debias set alone (does what was generated teach B as real images show it?);
 * ``real-balanced``: the real data sampled so that every (A, B) group is equally likely (group-balanced
   resampling with the real labels): what reweighting achieves without generated images;
@@ -16,9 +16,11 @@ variant: each group's accuracy, the worst-group accuracy and the mean over group
 seeds, and the paired difference of each variant from ``real`` (the same seeds), whose interval gives the verdict:
 ``helps`` (above 0), ``hurts`` (below 0), ``no difference detected``.
 
-The classifier is a small CNN trained here (this module's :func:`train_classifier`; a shared
-``patronus train-classifier`` would replace it). Each (variant, seed) is stored in ``OUT/evals/`` as soon as it is
-done, so a re-run continues; ``debias_eval.json``, ``.csv``, ``.md`` and ``.png`` are rewritten from them.
+The classifier is ``patronus train-classifier``'s small CNN, trained by the same code
+(:func:`~patronus_diffusion.evaluation.classifier.fit_classifier`, on images in memory for ``steps`` batches; a
+seeded shuffle, or group-balanced draws for ``real-balanced``). Each (variant, seed) is stored in ``OUT/evals/`` as
+soon as it is done, so a re-run continues; ``debias_eval.json``, ``.csv``, ``.md`` and ``.png`` are rewritten from
+them.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from ..evaluation.classifier import ARCHITECTURE, fit_classifier, probabilities
 from ..utils.errors import UsageError
 from ..utils.io import write_json
 
 VARIANTS = ("real", "real+debias", "debias", "real-balanced")
+CLASSIFIER = "patronus_diffusion.evaluation.classifier.fit_classifier (the network of patronus train-classifier)"
 GROUPS = ((1, 1), (1, 0), (0, 1), (0, 0))  # (a, b)
 
 
@@ -96,7 +98,7 @@ def read_debias(debias_dir: str | Path) -> dict:
 
 def load_sets(data_cfg, debias_dir: str | Path, spec: EvalSpec) -> dict:
     """{"real", "debias", "test"}: (images, a, b) each (a, b bool); the test set balanced over the (A, B) cells."""
-    from ..analysis.debias import base_attribute
+    from ..analysis.debias_folder import base_attribute
     from ..data import load_dataset
     from ..data.biased import resolve_attribute
 
@@ -128,7 +130,7 @@ def load_sets(data_cfg, debias_dir: str | Path, spec: EvalSpec) -> dict:
 
 
 def training_set(sets: dict, variant: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray, torch.Tensor | None, dict]:
-    """(images, a, b, sampling weights or None for uniform, description) of one variant."""
+    """(images, a, b, sampling weights or None for a plain shuffle, description) of one variant."""
     xr, ar, br = sets["real"]
     xd, ad, bd = sets["debias"]
     if variant == "real":
@@ -147,57 +149,26 @@ def training_set(sets: dict, variant: str) -> tuple[torch.Tensor, np.ndarray, np
 
     n_real = len(xr) if variant != "debias" else 0
     desc = {"n": int(len(x)), "n_real": n_real, "n_debias": int(len(x)) - n_real,
-            "phi_a_b": phi(a, b), "sampling": "group-balanced" if weights is not None else "uniform",
+            "phi_a_b": phi(a, b), "sampling": "group-balanced" if weights is not None else "shuffled",
             "groups": {f"{g[0]},{g[1]}": int(((a == bool(g[0])) & (b == bool(g[1]))).sum()) for g in GROUPS}}
     return x, a, b, weights, desc
 
 
 # ----------------------------------------------------------------------------- the classifier
-class SmallCNN(nn.Module):
-    """The classifier of B: 3 conv layers (16, 32, 64 channels) with BN and ReLU, two max-pools, global average
-    pool, a linear layer to 2 logits."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-
-        def block(i: int, o: int) -> list[nn.Module]:
-            return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
-
-        self.features = nn.Sequential(*block(channels, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2),
-                                      *block(32, 64))
-        self.head = nn.Linear(64, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))
+def train_variant(sets: dict, variant: str, seed: int, spec: EvalSpec, device, progress: bool = False):
+    """The classifier of B for one (variant, seed), trained with ``patronus train-classifier``'s network and
+    training (:func:`~patronus_diffusion.evaluation.classifier.fit_classifier`) for ``spec.steps`` batches; and the
+    description of its training set."""
+    x, _, b, weights, desc = training_set(sets, variant)
+    net = fit_classifier(x, b, value_range=(-1.0, 1.0), steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr,
+                         seed=seed, weights=weights, device=device, progress=progress,
+                         desc=f"classifier {variant} seed {seed}")
+    return net, desc
 
 
-def train_classifier(x: torch.Tensor, y: np.ndarray, seed: int, steps: int, batch_size: int, lr: float,
-                     device, weights: torch.Tensor | None = None, progress: bool = False) -> nn.Module:
-    """Adam at a constant ``lr`` for ``steps`` batches drawn with replacement (uniformly, or by ``weights``)."""
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(seed)
-    net = SmallCNN(x.shape[1]).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.as_tensor(np.asarray(y, np.int64))
-    n = len(labels)
-    net.train()
-    for _ in tqdm(range(steps), desc=f"classifier seed {seed}", disable=not progress, leave=False):
-        idx = (torch.multinomial(weights, batch_size, replacement=True, generator=g) if weights is not None
-               else torch.randint(0, n, (batch_size,), generator=g))
-        loss = F.cross_entropy(net(x[idx].to(device)), labels[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
-@torch.no_grad()
-def predict(net: nn.Module, x: torch.Tensor, batch: int = 512) -> np.ndarray:
-    dev = next(net.parameters()).device
-    out = [net(x[i:i + batch].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy().astype(bool) if out else np.zeros(0, bool)
+def predict(net, x: torch.Tensor, device) -> np.ndarray:
+    """B as the classifier reads it: p(B) >= 0.5."""
+    return probabilities(net, x, device) >= 0.5
 
 
 def group_accuracy(pred: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
@@ -271,7 +242,7 @@ def summarise(evals: list[dict], spec: EvalSpec) -> dict:
 def identity(data_cfg, debias_dir: Path, spec: EvalSpec) -> dict:
     csv = (debias_dir / "attributes.csv").read_bytes() if (debias_dir / "attributes.csv").exists() else b""
     return {"data": asdict(data_cfg) | {"num_workers": None}, "debias": str(debias_dir.resolve()),
-            "debias_csv_sha256": hashlib.sha256(csv).hexdigest(), "steps": spec.steps,
+            "debias_csv_sha256": hashlib.sha256(csv).hexdigest(), "classifier": CLASSIFIER, "steps": spec.steps,
             "batch_size": spec.batch_size, "lr": spec.lr, "test_per_cell": spec.test_per_cell,
             "test_data": spec.test_data, "test_seed": spec.test_seed}
 
@@ -303,13 +274,12 @@ def run_debias_eval(data_cfg, debias_dir: str | Path, out: str | Path, spec: Eva
         f"({spec.steps} steps each); balanced test: {sets['test_per_cell']} per cell from {sets['test_source']}")
     for v, s in left:
         t0 = time.time()
-        x, _, b, weights, desc = training_set(sets, v)
-        net = train_classifier(x, b, s, spec.steps, spec.batch_size, spec.lr, device, weights, progress)
+        net, desc = train_variant(sets, v, s, spec, device, progress)
         xt, at, bt = sets["test"]
         xd, ad, bd = sets["debias"]
         e = {"variant": v, "seed": s, "identity": ident, "train": desc,
-             "test": group_accuracy(predict(net, xt), at, bt),
-             "on_debias_set": group_accuracy(predict(net, xd), ad, bd), "seconds": round(time.time() - t0, 1)}
+             "test": group_accuracy(predict(net, xt, device), at, bt),
+             "on_debias_set": group_accuracy(predict(net, xd, device), ad, bd), "seconds": round(time.time() - t0, 1)}
         write_json(out / "evals" / f"{v}_seed{s}.json", e)
         stored[(v, s)] = e
         log(f"[debias-eval] {v} seed {s}: worst-group {e['test']['worst_group']:.3f}, mean "
@@ -327,7 +297,8 @@ def write_report(out: Path, evals: list[dict], spec: EvalSpec, sets: dict) -> di
               "test_source": sets["test_source"],
               "debias_set": {"n": rep["n_written"], "complete": rep["complete"], "phi_judges": rep["phi_judges"],
                              "phi_check_judges": rep.get("phi_check_judges"), "mode": rep["mode"]},
-              **s, "classifier": "SmallCNN (experiments/debias_eval.py): 3 conv layers, trained here",
+              **s, "classifier": {"trained_by": CLASSIFIER, "network": ARCHITECTURE, "steps": spec.steps,
+                                  "batch_size": spec.batch_size, "lr": spec.lr},
               "evals": [{k: e[k] for k in ("variant", "seed", "test", "on_debias_set", "seconds")} for e in evals]}
     files = {"debias_eval.json": out / "debias_eval.json", "debias_eval.csv": out / "debias_eval.csv",
              "debias_eval.md": out / "debias_eval.md", "debias_eval.png": out / "debias_eval.png"}
@@ -368,7 +339,8 @@ def markdown(r: dict) -> str:
              f"group from {r['test_source']}. Debias set: {d['n']} images (mode {d['mode']}, "
              f"{'complete' if d['complete'] else 'INCOMPLETE'}), phi by the judges {p['phi']:+.3f}"
              + ("" if not d["phi_check_judges"] else f", by the check judges {d['phi_check_judges']['phi']:+.3f}")
-             + f". {r['spec']['steps']} steps per classifier; intervals: 95 % t over seeds.", "",
+             + f". {r['spec']['steps']} steps per classifier (the network of `patronus train-classifier`); "
+               f"intervals: 95 % t over seeds.", "",
              "| variant | training images (real + generated) | phi(A, B) of its training set | worst-group | "
              "mean over groups | " + " | ".join(f"{a}={g[0]},{b}={g[2]}" for g in ("1,1", "1,0", "0,1", "0,0")) + " |",
              "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 4) + " |"]
