@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from patronus_diffusion.analysis import scan as scan_mod  # noqa: E402
 from patronus_diffusion.analysis import shortcut  # noqa: E402
+from patronus_diffusion.analysis import verdicts  # noqa: E402
 from patronus_diffusion.api import Patronus  # noqa: E402
 from patronus_diffusion.config import DataConfig  # noqa: E402
 from patronus_diffusion.data import biased  # noqa: E402
@@ -129,7 +130,7 @@ def seconds_per_eval(pat, batch: int = 64, calls: int = 3) -> float:
 
 
 def seconds_per_assess(n_units: int, n_clean: int, seeds: int) -> float:
-    """One pair's verdict (:func:`~.shortcut.assess`: 2,000 bootstrap resamples of both directions, with the probe's
+    """One pair's verdict (:func:`~.verdicts.assess`: 2,000 bootstrap resamples of both directions, with the probe's
     cross-talk on ``n_clean`` clean test images per seed), on synthetic effects of ``n_units`` (seed, image) units."""
     rng = np.random.default_rng(0)
     eff = lambda: rng.normal(0.1, 0.05, n_units)  # noqa: E731
@@ -138,7 +139,7 @@ def seconds_per_assess(n_units: int, n_clean: int, seeds: int) -> float:
     y = rng.integers(0, 2, (n_clean, 2))
     probs = [np.clip(y * 0.8 + rng.normal(0.1, 0.05, y.shape), 0, 1) for _ in range(seeds)]
     t0 = time.perf_counter()
-    shortcut.assess(a, b, 0.2, ("A", "B"), probe_auroc=(0.9, 0.9), clean=(probs, y))
+    verdicts.assess(a, b, 0.2, ("A", "B"), probe_auroc=(0.9, 0.9), clean=(probs, y))
     return time.perf_counter() - t0
 
 
@@ -184,12 +185,12 @@ def main() -> int:
                 meter.reset()
                 t0 = time.perf_counter()
                 if mode == "shared":
-                    rep = scan_mod.scan_shared(pat, names[:k], cfg, **kw)
-                    verdicts = [r["verdict"] for r in rep["pairs"]]
+                    rep = scan_mod.scan_shared(pat, names[:k], cfg, **kw).report
+                    found = [r["verdict"] for r in rep["pairs"]]
                     union = rep["cost"]["inverted_images"] / args.seeds
                     assert meter.unet_rows == rep["cost"]["unet_image_evaluations"], (meter.unet_rows, rep["cost"])
                 else:
-                    verdicts = [r["verdict"] for r in shortcut.scan_pairs(pat, names[:k], cfg, **kw)]
+                    found = [r["verdict"] for r in scan_mod.scan_pairs(pat, names[:k], cfg, **kw).pairs]
                     union = None
                 seconds = time.perf_counter() - t0
                 formula = (shared_evals(k, args.n, args.seeds, args.steps, union) if mode == "shared"
@@ -199,7 +200,7 @@ def main() -> int:
                              "inversion_evals": meter.inversion_rows, "inverted_images": meter.inverted,
                              "unet_seconds": meter.unet_seconds, "probes": meter.probes,
                              "probe_seconds": meter.probe_seconds, "union_images_per_seed": union,
-                             "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))}})
+                             "verdicts": {v: found.count(v) for v in sorted(set(found))}})
                 print(f"K={k:>2} {mode:>8}: {seconds:7.1f} s, {meter.unet_rows:>6} UNet evals "
                       f"(formula {formula:.0f}), {meter.inverted:>4} images inverted, {meter.probes:>3} probes",
                       flush=True)

@@ -179,7 +179,9 @@ def test_the_result_writes_json_csv_and_a_figure_and_has_a_short_repr(planted):
               judge_cache=tmp / "judges")
     text = repr(r)
     assert len(text) <= 200 and "uses the attribute" in text and "confirmed" in text, text
-    assert set(r.summary()) >= {"verdict", "reason", "measures", "counts", "target"}
+    summary = r.summary()
+    assert summary.startswith("uses the attribute (tau = ") and "confirmed by the judge: " in summary, summary
+    assert r.to_json() is r.report
     files = r.write(tmp / "written")
     saved = json.loads(files["audit.json"].read_text())
     assert saved["verdict"] == r.report["verdict"] and saved["edit_guidance"] == 0.0

@@ -196,7 +196,7 @@ def test_evaluate_edits_values_follow_the_definitions(counted):
                 got = ev.result.s_after[e, :, j] - s_rec[:, j]
                 ok = want.abs() > 1e-3
                 assert torch.allclose(ev.rise[a, k, s][ok], (got / want)[ok], atol=1e-4)
-    summary = ev.summary()
+    summary = ev.to_json()
     assert summary["settings"]["headline_strength"] == 1.0
     assert summary["per_prototype"][0]["rise_median"] == summary["per_prototype"][0]["sweep"][1]["rise_median"]
     # the images --realism scores: every prototype raised to its own max at the headline strength, J x B rows
@@ -302,8 +302,8 @@ def test_evaluate_edits_sweeps_only_the_headline_target_by_default(counted):
         torch.testing.assert_close(part.result.images[e], full.result.images[full.index[a, k, s]])
         torch.testing.assert_close(part.rise[a, k, s], full.rise[a, k, s], equal_nan=True)
     assert torch.isnan(part.rise[:, 1:, [0, 2]]).all()
-    assert part.summary()["median_rise"] == full.summary()["median_rise"]
-    assert part.summary()["median_rise_lower"] == full.summary()["median_rise_lower"]
+    assert part.to_json()["median_rise"] == full.to_json()["median_rise"]
+    assert part.to_json()["median_rise_lower"] == full.to_json()["median_rise_lower"]
     rows = part.sweep(0)
     assert [(r["target_kind"], r["strength"]) for r in rows] == [
         ("own_max", 0.5), ("own_max", 1.0), ("own_max", 1.5), ("global_max", 1.0), ("own_min", 1.0)]
@@ -374,7 +374,7 @@ def test_evaluate_edits_decodes_the_headline_unguided(tiny_run, monkeypatch):
     ev = EV.evaluate_edits(pat, EV.EvaluationPlan(images=x, reference=ref, prototypes=[0, 1], strengths=[1.0],
                                                   steps=2, edit_guidance=1.5, kinds=("own_max",)))
     assert seen == [(0, 0.0), (2, 0.0), (2, 1.5)]
-    assert ev.amplified_w == 1.5 and ev.summary()["settings"]["edit_guidance"] == 0.0
+    assert ev.amplified_w == 1.5 and ev.to_json()["settings"]["edit_guidance"] == 0.0
     text = repr(ev)  # a notebook shows the result: one short line, and its figure
     assert len(text) <= 200 and "\n" not in text and "amplified w=1.5" in text
     assert ev._repr_png_().startswith(b"\x89PNG") and ev.to_pil().size[0] > 100

@@ -203,7 +203,7 @@ def test_explain_gallery_writes_consistent_results(pat, tmp_path):
     res = explain_gallery(pat, tmp_path, prototypes=[0, 2], n_ref=16, seed=0, steps=3, progress=False,
                           n_images=3, k_nearest=2, patch_images=0, stats_images=0)
     ref = E.reference_set(pat, n=16, seed=0)
-    assert res["reference"]["max_s_X"] == pytest.approx(ref.max, abs=1e-5)
+    assert res.reference.max == pytest.approx(ref.max, abs=1e-5)
     for f in ("overview.png", "prototypes/p00.png", "prototypes/p02.png", "enhanced.png", "prototypes.csv"):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "explain.json").read_text())

@@ -234,9 +234,11 @@ def test_results_have_a_one_line_repr_a_summary_and_a_picture(shipped, no_datase
         text = repr(result)
         assert len(text) <= 200 and "\n" not in text and "tensor" not in text, text
         assert result._repr_png_().startswith(b"\x89PNG")
-        json.dumps(result.summary())  # numbers, not tensors
+        assert isinstance(result.summary(), str) and result.summary()
+        assert sorted(p.name for p in result.write(tmp_path / type(result).__name__).values())
+    json.dumps(res.to_json())  # numbers, not tensors
     assert res.to_pil().size == ((4 * 34 + 2) * 2, (2 * 34 + 2) * 2)  # input | recon | 2 edits; 2 rows; 2x
-    assert res.summary()["edits"][1]["edit"] == "3=max,11=0" and res.summary()["baseline"] == "recon"
+    assert res.to_json()["edits"][1]["edit"] == "3=max,11=0" and res.to_json()["baseline"] == "recon"
 
 
 # ------------------------------------------------------------------------------ no hidden state
@@ -254,7 +256,7 @@ def test_importing_or_drawing_never_switches_the_matplotlib_backend(tmp_path):
         figures.save_panels([[figures.Panel(torch.zeros(1, 8, 8), "x", (0, 0, 4, 4))]], {str(tmp_path)!r} + "/a.png")
         figures.band_plot(np.arange(3), {{"c": (np.zeros(3), np.ones(3))}}, {str(tmp_path)!r} + "/b.png", "t", "y")
         report.figure_uri(lambda ax: ax.plot([0, 1]))
-        quality.plot_auroc_matrix(np.zeros((2, 3)), ["a", "b"], {str(tmp_path)!r} + "/c.png")
+        figures.save_figure(quality.auroc_figure(np.zeros((2, 3)), ["a", "b"]), {str(tmp_path)!r} + "/c.png")
         assert matplotlib.get_backend() == "svg", ("drawing", matplotlib.get_backend())
         assert "matplotlib.pyplot" not in sys.modules
         print(len(names))

@@ -406,7 +406,8 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
 
 
 def test_reach_baseline_table_by_hand():
-    from patronus_diffusion.experiments.protodiff_compare import mean_curves, reach_baseline_table, stage_targets
+    from patronus_diffusion.experiments.protodiff_compare import stage_targets
+    from patronus_diffusion.experiments.protodiff_compare_tables import mean_curves, reach_baseline_table
 
     rows = []
     for seed, shift in ((0, -1.0), (1, 1.0)):  # two seeds scattered +-1 around the same curve
@@ -436,8 +437,8 @@ def test_reach_baseline_table_by_hand():
 
 
 def test_paired_differences_and_flattening_by_hand():
-    from patronus_diffusion.experiments.protodiff_compare import (baseline_flattening, mean_curves,
-                                                                  paired_vs_baseline)
+    from patronus_diffusion.experiments.protodiff_compare_tables import (baseline_flattening, mean_curves,
+                                                                         paired_vs_baseline)
 
     def row(mode, seed, step, fid, judge=0.5):
         return {"mode": mode, "seed": seed, "step": step, "fid": fid, "kid": 0.0, "images_seen": step * 10,
@@ -481,9 +482,10 @@ def test_paired_differences_and_flattening_by_hand():
 
 
 def test_steps_saved_reads_the_horizontal_gap_between_curves_by_hand():
-    from patronus_diffusion.experiments.protodiff_compare import (first_step_reaching, mean_curves,
-                                                                  paired_vs_baseline, reach_baseline_table,
-                                                                  steps_saved_vs_baseline, summary_markdown)
+    from patronus_diffusion.experiments.protodiff_compare_report import summary_markdown
+    from patronus_diffusion.experiments.protodiff_compare_tables import (first_step_reaching, mean_curves,
+                                                                         paired_vs_baseline, reach_baseline_table,
+                                                                         steps_saved_vs_baseline)
 
     assert first_step_reaching([(1, 10.0), (2, 5.0)], 7.5) == 1.5  # halfway down the segment
     assert first_step_reaching([(1, 10.0), (2, 5.0)], 12.0) == "before"
@@ -549,9 +551,9 @@ def test_table_vs_prototypes_by_hand():
 
 
 def test_summary_markdown_quotes_the_tables_it_is_given():
-    from patronus_diffusion.experiments.protodiff_compare import (baseline_flattening, mean_curves,
-                                                                  paired_vs_baseline, reach_baseline_table,
-                                                                  summary_markdown)
+    from patronus_diffusion.experiments.protodiff_compare_report import summary_markdown
+    from patronus_diffusion.experiments.protodiff_compare_tables import (baseline_flattening, mean_curves,
+                                                                         paired_vs_baseline, reach_baseline_table)
 
     def row(mode, seed, step, fid, judge):
         return {"mode": mode, "seed": seed, "step": step, "fid": fid, "kid": 0.0, "images_seen": step * 64,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import SIZE, fitted_model, write_planted
 from patronus_diffusion.analysis import quality as Q
 from patronus_diffusion.data import biased as B
 
@@ -80,7 +81,7 @@ def test_quality_report_names_metrics_for_what_they_are():
     S[:, 0] += 3 * attr  # prototype 0 carries the binary attribute
     S[:, 1] += 3 * labels  # prototype 1 carries the class
     enc = Q.Encoded(S, labels, ("a", "b", "c"), attr[:, None].astype(float) * 2 - 1, ("Smiling",))  # -1/1 column
-    rep = Q.quality_report(enc, rng.normal(size=(4, 8)), folds=5, progress=False)
+    rep = Q.quality_report(enc, rng.normal(size=(4, 8)), folds=5, progress=False).report
     assert rep["probes"]["class"]["metric"] == "linear_probe_accuracy"
     assert rep["probes"]["Smiling"]["metric"] == "linear_probe_roc_auc"
     assert rep["probes"]["Smiling"]["mean"] > 0.95 and rep["probes"]["class"]["mean"] > 0.8
@@ -133,104 +134,9 @@ def test_celeba_recipe_on_official_format(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end-to-end diagnosis
-# A gradient-trained tiny UNet does not learn to use s within a test budget (measured: 400 steps on
-# 8-px images, edit effects < 1e-4). The end-to-end test therefore fits the decoder in closed form:
-# a Gaussian model x0 | s ~ N(W s + b, sigma^2 I) with ridge-regressed W, b ("learned" from the
-# training split), whose exact denoiser is E[x0 | x_t, s] = mu + sqrt(ab) sigma^2 / (ab sigma^2 + 1 - ab)
-# (x_t - sqrt(ab) mu). On biased data the A and B prototypes are collinear, so the regression spreads
-# the mark over both: the shortcut. The prototypes are "pushed" onto the bar and mark patches.
-SIZE = 12
-
-
-def planted_images(a, b, rng):
-    x = np.zeros((len(a), SIZE, SIZE), np.uint8)
-    for i in range(len(a)):
-        c = rng.integers(8, 10)
-        if a[i]:
-            x[i, 7:12, c:c + 2] = 255  # vertical bar (bottom right)
-        else:
-            x[i, c:c + 2, 7:12] = 255  # horizontal bar
-        if b[i]:
-            x[i, 0:3, 0:3] = 255  # the planted mark (top left, seen only by feature unit (0, 0))
-    # a nuisance tied to neither attribute (a grey block top right, on a random half): something an unrelated
-    # prototype can carry, for the null edit
-    x[np.random.default_rng(7).random(len(a)) < 0.5, 0:2, 9:12] = 160
-    return x
-
-
-def write_planted(root, correlation, n=96, seed=0, coin=False):
-    """``coin`` adds a third binary attribute drawn at random, which no image shows."""
-    from PIL import Image
-
-    rows, rng_coin = [], np.random.default_rng(seed + 99)
-    for split in ("train", "test"):
-        a = np.arange(n) % 2 == 1
-        b = B.assign_mark(a, correlation, seed + (split == "test"))
-        imgs = planted_images(a, b, np.random.default_rng(seed))
-        for i in range(n):
-            rel = f"images/{split}_{i:03d}.png"
-            (root / "images").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(imgs[i]).save(root / rel)
-            values = {"vertical": float(a[i]), "mark": float(b[i])}
-            if coin:
-                values["coin"] = float(rng_coin.integers(0, 2))
-            rows.append(B.ManifestRow(rel, split, values))
-    B.write_manifest(root / "attributes.csv", rows, ["vertical", "mark"] + (["coin"] if coin else []))
-    return root
-
-
-class GaussianDenoiser(torch.nn.Module):
-    def __init__(self, prototypes, schedule, x, s, ridge=1e-3):
-        super().__init__()
-        self.prototypes = prototypes
-        self.abar = schedule.alphas_cumprod.float()
-        feats = torch.cat([s, torch.ones(len(s), 1)], 1)
-        flat = x.flatten(1)
-        self.w = torch.linalg.solve(feats.T @ feats + ridge * torch.eye(feats.shape[1]), feats.T @ flat)
-        self.sigma2 = float(((feats @ self.w - flat) ** 2).mean()) + 1e-3
-        self.shape = x.shape[1:]
-
-    def forward(self, x, t, s):
-        mu = (torch.cat([s, torch.ones(len(s), 1)], 1) @ self.w).view(-1, *self.shape)
-        ab = self.abar[t.long()].view(-1, 1, 1, 1)
-        x0 = mu + ab.sqrt() * self.sigma2 / (ab * self.sigma2 + 1 - ab) * (x - ab.sqrt() * mu)
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-
-def fitted_model(root, tiny_cfg):
-    from patronus_diffusion.api import Patronus
-    from patronus_diffusion.config import apply_overrides
-    from patronus_diffusion.data import load_dataset
-    from patronus_diffusion.diffusion.schedule import NoiseSchedule
-    from patronus_diffusion.models.prototypes import PrototypeNetwork
-
-    cfg = apply_overrides(tiny_cfg, [f"data.root={root}", "data.dataset=folder", f"data.image_size={SIZE}",
-                                     f"data.attributes_csv={root / 'attributes.csv'}", "diffusion.timesteps=100"])
-    torch.manual_seed(0)
-    net = PrototypeNetwork(1, SIZE, cfg.prototypes).requires_grad_(False)
-    ds = load_dataset(cfg.data, "train")
-    x = ds.get_batch(range(len(ds)))
-    z = net.encoder(x)
-    # push: p0 = a vertical-bar patch, p1 = a horizontal-bar patch, p2 = the mark, p3 = an empty corner
-    a, b = ds.attributes[:, 0] > 0, ds.attributes[:, 1] > 0
-    centre = z.shape[-1] - 1
-    with torch.no_grad():
-        net.prototypes[0] = z[int(np.flatnonzero(a)[0]), :, centre, centre]
-        net.prototypes[1] = z[int(np.flatnonzero(~a)[0]), :, centre, centre]
-        net.prototypes[2] = z[int(np.flatnonzero(b)[0]), :, 0, 0]
-        net.prototypes[3] = z[int(np.flatnonzero(~b)[0]), :, 0, 0]
-        # p4 = the nuisance block (top right), unrelated to A and B: the null edit's prototype
-        nuisance = (x[:, 0, 0:2, 9:12] > -0.5).flatten(1).all(1).numpy()
-        net.prototypes[4] = z[int(np.flatnonzero(nuisance)[0]), :, 0, centre]
-        # the remaining prototypes repeat the empty corner: a random prototype would respond to bars and mark
-        # at once, and the linear decoder below would then tie them together even in the unbiased control
-        net.prototypes[5:] = net.prototypes[3]
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
-
-
+# On planted data through a closed-form decoder (helpers.fitted_model: why a trained tiny UNet would not do).
 def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path, tiny_cfg):
-    from patronus_diffusion.analysis.shortcut import diagnose, write_diagnosis
+    from patronus_diffusion.analysis.shortcut import diagnose
     from patronus_diffusion.config import DataConfig
 
     clean = write_planted(tmp_path / "unbiased", 0.0)
@@ -240,10 +146,11 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     reports = {}
     for name in ("biased", "unbiased"):
         pat = fitted_model(tmp_path / name, tiny_cfg)
-        reports[name] = diagnose(pat, "vertical", "mark", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10,
-                                 probe_epochs=10, progress=False)
-        files = write_diagnosis(pat, reports[name], tmp_path / f"out-{name}")
+        result = diagnose(pat, "vertical", "mark", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10,
+                          probe_epochs=10, progress=False)
+        files = result.write(tmp_path / f"out-{name}")
         assert files["diagnosis.png"].stat().st_size > 0
+        reports[name] = result.report
     rb, ru = reports["biased"], reports["unbiased"]
     assert rb["probe_test_auroc"]["a"] > 0.95 and rb["probe_test_auroc"]["b"] > 0.95
     assert rb["prototypes"]["a"][0]["auroc"] > 0.95 and rb["prototypes"]["b"][0]["auroc"] > 0.95
@@ -259,7 +166,7 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     # the null edit: prototypes other than the edited ones, the least associated with A and B (here the nuisance
     # prototype p4), and its leak is reported next to the leak, both with intervals, as is the probe's
     # cross-talk; the score is the part of the leak neither explains
-    from patronus_diffusion.analysis.shortcut import unexplained
+    from patronus_diffusion.analysis.verdicts import unexplained
 
     for r in (rb, ru):
         null = r["null_edit"]["prototypes"]
@@ -272,7 +179,7 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     assert saved["edit_guidance"] == 0.0 and saved["min_probe_auroc"] == 0.75
     # --edit-scale multiplies the plausible maxima the prototypes are raised to, and nothing else
     doubled = diagnose(fitted_model(tmp_path / "biased", tiny_cfg), "vertical", "mark", probe_cfg, n_images=2,
-                       seeds=1, top_k=1, steps=5, probe_epochs=1, edit_scale=2.0, progress=False)
+                       seeds=1, top_k=1, steps=5, probe_epochs=1, edit_scale=2.0, progress=False).report
     assert doubled["edit_scale"] == 2.0
     assert doubled["prototypes"]["edited_a"] == rb["prototypes"]["edited_a"]
     for j, v in rb["prototypes"]["edit_values"].items():
@@ -415,7 +322,7 @@ def test_conditioning_gain_is_zero_for_a_decoder_that_ignores_s(tiny_cfg):
 
 
 def test_interval_verdict_has_four_outcomes_each_with_its_reason_and_tau():
-    from patronus_diffusion.analysis.shortcut import interval_verdict
+    from patronus_diffusion.analysis.verdicts import interval_verdict
 
     cases = {(0.3, 0.5): "shortcut", (-0.6, -0.25): "shortcut",  # beyond +-tau, either sign
              (0.05, 0.15): "coupling below tau", (-0.19, -0.14): "coupling below tau",  # excludes 0, within
@@ -438,7 +345,7 @@ def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling"), nul
             sd=0.02, probe_auroc=(0.99, 0.99)):
     """Synthetic per-image effects: own effects, the other attribute's change under the edit (own x leak) and
     under the null edit (own x null), noise sd; the probe's clean test AUROC per attribute."""
-    from patronus_diffusion.analysis.shortcut import assess
+    from patronus_diffusion.analysis.verdicts import assess
 
     a_own, a_other = _dir(n, own_a, own_a * leak_ab, 1, sd)
     b_own, b_other = _dir(n, own_b, own_b * leak_ba, 2, sd)
@@ -503,7 +410,7 @@ def test_a_blind_probe_tests_no_direction_and_says_which_attribute_it_cannot_rea
     assert "cannot read smiling" in r["reason"] and "0.56" in r["reason"] and "0.75" in r["reason"], r["reason"]
     assert "cannot read black_hair" not in r["reason"]
     # the bound is a setting: at 0.5 the same probe would count (a test of the wiring, not a recommendation)
-    from patronus_diffusion.analysis.shortcut import assess
+    from patronus_diffusion.analysis.verdicts import assess
 
     a_own, a_other = _dir(64, 0.8, 0.0, 1)
     r2 = assess({"dA_A": a_own, "dB_A": a_other, "dB_0A": 0 * a_other, "dA_0A": 0 * a_other},
@@ -524,8 +431,8 @@ def test_opposite_planted_coupling_is_found_whichever_way_an_attribute_is_named(
                            attributes_csv=str(clean / "attributes.csv"))
     pat = fitted_model(tmp_path / "negative", tiny_cfg)
     kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
-    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw)
-    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
+    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw).report
+    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw).report
     assert plain["verdict"] == "shortcut" and flipped["verdict"] == "shortcut", (plain["reason"], flipped["reason"])
     assert plain["score"] < -0.2 and flipped["score"] > 0.2, (plain["score"], flipped["score"])
     assert flipped["score"] == pytest.approx(-plain["score"])
@@ -546,8 +453,8 @@ def test_naming_an_attribute_the_other_way_flips_the_sign_of_a_one_way_coupling(
     pat = fitted_model(clean, tiny_cfg)
     rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
     kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
-    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw)
-    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw)
+    plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw).report
+    flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw).report
     assert plain["verdict"] == "shortcut" and plain["score"] > 0.2, plain["reason"]
     assert flipped["verdict"] == plain["verdict"], flipped["reason"]
     assert flipped["score"] == pytest.approx(-plain["score"]) and flipped["ci95"] == pytest.approx(
@@ -582,12 +489,12 @@ def test_edit_guidance_is_a_setting_recorded_in_the_json_and_the_figure(tmp_path
     monkeypatch.setattr(shortcut, "run_plan", spy)
     kw = dict(n_images=2, seeds=1, top_k=1, steps=3, probe_epochs=1, progress=False)
     r = shortcut.diagnose(pat, "vertical", "mark", probe_cfg, **kw)
-    assert used and set(used) == {0.0} and r["edit_guidance"] == 0.0
+    assert used and set(used) == {0.0} and r.report["edit_guidance"] == 0.0
     used.clear()
     r = shortcut.diagnose(pat, "vertical", "mark", probe_cfg, edit_guidance=0.5, **kw)
-    assert used and set(used) == {0.5} and r["edit_guidance"] == 0.5
-    assert "edit guidance w = 0.5" in shortcut.figure_title(r)
-    shortcut.write_diagnosis(pat, r, tmp_path / "out")
+    assert used and set(used) == {0.5} and r.report["edit_guidance"] == 0.5
+    assert "edit guidance w = 0.5" in r.figure_title()
+    r.write(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "diagnosis.json").read_text())["edit_guidance"] == 0.5
 
 
@@ -621,7 +528,7 @@ def test_opposite_mixed_signs_through_a_closed_form_decoder(tmp_path, tiny_cfg):
     rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
     rewire(pat, proto=2, cause=1, paint=((0, 0), (0, 1)))  # raising the mark prototype paints a horizontal bar
     r = diagnose(pat, "vertical", "mark", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
-                 progress=False)
+                 progress=False).report
     d = r["directions"]
     assert r["verdict"] == "shortcut", r["reason"]
     assert d["a_to_b"]["verdict"] == "shortcut" and d["a_to_b"]["leak"] > 0.2, d
@@ -641,7 +548,7 @@ def test_an_attribute_no_image_shows_gets_no_verdict_through_a_closed_form_decod
                            attributes_csv=str(clean / "attributes.csv"))
     pat = fitted_model(clean, tiny_cfg)
     r = diagnose(pat, "vertical", "coin", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
-                 progress=False)
+                 progress=False).report
     assert r["probe_test_auroc"]["b"] < 0.75 and r["probe_test_auroc"]["a"] > 0.95, r["probe_test_auroc"]
     assert {d["verdict"] for d in r["directions"].values()} == {"untested"}, r["directions"]
     assert r["verdict"] == "inconclusive" and "cannot read coin" in r["reason"], r["reason"]
@@ -649,7 +556,7 @@ def test_an_attribute_no_image_shows_gets_no_verdict_through_a_closed_form_decod
 
 
 def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_untested(tmp_path, tiny_cfg, capsys):
-    from patronus_diffusion.analysis.shortcut import binary_attributes, scan_pairs
+    from patronus_diffusion.analysis.scan import binary_attributes, scan_pairs
     from patronus_diffusion.config import DataConfig
 
     clean = write_planted(tmp_path / "unbiased", 0.0, coin=True)
@@ -659,7 +566,8 @@ def test_scan_ranks_the_planted_pair_first_and_leaves_an_invisible_attribute_unt
     pat = fitted_model(tmp_path / "biased", tiny_cfg)
     names = binary_attributes(pat, probe_cfg)
     assert names == ["vertical", "mark", "coin"]
-    rows = scan_pairs(pat, names, probe_cfg, progress=False, n_images=8, seeds=1, top_k=1, steps=10, probe_epochs=10)
+    rows = scan_pairs(pat, names, probe_cfg, progress=False, n_images=8, seeds=1, top_k=1, steps=10,
+                      probe_epochs=10).pairs
     assert len(rows) == 3
     assert {rows[0]["a"], rows[0]["b"]} == {"vertical", "mark"} and rows[0]["verdict"] == "shortcut", rows[0]
     coin_rows = [r for r in rows if "coin" in (r["a"], r["b"])]
@@ -703,8 +611,8 @@ def test_shared_scan_agrees_with_the_pairwise_diagnosis_on_a_planted_coupling(tm
     names = ["vertical", "mark", "coin"]
     kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
     pat = fitted_model(tmp_path / "biased", tiny_cfg)
-    scan = scan_shared(pat, names, _clean_cfg(clean), **kw)
-    pair = diagnose(pat, "vertical", "mark", _clean_cfg(clean), **kw)
+    scan = scan_shared(pat, names, _clean_cfg(clean), **kw).report
+    pair = diagnose(pat, "vertical", "mark", _clean_cfg(clean), **kw).report
     top = scan["pairs"][0]
     assert {top["a"], top["b"]} == {"vertical", "mark"}, scan["pairs"]
     assert top["verdict"] == pair["verdict"] == "shortcut", (top["reason"], pair["reason"])
@@ -719,7 +627,7 @@ def test_shared_scan_agrees_with_the_pairwise_diagnosis_on_a_planted_coupling(tm
     assert all(r["verdict"] == "inconclusive" for r in scan["pairs"] if "coin" in (r["a"], r["b"]))
     assert set(scan["differences_from_pairwise"]) >= {"edited_images", "null_edit", "probe", "clean_data"}
     json.dumps(scan)  # the report is JSON as it is
-    control = scan_shared(fitted_model(clean, tiny_cfg), names, _clean_cfg(clean), **kw)
+    control = scan_shared(fitted_model(clean, tiny_cfg), names, _clean_cfg(clean), **kw).report
     row = next(r for r in control["pairs"] if {r["a"], r["b"]} == {"vertical", "mark"})
     assert row["verdict"] in ("no coupling detected", "coupling below tau"), row["reason"]
     assert -0.2 < row["ci95"][0] <= row["ci95"][1] < 0.2
@@ -730,7 +638,7 @@ def test_shared_scan_inverts_each_image_once_and_costs_edit_passes_per_attribute
     reconstruction pass); UNet image evaluations at most steps x 4 K n per seed, as the report says; the pairwise
     scan of the same attributes costs more already at K = 3."""
     from patronus_diffusion.analysis import scan as S
-    from patronus_diffusion.analysis.shortcut import scan_pairs
+    from patronus_diffusion.analysis.scan import scan_pairs
 
     clean = write_planted(tmp_path / "unbiased", 0.0)
     extra = add_coin_columns(clean, 3)
@@ -762,7 +670,7 @@ def test_shared_scan_inverts_each_image_once_and_costs_edit_passes_per_attribute
         calls["invert"].clear()
         calls["picks"].clear()
         calls["plans"] = 0
-        r = S.scan_shared(pat, names, _clean_cfg(clean), **kw)
+        r = S.scan_shared(pat, names, _clean_cfg(clean), **kw).report
         k = len(names)
         assert len(calls["invert"]) == seeds and calls["plans"] == seeds * (k + 1), calls
         for s_, x in enumerate(calls["invert"]):  # each picked image once in its seed's inversion
@@ -788,14 +696,14 @@ def test_shared_scan_gates_say_why_a_direction_is_untested(tmp_path, tiny_cfg):
     write_planted(tmp_path / "biased", 1.0)
     pat = fitted_model(tmp_path / "biased", tiny_cfg)
     kw = dict(top_k=1, steps=3, probe_epochs=2, progress=False)
-    r = scan_shared(pat, ["vertical", "mark"], None, n_images=4, seeds=1, **kw)  # no clean data: the run's own
+    r = scan_shared(pat, ["vertical", "mark"], None, n_images=4, seeds=1, **kw).report  # the run's own data
     (row,) = r["pairs"]
     assert row["verdict"] == "inconclusive" and row["tested_directions"] == [], row["reason"]
     assert "correlated in the clean data (phi +1.00" in row["reason"] and "--probe-data" in row["reason"]
     assert "a rise and a fall of mark can both be seen" in row["reason"], row["reason"]
     clean = write_planted(tmp_path / "unbiased", 0.0)
     r = scan_shared(fitted_model(clean, tiny_cfg), ["vertical", "mark"], _clean_cfg(clean), n_images=2, seeds=1,
-                    **kw)  # two images per attribute: one with and one without the other attribute
+                    **kw).report  # two images per attribute: one with and one without the other attribute
     assert all(d["verdict"] == "untested" and any("needs >= 2 of each" in w for w in d["untested_because"])
                for d in r["directions"]), r["directions"]
     assert r["pairs"][0]["verdict"] == "inconclusive"

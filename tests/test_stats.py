@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from patronus_diffusion.evaluation.stats import (bootstrap_interval, count_defined, median_of_medians, true_median,
-                                                 two_way_standard_error)
+from patronus_diffusion.evaluation.stats import (bootstrap_interval, count_defined, mean_std, median_of_medians,
+                                                 t_interval, true_median, two_way_standard_error)
 
 
 def test_true_median_averages_the_two_middle_values_where_torch_takes_the_lower():
@@ -47,6 +47,15 @@ def test_two_way_standard_error_counts_the_shared_columns():
     flat = rows + rng.normal(size=(n, k)) * 0.1
     row_se = flat.mean(1).std(ddof=1) / math.sqrt(n)
     assert two_way_standard_error(flat) == pytest.approx(row_se, rel=0.2)
+
+
+def test_mean_std_and_the_student_t_interval_of_a_few_seeds_by_hand():
+    assert mean_std([49.0, None, 51.0]) == (50.0, pytest.approx(2 ** 0.5))  # sample std (n - 1), None left out
+    assert mean_std([3.0]) == (3.0, 0.0) and mean_std([None]) == (None, None)
+    lo, hi = t_interval(-2.0, 0.2, 3)
+    half = 4.302653 * 0.2 / 3 ** 0.5  # t_{0.975, 2} = 4.302653
+    assert lo == pytest.approx(-2.0 - half) and hi == pytest.approx(-2.0 + half)
+    assert t_interval(1.0, 0.5, 1) == (None, None)
 
 
 def test_a_device_the_machine_lacks_is_a_usage_error():

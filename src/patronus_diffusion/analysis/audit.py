@@ -48,7 +48,9 @@ from ..evaluation.stats import bootstrap_interval
 from ..utils.errors import UsageError
 from .audit_models import AttributeJudge, Classifier, attribute_judge, class_judge, load_classifier
 from .quality import auroc
-from .shortcut import matched_null_targets, null_prototypes, rank_prototypes, split_negation
+from .results import ShowsFigure
+from .shortcut import matched_null_targets, null_prototypes, rank_prototypes
+from .verdicts import split_negation
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_MIN_JUDGE_AUROC = 0.75
@@ -181,7 +183,7 @@ def audit_verdict(mad: dict, threshold: float, confirmed: int, judge_auroc: floa
 
 # ----------------------------------------------------------------------------- the result
 @dataclass
-class AuditResult:
+class AuditResult(ShowsFigure):
     """An audit's numbers (``report``, JSON-able), its per-image table (``per_image``) and its figure's images."""
 
     report: dict
@@ -197,23 +199,49 @@ class AuditResult:
                 f"{mad}, diff {diff}; {r['counts']['confirmed']}/{r['counts']['n']} confirmed)")
         return text[:200]
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
+        """audit.json: every number of the audit."""
+        return self.report
+
+    def summary(self) -> str:
+        """The verdict with its reason, the judge's confirmations, the measures and the settings (what `audit`
+        prints)."""
         r = self.report
-        keep = ("attribute", "verdict", "reason", "threshold", "counts", "measures", "edit_guidance")
-        return {k: r[k] for k in keep} | {"target": r["classifier"]["target"]}
+        m, c = r["measures"], r["counts"]
+        num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        ci = lambda pair: "" if pair is None else f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"  # noqa: E731
+        lines = [f"{r['verdict']} (tau = {r['threshold']:g}): {r['reason']}",
+                 f"  confirmed by the judge: {c['confirmed']} of {c['n']} ({c['confirmed_with']} of {c['with']} with "
+                 f"{r['attribute']}, {c['confirmed_without']} of {c['without']} without); judge test AUROC "
+                 f"{r['judge']['test_auroc']:.3f}"]
+        for key, what in (("MAD", "MAD"), ("MD_with", "mean change, with A"), ("MD_without", "mean change, without A")):
+            d = m[key]
+            lines.append(f"  {what}: no confirmed image" if d["edit"] is None else
+                         f"  {what}: flip {d['edit']:+.3f} {ci(d['edit_ci95'])}, null {d['null']:+.3f} "
+                         f"{ci(d['null_ci95'])}, difference {d['difference']:+.3f} {ci(d['difference_ci95'])} "
+                         f"(n = {d['n']})")
+        a = m["auroc_attribute"]
+        lines.append(f"  classifier AUROC for {r['attribute']}: real {num(a['real']['auroc'])}, counterfactual "
+                     f"{num(a['counterfactual']['auroc'])}")
+        if "auroc_label" in m:
+            b = m["auroc_label"]
+            lines.append(f"  classifier AUROC for {r['label']}: real {num(b['real']['auroc'])}, counterfactual "
+                         f"{num(b['counterfactual']['auroc'])}, null {num(b['null']['auroc'])}")
+        edited, null = ([e["prototype"] for e in r["prototypes"][k]] for k in ("edited", "null"))
+        return "\n".join(lines + [f"  edit guidance w = {r['edit_guidance']:g}, {r['steps']} steps, prototypes "
+                                  f"{edited} (null {null})"])
 
     # figure
     def _figure(self):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
+
+        from .figures import new_figure
 
         rows = self.figure_rows
         r = self.report
         n = max(len(rows), 1)
         cols = ("image x", "reconstruction", f"flip {r['attribute']}", "null edit")
-        fig = Figure(figsize=(2.1 * len(cols), 2.1 * n + 1.2), dpi=100)
-        FigureCanvasAgg(fig)
+        fig = new_figure(figsize=(2.1 * len(cols), 2.1 * n + 1.2), dpi=100)
         axes = fig.subplots(n, len(cols), squeeze=False)
         for i in range(n):
             for c in range(len(cols)):
@@ -259,9 +287,6 @@ class AuditResult:
         buf = io.BytesIO()
         self._figure().savefig(buf, format="png")
         return buf.getvalue()
-
-    def _repr_png_(self) -> bytes:
-        return self.png()
 
     def to_pil(self):
         from PIL import Image

@@ -58,6 +58,7 @@ from ..evaluation.stats import true_median
 from ..utils.errors import UsageError
 from ..utils.io import write_json
 from .figures import Panel, panels_figure, save_figure, short_name
+from .results import ShowsFigure
 from .tables import write_csv
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0, 1.5)
@@ -122,10 +123,6 @@ def _values(t: torch.Tensor) -> list:
     return [round(float(v), 4) if math.isfinite(v) else None for v in t.flatten().tolist()]
 
 
-def _median_of(values: list) -> float | None:
-    return true_median(values, 4)
-
-
 # ------------------------------------------------------------------------------ plan and run
 @dataclass
 class EvaluationPlan:
@@ -167,7 +164,7 @@ class EvaluationPlan:
 
 
 @dataclass
-class EditEvaluation:
+class EditEvaluation(ShowsFigure):
     """The benchmark's numbers: rise, off_target, locality and requested (the change value - s_J(recon)) are
     (J, K, S, B) for prototype J, target kind K (``plan.kinds``), strength S and image B, NaN where that
     combination was not run (a kind outside ``plan.swept`` away from the headline strength);
@@ -270,7 +267,8 @@ class EditEvaluation:
                 "effective_request": round(1 + w, 4),
                 "median_rise_per_effective_request": None if rise is None else round(rise / (1 + w), 4), **row}
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
+        """edits_eval.json: the headline and other rows with intervals, every prototype's numbers, the settings."""
         per = self.per_prototype()
         r = self.result
         settings = {"run": r.run, "images": r.names, "n_images": len(r.names), "seed": self.plan.seed,
@@ -284,7 +282,7 @@ class EditEvaluation:
         head = self._row(0)
         out = {"headline": "the decoder's own response: unguided (w = 0), own-max target, strength "
                            f"{self.strengths[self.headline]:g}, true medians over prototypes of medians over images",
-               **head, "median_locality": _median_of([p["locality_median"] for p in per])}
+               **head, "median_locality": true_median([p["locality_median"] for p in per], 4)}
         for name, key in (("global_max", "global_max"), ("own_min", "lower")):
             if name in self.kinds:
                 row = self._row(self.kinds.index(name))
@@ -297,9 +295,13 @@ class EditEvaluation:
             out["steerability"] = self.steerability
         return out | {"per_prototype": per, "settings": settings, "seconds": round(self.seconds, 2)}
 
+    def summary(self) -> str:
+        """The printout (:meth:`lines`) as one text."""
+        return "\n".join(self.lines())
+
     def lines(self) -> list[str]:
         """The printout: the headline with intervals and counts, the other targets, the amplified row, realism."""
-        s = self.summary()
+        s = self.to_json()
 
         def ci(v):
             return "" if v is None else f" [{v[0]:.4f}, {v[1]:.4f}]"
@@ -347,7 +349,7 @@ class EditEvaluation:
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """edits_eval.json, edits_eval.csv (prototype x target kind x strength) and edits_eval.png."""
         out = Path(out_dir)
-        summary = self.summary()
+        summary = self.to_json()
         write_json(out / "edits_eval.json", summary)
         rows = [[p["prototype"], row["target_kind"], row["strength"], row["target"],
                  *("" if row[c] is None else row[c] for c in ("rise_median", "off_target_median", "locality_median"))]
@@ -358,7 +360,7 @@ class EditEvaluation:
         return {"results": out / "edits_eval.json", "table": out / "edits_eval.csv", "figure": out / "edits_eval.png"}
 
     def __repr__(self) -> str:
-        s = self.summary()
+        s = self.to_json()
 
         def num(v):
             return "n/a" if v is None else f"{v:.3f}"
@@ -372,11 +374,6 @@ class EditEvaluation:
         from .figures import figure_image
 
         return figure_image(self.figure())
-
-    def _repr_png_(self) -> bytes:
-        from ..utils.images import png_bytes
-
-        return png_bytes(self.to_pil())
 
     def figure(self, path: Path | None = None, n_images: int = 4, per_row: int = 15, n_strips: int = 4):
         """What the numbers mean, to look at: per image (up to ``n_images``) its reconstruction and every

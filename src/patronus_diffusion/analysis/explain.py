@@ -18,8 +18,6 @@ requested change; mean |change| of the other prototypes) is reported per prototy
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,8 +29,10 @@ import torch
 from ..edit import Edit, EditPlan, EditResult, Reference, reference_set, run_plan
 from ..utils.errors import UsageError
 from ..utils.images import save_grid
-from ..utils.io import write_json, write_text
-from .figures import Panel, crop, save_panels
+from ..utils.io import write_json
+from .figures import Panel, crop, figure_image, panels_figure, save_figure, save_panels
+from .results import ShowsFigure, one_line
+from .tables import write_csv
 from .where import boxes_of
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -94,10 +94,10 @@ def nearest_patches(pat, prototypes: Sequence[int], k: int = 5, n_images: int = 
 
 
 # ------------------------------------------------------------------------------ the gallery
-@dataclass
-class Gallery:
-    """Everything the gallery shows, before drawing: the reference set X, s statistics, nearest training
-    patches, and the engine's result of the max-edits (edit r = prototype ``prototypes[r]``)."""
+@dataclass(repr=False)
+class ExplainResult(ShowsFigure):
+    """The prototype gallery (`patronus explain`), before drawing: the reference set X, s statistics, nearest
+    training patches, and the engine's result of the max-edits (edit r = prototype ``prototypes[r]``)."""
 
     run: str
     prototypes: list[int]
@@ -141,31 +141,13 @@ class Gallery:
                 for m, (i, d) in enumerate(zip(near.index[r], near.distance[r]))],
         }
 
-    def write(self, out_dir: str | Path) -> dict:
-        """overview.png, prototypes/pJJ.png, enhanced.png, explain.json, prototypes.csv; returns the summary."""
-        t0 = time.time()
-        out, res, ref, near = Path(out_dir), self.result, self.reference, self.near
-        x0 = res.x0
-        records, overview_cells = [], []
-        for r, j in enumerate(self.prototypes):
-            rec = self.record(r)
-            records.append(rec)
-            s_after_j = res.s_after[r, :, j]
-            best = int(s_after_j.argmax())
-            boxes = boxes_of(res.receptive_field, res.location[r, :, j])
-            best_img, best_box = res.images[r, best], tuple(rec["best_image"]["box"])
-            _prototype_figure(out / "prototypes" / f"p{j:02d}.png", j, ref, x0, res.s, res.images[r], s_after_j,
-                              boxes, best, self.sources, near, r, self.near_images[r], rec["faithfulness"])
-            nn_cells = [Panel(self.near_images[r, m], f"NN{m + 1} d={float(near.distance[r, m]):.2g}",
-                              tuple(near.boxes[r, m].tolist())) for m in range(min(3, near.index.shape[1]))]
-            overview_cells.append([Panel(best_img, f"p{j}  s={float(s_after_j[best]):.2f}", best_box, highlight=False),
-                                   Panel(crop(best_img, best_box), f"p{j} patch")] + nn_cells)
-        _overview(out / "overview.png", overview_cells, ref, len(self.sources), res.steps)
-        save_grid(res.images.reshape(-1, *x0.shape[1:]), out / "enhanced.png", nrow=len(self.sources), upscale=2)
-        timings = {**self.timings, "figures_seconds": round(time.time() - t0, 2)}
-        overall = res.faithfulness()
-        summary = {
-            "run": self.run, "prototypes": self.prototypes, "reference": ref.to_json(),
+    def to_json(self, records: list[dict] | None = None) -> dict:
+        """explain.json: the reference set, settings, overall and per-prototype faithfulness, timings (with the
+        figures' seconds once written) and every prototype's :meth:`record`."""
+        records = [self.record(r) for r in range(len(self.prototypes))] if records is None else records
+        overall = self.result.faithfulness()
+        return {
+            "run": self.run, "prototypes": self.prototypes, "reference": self.reference.to_json(),
             "settings": self.settings,
             "faithfulness": {"rise_median": overall["rise_median"], "others_median": overall["others_median"],
                              "per_prototype_rise_median": {str(r["prototype"]): r["faithfulness"]["rise_median"]
@@ -173,20 +155,79 @@ class Gallery:
                              "definition": "rise = (s_J(x_hat) - s_J(x0)) / (max(s_X) - s_J(x0)); "
                                            "others = mean_k!=J |s_k(x_hat) - s_k(x0)|; medians over prototypes x "
                                            "images"},
-            "timings": {**timings, "total_seconds": round(time.time() - self.t_start, 2)},
+            "timings": {**self.timings, "total_seconds": round(time.time() - self.t_start, 2)},
             "files": {"overview": "overview.png", "per_prototype": "prototypes/pJJ.png", "enhanced": "enhanced.png",
                       "table": "prototypes.csv"},
             "per_prototype": records,
         }
-        write_json(out / "explain.json", summary)
-        write_text(out / "prototypes.csv", _csv(records))
-        return summary
+
+    def __repr__(self) -> str:
+        f, res = self.result.faithfulness(), self.result
+        num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        return one_line(f"ExplainResult({len(self.prototypes)} prototypes x {len(self.sources)} images, max(s_X) "
+                        f"{self.reference.max:.2f}, median rise {num(f['rise_median'])}, others "
+                        f"{num(f['others_median'])}, {res.sampler} {res.steps} steps)")
+
+    def summary(self, seconds: float | None = None) -> str:
+        """The reference set and the faithfulness of the max-edits (what `explain` prints, with the ``seconds`` it
+        took)."""
+        f, ref = self.result.faithfulness(), self.reference.to_json()
+        took = "" if seconds is None else f" in {seconds:.1f} s"
+        return (f"{len(self.prototypes)} prototypes{took}; max(s_X) = {ref['max_s_X']:.3f} (X: {ref['n']} "
+                f"{ref['split']} images, seed {ref['seed']})\n"
+                f"edit faithfulness (s_J := max(s_X)): median rise {f['rise_median']} of the requested change; "
+                f"median mean |change| of the other prototypes {f['others_median']}")
+
+    def figure(self):
+        """overview.png: per prototype its best edited image (patch boxed), that patch and the 3 nearest
+        training images, in blocks of ten rows."""
+        return _overview(self._overview_cells(), self.reference, len(self.sources), self.result.steps)
+
+    def to_pil(self):
+        """overview.png as a PIL image."""
+        return figure_image(self.figure())
+
+    def _overview_cells(self) -> list[list[Panel]]:
+        res, near, cells = self.result, self.near, []
+        for r, j in enumerate(self.prototypes):
+            s_after_j = res.s_after[r, :, j]
+            best = int(s_after_j.argmax())
+            best_img = res.images[r, best]
+            best_box = tuple(boxes_of(res.receptive_field, res.location[r, best, j][None])[0].tolist())
+            nn_cells = [Panel(self.near_images[r, m], f"NN{m + 1} d={float(near.distance[r, m]):.2g}",
+                              tuple(near.boxes[r, m].tolist())) for m in range(min(3, near.index.shape[1]))]
+            cells.append([Panel(best_img, f"p{j}  s={float(s_after_j[best]):.2f}", best_box, highlight=False),
+                          Panel(crop(best_img, best_box), f"p{j} patch")] + nn_cells)
+        return cells
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """overview.png, prototypes/pJJ.png, enhanced.png, explain.json, prototypes.csv; returns them by role."""
+        t0 = time.time()
+        out, res, ref, near = Path(out_dir), self.result, self.reference, self.near
+        x0 = res.x0
+        records = []
+        for r, j in enumerate(self.prototypes):
+            rec = self.record(r)
+            records.append(rec)
+            s_after_j = res.s_after[r, :, j]
+            best = int(s_after_j.argmax())
+            boxes = boxes_of(res.receptive_field, res.location[r, :, j])
+            _prototype_figure(out / "prototypes" / f"p{j:02d}.png", j, ref, x0, res.s, res.images[r], s_after_j,
+                              boxes, best, self.sources, near, r, self.near_images[r], rec["faithfulness"])
+        save_figure(self.figure(), out / "overview.png")
+        save_grid(res.images.reshape(-1, *x0.shape[1:]), out / "enhanced.png", nrow=len(self.sources), upscale=2)
+        self.timings["figures_seconds"] = round(time.time() - t0, 2)
+        write_json(out / "explain.json", self.to_json(records))
+        write_csv(out / "prototypes.csv", *_table(records))
+        return {"overview": out / "overview.png", "per prototype": out / "prototypes",
+                "edited images": out / "enhanced.png", "results": out / "explain.json",
+                "table": out / "prototypes.csv"}
 
 
 def build_gallery(pat, prototypes: Sequence[int] | None = None, n_ref: int = 256, seed: int = 0,
                   steps: int | None = None, progress: bool = True, *, n_images: int = 8, k_nearest: int = 5,
                   patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
-                  patch_split: str = "train", sampler: str | None = None) -> Gallery:
+                  patch_split: str = "train", sampler: str | None = None) -> ExplainResult:
     """Encode the statistics and nearest patches, and run the max-edits of ``prototypes`` (default: all)
     on the first ``n_images`` of the reference set X through the edit engine (one batched decode)."""
     t_start = time.time()
@@ -224,27 +265,29 @@ def build_gallery(pat, prototypes: Sequence[int] | None = None, n_ref: int = 256
                 "sampler": res.sampler, "edit": "s_J := max(s_X)",
                 "k_nearest": k_nearest, "patch_split": patch_split, "patch_images_searched": near.searched,
                 "stats_split": split, "stats_images": len(stats_idx), "seed": seed}
-    return Gallery(run=res.run, prototypes=protos, reference=ref, stats=s_statistics(s_data),
+    return ExplainResult(run=res.run, prototypes=protos, reference=ref, stats=s_statistics(s_data),
                    stats_images=len(stats_idx), near=near, near_images=near_imgs,
-                   near_sources=[[patch_ds.sources[int(i)] for i in row] for row in near.index],
-                   near_labels=[[_label(patch_ds, int(i)) for i in row] for row in near.index],
-                   result=res, sources=sources, epsilon=pat.config.prototypes.epsilon, settings=settings,
-                   timings=timings, t_start=t_start)
+                         near_sources=[[patch_ds.sources[int(i)] for i in row] for row in near.index],
+                         near_labels=[[_label(patch_ds, int(i)) for i in row] for row in near.index],
+                         result=res, sources=sources, epsilon=pat.config.prototypes.epsilon, settings=settings,
+                         timings=timings, t_start=t_start)
 
 
 def explain_gallery(pat, out_dir: str | Path, prototypes: Sequence[int] | None = None, n_ref: int = 256,
                     seed: int = 0, steps: int | None = None, progress: bool = True, *, n_images: int = 8,
                     k_nearest: int = 5, patch_images: int = 10000, stats_images: int = 2000, split: str = "test",
-                    patch_split: str = "train", sampler: str | None = None) -> dict:
-    """Write the gallery of ``prototypes`` (default: all) into ``out_dir`` and return its summary.
+                    patch_split: str = "train", sampler: str | None = None) -> ExplainResult:
+    """Build the gallery of ``prototypes`` (default: all), write it into ``out_dir`` and return it.
 
     Files: ``overview.png`` (every prototype: edited image with box, patch, 3 nearest training images),
     ``prototypes/pJJ.png`` (one figure per prototype), ``enhanced.png`` (lossless grid: rows =
     prototypes, columns = the edited reference images), ``explain.json`` and ``prototypes.csv``.
     """
-    return build_gallery(pat, prototypes, n_ref, seed, steps, progress, n_images=n_images, k_nearest=k_nearest,
-                         patch_images=patch_images, stats_images=stats_images, split=split, patch_split=patch_split,
-                         sampler=sampler).write(out_dir)
+    gallery = build_gallery(pat, prototypes, n_ref, seed, steps, progress, n_images=n_images, k_nearest=k_nearest,
+                            patch_images=patch_images, stats_images=stats_images, split=split,
+                            patch_split=patch_split, sampler=sampler)
+    gallery.write(out_dir)
+    return gallery
 
 
 def _label(ds, i: int) -> str:
@@ -253,20 +296,20 @@ def _label(ds, i: int) -> str:
     return names[lab] if 0 <= lab < len(names) else str(lab)
 
 
-def _csv(records: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+def _table(records: list[dict]) -> tuple[list[str], list[list]]:
+    """prototypes.csv: one row per prototype (header, rows)."""
     qs = [f"q{q:g}" for q in QUANTILES]
-    w.writerow(["prototype", "max_s_X", "s_mean", *[f"s_{q}" for q in qs], "top_fraction", "best_source",
-                "s_before", "s_after", "box_x0", "box_y0", "box_x1", "box_y1", "rise_median", "others_median",
-                "nearest_sources", "nearest_distances"])
+    header = ["prototype", "max_s_X", "s_mean", *[f"s_{q}" for q in qs], "top_fraction", "best_source", "s_before",
+              "s_after", "box_x0", "box_y0", "box_x1", "box_y1", "rise_median", "others_median", "nearest_sources",
+              "nearest_distances"]
+    rows = []
     for r in records:
         b = r["best_image"]
-        w.writerow([r["prototype"], r["max_s_X"], r["s_mean"], *[r["s_quantiles"][q] for q in qs], r["top_fraction"],
-                    b["source"], b["s_before"], b["s_after"], *b["box"], r["faithfulness"]["rise_median"],
-                    r["faithfulness"]["others_median"], ";".join(n["source"] for n in r["nearest_patches"]),
-                    ";".join(f"{n['distance']:.4g}" for n in r["nearest_patches"])])
-    return buf.getvalue()
+        rows.append([r["prototype"], r["max_s_X"], r["s_mean"], *[r["s_quantiles"][q] for q in qs], r["top_fraction"],
+                     b["source"], b["s_before"], b["s_after"], *b["box"], r["faithfulness"]["rise_median"],
+                     r["faithfulness"]["others_median"], ";".join(n["source"] for n in r["nearest_patches"]),
+                     ";".join(f"{n['distance']:.4g}" for n in r["nearest_patches"])])
+    return header, rows
 
 
 def _prototype_figure(path, j, ref: Reference, x0, s0, enhanced, s_after_j, boxes, best, sources,
@@ -289,7 +332,7 @@ def _prototype_figure(path, j, ref: Reference, x0, s0, enhanced, s_after_j, boxe
                 row_labels=["input x0", f"s_{j}=max", "patches", "nearest\ntraining"])
 
 
-def _overview(path, cells: list[list[Panel]], ref: Reference, n_images: int, steps: int) -> None:
+def _overview(cells: list[list[Panel]], ref: Reference, n_images: int, steps: int):
     """Prototypes in blocks of ten rows, blocks side by side (a blank column between blocks)."""
     per_block = 10
     blocks = math.ceil(len(cells) / per_block)
@@ -304,7 +347,8 @@ def _overview(path, cells: list[list[Panel]], ref: Reference, n_images: int, ste
             if b < blocks - 1:
                 row.append(Panel(None))
         rows.append(row)
-    save_panels(rows, path, cell=1.15, fontsize=6.5,
-                title=f"Prototype gallery. Per prototype J: edited image (s_J := max(s_X) = {ref.max:.2f}; best of "
-                      f"{n_images} test images, {steps} steps), red box = best patch\n"
-                      f"| that patch | the 3 training images nearest to p_J (ProtoPNet view, d = squared distance)")
+    return panels_figure(rows, cell=1.15, fontsize=6.5,
+                         title=f"Prototype gallery. Per prototype J: edited image (s_J := max(s_X) = {ref.max:.2f}; "
+                               f"best of {n_images} test images, {steps} steps), red box = best patch\n"
+                               f"| that patch | the 3 training images nearest to p_J (ProtoPNet view, d = squared "
+                               f"distance)")

@@ -196,6 +196,13 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 def band_plot(t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str,
               ylabel: str, ax_titles: Sequence[str] | None = None,
               more: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]] = ()) -> Path:
+    """:func:`band_figure` saved as a PNG at ``path``."""
+    return save_figure(band_figure(t, curves, title, ylabel, ax_titles, more), path)
+
+
+def band_figure(t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, ylabel: str,
+                ax_titles: Sequence[str] | None = None,
+                more: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]] = ()) -> Figure:
     """Mean +- std curves against the diffusion timestep t, drawn from t = T (left) to t = 0 (right).
 
     ``curves`` maps a label to (mean, std) arrays aligned with ``t``; ``more`` adds further subplots
@@ -218,4 +225,4 @@ def band_plot(t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]], p
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

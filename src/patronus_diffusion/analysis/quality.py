@@ -29,6 +29,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from ..utils.errors import UsageError
+from .results import ShowsFigure, one_line
 
 CAPTURE_AUROC = 0.75
 CAPTURE_ENT_RED = 0.2
@@ -274,10 +275,69 @@ def _mean_std(values) -> dict:
             "folds": [float(x) for x in values]}
 
 
+@dataclass(repr=False)
+class QualityResult(ShowsFigure):
+    """Every quality number of §6.8 (``report``, JSON-able: what quality.json holds) and the (targets x
+    prototypes) single-prototype AUROC matrix (``matrix``, rows named by ``report["tad_targets"]``)."""
+
+    report: dict
+    matrix: np.ndarray
+
+    def __repr__(self) -> str:
+        r = self.report
+        probes = ", ".join(f"{n} {p['mean']:.2f}" for n, p in list(r["probes"].items())[:3])
+        tad = "" if not r["tad"] else f"; TAD {r['tad']['mean']:.2f}"
+        return one_line(f"QualityResult({r['n_images']} images x {r['prototypes']} prototypes: probes {probes or '-'}"
+                        f"{tad}; {len(r['dead']['dead'])} dead, "
+                        f"{len(r['redundancy']['s_correlated_pairs'])} correlated pairs)")
+
+    def to_json(self) -> dict:
+        return self.report
+
+    def summary(self) -> str:
+        """The headline numbers as a Markdown table (quality.md)."""
+        return summary_table(self.report)
+
+    def figure(self):
+        """prototype_auroc.png: the heat map of the single-prototype AUROC."""
+        return auroc_figure(self.matrix, self.report["tad_targets"])
+
+    def to_pil(self):
+        from .figures import figure_image
+
+        return figure_image(self.figure(), dpi=100)
+
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """quality.json, quality.md, probes.csv, prototype_auroc.csv + .png, redundancy.csv into ``out``."""
+        from ..utils.io import write_json, write_text
+        from .figures import save_figure
+
+        out, report, matrix = Path(out), self.report, self.matrix
+        files = {"quality.json": out / "quality.json", "quality.md": out / "quality.md",
+                 "probes.csv": out / "probes.csv", "prototype_auroc.csv": out / "prototype_auroc.csv",
+                 "prototype_auroc.png": out / "prototype_auroc.png", "redundancy.csv": out / "redundancy.csv"}
+        write_json(files["quality.json"], report)
+        write_text(files["quality.md"], summary_table(report))
+        folds = ",".join(f"fold{i}" for i in range(report["folds"]))
+        write_text(files["probes.csv"], f"target,metric,n,mean,std,{folds}\n" + "".join(
+            f"{n},{p['metric']},{p['n']},{p['mean']:.6f},{p['std']:.6f}," + ",".join(f"{v:.6f}" for v in p["folds"])
+            + "\n" for n, p in report["probes"].items()))
+        header = "target," + ",".join(f"p{j}" for j in range(matrix.shape[1]))
+        write_text(files["prototype_auroc.csv"], header + "\n" + "".join(
+            f"{n}," + ",".join(f"{v:.4f}" for v in row) + "\n" for n, row in zip(report["tad_targets"], matrix)))
+        r = report["redundancy"]
+        write_text(files["redundancy.csv"], "kind,i,j,value\n" + "".join(
+            f"{kind},{i},{j},{v:.4f}\n"
+            for kind, key in (("cosine", "cosine_pairs"), ("s_correlation", "s_correlated_pairs"))
+            for i, j, v in r[key]))
+        save_figure(self.figure(), files["prototype_auroc.png"], dpi=100)
+        return files
+
+
 def quality_report(enc: Encoded, prototype_vectors: np.ndarray, folds: int = 5, seed: int = 0,
                    cos_threshold: float = 0.9, corr_threshold: float = 0.9, rel_std: float = 0.05,
-                   progress: bool = True) -> dict:
-    """Every quality number of §6.8 as one JSON-able dict (plus the AUROC matrix under ``_matrix``)."""
+                   progress: bool = True) -> QualityResult:
+    """Every quality number of §6.8 with the AUROC matrix (:class:`QualityResult`)."""
     targets = targets_from_dataset(enc.labels, enc.class_names, enc.attributes, enc.attribute_names)
     probes = {}
     for t in tqdm(targets, desc="probes", disable=not progress, leave=False):
@@ -305,8 +365,7 @@ def quality_report(enc: Encoded, prototype_vectors: np.ndarray, folds: int = 5, 
         "dead": {**dead_prototypes(enc.S, rel_std), "rel_std": rel_std},
         "s_std": enc.S.std(0).tolist(),
     }
-    report["_matrix"] = matrix
-    return report
+    return QualityResult(report, matrix)
 
 
 def summary_table(report: dict) -> str:
@@ -333,35 +392,8 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_quality(report: dict, out: str | Path, target_names: list[str]) -> dict[str, Path]:
-    """quality.json, probes.csv, prototype_auroc.csv + .png, redundancy.csv, quality.md into ``out``."""
-    from ..utils.io import write_json, write_text
-
-    out = Path(out)
-    matrix = report["_matrix"]
-    files = {"quality.json": out / "quality.json", "quality.md": out / "quality.md",
-             "probes.csv": out / "probes.csv", "prototype_auroc.csv": out / "prototype_auroc.csv",
-             "prototype_auroc.png": out / "prototype_auroc.png", "redundancy.csv": out / "redundancy.csv"}
-    write_json(files["quality.json"], {k: v for k, v in report.items() if not k.startswith("_")})
-    write_text(files["quality.md"], summary_table(report))
-    write_text(files["probes.csv"], "target,metric,n,mean,std," + ",".join(f"fold{i}" for i in range(report["folds"]))
-               + "\n" + "".join(f"{n},{p['metric']},{p['n']},{p['mean']:.6f},{p['std']:.6f},"
-                                + ",".join(f"{v:.6f}" for v in p["folds"]) + "\n"
-                                for n, p in report["probes"].items()))
-    header = "target," + ",".join(f"p{j}" for j in range(matrix.shape[1]))
-    write_text(files["prototype_auroc.csv"], header + "\n" + "".join(
-        f"{n}," + ",".join(f"{v:.4f}" for v in row) + "\n" for n, row in zip(target_names, matrix)))
-    r = report["redundancy"]
-    write_text(files["redundancy.csv"], "kind,i,j,value\n" + "".join(
-        f"{kind},{i},{j},{v:.4f}\n"
-        for kind, key in (("cosine", "cosine_pairs"), ("s_correlation", "s_correlated_pairs")) for i, j, v in r[key]))
-    plot_auroc_matrix(matrix, target_names, files["prototype_auroc.png"])
-    return files
-
-
-def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
+def auroc_figure(matrix: np.ndarray, names: list[str]):
     """Heat map of the target x prototype single-prototype AUROC (0.5 = uninformative, white)."""
-    from ..utils.io import atomic_path
     from .figures import new_figure  # the object API: the process's matplotlib backend stays as it is
 
     T, P = matrix.shape
@@ -374,9 +406,7 @@ def plot_auroc_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     ax.set_title("single-prototype AUROC(y, s_j)")
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
+    return fig
 
 
 def decoder_use_of_s(pat, ds, n: int = 512, seed: int = 0) -> dict:
@@ -394,15 +424,14 @@ def prototype_vectors(pat) -> np.ndarray:
 
 
 def run_quality(pat, split: str = "train", limit: int | None = 10000, folds: int = 5, seed: int = 0,
-                cos_threshold: float = 0.9, corr_threshold: float = 0.9, out: str | Path | None = None,
-                dataset=None, progress: bool = True) -> dict:
-    """Encode ``split`` of the run's dataset (or ``dataset``) and compute / write the quality report."""
+                cos_threshold: float = 0.9, corr_threshold: float = 0.9, dataset=None,
+                progress: bool = True) -> QualityResult:
+    """Encode ``split`` of the run's dataset (or ``dataset``) and compute the quality report (``write(out)``
+    writes its files)."""
     torch.manual_seed(seed)
     ds = dataset if dataset is not None else pat.dataset(split)
     enc = encode_dataset(pat, ds, limit, progress=progress)
-    report = quality_report(enc, prototype_vectors(pat), folds, seed, cos_threshold, corr_threshold, progress=progress)
-    report["split"] = split
-    report["s_use"] = decoder_use_of_s(pat, ds, n=min(512, limit or 512), seed=seed)
-    if out is not None:
-        report["files"] = {k: str(v) for k, v in write_quality(report, out, report["tad_targets"]).items()}
-    return report
+    res = quality_report(enc, prototype_vectors(pat), folds, seed, cos_threshold, corr_threshold, progress=progress)
+    res.report["split"] = split
+    res.report["s_use"] = decoder_use_of_s(pat, ds, n=min(512, limit or 512), seed=seed)
+    return res

@@ -161,9 +161,10 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
         reference=gallery.reference, reconstruction=True, trace=True, steps=budget["steps"]), progress))
     timings["emergence_seconds"] = round(time.time() - t0, 1)
     t0 = time.time()
-    quality = run_quality(pat, limit=budget["quality_limit"], folds=budget["folds"], seed=seed, progress=progress)
+    q = run_quality(pat, limit=budget["quality_limit"], folds=budget["folds"], seed=seed, progress=progress)
     timings["quality_seconds"] = round(time.time() - t0, 1)
-    matrix, names = quality.pop("_matrix"), quality["tad_targets"]
+    quality, matrix = q.report, q.matrix
+    names = quality["tad_targets"]
     redundant: dict[int, list[int]] = {}
     for i, j, _ in quality["redundancy"]["s_correlated_pairs"] + quality["redundancy"]["cosine_pairs"]:
         redundant.setdefault(int(i), []).append(int(j))
@@ -217,7 +218,7 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
         "training_device": info.get("device"), "training": log,
         "reconstruction": {"psnr_db": round(rec_psnr, 2), "steps": ev.result.steps, "images": len(x)},
         "max_s_X": round(gallery.reference.max, 5),
-        "edit_benchmark": {k: v for k, v in ev.summary().items() if k.startswith("median_")},
+        "edit_benchmark": {k: v for k, v in ev.to_json().items() if k.startswith("median_")},
         "earlier_results": _earlier_results(results or []),
     }
     provenance = {"command": "patronus report" + (" --quick" if quick else ""), "made": time.strftime("%Y-%m-%d %H:%M"),

@@ -1,6 +1,6 @@
 """The shared scan: every pair of K attributes for about K edit passes (issue 37, part 4).
 
-:func:`~.shortcut.scan_pairs` runs one full diagnosis per pair: K(K-1)/2 probes, prototype rankings and
+:func:`scan_pairs` runs one full diagnosis per pair: K(K-1)/2 probes, prototype rankings and
 edit passes (each pair inverts and decodes its own images in both directions). This scan does the same
 measurement once per *attribute* and reads every other attribute from it. Per seed:
 
@@ -17,7 +17,7 @@ measurement once per *attribute* and reads every other attribute from it. Per se
    :func:`~.shortcut.matched_null_targets`), decoded from the images' inverted x_T in one engine plan.
 4. The probe reads all K attributes on reconstruction, edit and null edit: dB|A, dB|0 for every B at once.
 
-Per pair (A, B) the two directions' effects go through the diagnosis' own :func:`~.shortcut.assess`: the
+Per pair (A, B) the two directions' effects go through the diagnosis' own :func:`~.verdicts.assess`: the
 same signed leak, null leak, probe cross-talk, score (the leak neither reference explains), percentile-
 bootstrap interval, gates (own effect >= 0.1, probe AUROC >= ``min_probe_auroc`` for both attributes) and four
 verdicts. Cost: seeds x K edit passes of 2n rows plus one inversion and one reconstruction of at most K n
@@ -48,9 +48,11 @@ from ..data.errors import DataError
 from ..edit import Edit, EditPlan, Inverted, invert_images, run_plan
 from ..utils.errors import UsageError
 from .quality import auroc
-from .shortcut import (assess, check_settings, matched_null_targets, probe_probabilities, split_negation,
-                       train_probe, DEFAULT_EDIT_GUIDANCE, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD)
-from .shortcut import decide as pair_decision
+from .shortcut import (DEFAULT_EDIT_GUIDANCE, check_settings, diagnose, matched_null_targets, probe_probabilities,
+                       train_probe)
+from .shortcut_result import ScanResult
+from .verdicts import DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, assess, split_negation
+from .verdicts import decide as pair_decision
 
 DEFAULT_MAX_PHI = 0.2
 MIN_PER_SIDE = 2
@@ -68,6 +70,59 @@ DIFFERENCES = {
                   "per pair)",
     "inversion": "every image is inverted once and reconstructed once, whatever number of attributes edit it",
 }
+
+
+# ----------------------------------------------------------------------------- the pairwise scan
+def binary_attributes(pat, probe_cfg=None) -> list[str]:
+    """Names of the two-valued attribute columns (0/1, -1/1, ...; both values present) of the clean data
+    (``probe_cfg``) or of the run's own data: the columns a bare NAME spec resolves (the larger value is True)."""
+    from ..data import load_dataset
+
+    ds = load_dataset(probe_cfg or pat.config.data, "train")
+    attrs = np.asarray(ds.attributes, dtype=np.float64)
+    names = []
+    for k, name in enumerate(ds.attribute_names):
+        col = attrs[:, k][np.isfinite(attrs[:, k])] if attrs.shape[0] else attrs[:0, 0]
+        if len(np.unique(col)) == 2:
+            names.append(name)
+    return names
+
+
+def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **diagnose_kw) -> ScanResult:
+    """Diagnose every pair of ``names`` and rank the pairs by the size of their measured coupling |score|
+    (the deciding direction's signed leak beyond its references), strongest first; pairs without a tested
+    direction come last, and a pair whose diagnosis cannot run (e.g. too few clean images) is kept as
+    ``skipped`` with the reason. The result's report says the mode ("pairwise"), the settings and the cost."""
+    check_settings(**{k: diagnose_kw[k] for k in ("threshold", "edit_guidance", "min_probe_auroc", "edit_scale",
+                                                   "n_images", "seeds", "top_k", "steps") if k in diagnose_kw})
+    rows = []
+    pairs = list(combinations(names, 2))
+    for a, b in tqdm(pairs, desc="scan pairs", disable=not progress):
+        try:
+            r = diagnose(pat, a, b, probe_cfg, progress=False, **diagnose_kw).report
+        except DataError as e:  # this pair's data cannot be used (e.g. too few clean images): say so, scan on
+            rows.append({"a": a, "b": b, "score": None, "ci95": [None, None], "verdict": "skipped",
+                         "deciding_direction": None, "reason": str(e), "leak_a_to_b": None, "leak_b_to_a": None,
+                         "null_leak_a_to_b": None, "null_leak_b_to_a": None, "tested_directions": []})
+            continue
+        d = r["directions"]
+        rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
+                     "deciding_direction": r["deciding_direction"], "reason": r["reason"],
+                     "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
+                     "null_leak_a_to_b": d["a_to_b"]["null_leak"], "null_leak_b_to_a": d["b_to_a"]["null_leak"],
+                     "tested_directions": r["tested_directions"]})
+    if rows and all(r["verdict"] == "skipped" for r in rows):
+        raise DataError(f"no pair of {', '.join(names)} could be diagnosed; first reason: {rows[0]['reason']}")
+    measured = lambda r: r["score"] is not None and np.isfinite(r["score"])  # noqa: E731
+    return ScanResult({
+        "mode": "pairwise", "attributes": list(names),
+        "pairs": sorted(rows, key=lambda r: -abs(r["score"]) if measured(r) else float("inf")),
+        "threshold": diagnose_kw.get("threshold", DEFAULT_THRESHOLD),
+        "edit_guidance": diagnose_kw.get("edit_guidance", DEFAULT_EDIT_GUIDANCE),
+        "min_probe_auroc": diagnose_kw.get("min_probe_auroc", DEFAULT_MIN_PROBE_AUROC),
+        "cost": {"diagnoses": len(rows), "note": "one full diagnosis per pair"},
+        "ranking": "by |score| (the deciding direction's signed leak beyond the null edit's and the probe's "
+                   "cross-talk), strongest first"})
 
 
 def _labels(ds, bases: list[str], limit: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -116,7 +171,7 @@ def null_for(auc: np.ndarray, exclude, k: int) -> list[tuple[int, float]]:
 
 
 def decide(dirs: dict) -> dict:
-    """The model verdict of a pair from its two directions, by the diagnosis' own rule (:func:`~.shortcut.decide`),
+    """The model verdict of a pair from its two directions, by the diagnosis' own rule (:func:`~.verdicts.decide`),
     without the bootstrap spread the scan does not report: used again after the scan's gates leave a direction
     untested."""
     out = pair_decision(dirs)
@@ -134,11 +189,11 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                 steps: int = 25, edit_scale: float = 1.0, threshold: float = DEFAULT_THRESHOLD,
                 probe_limit: int = 4000, probe_epochs: int = 8, seed: int = 0, progress: bool = True,
                 edit_guidance: float = DEFAULT_EDIT_GUIDANCE, min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC,
-                max_phi: float = DEFAULT_MAX_PHI) -> dict:
-    """Scan every pair of ``specs`` (module docstring). Returns {"pairs": rows ranked as
-    :func:`~.shortcut.scan_pairs` ranks them (by |score|, untested last, skipped kept), "directions": one row per
-    ordered pair (A, B) with its own score, interval and verdict, the rankings, null edits, probe quality, the
-    clean data's phi, the settings, :data:`DIFFERENCES` and "cost" (images inverted, rows decoded, edit passes)}."""
+                max_phi: float = DEFAULT_MAX_PHI) -> ScanResult:
+    """Scan every pair of ``specs`` (module docstring). The result's report holds "pairs": rows ranked as
+    :func:`scan_pairs` ranks them (by |score|, untested last, skipped kept), "directions": one row per ordered
+    pair (A, B) with its own score, interval and verdict, the rankings, null edits, probe quality, the clean data's
+    phi, the settings, :data:`DIFFERENCES` and "cost" (images inverted, rows decoded, edit passes)."""
     check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps)
     if not 0 < max_phi <= 1:
         raise UsageError(f"max_phi must lie in (0, 1], got {max_phi}")
@@ -294,7 +349,7 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
             return float("inf")
         return -abs(r["score"])
 
-    return {
+    return ScanResult({
         "mode": "shared", "attributes": list(specs), "scanned": names, "skipped_attributes": skipped,
         "pairs": sorted(pairs, key=rank), "directions": sorted(directions, key=rank),
         "ranking": "by |score| (the deciding direction's signed leak beyond the null edit's and the probe's "
@@ -314,4 +369,4 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                                                             * (cost["reconstructed_images"] + cost["edited_rows"])),
                  "note": "unet_image_evaluations = steps x (inverted images + decoded rows, the decoded rows twice "
                          "with edit guidance > 0); encoder passes and probe training are not in it"},
-    }
+    })

@@ -23,18 +23,22 @@ import numpy as np
 import torch
 
 from ..edit import EditPlan, EditResult, Inverted, Reference, measure_edit, run_plan
+from ..evaluation.stats import true_median
 from ..utils.images import save_grid
 from ..utils.io import write_json
-from ..evaluation.stats import true_median
-from .figures import band_plot
+from .figures import band_figure, figure_image, save_figure
+from .results import ShowsFigure, one_line
 from .tables import write_csv
 
 
 @dataclass
-class Emergence:
-    """Trajectories of s along decoding: t (S,) timesteps in sampling order (high to low);
-    s_traj (S, E + 1, B, P) with condition 0 = unedited and condition 1 + k = edit of prototypes[k];
-    s_x0 (B, P); targets (K, B) the requested s'_J; final images (E + 1, B, C, H, W)."""
+class WhenResult(ShowsFigure):
+    """When each edited prototype emerges: trajectories of s along decoding, from one traced engine run.
+
+    t (S,) timesteps in sampling order (high to low); s_traj (S, E + 1, B, P) with condition 0 = unedited and
+    condition 1 + k = edit of prototypes[k]; s_x0 (B, P); targets (K, B) the requested s'_J; final images
+    (E + 1, B, C, H, W); ``result`` the engine's :class:`~.engine.EditResult` of the traced plan (images, names,
+    steps, sampler, provenance)."""
 
     t: np.ndarray
     prototypes: list[int]
@@ -42,6 +46,7 @@ class Emergence:
     s_x0: torch.Tensor
     targets: torch.Tensor
     final: torch.Tensor
+    result: EditResult
 
     def gain_vs_unedited(self, k: int) -> torch.Tensor:
         """(S, B) s_J of the edited minus the unedited trajectory, J = prototypes[k]."""
@@ -56,6 +61,91 @@ class Emergence:
     def unedited_vs_x0(self, k: int) -> torch.Tensor:
         j = self.prototypes[k]
         return self.s_traj[:, 0, :, j] - self.s_x0[None, :, j]
+
+    @property
+    def value(self) -> str:
+        """The target every prototype was set to (e.g. "max")."""
+        return self.result.edits[0].ops[0].value
+
+    def per_prototype(self) -> list[dict]:
+        """Per prototype: requested rise, final gains, t_half, and the final image's faithfulness."""
+        out = []
+        for k, j in enumerate(self.prototypes):
+            g = self.gain_vs_unedited(k).mean(1).numpy()
+            edited = self.s_x0.clone().index_put_((torch.arange(self.s_x0.shape[0]), torch.tensor(j)), self.targets[k])
+            f = measure_edit(self.s_x0, edited, self.s_traj[-1, 1 + k], [j])
+            out.append({"prototype": j,
+                        "requested_change_mean": round(float((self.targets[k] - self.s_x0[:, j]).mean()), 4),
+                        "final_gain_vs_unedited_mean": round(float(g[-1]), 4),
+                        "final_gain_vs_x0_mean": round(float(self.gain_vs_x0(k)[-1].mean()), 4),
+                        "t_half": half_rise_timestep(self.t, g),
+                        "rise_median": true_median(f["rise"], 4), "others_median": true_median(f["others"], 4),
+                        "baseline": "x0"})
+        return out
+
+    def table(self) -> tuple[list[str], list[list]]:
+        """when.csv: one row per (prototype, step) with mean and std of both gains and of the unedited drift."""
+        header = ["prototype", "step", "t", "gain_vs_unedited_mean", "gain_vs_unedited_std", "gain_vs_x0_mean",
+                  "gain_vs_x0_std", "unedited_vs_x0_mean", "unedited_vs_x0_std"]
+        rows = []
+        for k, j in enumerate(self.prototypes):
+            a, b, c = self.gain_vs_unedited(k), self.gain_vs_x0(k), self.unedited_vs_x0(k)
+            for i, t in enumerate(self.t):
+                rows.append([j, i, int(t)] + [round(float(v), 5) for v in (a[i].mean(), a[i].std(unbiased=False),
+                                                                             b[i].mean(), b[i].std(unbiased=False),
+                                                                             c[i].mean(), c[i].std(unbiased=False))])
+        return header, rows
+
+    def __repr__(self) -> str:
+        r = self.result
+        halves = [row["t_half"] for row in self.per_prototype()]
+        return one_line(f"WhenResult({len(r.names)} image{'s' * (len(r.names) != 1)}, prototypes {self.prototypes} "
+                        f":= {self.value}, t_half {halves}, {r.sampler} {r.steps} steps)")
+
+    def summary(self) -> str:
+        """One line per prototype: its final gain against the request, t_half and rise (what `when` prints)."""
+        return "\n".join(f"p{r['prototype']}: final gain {r['final_gain_vs_unedited_mean']:+.3f} (requested "
+                         f"{r['requested_change_mean']:+.3f}), t_half {r['t_half']}, rise {r['rise_median']}"
+                         for r in self.per_prototype())
+
+    def figure(self):
+        """when.png: the mean +- std gain of every traced prototype against t, vs the unedited trajectory and vs
+        the input image."""
+        per = self.per_prototype()
+        curves_u, curves_x = {}, {}
+        for k, j in enumerate(self.prototypes):
+            a, b = self.gain_vs_unedited(k), self.gain_vs_x0(k)
+            label = f"+p{j} (t_half {per[k]['t_half']})"
+            curves_u[label] = (a.mean(1).numpy(), a.std(1, unbiased=False).numpy())
+            curves_x[label] = (b.mean(1).numpy(), b.std(1, unbiased=False).numpy())
+        return band_figure(self.t, curves_u, more=[curves_x], ylabel="s_J improvement",
+                           title=f"When prototypes emerge: s_J of the predicted x0 after s_J := {self.value} "
+                                 f"({len(self.result.names)} images, mean +- std, {self.result.steps} steps)",
+                           ax_titles=["vs the unedited trajectory (same x_T)", "vs s_J of the input image x0"])
+
+    def to_pil(self):
+        """when.png (the emergence curves) as a PIL image."""
+        return figure_image(self.figure())
+
+    def final_image(self, upscale: int = 2):
+        """The final images as a PIL grid: a row per image, columns unedited | +p_J for each traced prototype."""
+        from ..utils.images import grid_image
+
+        final = self.final  # (1 + K, B, C, H, W)
+        return grid_image(final.transpose(0, 1).reshape(-1, *final.shape[2:]), nrow=final.shape[0], upscale=upscale)
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """when.png (the curves), when.csv, when.json and final.png (rows: unedited, then each +p_J)."""
+        r, out = self.result, Path(out_dir)
+        header, rows = self.table()
+        write_csv(out / "when.csv", header, rows)
+        save_figure(self.figure(), out / "when.png")
+        save_grid(self.final.reshape(-1, *r.x0.shape[1:]), out / "final.png", nrow=len(r.names), upscale=2)
+        write_json(out / "when.json", r.meta(prototypes=self.prototypes, value=self.value,
+                                             seconds=round(r.seconds, 2), per_prototype=self.per_prototype(),
+                                             final_png_rows=["unedited"] + [f"+p{j}" for j in self.prototypes]))
+        return {"curves": out / "when.png", "table": out / "when.csv", "results": out / "when.json",
+                "final images": out / "final.png"}
 
 
 def half_rise_timestep(t: np.ndarray, mean_gain: np.ndarray) -> int | None:
@@ -72,16 +162,16 @@ def default_prototypes(pat, x: torch.Tensor, k: int = 4) -> list[int]:
     return pat.encode(x).s.mean(0).argsort()[: min(k, pat.num_prototypes)].tolist()
 
 
-def emergence_of(res: EditResult) -> Emergence:
-    """The :class:`Emergence` of a traced plan with the reconstruction (condition 0) and single-prototype edits."""
+def emergence_of(res: EditResult) -> WhenResult:
+    """The :class:`WhenResult` of a traced plan with the reconstruction (condition 0) and single-prototype edits."""
     protos = [e.prototype for e in res.edits]
     targets = torch.stack([res.s_requested[k, :, j] for k, j in enumerate(protos)])
-    return Emergence(t=res.t, prototypes=protos, s_traj=res.trajectory, s_x0=res.s, targets=targets,
-                     final=torch.cat([res.reconstruction[None], res.images]))
+    return WhenResult(t=res.t, prototypes=protos, s_traj=res.trajectory, s_x0=res.s, targets=targets,
+                      final=torch.cat([res.reconstruction[None], res.images]), result=res)
 
 
 def trace_emergence(pat, inv: Inverted, prototypes: Sequence[int], ref: Reference | None, value: str = "max",
-                    steps: int | None = None, sampler: str | None = None, progress: bool = False) -> Emergence:
+                    steps: int | None = None, sampler: str | None = None, progress: bool = False) -> WhenResult:
     """Decode the unedited and every single-prototype edit from the same x_T in one batched call,
     recording s(x̂0(t)) at every step."""
     plan = EditPlan.emergence(inv.x0, prototypes, value, ref, steps=steps or inv.steps, sampler=sampler)
@@ -89,93 +179,6 @@ def trace_emergence(pat, inv: Inverted, prototypes: Sequence[int], ref: Referenc
     return emergence_of(run_plan(pat, plan, progress))
 
 
-def emergence_table(em: Emergence) -> tuple[list[str], list[list]]:
-    """CSV rows: one per (prototype, step) with mean and std of both gains and of the unedited drift."""
-    header = ["prototype", "step", "t", "gain_vs_unedited_mean", "gain_vs_unedited_std", "gain_vs_x0_mean",
-              "gain_vs_x0_std", "unedited_vs_x0_mean", "unedited_vs_x0_std"]
-    rows = []
-    for k, j in enumerate(em.prototypes):
-        a, b, c = em.gain_vs_unedited(k), em.gain_vs_x0(k), em.unedited_vs_x0(k)
-        for i, t in enumerate(em.t):
-            rows.append([j, i, int(t)] + [round(float(v), 5) for v in (a[i].mean(), a[i].std(unbiased=False),
-                                                                         b[i].mean(), b[i].std(unbiased=False),
-                                                                         c[i].mean(), c[i].std(unbiased=False))])
-    return header, rows
-
-
-def emergence_summary(em: Emergence) -> list[dict]:
-    """Per prototype: requested rise, final gains, t_half, and the final image's faithfulness."""
-    out = []
-    for k, j in enumerate(em.prototypes):
-        g = em.gain_vs_unedited(k).mean(1).numpy()
-        f = measure_edit(em.s_x0, em.s_x0.clone().index_put_((torch.arange(em.s_x0.shape[0]), torch.tensor(j)),
-                                                              em.targets[k]),
-                         em.s_traj[-1, 1 + k], [j])
-        out.append({"prototype": j, "requested_change_mean": round(float((em.targets[k] - em.s_x0[:, j]).mean()), 4),
-                    "final_gain_vs_unedited_mean": round(float(g[-1]), 4),
-                    "final_gain_vs_x0_mean": round(float(em.gain_vs_x0(k)[-1].mean()), 4),
-                    "t_half": half_rise_timestep(em.t, g),
-                    "rise_median": true_median(f["rise"], 4), "others_median": true_median(f["others"], 4),
-                    "baseline": "x0"})
-    return out
-
-
-# ------------------------------------------------------------------------------ the `when` report
-@dataclass
-class WhenReport:
-    """A traced plan and its emergence curves; ``write`` makes when.png, when.csv, when.json, final.png."""
-
-    result: EditResult
-    emergence: Emergence
-
-    @property
-    def value(self) -> str:
-        return self.result.edits[0].ops[0].value
-
-    def __repr__(self) -> str:
-        em, r = self.emergence, self.result
-        halves = [row["t_half"] for row in self.summary()]
-        return (f"WhenReport({len(r.names)} image{'s' * (len(r.names) != 1)}, prototypes {em.prototypes} := "
-                f"{self.value}, t_half {halves}, {r.sampler} {r.steps} steps)")[:200]
-
-    def to_pil(self, upscale: int = 2):
-        """The final images as a PIL grid: a row per image, columns unedited | +p_J for each traced prototype."""
-        from ..utils.images import grid_image
-
-        final = self.emergence.final  # (1 + K, B, C, H, W)
-        return grid_image(final.transpose(0, 1).reshape(-1, *final.shape[2:]), nrow=final.shape[0], upscale=upscale)
-
-    def _repr_png_(self) -> bytes:
-        from ..utils.images import png_bytes
-
-        return png_bytes(self.to_pil())
-
-    def summary(self) -> list[dict]:
-        return emergence_summary(self.emergence)
-
-    def write(self, out_dir) -> dict[str, Path]:
-        r, em, out = self.result, self.emergence, Path(out_dir)
-        header, rows = emergence_table(em)
-        write_csv(out / "when.csv", header, rows)
-        summary = self.summary()
-        curves_u, curves_x = {}, {}
-        for k, j in enumerate(em.prototypes):
-            a, b = em.gain_vs_unedited(k), em.gain_vs_x0(k)
-            label = f"+p{j} (t_half {summary[k]['t_half']})"
-            curves_u[label] = (a.mean(1).numpy(), a.std(1, unbiased=False).numpy())
-            curves_x[label] = (b.mean(1).numpy(), b.std(1, unbiased=False).numpy())
-        band_plot(em.t, curves_u, out / "when.png", more=[curves_x], ylabel="s_J improvement",
-                  title=f"When prototypes emerge: s_J of the predicted x0 after s_J := {self.value} "
-                        f"({len(r.names)} images, mean +- std, {r.steps} steps)",
-                  ax_titles=["vs the unedited trajectory (same x_T)", "vs s_J of the input image x0"])
-        save_grid(em.final.reshape(-1, *r.x0.shape[1:]), out / "final.png", nrow=len(r.names), upscale=2)
-        write_json(out / "when.json", r.meta(prototypes=em.prototypes, value=self.value, seconds=round(r.seconds, 2),
-                                             per_prototype=summary,
-                                             final_png_rows=["unedited"] + [f"+p{j}" for j in em.prototypes]))
-        return {"curves": out / "when.png", "table": out / "when.csv", "results": out / "when.json",
-                "final images": out / "final.png"}
-
-
-def run_when(pat, plan: EditPlan, progress: bool = False) -> WhenReport:
-    res = run_plan(pat, plan, progress)
-    return WhenReport(result=res, emergence=emergence_of(res))
+def run_when(pat, plan: EditPlan, progress: bool = False) -> WhenResult:
+    """Run a traced plan (:meth:`EditPlan.emergence`) and read its emergence curves."""
+    return emergence_of(run_plan(pat, plan, progress))

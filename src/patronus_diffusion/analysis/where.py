@@ -29,17 +29,20 @@ import torch
 from ..models.prototypes import ReceptiveField, log_similarity
 from ..utils.errors import UsageError
 from ..utils.io import atomic_path, write_json
-from .figures import Panel, figure_image, panels_figure, save_panels, short_name
+from .figures import Panel, figure_image, panels_figure, save_figure, short_name
+from .results import ShowsFigure, one_line
 from .tables import write_csv
 
 
 @dataclass
-class WhereResult:
+class WhereResult(ShowsFigure):
     """Where the selected prototypes match in each image.
 
     prototypes: (B, K) prototype ids per image (all prototypes, a fixed list, or each image's top-k);
     s: (B, K) their similarities; location: (B, K, 2) best unit (row, col); boxes: (B, K, 4) pixel boxes
-    (x0, y0, x1, y1), end-exclusive, at ``display_size``; maps: (B, K, S, S) similarity maps in pixels.
+    (x0, y0, x1, y1), end-exclusive, at ``display_size``; maps: (B, K, S, S) similarity maps in pixels;
+    images (B, C, H, W) the images, ``names`` theirs, ``top_k`` how the prototypes were chosen (None: given),
+    ``run`` the model's folder and ``receptive_field`` its geometry (what where.json records).
     """
 
     prototypes: torch.Tensor
@@ -48,6 +51,73 @@ class WhereResult:
     boxes: torch.Tensor
     maps: torch.Tensor
     display_size: int
+    images: torch.Tensor
+    names: list[str]
+    receptive_field: ReceptiveField
+    top_k: int | None = None
+    run: str = ""
+
+    def __repr__(self) -> str:
+        which = f"top-{self.top_k}" if self.top_k else f"{self.prototypes.shape[1]} chosen"
+        return one_line(f"WhereResult({len(self.names)} image{'s' * (len(self.names) != 1)} x {which} prototypes, "
+                        f"maps at {self.display_size} px)")
+
+    def matches(self) -> list[dict]:
+        """Per image and selected prototype: its id, rank, s, best-match box (x0, y0, x1, y1) and unit (row, col)."""
+        return [{"image": name, "prototype": int(self.prototypes[i, k]), "rank": k,
+                 "s": round(float(self.s[i, k]), 5), "box": self.boxes[i, k].tolist(),
+                 "location": self.location[i, k].tolist()}
+                for i, name in enumerate(self.names) for k in range(self.prototypes.shape[1])]
+
+    def summary(self) -> str:
+        """One line per image: its prototypes with s and the best patch's box."""
+        lines = [f"where {len(self.names)} image(s) match {self.prototypes.shape[1]} prototype(s) each "
+                 f"(boxes (x0, y0, x1, y1) at {self.display_size} px):"]
+        for i, name in enumerate(self.names):
+            lines.append(f"  {name}: " + ", ".join(
+                f"p{int(self.prototypes[i, k])} s={float(self.s[i, k]):.2f} {tuple(self.boxes[i, k].tolist())}"
+                for k in range(self.prototypes.shape[1])))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        """where.json: the run, images, display size, receptive field and every match."""
+        rf = self.receptive_field
+        return {"run": self.run, "images": self.names, "display_size": self.display_size,
+                "receptive_field": {"image_size": rf.image_size, "units": rf.size, "jump": rf.jump, "size": rf.rf,
+                                    "start": rf.start},
+                "box_convention": "(x0, y0, x1, y1) pixels, end-exclusive", "matches": self.matches()}
+
+    def figure(self):
+        """where.png: per image, each selected prototype's map over it with its best patch boxed."""
+        size = self.display_size
+        x = self.images if size == self.images.shape[-1] else torch.nn.functional.interpolate(
+            self.images, size=(size, size), mode="nearest")
+        rows = [[Panel(x[i], short_name(name))] + [
+            Panel(x[i], f"p{int(self.prototypes[i, k])} s={float(self.s[i, k]):.2f}",
+                  tuple(self.boxes[i, k].tolist()), heat=self.maps[i, k].numpy())
+            for k in range(self.prototypes.shape[1])] for i, name in enumerate(self.names)]
+        return panels_figure(rows, cell=1.6, title="similarity map (jet overlay) through the receptive field; red "
+                             f"box = best patch ({'top-' + str(self.top_k) if self.top_k else 'chosen prototypes'})")
+
+    def to_pil(self):
+        """where.png as a PIL image."""
+        return figure_image(self.figure())
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """where.png (maps over the images, best patch boxed), boxes.csv, maps.npz (float32), where.json."""
+        out = Path(out_dir)
+        save_figure(self.figure(), out / "where.png")
+        write_csv(out / "boxes.csv", ["image", "prototype", "rank", "s", "x0", "y0", "x1", "y1", "row", "col"],
+                  [[name, int(self.prototypes[i, k]), k, f"{float(self.s[i, k]):.5f}", *self.boxes[i, k].tolist(),
+                    *self.location[i, k].tolist()]
+                   for i, name in enumerate(self.names) for k in range(self.prototypes.shape[1])])
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, maps=self.maps.numpy().astype(np.float32),
+                                    prototypes=self.prototypes.numpy(), images=np.array(self.names))
+        write_json(out / "where.json", self.to_json())
+        return {"figure": out / "where.png", "boxes": out / "boxes.csv", "maps": out / "maps.npz",
+                "results": out / "where.json"}
 
 
 def interpolation_matrix(rf: ReceptiveField, display_size: int | None = None) -> torch.Tensor:
@@ -101,106 +171,33 @@ def locate(network, x: torch.Tensor, prototypes: Sequence[int] | None = None, to
     with torch.no_grad():
         match = network(x, return_map=True)
     sim = log_similarity(match.distance_map, network.cfg.epsilon)
-    return _result(rf, match.s, match.location, sim, prototypes, top_k, display_size)
+    return _result(rf, x, match.s, match.location, sim, prototypes, top_k, display_size)
 
 
 def where(pat, x: torch.Tensor, prototypes: Sequence[int] | None = None, top_k: int | None = None,
-          display_size: int | None = None) -> WhereResult:
+          display_size: int | None = None, names: Sequence[str] | None = None) -> WhereResult:
     """:func:`locate` through the :class:`~patronus_diffusion.Patronus` API (batched, checked input)."""
     match = pat.encode(x, return_map=True)
     sim = log_similarity(match.distance_map, pat.config.prototypes.epsilon)
-    return _result(pat.receptive_field, match.s, match.location, sim, prototypes, top_k, display_size)
+    return _result(pat.receptive_field, x, match.s, match.location, sim, prototypes, top_k, display_size, names,
+                   "" if pat.run_dir is None else str(pat.run_dir))
 
 
-def _result(rf, s, location, sim, prototypes, top_k, display_size) -> WhereResult:
+def _result(rf, x, s, location, sim, prototypes, top_k, display_size, names=None, run="") -> WhereResult:
     ids = select_prototypes(s, prototypes, top_k)
     take = lambda t: torch.gather(t, 1, ids.view(*ids.shape, *([1] * (t.ndim - 2))).expand(  # noqa: E731
         *ids.shape, *t.shape[2:]))
     size = display_size or rf.image_size
     loc = take(location)
+    names = list(names) if names is not None else [f"image {i}" for i in range(x.shape[0])]
     return WhereResult(prototypes=ids, s=take(s), location=loc, boxes=boxes_of(rf, loc, size),
-                       maps=upsample_maps(take(sim), rf, size), display_size=size)
-
-
-# ------------------------------------------------------------------------------ the `where` report
-@dataclass
-class WhereReport:
-    """:class:`WhereResult` of named images, with what its files need (run, receptive field, selection)."""
-
-    result: WhereResult
-    images: torch.Tensor
-    names: list[str]
-    top_k: int | None
-    run: str
-    receptive_field: ReceptiveField
-
-    def __repr__(self) -> str:
-        res = self.result
-        which = f"top-{self.top_k}" if self.top_k else f"{res.prototypes.shape[1]} chosen"
-        return (f"WhereReport({len(self.names)} image{'s' * (len(self.names) != 1)} x {which} prototypes, "
-                f"maps at {res.display_size} px)")
-
-    def summary(self) -> list[dict]:
-        """Per image and selected prototype: its id, s, best-match box (x0, y0, x1, y1) and unit (row, col)."""
-        res = self.result
-        return [{"image": name, "prototype": int(res.prototypes[i, k]), "s": round(float(res.s[i, k]), 5),
-                 "box": res.boxes[i, k].tolist(), "location": res.location[i, k].tolist()}
-                for i, name in enumerate(self.names) for k in range(res.prototypes.shape[1])]
-
-    def to_pil(self):
-        """The where.png figure as a PIL image: per image, each selected prototype's map with its best patch."""
-        res = self.result
-        size = res.display_size
-        x = self.images if size == self.images.shape[-1] else torch.nn.functional.interpolate(
-            self.images, size=(size, size), mode="nearest")
-        rows = [[Panel(x[i], short_name(name))] + [
-            Panel(x[i], f"p{int(res.prototypes[i, k])} s={float(res.s[i, k]):.2f}", tuple(res.boxes[i, k].tolist()),
-                  heat=res.maps[i, k].numpy()) for k in range(res.prototypes.shape[1])]
-            for i, name in enumerate(self.names)]
-        return figure_image(panels_figure(rows, cell=1.6))
-
-    def _repr_png_(self) -> bytes:
-        from ..utils.images import png_bytes
-
-        return png_bytes(self.to_pil())
-
-    def write(self, out_dir) -> dict:
-        """where.png (maps over the images, best patch boxed), boxes.csv, maps.npz (float32), where.json."""
-        res, x, names, out = self.result, self.images, self.names, Path(out_dir)
-        size = res.display_size
-        x_show = x if size == x.shape[-1] else torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
-        rows, records, csv_rows = [], [], []
-        for i, name in enumerate(names):
-            row = [Panel(x_show[i], short_name(name))]
-            for k in range(res.prototypes.shape[1]):
-                j, s, box = int(res.prototypes[i, k]), float(res.s[i, k]), tuple(res.boxes[i, k].tolist())
-                row.append(Panel(x_show[i], f"p{j} s={s:.2f}", box, heat=res.maps[i, k].numpy()))
-                records.append({"image": name, "prototype": j, "rank": k, "s": round(s, 5), "box": list(box),
-                                "location": res.location[i, k].tolist()})
-                csv_rows.append([name, j, k, f"{s:.5f}", *box, *res.location[i, k].tolist()])
-            rows.append(row)
-        save_panels(rows, out / "where.png", cell=1.6, title="similarity map (jet overlay) through the receptive "
-                    f"field; red box = best patch ({'top-' + str(self.top_k) if self.top_k else 'chosen prototypes'})")
-        write_csv(out / "boxes.csv", ["image", "prototype", "rank", "s", "x0", "y0", "x1", "y1", "row", "col"],
-                  csv_rows)
-        with atomic_path(out / "maps.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, maps=res.maps.numpy().astype(np.float32), prototypes=res.prototypes.numpy(),
-                                    images=np.array(names))
-        rf = self.receptive_field
-        write_json(out / "where.json", {"run": self.run, "images": names, "display_size": size,
-                                        "receptive_field": {"image_size": rf.image_size, "units": rf.size,
-                                                            "jump": rf.jump, "size": rf.rf, "start": rf.start},
-                                        "box_convention": "(x0, y0, x1, y1) pixels, end-exclusive",
-                                        "matches": records})
-        return {"figure": out / "where.png", "boxes": out / "boxes.csv", "maps": out / "maps.npz",
-                "results": out / "where.json"}
+                       maps=upsample_maps(take(sim), rf, size), display_size=size, images=x, names=names,
+                       receptive_field=rf, top_k=top_k, run=run)
 
 
 def where_report(pat, x: torch.Tensor, names: Sequence[str], prototypes: Sequence[int] | None = None,
-                 top_k: int | None = None, display_size: int | None = None) -> WhereReport:
-    """:func:`where` of named images (``display_size`` defaults to the model's image size)."""
-    size = display_size or pat.config.data.image_size
-    res = where(pat, x, prototypes=prototypes, top_k=top_k, display_size=size)
-    return WhereReport(result=res, images=x, names=list(names), top_k=top_k, run=str(pat.run_dir),
-                       receptive_field=pat.receptive_field)
+                 top_k: int | None = None, display_size: int | None = None) -> WhereResult:
+    """:func:`where` of named images, as the `where` command runs it (``display_size`` defaults to the model's
+    image size)."""
+    return where(pat, x, prototypes=prototypes, top_k=top_k, display_size=display_size or pat.config.data.image_size,
+                 names=names)

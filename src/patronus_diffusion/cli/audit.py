@@ -85,35 +85,7 @@ def cmd_audit(args) -> int:
                    classifier_channels=args.classifier_channels, judge_cache=args.judge_cache,
                    progress=not args.no_progress)
     files = result.write(args.out)
-    r = result.report
-    m, c = r["measures"], r["counts"]
-    print(f"{r['verdict']} (tau = {r['threshold']:g}): {r['reason']}")
-    print(f"  confirmed by the judge: {c['confirmed']} of {c['n']} ({c['confirmed_with']} of {c['with']} with "
-          f"{r['attribute']}, {c['confirmed_without']} of {c['without']} without); judge test AUROC "
-          f"{r['judge']['test_auroc']:.3f}")
-    for key, what in (("MAD", "MAD"), ("MD_with", "mean change, with A"), ("MD_without", "mean change, without A")):
-        d = m[key]
-        if d["edit"] is None:
-            print(f"  {what}: no confirmed image")
-            continue
-        print(f"  {what}: flip {d['edit']:+.3f} {_ci(d['edit_ci95'])}, null {d['null']:+.3f} "
-              f"{_ci(d['null_ci95'])}, difference {d['difference']:+.3f} {_ci(d['difference_ci95'])} (n = {d['n']})")
-    a = m["auroc_attribute"]
-    print(f"  classifier AUROC for {r['attribute']}: real {_num(a['real']['auroc'])}, counterfactual "
-          f"{_num(a['counterfactual']['auroc'])}")
-    if "auroc_label" in m:
-        b = m["auroc_label"]
-        print(f"  classifier AUROC for {r['label']}: real {_num(b['real']['auroc'])}, counterfactual "
-              f"{_num(b['counterfactual']['auroc'])}, null {_num(b['null']['auroc'])}")
-    edited, null = ([e["prototype"] for e in r["prototypes"][k]] for k in ("edited", "null"))
-    print(f"  edit guidance w = {r['edit_guidance']:g}, {r['steps']} steps, prototypes {edited} (null {null})")
+    print(result.summary())
     print_outputs("wrote", files)
     return 0
 
-
-def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _ci(pair) -> str:
-    return "" if pair is None else f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"

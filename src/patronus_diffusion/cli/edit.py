@@ -129,12 +129,10 @@ def cmd_edit(args) -> int:
 
     pat, x, names, common = edit_inputs(args)
     plan = EditPlan.edit(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
-    report = run_edit(pat, plan, progress=not args.no_progress)
-    files = report.write(args.out)
-    for r in report.records():
-        f = r["faithfulness"]
-        print(f"{r['edit']}: median rise {f['rise_median']}, median change of others {f['others_median']}")
-    print_outputs(f"{len(plan.edits)} edit(s) x {len(names)} image(s) in {report.result.seconds:.1f} s", files)
+    result = run_edit(pat, plan, progress=not args.no_progress)
+    files = result.write(args.out)
+    print(result.summary())
+    print_outputs(f"{len(plan.edits)} edit(s) x {len(names)} image(s) in {result.result.seconds:.1f} s", files)
     return 0
 
 
@@ -148,10 +146,10 @@ def cmd_extrapolate(args) -> int:
     tokens = [v.strip() for v in args.values.split(",") if v.strip()]
     if not tokens:
         raise UsageError("--values is empty; e.g. --values 0,1,2,3 or 0,0.5max,max")
-    report = run_extrapolate(pat, EditPlan.sweep(x, protos, tokens, ref, **common), progress=not args.no_progress)
-    files = report.write(args.out)
+    result = run_extrapolate(pat, EditPlan.sweep(x, protos, tokens, ref, **common), progress=not args.no_progress)
+    files = result.write(args.out)
     print_outputs(f"{len(protos)} prototype(s) x {len(tokens)} values x {len(names)} image(s) in "
-                  f"{report.result.seconds:.1f} s", files)
+                  f"{result.result.seconds:.1f} s", files)
     return 0
 
 
@@ -166,12 +164,12 @@ def cmd_interpolate(args) -> int:
                          f"--images A B or --n 2")
     if args.alphas < 2:
         raise UsageError("--alphas must be at least 2 (the two endpoints)")
-    report = run_interpolate(pat, EditPlan.interpolation(x, args.alphas, **plan_args(pat, args, names)),
+    result = run_interpolate(pat, EditPlan.interpolation(x, args.alphas, **plan_args(pat, args, names)),
                              progress=not args.no_progress)
-    files = report.write(args.out)
-    d = report.endpoint_diff
+    files = result.write(args.out)
+    d = result.endpoint_diff
     print(f"endpoints vs reconstructions: max |diff| {d[0]:.2e}, {d[1]:.2e}")
-    print_outputs(f"{args.alphas} interpolation points in {report.result.seconds:.1f} s", files)
+    print_outputs(f"{args.alphas} interpolation points in {result.result.seconds:.1f} s", files)
     return 0
 
 
@@ -182,10 +180,10 @@ def cmd_consistency(args) -> int:
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
-    report = run_consistency(pat, EditPlan.consistency(x, protos, args.value, ref, **common),
+    result = run_consistency(pat, EditPlan.consistency(x, protos, args.value, ref, **common),
                              progress=not args.no_progress)
-    files = report.write(args.out)
-    print_outputs(f"{len(protos)} prototype(s) x {len(names)} image(s) in {report.result.seconds:.1f} s", files)
+    files = result.write(args.out)
+    print_outputs(f"{len(protos)} prototype(s) x {len(names)} image(s) in {result.result.seconds:.1f} s", files)
     return 0
 
 
@@ -197,10 +195,10 @@ def cmd_variations(args) -> int:
     x, names = select_images(pat, args)
     if args.k < 1:
         raise UsageError("--k must be at least 1")
-    report = run_variations(pat, EditPlan.noise_variations(x, args.k, **plan_args(pat, args, names)),
+    result = run_variations(pat, EditPlan.noise_variations(x, args.k, **plan_args(pat, args, names)),
                             progress=not args.no_progress)
-    files = report.write(args.out)
-    print_outputs(f"{len(names)} image(s) x {args.k} variations in {report.result.seconds:.1f} s", files)
+    files = result.write(args.out)
+    print_outputs(f"{len(names)} image(s) x {args.k} variations in {result.result.seconds:.1f} s", files)
     return 0
 
 

@@ -6,7 +6,6 @@ in patronus_diffusion.analysis (explain, where, when, on the edit engine). Editi
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from .common import formatter, print_outputs, select_images
 from .edit_args import (
@@ -74,15 +73,9 @@ def cmd_explain(args) -> int:
                             seed=args.seed, steps=steps_of(pat, args), progress=not args.no_progress,
                             n_images=args.n_images, k_nearest=args.k_nearest, patch_images=args.patch_images,
                             stats_images=args.stats_images, sampler=args.sampler)
-    res = gallery.write(args.out)
-    f, ref, out = res["faithfulness"], res["reference"], Path(args.out)
-    print(f"{len(res['prototypes'])} prototypes in {time.time() - t0:.1f} s; max(s_X) = "
-          f"{ref['max_s_X']:.3f} (X: {ref['n']} {ref['split']} images, seed {ref['seed']})")
-    print(f"edit faithfulness (s_J := max(s_X)): median rise {f['rise_median']} of the requested change; "
-          f"median mean |change| of the other prototypes {f['others_median']}")
-    print_outputs("wrote", {"overview": out / "overview.png", "per prototype": out / "prototypes",
-                            "edited images": out / "enhanced.png", "results": out / "explain.json",
-                            "table": out / "prototypes.csv"})
+    files = gallery.write(args.out)
+    print(gallery.summary(seconds=time.time() - t0))
+    print_outputs("wrote", files)
     return 0
 
 
@@ -94,9 +87,9 @@ def cmd_where(args) -> int:
     x, names = select_images(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes)
     top_k = None if protos is not None else (args.top_k or min(4, pat.num_prototypes))
-    report = where_report(pat, x, names, prototypes=protos, top_k=top_k, display_size=args.display_size)
-    files = report.write(args.out)
-    print_outputs(f"maps of {report.result.prototypes.shape[1]} prototype(s) for {len(names)} image(s)", files)
+    result = where_report(pat, x, names, prototypes=protos, top_k=top_k, display_size=args.display_size)
+    files = result.write(args.out)
+    print_outputs(f"maps of {result.prototypes.shape[1]} prototype(s) for {len(names)} image(s)", files)
     return 0
 
 
@@ -108,10 +101,8 @@ def cmd_when(args) -> int:
     pat, x, names, common = edit_inputs(args)
     ref = reference_of(pat, args)
     protos = parse_prototypes(args.prototypes, pat.num_prototypes) or default_prototypes(pat, x)
-    report = run_when(pat, EditPlan.emergence(x, protos, args.value, ref, **common), progress=not args.no_progress)
-    files = report.write(args.out)
-    for r in report.summary():
-        print(f"p{r['prototype']}: final gain {r['final_gain_vs_unedited_mean']:+.3f} (requested "
-              f"{r['requested_change_mean']:+.3f}), t_half {r['t_half']}, rise {r['rise_median']}")
+    result = run_when(pat, EditPlan.emergence(x, protos, args.value, ref, **common), progress=not args.no_progress)
+    files = result.write(args.out)
+    print(result.summary())
     print_outputs("wrote", files)
     return 0

@@ -137,7 +137,7 @@ def _load(args):
 
 
 def cmd_quality(args) -> int:
-    from ..analysis.quality import run_quality, summary_table
+    from ..analysis.quality import run_quality
 
     pat = _load(args)
     ds = None
@@ -150,10 +150,11 @@ def cmd_quality(args) -> int:
         from ..data import load_dataset
 
         ds = load_dataset(cfg, args.split)
-    report = run_quality(pat, args.split, args.limit or None, args.folds, args.seed, args.cos_threshold,
-                         args.corr_threshold, args.out, dataset=ds, progress=not args.no_progress)
-    print(summary_table(report), end="")
-    print_outputs("wrote", {k: Path(v) for k, v in report["files"].items()})
+    result = run_quality(pat, args.split, args.limit or None, args.folds, args.seed, args.cos_threshold,
+                         args.corr_threshold, dataset=ds, progress=not args.no_progress)
+    files = result.write(args.out)
+    print(result.summary(), end="")
+    print_outputs("wrote", files)
     return 0
 
 
@@ -194,7 +195,7 @@ def _diagnose_settings(args) -> dict:
 
 
 def cmd_diagnose(args) -> int:
-    from ..analysis.shortcut import check_settings, diagnose, write_diagnosis
+    from ..analysis.shortcut import check_settings, diagnose
 
     specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
     if not args.scan and len(specs) != 2:
@@ -217,82 +218,27 @@ def cmd_diagnose(args) -> int:
                                         limit=None)
     if args.scan:
         return _scan(pat, probe_cfg, args)
-    report = diagnose(pat, specs[0], specs[1], probe_cfg, probe_limit=args.probe_limit, seed=args.seed,
+    result = diagnose(pat, specs[0], specs[1], probe_cfg, probe_limit=args.probe_limit, seed=args.seed,
                       progress=not args.no_progress, **_diagnose_settings(args))
-    files = write_diagnosis(pat, report, args.out)
-    eff = report["effects"]
-    lo, hi = report["ci95"]
-    measured = (f"score {report['score']:+.3f} [{lo:+.3f}, {hi:+.3f}], seed std {report['seed_std']:.3f}"
-                if report["deciding_direction"] else "no direction is tested")
-    print(f"{report['verdict']} (tau = {report['threshold']:g}): {measured}; edit guidance w = "
-          f"{report['edit_guidance']:g}")
-    print(f"  because {report['reason']}")
-    base = report["intervention"]
-    for key, d in report["directions"].items():
-        state = d["verdict"] if d["tested"] else "untested: " + "; ".join(d["untested_because"])
-        print(f"  {d['edited']} -> {d['other']}: leak {d['leak']:+.3f} {_ci(d['leak_ci95'])}, null edit "
-              f"{d['null_leak']:+.3f} {_ci(d['null_ci95'])}, score {d['score']:+.3f} {_ci(d['ci95'])}: {state}")
-    print(f"  raise {base['a']} (prototypes {report['prototypes']['edited_a']}): d{base['a']} {eff['dA_A']:+.3f}, "
-          f"d{base['b']} {eff['dB_A']:+.3f}; null edit (prototypes {report['null_edit']['prototypes']}): "
-          f"d{base['b']} {eff['dB_0A']:+.3f}")
-    print(f"  raise {base['b']} (prototypes {report['prototypes']['edited_b']}): d{base['b']} {eff['dB_B']:+.3f}, "
-          f"d{base['a']} {eff['dA_B']:+.3f}; null edit: d{base['a']} {eff['dA_0B']:+.3f}")
-    print(f"  probe test AUROC (lowest over seeds): {report['probe_test_auroc_min']} "
-          f"(needs >= {report['min_probe_auroc']:g})")
+    files = result.write(args.out)
+    print(result.summary())
     print_outputs("wrote", files)
     return 0
 
 
-def _ci(pair) -> str:
-    return f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"
-
-
 def _scan(pat, probe_cfg, args) -> int:
-    from ..analysis.shortcut import binary_attributes, scan_pairs
-    from ..analysis.tables import write_csv
-    from ..utils.io import write_json
+    from ..analysis.scan import binary_attributes, scan_pairs, scan_shared
 
     specs = [s.strip() for s in (args.attributes or "").split(",") if s.strip()]
     names = specs or binary_attributes(pat, probe_cfg)
     if len(names) < 2:
         raise UsageError(f"--scan needs at least two binary attribute columns; found {names or 'none'}")
     kw = dict(progress=not args.no_progress, probe_limit=args.probe_limit, seed=args.seed, **_diagnose_settings(args))
-    out = Path(args.out)
     if args.scan_mode == "shared":
-        from ..analysis.scan import scan_shared
-
-        report = scan_shared(pat, names, probe_cfg, max_phi=args.max_phi, **kw)
-        rows = report["pairs"]
+        result = scan_shared(pat, names, probe_cfg, max_phi=args.max_phi, **kw)
     else:
-        rows = scan_pairs(pat, names, probe_cfg, **kw)
-        report = {"mode": "pairwise", "attributes": names, "pairs": rows, "threshold": args.threshold,
-                  "edit_guidance": args.edit_guidance, "min_probe_auroc": args.min_probe_auroc,
-                  "cost": {"diagnoses": len(rows), "note": "one full diagnosis per pair"},
-                  "ranking": "by |score| (the deciding direction's signed leak beyond the null edit's and the "
-                             "probe's cross-talk), strongest first"}
-    write_json(out / "scan.json", report)
-    num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
-    files = {"ranking": out / "scan.json", "table": write_csv(
-        out / "scan.csv", ["a", "b", "score", "ci_low", "ci_high", "verdict", "deciding_direction"],
-        [[r["a"], r["b"], num(r["score"]), num(r["ci95"][0]), num(r["ci95"][1]), r["verdict"],
-          r["deciding_direction"] or ""] for r in rows])}
-    if args.scan_mode == "shared":
-        files["directions"] = write_csv(
-            out / "scan_directions.csv",
-            ["edited", "other", "score", "ci_low", "ci_high", "verdict", "leak", "null_leak", "probe_crosstalk",
-             "own_effect", "edited_images", "edited_with_other", "untested_because"],
-            [[d["a"], d["b"], num(d["score"]), num(d["ci95"][0]), num(d["ci95"][1]), d["verdict"], num(d["leak"]),
-              num(d["null_leak"]), num(d["probe_crosstalk"]), num(d["own_effect"]), d["edited_images"],
-              d["edited_with_other"], "; ".join(d["untested_because"])] for d in report["directions"]])
-    for r in rows:
-        if r["score"] is None:
-            print(f"{r['a']:>16} / {r['b']:<16} skipped: {r['reason']}")
-            continue
-        print(f"{r['a']:>16} / {r['b']:<16} score {r['score']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] "
-              f"{r['verdict']}")
-    if args.scan_mode == "shared":
-        c = report["cost"]
-        print(f"cost: {c['inverted_images']} images inverted, {c['edit_passes']} edit passes, {c['probes']} probe(s), "
-              f"{c['unet_image_evaluations']} UNet image evaluations")
-    print_outputs(f"{len(rows)} pair(s) of {len(names)} attributes ({args.scan_mode} scan)", files)
+        result = scan_pairs(pat, names, probe_cfg, **kw)
+    files = result.write(args.out)
+    print(result.summary())
+    print_outputs(f"{len(result.pairs)} pair(s) of {len(names)} attributes ({args.scan_mode} scan)", files)
     return 0

@@ -2,7 +2,7 @@
 
 :class:`EditResult` shows itself in a notebook (``repr``, :meth:`~EditResult.to_pil`, ``_repr_png_``), sums itself
 up (:meth:`~EditResult.summary`, :meth:`~EditResult.faithfulness`) and gives every result file its provenance
-(:meth:`~EditResult.meta`). The analyses' reports write it (e.g. ``analysis/edits.py``'s ``EditReport.write``).
+(:meth:`~EditResult.meta`). The analyses' reports write it (e.g. ``analysis/edits.py``'s ``EditsResult.write``).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class EditResult:
         return (f"EditResult({b} image{'s' * (b != 1)} x {e} edit{'s' * (e != 1)} [{labels}], {self.sampler} "
                 f"{self.steps} steps{tail})")
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
         """The numbers without the tensors: per edit its label and median rise / others / off-target (with the
         baseline they were measured against), and the run's images, steps, sampler and seconds."""
         edits = []
@@ -134,6 +134,31 @@ class EditResult:
                                                                        "off_target_median") if key in f}})
         return {"images": int(self.x0.shape[0]), "edits": edits, "baseline": self.baseline, "steps": self.steps,
                 "sampler": self.sampler, "seconds": round(self.seconds + self.invert_seconds, 3)}
+
+    def summary(self) -> str:
+        """A line per edit: its median rise, the median change of the other prototypes and the off-target change,
+        against the baseline they were measured from (the numbers of :meth:`to_json`)."""
+        j = self.to_json()
+        lines = [f"{j['images']} image(s), {j['sampler']} {j['steps']} steps, measured against {j['baseline']}"]
+        for e in j["edits"]:
+            parts = [f"{k.removesuffix('_median').replace('_', '-')} {e[k]:.3f}" for k in
+                     ("rise_median", "others_median", "off_target_median") if e.get(k) is not None]
+            lines.append(f"  {e['edit']}: " + (", ".join(parts) if parts else "no measured change"))
+        return "\n".join(lines)
+
+    def write(self, out) -> dict:
+        """``edits.png`` (:meth:`to_pil`) and ``edits.json`` (provenance and :meth:`to_json`) in the folder ``out``,
+        each written atomically; returns them by role."""
+        from pathlib import Path
+
+        from ..utils.io import atomic_path, write_json
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "edits.png") as tmp:
+            self.to_pil().save(tmp, format="PNG")
+        write_json(out / "edits.json", self.meta(numbers=self.to_json()))
+        return {"figure": out / "edits.png", "results": out / "edits.json"}
 
     def to_pil(self, upscale: int = 2):
         """One PIL image: a row per input image, columns input | reconstruction (when decoded) | each edit."""

@@ -1,5 +1,6 @@
-"""Statistics every figure of the toolkit is made with: a true median, bootstrap intervals, and the standard
-error of a mean over a grid whose rows and columns are both random (images x shared noises).
+"""Statistics every figure of the toolkit is made with: a true median, bootstrap intervals, the standard error of
+a mean over a grid whose rows and columns are both random (images x shared noises), and the mean, sample standard
+deviation and Student-t interval of a few repeated runs (seeds).
 
 Why not ``torch.median``: for an even count it returns the *lower* of the two middle values, so a median of 16
 images or 30 prototypes is biased downwards by up to half a gap. :func:`true_median` averages the two middle
@@ -70,6 +71,27 @@ def bootstrap_interval(matrix, statistic: Callable[[np.ndarray], float | None] =
         return None
     lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the defined values (None left out): (None, None) with none,
+    std 0.0 with one. In float64 through torch, so tables written from it stay byte for byte what they were."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    t = torch.tensor(vals, dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=True)) if len(vals) > 1 else 0.0
+
+
+def t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Student-t confidence interval of a mean of n values with sample std ``sd``: mean +- t_{(1 + level) / 2,
+    n - 1} sd / sqrt(n); (None, None) with fewer than two values."""
+    if n < 2:
+        return None, None
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / n ** 0.5
+    return mean - half, mean + half
 
 
 def two_way_standard_error(grid) -> float:

@@ -96,9 +96,10 @@ def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] 
         t0 = time.time()
         gal = explain_gallery(pat, out / "explain", seed=seed, n_images=gallery_images, stats_images=1000,
                               patch_images=5000)
+        faithful = gal.result.faithfulness()
         summary["gallery"] = {"folder": str(out / "explain"), "seconds": round(time.time() - t0, 1),
-                              "max_s_X": gal["reference"]["max_s_X"],
-                              "edit_faithfulness": {k: gal["faithfulness"][k] for k in ("rise_median", "others_median")}}
+                              "max_s_X": gal.reference.to_json()["max_s_X"],
+                              "edit_faithfulness": {k: faithful[k] for k in ("rise_median", "others_median")}}
         files["gallery"] = out / "explain" / "overview.png"
     if edit_images > 0:
         n_ed = min(edit_images, len(idx))
@@ -108,7 +109,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-demo", overrides: list[str] 
             images=x[:n_ed], reference=reference_set(pat, n=256, seed=seed), names=[f"test:{i}" for i in idx[:n_ed]],
             strengths=[1.0], steps=20, seed=seed, kinds=("own_max",), edit_guidance=0.0), progress=True)
         ev.write(out / "edits_eval")
-        e = ev.summary()
+        e = ev.to_json()
         summary["edits_eval"] = {"folder": str(out / "edits_eval"), "seconds": round(ev.seconds, 1),
                                  "median_rise": e["median_rise"], "median_off_target": e["median_off_target"],
                                  "median_locality": e["median_locality"], "n_images": n_ed, "steps": 20,

@@ -6,7 +6,7 @@ an interrupted model resumes at its next stage.
 * **Naming**: :func:`~..analysis.shortcut.diagnose` of (A, mark) and of (not:A, mark), the analysis API's public
   entry point, with the study's settings.
 * **Scan**: every pair of the set's attributes ranked through :func:`scan_ranking`, the one place that names a
-  scan's entry point: ``pairwise`` (:func:`~..analysis.shortcut.scan_pairs`, one diagnosis per pair, the default)
+  scan's entry point: ``pairwise`` (:func:`~..analysis.scan.scan_pairs`, one diagnosis per pair, the default)
   or ``shared`` (``analysis/scan.py``'s shared scan, about one edit pass per attribute, where installed).
 * **Outside judge**: a small CNN per attribute (:class:`~..evaluation.judge.JudgeNet`: another architecture than
   the diagnosis' probe and the prototype encoder, its own seed), trained on the clean set's *real* train images
@@ -49,7 +49,7 @@ def shared_scan():
 
 def scan_ranking(pat, names: list[str], probe_cfg, mode: str = "pairwise", **settings) -> list[dict]:
     """Every pair of ``names`` with its signed score, interval and verdict, strongest coupling first: the one
-    function that calls a scan. ``pairwise``: :func:`~..analysis.shortcut.scan_pairs` (one full diagnosis per
+    function that calls a scan. ``pairwise``: :func:`~..analysis.scan.scan_pairs` (one full diagnosis per
     pair); ``shared``: the shared scan (about one edit pass per attribute). Rows carry a, b, score (None or NaN
     when unmeasured), ci95 and verdict; the benchmark reads nothing else of a scan."""
     if mode == "shared":
@@ -59,11 +59,11 @@ def scan_ranking(pat, names: list[str], probe_cfg, mode: str = "pairwise", **set
 
             raise UsageError("--scan shared needs analysis/scan.py (issue 37 part 4), which this installation "
                              "lacks; use --scan pairwise")
-        rows = scan(pat, names, probe_cfg, progress=False, **settings)["pairs"]
+        rows = scan(pat, names, probe_cfg, progress=False, **settings).pairs
     else:
-        from ..analysis.shortcut import scan_pairs
+        from ..analysis.scan import scan_pairs
 
-        rows = scan_pairs(pat, names, probe_cfg, progress=False, **settings)
+        rows = scan_pairs(pat, names, probe_cfg, progress=False, **settings).pairs
     return [{"a": r["a"], "b": r["b"], "score": r["score"], "ci95": list(r["ci95"]), "verdict": r["verdict"],
              "deciding_direction": r.get("deciding_direction"), "tested_directions": r.get("tested_directions", []),
              "reason": r.get("reason", "")} for r in rows]
@@ -223,7 +223,7 @@ def evaluate_model(pat, *, a_name: str, names: list[str], probe_cfg, judges: dic
     stages = {}
     for key, a in (("a_b", a_name), ("nota_b", f"not:{a_name}")):
         stages[key] = _stage(work, f"diagnose_{key}", lambda a=a: naming_summary(
-            diagnose(pat, a, "mark", probe_cfg, seed=seed, progress=False, **kw)), log)
+            diagnose(pat, a, "mark", probe_cfg, seed=seed, progress=False, **kw).report), log)
     stages["scan"] = _stage(work, "scan", lambda: {"names": names, "mode": scan, "rows": scan_ranking(
         pat, names, probe_cfg, scan, seed=seed, **kw)}, log)
 

@@ -19,11 +19,13 @@ runs in ``OUT/runs/MODE/seedS`` resume. The loop is seed-major (then checkpoint,
 compares every mode at the same budgets over the seeds it has reached (whole curves for the first seeds, which
 show early where the baseline flattens), and at most one seed's runs are unfinished at any time. The tables and
 plots are refreshed after every round.
+
+This module runs the study and writes its outputs; the tables and their statistics are
+:mod:`.protodiff_compare_tables`, the figures and the Markdown summary :mod:`.protodiff_compare_report`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass, field
@@ -44,22 +46,12 @@ from ..training.protodiff import (
 )
 from ..utils.errors import UsageError
 from ..utils.images import save_grid
-from ..utils.io import atomic_path, write_json, write_text
+from ..utils.io import write_json, write_text
+from .protodiff_compare_report import plot_curves, plot_paired, summary_markdown
+from .protodiff_compare_tables import (CURVE_FIELDS, MEAN_FIELDS, PAIRED_FIELDS, REACH_FIELDS, SAVED_FIELDS,
+                                       baseline_flattening, mean_curves, paired_vs_baseline, reach_baseline_table,
+                                       steps_saved_vs_baseline, write_table)
 
-CURVE_FIELDS = ["mode", "seed", "checkpoint", "step", "images_seen", "train_seconds", "train_cpu_seconds", "fid",
-                "kid", "kid_std",
-                "judge_accuracy_on_samples", "classifier_accuracy_on_samples", "sample_seconds", "fid_seconds",
-                "table_norm", "table_cosine_to_prototypes", "table_distance_to_prototypes"]
-MEAN_FIELDS = ["mode", "step", "images_seen", "seeds", "fid_mean", "fid_std", "kid_mean", "kid_std",
-               "judge_accuracy_mean", "judge_accuracy_std", "classifier_accuracy_mean", "train_seconds_mean",
-               "train_cpu_seconds_mean", "table_cosine_to_prototypes_mean", "table_distance_to_prototypes_mean"]
-REACH_FIELDS = ["mode", "baseline_best_fid", "best_fid", "steps_to_reach", "images_seen_to_reach",
-                "train_seconds_to_reach", "cpu_hours_to_reach", "seeds_reaching", "reached"]
-PAIRED_FIELDS = ["mode", "step", "images_seen", "pairs", "fid_diff_mean", "fid_diff_std", "fid_diff_ci95_low",
-                 "fid_diff_ci95_high", "seeds_better", "judge_diff_mean", "judge_diff_std", "finding"]
-SAVED_FIELDS = ["mode", "baseline_step", "target_fid_mean", "pairs", "steps_saved_mean", "steps_saved_std",
-                "steps_saved_ci95_low", "steps_saved_ci95_high", "relative_saving_mean", "seeds_sooner",
-                "crossing_before_first_point", "crossing_after_last_point", "finding"]
 SUMMARY_HEADER = ["preset", "dataset", "image_size", "train_steps", "batch_size", "lr_schedule"]
 SAMPLE_SEED = 12345
 
@@ -313,7 +305,7 @@ def rewrite_comparison(out: str | Path) -> CompareResult:
                          summary.get("classifier_accuracy"), summary.get("sampling", {}))
 
 
-# ---------------------------------------------------------------------------- tables and plots
+# ---------------------------------------------------------------------------- the stored evaluations and outputs
 def collect_evals(out: Path, modes: list[str], targets: list[int], seeds: Sequence[int]) -> list[dict]:
     rows = []
     for mode in modes:
@@ -326,266 +318,6 @@ def collect_evals(out: Path, modes: list[str], targets: list[int], seeds: Sequen
     return rows
 
 
-def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in vals if v is not None]
-    if not vals:
-        return None, None
-    t = torch.tensor(vals, dtype=torch.float64)
-    return float(t.mean()), float(t.std(unbiased=True)) if len(vals) > 1 else 0.0
-
-
-def mean_curves(rows: list[dict]) -> list[dict]:
-    """Per (mode, step): mean and sample std over the seeds evaluated there (std 0 with one seed)."""
-    out = []
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        for step in sorted({r["step"] for r in rows if r["mode"] == mode}):
-            g = [r for r in rows if r["mode"] == mode and r["step"] == step]
-            fid, fid_sd = _mean_std([r["fid"] for r in g])
-            kid, kid_sd = _mean_std([r["kid"] for r in g])
-            judge, judge_sd = _mean_std([r.get("judge_accuracy_on_samples") for r in g])
-            clf, _ = _mean_std([r["classifier_accuracy_on_samples"] for r in g])
-            secs, _ = _mean_std([r["train_seconds"] for r in g])
-            measured = all(r.get("table_cosine_to_prototypes") is not None for r in g)  # older evals lack it
-            cos = _mean_std([r["table_cosine_to_prototypes"] for r in g])[0] if measured else None
-            dist = _mean_std([r["table_distance_to_prototypes"] for r in g])[0] if measured else None
-            cpu = [r.get("train_cpu_seconds") for r in g]
-            cpu_mean = _mean_std(cpu)[0] if all(c is not None for c in cpu) else None
-            out.append({"mode": mode, "step": step, "images_seen": g[0]["images_seen"], "seeds": len(g),
-                        "fid_mean": fid, "fid_std": fid_sd, "kid_mean": kid, "kid_std": kid_sd,
-                        "judge_accuracy_mean": judge, "judge_accuracy_std": judge_sd,
-                        "classifier_accuracy_mean": clf, "train_seconds_mean": secs,
-                        "train_cpu_seconds_mean": cpu_mean, "table_cosine_to_prototypes_mean": cos,
-                        "table_distance_to_prototypes_mean": dist})
-    return out
-
-
-def reach_baseline_table(means: list[dict], baseline: str, rows: list[dict] | None = None,
-                         threads: int = 1) -> list[dict]:
-    """Per mode: the first step whose mean FID over seeds <= the baseline's best mean FID, with the images seen,
-    mean training seconds and CPU-hours to get there, and in how many seeds the mode's own curve reaches that FID
-    at all. CPU-hours are the training process's measured CPU time (``train_cpu_seconds_mean``, all threads; not
-    inflated by other jobs sharing the machine) where recorded, else wall-clock seconds x ``threads``."""
-    base = [r for r in means if r["mode"] == baseline]
-    if not base:
-        return []
-    best = min(r["fid_mean"] for r in base)
-    table = []
-    for mode in dict.fromkeys(r["mode"] for r in means):
-        mine = sorted((r for r in means if r["mode"] == mode), key=lambda r: r["step"])
-        hit = next((r for r in mine if r["fid_mean"] <= best), None)
-        per_seed = {}
-        for r in rows or []:
-            if r["mode"] == mode:
-                per_seed[r["seed"]] = per_seed.get(r["seed"], False) or r["fid"] <= best
-        table.append({"mode": mode, "baseline_best_fid": round(best, 3),
-                      "best_fid": round(min(r["fid_mean"] for r in mine), 3),
-                      "steps_to_reach": hit["step"] if hit else "",
-                      "images_seen_to_reach": hit["images_seen"] if hit else "",
-                      "train_seconds_to_reach": round(hit["train_seconds_mean"], 1) if hit else "",
-                      "cpu_hours_to_reach": _cpu_hours(hit, threads) if hit else "",
-                      "seeds_reaching": f"{sum(per_seed.values())}/{len(per_seed)}" if per_seed else "",
-                      "reached": bool(hit)})
-    return table
-
-
-def _t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
-    """Student-t confidence interval of a mean of n values (None with fewer than two)."""
-    if n < 2:
-        return None, None
-    from scipy.stats import t as student_t
-
-    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / n ** 0.5
-    return mean - half, mean + half
-
-
-def _paired_stats(diffs: list[float], digits: int, good_sign: int, words: tuple[str, str]) -> dict:
-    """Mean, sample std and Student-t 95 % interval of paired differences (rounded to ``digits``), the seeds on the
-    good side (sign ``good_sign``: -1 when lower is better), and the finding the interval reads: ``words[0]`` /
-    ``words[1]`` (good / bad) when it excludes 0, "no difference shown" when it holds it, "one seed" without one,
-    "none measured" (and no statistics) without any difference."""
-    if not diffs:
-        return {"mean": None, "std": None, "low": None, "high": None, "good": "0/0", "finding": "none measured"}
-    mean, sd = _mean_std(diffs)
-    lo, hi = _t_interval(mean, sd, len(diffs))
-    if lo is None:
-        finding = "one seed"
-    else:
-        worst, best = sorted((lo * good_sign, hi * good_sign))  # the interval, good side up
-        finding = words[0] if worst > 0 else words[1] if best < 0 else "no difference shown"
-    return {"mean": round(mean, digits), "std": round(sd, digits),
-            "low": None if lo is None else round(lo, digits), "high": None if hi is None else round(hi, digits),
-            "good": f"{sum(d * good_sign > 0 for d in diffs)}/{len(diffs)}", "finding": finding}
-
-
-def paired_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
-    """Per (mode, step): the mode's FID minus the baseline's, **paired by seed**.
-
-    A seed fixes the initialisation and the data order, and every mode samples from the same x_T and labels, so
-    the difference d_s = FID(mode, s) - FID(baseline, s) cancels what the two runs of seed s share; over the n
-    seeds evaluated for both: mean, sample std, the Student-t 95 % interval mean +- t_{0.975, n-1} sd / sqrt(n),
-    how many seeds the mode is better in (d_s < 0), and the same mean/std for the judge's accuracy (mode minus
-    baseline; higher is better). ``finding`` reads the interval: "better" / "worse" when it excludes 0, "no
-    difference shown" when it holds 0, "one seed" when there is no interval yet."""
-    base = {(r["seed"], r["step"]): r for r in rows if r["mode"] == baseline}
-    table = []
-    for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
-        for step in sorted({r["step"] for r in rows if r["mode"] == mode}):
-            pairs = [(r, base[(r["seed"], step)]) for r in rows
-                     if r["mode"] == mode and r["step"] == step and (r["seed"], step) in base]
-            if not pairs:
-                continue
-            st = _paired_stats([a["fid"] - b["fid"] for a, b in pairs], 3, -1, ("better", "worse"))
-            judged = [(a.get("judge_accuracy_on_samples"), b.get("judge_accuracy_on_samples")) for a, b in pairs]
-            j_mean, j_sd = (_mean_std([a - b for a, b in judged]) if all(None not in p for p in judged)
-                            else (None, None))
-            table.append({"mode": mode, "step": step, "images_seen": pairs[0][0]["images_seen"], "pairs": len(pairs),
-                          "fid_diff_mean": st["mean"], "fid_diff_std": st["std"], "fid_diff_ci95_low": st["low"],
-                          "fid_diff_ci95_high": st["high"], "seeds_better": st["good"],
-                          "judge_diff_mean": None if j_mean is None else round(j_mean, 4),
-                          "judge_diff_std": None if j_sd is None else round(j_sd, 4), "finding": st["finding"]})
-    return table
-
-
-def first_step_reaching(curve: list[tuple[int, float]], target: float) -> float | str:
-    """The first step at which a FID curve ``[(step, fid), ...]`` (sorted by step) is at or below ``target``,
-    linearly interpolated between the last evaluation above it and the first at or below it:
-    s0 + (s1 - s0) (f0 - target) / (f0 - f1). ``"before"`` when the first evaluation is already there (the
-    crossing lies before it, unmeasured), ``"never"`` when no evaluation gets there."""
-    for i, (step, fid) in enumerate(curve):
-        if fid <= target:
-            if i == 0:
-                return "before"
-            s0, f0 = curve[i - 1]
-            return s0 + (step - s0) * (f0 - target) / (f0 - fid)
-    return "never"
-
-
-def steps_saved_vs_baseline(rows: list[dict], baseline: str) -> list[dict]:
-    """ProtoDiffusion's claim read directly: how many fewer training steps a mode needs to reach the FID the
-    baseline has at each of its steps, **paired by seed** (the horizontal gap between the two FID curves).
-
-    For seed s and a baseline step k (from its second evaluation on: nothing is measured before the first), the
-    target is FID(baseline, s, k); each curve's crossing of it is :func:`first_step_reaching` along that curve
-    in seed s, and steps saved = crossing(baseline) - crossing(mode) (> 0: the mode gets there sooner). A seed
-    counts at step k only when the mode was evaluated there too. A crossing before the mode's first evaluation
-    (``crossing_before_first_point``) or after its last (``crossing_after_last_point``: past the budget, or not
-    evaluated yet in a seed still running) is censored: counted, left out of the mean. Over the rest: mean,
-    sample std, Student-t 95 % interval, the mean relative saving (steps saved / baseline's steps), seeds where
-    the mode is sooner; ``finding`` is "sooner" / "later" when the interval excludes 0, "no difference shown"
-    when it holds it, "one seed" without an interval, "none measured" when every crossing is censored."""
-    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
-    for r in sorted(rows, key=lambda r: r["step"]):
-        if r.get("fid") is not None:
-            curves.setdefault((r["mode"], r["seed"]), []).append((r["step"], float(r["fid"])))
-    at = {key: dict(c) for key, c in curves.items()}  # (mode, seed) -> {step: fid}
-    base_curves = {seed: c for (m, seed), c in curves.items() if m == baseline}
-    steps = sorted({s for c in base_curves.values() for s, _ in c})[1:]
-    # (seed, k) -> (target, the baseline's crossing of it), once for every mode; left out where the baseline's
-    # first point is already as good (no crossing measured)
-    crossings = {(seed, k): (at[(baseline, seed)][k], first_step_reaching(c, at[(baseline, seed)][k]))
-                 for seed, c in base_curves.items() for k in steps if k in at[(baseline, seed)]}
-    crossings = {key: tc for key, tc in crossings.items() if not isinstance(tc[1], str)}
-    table = []
-    for mode in (m for m in dict.fromkeys(r["mode"] for r in rows) if m != baseline):
-        for k in steps:
-            saved, targets, before, never = [], [], 0, 0
-            for seed in base_curves:
-                if (seed, k) not in crossings or k not in at.get((mode, seed), {}):
-                    continue
-                target, ours = crossings[(seed, k)]
-                targets.append(target)
-                theirs = first_step_reaching(curves[(mode, seed)], target)
-                before, never = before + (theirs == "before"), never + (theirs == "never")
-                if not isinstance(theirs, str):
-                    saved.append((ours, theirs))
-            if not targets:
-                continue
-            diffs = [b - m for b, m in saved]
-            st = _paired_stats(diffs, 1, +1, ("sooner", "later"))
-            table.append({"mode": mode, "baseline_step": k, "target_fid_mean": round(sum(targets) / len(targets), 3),
-                          "pairs": len(diffs), "steps_saved_mean": st["mean"], "steps_saved_std": st["std"],
-                          "steps_saved_ci95_low": st["low"], "steps_saved_ci95_high": st["high"],
-                          "relative_saving_mean": (round(sum((b - m) / b for b, m in saved) / len(saved), 4)
-                                                   if saved else None),
-                          "seeds_sooner": st["good"], "crossing_before_first_point": before,
-                          "crossing_after_last_point": never, "finding": st["finding"]})
-    return table
-
-
-def baseline_flattening(rows: list[dict], baseline: str, rel_tol: float = 0.05) -> dict | None:
-    """Where the baseline's FID curve flattens: the first evaluated step whose mean FID is within ``rel_tol``
-    (relative) of the best mean FID measured, with each interval's gain in FID per 1,000 steps.
-
-    The curve is the mean over the seeds evaluated at every one of the baseline's steps (a partial, seed-by-seed
-    study has longer curves for its first seeds; mixing seed sets between steps would make steps look flatter or
-    steeper than they are); with no such seed, the seeds of the longest curve. ``flattened`` is true only when a
-    later evaluation confirms it (the step is not the last one evaluated). With a learning rate that decays to 0 at
-    the budget's end, the last interval's gain is small by construction, so read the gains too."""
-    mine = [r for r in rows if r["mode"] == baseline and r.get("fid") is not None]
-    if not mine:
-        return None
-    steps = sorted({r["step"] for r in mine})
-    by_seed = {s: {r["step"] for r in mine if r["seed"] == s} for s in {r["seed"] for r in mine}}
-    longest = max(len(v) for v in by_seed.values())
-    seeds = sorted(s for s, v in by_seed.items() if len(v) == len(steps)) or \
-        sorted(s for s, v in by_seed.items() if len(v) == longest)[:1]
-    curve = sorted(mean_curves([r for r in mine if r["seed"] in seeds]), key=lambda r: r["step"])
-    best = min(r["fid_mean"] for r in curve)
-    at = next(r for r in curve if r["fid_mean"] <= best * (1 + rel_tol))
-    gains = [{"from_step": a["step"], "to_step": b["step"],
-              "fid_gain_per_1000_steps": round((a["fid_mean"] - b["fid_mean"]) * 1000 / (b["step"] - a["step"]), 3)}
-             for a, b in zip(curve, curve[1:])]
-    return {"baseline": baseline, "rel_tol": rel_tol, "seeds": seeds, "best_fid_mean": round(best, 3),
-            "step": at["step"], "images_seen": at["images_seen"], "flattened": at["step"] < curve[-1]["step"],
-            "last_step_evaluated": curve[-1]["step"], "gains": gains}
-
-
-def _cpu_hours(point: dict, threads: int) -> float:
-    cpu = point.get("train_cpu_seconds_mean")
-    return round((cpu if cpu is not None else point["train_seconds_mean"] * threads) / 3600, 3)
-
-
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-    return path
-
-
-def plot_curves(means: list[dict], x_key: str, x_label: str, path: Path, scale: float = 1.0) -> Path:
-    """FID and the judge's accuracy, mean +- std over seeds (bands), per mode."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no backend switch, no pyplot state
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for mode in dict.fromkeys(r["mode"] for r in means):
-        mine = sorted((r for r in means if r["mode"] == mode), key=lambda r: r["step"])
-        xs = [r[x_key] * scale for r in mine]
-        for ax, key in ((axes[0], "fid"), (axes[1], "judge_accuracy")):
-            m = [r[f"{key}_mean"] for r in mine]
-            if any(v is None for v in m):
-                continue
-            sd = [r[f"{key}_std"] or 0.0 for r in mine]
-            line, = ax.plot(xs, m, marker="o", label=f"{mode} (n={mine[-1]['seeds']})")
-            ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                            color=line.get_color(), alpha=0.15)
-    axes[0].set_ylabel("FID vs test split (lower is better)")
-    axes[1].set_ylabel("independent judge's accuracy on samples")
-    for ax in axes:
-        ax.set_xlabel(x_label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("mean +- std over seeds", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
-
-
 def summary_header(cfg: RunConfig) -> dict:
     """What compare.json says about the runs' configuration (the first mode's; all modes share it)."""
     return {"preset": cfg.preset, "dataset": cfg.data.dataset, "image_size": cfg.data.image_size,
@@ -593,178 +325,19 @@ def summary_header(cfg: RunConfig) -> dict:
             "lr_schedule": cfg.train.lr_schedule}
 
 
-def _errorbars(ax, rows: list[dict], x_key: str, y_key: str, lo_key: str, hi_key: str, span: float) -> None:
-    """Per mode: the mean with its 95 % interval (where >= 2 seeds), modes side by side around each x."""
-    modes = list(dict.fromkeys(r["mode"] for r in rows))
-    for i, mode in enumerate(modes):
-        mine = [r for r in rows if r["mode"] == mode and r[y_key] is not None]
-        if not mine:
-            continue
-        shift = (i - (len(modes) - 1) / 2) * 0.015 * span
-        xs = [r[x_key] + shift for r in mine]
-        ys = [r[y_key] for r in mine]
-        err = [[y - r[lo_key] if r[lo_key] is not None else 0.0 for y, r in zip(ys, mine)],
-               [r[hi_key] - y if r[hi_key] is not None else 0.0 for y, r in zip(ys, mine)]]
-        lo, hi = min(r["pairs"] for r in mine), max(r["pairs"] for r in mine)
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
-                    label=f"{mode} (seeds paired: {lo}{'' if lo == hi else f'-{hi}'})")
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def plot_paired(paired: list[dict], baseline: str, path: Path, saved: list[dict] | None = None) -> Path:
-    """Each mode's FID minus the baseline's, paired by seed: mean with its 95 % interval (where >= 2 seeds); with
-    ``saved``, a second panel: the steps each mode saves to reach the baseline's FID at each of its steps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no backend switch, no pyplot state
-    from matplotlib.figure import Figure
-
-    saved = [r for r in saved or [] if r["steps_saved_mean"] is not None]
-    fig = Figure(figsize=(11 if saved else 6, 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if saved else 1, squeeze=False)
-    _errorbars(axes[0, 0], paired, "images_seen", "fid_diff_mean", "fid_diff_ci95_low", "fid_diff_ci95_high",
-               max(r["images_seen"] for r in paired) or 1)
-    axes[0, 0].set_xlabel("training images seen")
-    axes[0, 0].set_ylabel(f"FID(mode) - FID({baseline}), same seed")
-    axes[0, 0].set_title("below 0: better than the baseline; bars: 95 % t-interval over seeds", fontsize=9)
-    if saved:
-        _errorbars(axes[0, 1], saved, "baseline_step", "steps_saved_mean", "steps_saved_ci95_low",
-                   "steps_saved_ci95_high", max(r["baseline_step"] for r in saved))
-        axes[0, 1].set_xlabel(f"{baseline}'s step whose FID is the target")
-        axes[0, 1].set_ylabel("steps saved to reach it, same seed")
-        axes[0, 1].set_title("above 0: the mode gets there sooner; bars: 95 % t-interval", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
-
-
-def _fmt_pm(mean: float | None, sd: float | None, n: int, digits: int = 1) -> str:
-    if mean is None:
-        return ""
-    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + \
-        ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _step_by_mode(by: dict, steps: list[int], modes: list[str], cell: Callable[[dict], str]) -> list[list[str]]:
-    """Cells of a step x mode table from ``by[(mode, step)]`` rows (blank where a mode has no row at a step)."""
-    return [[cell(by[(m, step)]) if (m, step) in by else "" for m in modes] for step in steps]
-
-
-def summary_markdown(means: list[dict], paired: list[dict], reach: list[dict], flattening: dict | None,
-                     baseline: str, fid_protocol: dict, saved: list[dict] | None = None) -> str:
-    """The comparison's tables in Markdown, ready to quote in docs: FID mean ± std over seeds per (step, mode) with
-    the judge's accuracy and the number of seeds, the paired-by-seed difference to the baseline with its 95 %
-    interval, the steps each mode saves to reach the baseline's FID (``saved``, paired by seed), the steps and
-    CPU-hours to reach the baseline's best, and where the baseline flattens. Every number
-    comes from the rows the CSV files hold."""
-    modes = list(dict.fromkeys(r["mode"] for r in means))
-    steps = sorted({r["step"] for r in means})
-    at = {(r["mode"], r["step"]): r for r in means}
-    ref = fid_protocol.get("reference") or {}
-    n_gen = fid_protocol.get("n_generated")
-    lines = ["# ProtoDiffusion comparison", "",
-             f"FID against {ref.get('n', '?')} images of the {ref.get('split', 'test')} split"
-             + (f", {n_gen} samples per point" if n_gen else "") + " (lower is better); in parentheses the independent "
-             "judge's accuracy on the samples (higher is better); n = seeds evaluated at that point.", ""]
-
-    def fid_cell(r: dict) -> str:
-        judge = "" if r["judge_accuracy_mean"] is None else f" ({r['judge_accuracy_mean']:.3f})"
-        return f"{_fmt_pm(r['fid_mean'], r['fid_std'], r['seeds'])}{judge}, n={r['seeds']}"
-
-    images = {r["step"]: r["images_seen"] for r in means}
-    lines += _markdown_table(["step (images seen)"] + modes,
-                             [[f"{step:,} ({images[step]:,})"] + cells
-                              for step, cells in zip(steps, _step_by_mode(at, steps, modes, fid_cell))])
-    if paired:
-        others = list(dict.fromkeys(r["mode"] for r in paired))
-        by = {(r["mode"], r["step"]): r for r in paired}
-        lines += ["", f"## FID(mode) − FID({baseline}), paired by seed", "",
-                  "Mean difference [Student-t 95 % interval], seeds where the mode is better, finding. Below 0: "
-                  "better than the baseline.", ""]
-
-        def diff_cell(r: dict) -> str:
-            ci = ("" if r["fid_diff_ci95_low"] is None
-                  else f" [{r['fid_diff_ci95_low']:+.2f}, {r['fid_diff_ci95_high']:+.2f}]")
-            return f"{r['fid_diff_mean']:+.2f}{ci}, {r['seeds_better']}, {r['finding']}"
-
-        paired_steps = sorted({r["step"] for r in paired})
-        lines += _markdown_table(["step"] + others,
-                                 [[f"{step:,}"] + cells for step, cells in
-                                  zip(paired_steps, _step_by_mode(by, paired_steps, others, diff_cell))])
-    if saved:
-        others = list(dict.fromkeys(r["mode"] for r in saved))
-        by = {(r["mode"], r["baseline_step"]): r for r in saved}
-        lines += ["", f"## Steps saved to reach {baseline}'s FID, paired by seed", "",
-                  f"Per seed, the FID {baseline} has at a step is the target; each curve's first crossing of it is "
-                  "interpolated between evaluations, and the steps saved are the baseline's crossing minus the "
-                  "mode's (above 0: the mode gets there sooner). Mean [Student-t 95 % interval] (mean relative "
-                  "saving), seeds where the mode is sooner, finding; crossings outside the evaluated steps are "
-                  "counted, not averaged.", ""]
-
-        def saved_cell(r: dict) -> str:
-            if r["steps_saved_mean"] is None:
-                text = r["finding"]
-            else:
-                ci = ("" if r["steps_saved_ci95_low"] is None
-                      else f" [{r['steps_saved_ci95_low']:+,.0f}, {r['steps_saved_ci95_high']:+,.0f}]")
-                text = (f"{r['steps_saved_mean']:+,.0f}{ci} ({r['relative_saving_mean']:+.1%}), "
-                        f"{r['seeds_sooner']}, {r['finding']}")
-            after, before = r["crossing_after_last_point"], r["crossing_before_first_point"]
-            censored = [f"{after} after the last point"] * bool(after) + \
-                [f"{before} before the first point"] * bool(before)
-            return text + "".join(f"; {c}" for c in censored)
-
-        saved_steps = sorted({r["baseline_step"] for r in saved})
-        lines += _markdown_table([f"{baseline}'s step (its mean FID)"] + others,
-                                 [[f"{k:,} ({at[(baseline, k)]['fid_mean']:.1f})"] + cells for k, cells in
-                                  zip(saved_steps, _step_by_mode(by, saved_steps, others, saved_cell))])
-    if reach:
-        lines += ["", f"## Reaching the baseline's best mean FID ({reach[0]['baseline_best_fid']:.2f})", ""]
-        lines += _markdown_table(
-            ["mode", "best mean FID", "steps to reach", "images seen", "CPU-hours", "seeds reaching it"],
-            [[r["mode"], f"{r['best_fid']:.2f}",
-              *((f"{r['steps_to_reach']:,}", f"{r['images_seen_to_reach']:,}", f"{r['cpu_hours_to_reach']:.2f}")
-                if r["reached"] else ("not reached", "", "")), r["seeds_reaching"]] for r in reach])
-    tables = [max((r for r in means if r["mode"] == m), key=lambda r: r["step"]) for m in modes]
-    if any(r["table_cosine_to_prototypes_mean"] is not None for r in tables):
-        lines += ["", "## The class tables against the prototypes", "",
-                  "At each mode's last evaluated step (EMA weights, mean over seeds): the mean cosine of each class's "
-                  "row to its prototype, and the distance |T − P| / |P|.", ""]
-        lines += _markdown_table(["mode", "step", "cosine to prototypes", "distance to prototypes"],
-                                 [[r["mode"], f"{r['step']:,}", f"{r['table_cosine_to_prototypes_mean']:.4f}",
-                                   f"{r['table_distance_to_prototypes_mean']:.4f}"]
-                                  for r in tables if r["table_cosine_to_prototypes_mean"] is not None])
-    if flattening:
-        gains = ", ".join(f"{g['fid_gain_per_1000_steps']:.1f}" for g in flattening["gains"]) or "none yet"
-        seeds = flattening["seeds"]
-        confirmed = ("confirmed by a later point" if flattening["flattened"]
-                     else "the last point evaluated: not confirmed")
-        lines += ["", f"## Where {baseline} flattens", "",
-                  f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: best mean FID "
-                  f"{flattening['best_fid_mean']:.2f}; first within {flattening['rel_tol']:.0%} of it at step "
-                  f"{flattening['step']:,} ({confirmed}). FID gained per 1,000 steps, interval by interval: {gains}."]
-    return "\n".join(lines) + "\n"
-
-
 def write_comparison(out: Path, rows: list[dict], baseline: str, meta: dict, protocol: dict,
                      header: dict) -> dict[str, Path]:
     """Write every table, plot and compare.json of a comparison from its evaluated ``rows``."""
     means = mean_curves(rows)
-    files = {"curves": _write_csv(out / "curves.csv", rows, CURVE_FIELDS),
-             "curves_mean": _write_csv(out / "curves_mean.csv", means, MEAN_FIELDS)}
+    files = {"curves": write_table(out / "curves.csv", rows, CURVE_FIELDS),
+             "curves_mean": write_table(out / "curves_mean.csv", means, MEAN_FIELDS)}
     threads = meta.get("torch_threads", 1)
     table = reach_baseline_table(means, baseline, rows, threads)
-    files["reach_baseline"] = _write_csv(out / "reach_baseline.csv", table, REACH_FIELDS)
+    files["reach_baseline"] = write_table(out / "reach_baseline.csv", table, REACH_FIELDS)
     paired = paired_vs_baseline(rows, baseline)
-    files["paired_vs_baseline"] = _write_csv(out / "paired_vs_baseline.csv", paired, PAIRED_FIELDS)
+    files["paired_vs_baseline"] = write_table(out / "paired_vs_baseline.csv", paired, PAIRED_FIELDS)
     saved = steps_saved_vs_baseline(rows, baseline)
-    files["steps_saved"] = _write_csv(out / "steps_saved_vs_baseline.csv", saved, SAVED_FIELDS)
+    files["steps_saved"] = write_table(out / "steps_saved_vs_baseline.csv", saved, SAVED_FIELDS)
     flattening = baseline_flattening(rows, baseline)
     if rows:
         files["fid_vs_images"] = plot_curves(means, "images_seen", "training images seen", out / "fid_vs_images.png")
