@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..edit import FAITHFULNESS_DEFINITION, EditPlan, EditResult, run_plan
+from ..edit import FAITHFULNESS_DEFINITION, WINDOW_RULE, EditPlan, EditResult, run_plan
 from ..utils.images import psnr, save_grid
 from ..utils.io import write_json
 from .figures import Panel, crop, save_panels, short_name
@@ -41,6 +41,7 @@ class EditReport:
     def records(self) -> list[dict]:
         r = self.result
         return [{"edit": e.label, "operations": [str(o) for o in e.ops],
+                 **({"window": {"t_over_T": list(e.window), "rule": WINDOW_RULE}} if e.window is not None else {}),
                  "requested": {str(o.prototype): _r(r.s_requested[k, :, o.prototype]) for o in e.ops},
                  "reached": {str(o.prototype): _r(r.s_after[k, :, o.prototype]) for o in e.ops},
                  "faithfulness": r.faithfulness(k)} for k, e in enumerate(r.edits)]
