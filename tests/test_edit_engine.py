@@ -89,6 +89,11 @@ def test_inversion_cache_is_per_model_object_and_goes_with_it(pat, tiny_run):
     (["variations", "--k", "0"], "--k must be at least 1"),
     (["evaluate-edits", "--n", "1", "--strengths", "a,b"], "--strengths"),
     (["evaluate-edits", "--n", "1", "--prototypes", "0,9"], "out of range"),
+    (["edit", "--n", "1", "--edit", "0=max", "--window", "0.6,0.2"], "LO is after HI"),
+    (["edit", "--n", "1", "--edit", "0=max", "--window", "0.5"], "two numbers LO,HI"),
+    (["edit", "--n", "1", "--edit", "0=max@0.5:1", "--window", "0,1"], "give one"),
+    (["edit", "--n", "1", "--edit", "0=max@0.5:1.5"], "outside 0 ... 1"),
+    (["edit", "--n", "1", "--edit", "0=max@late"], "@LO:HI"),
 ])
 def test_bad_arguments_fail_before_any_inversion(tiny_run, tmp_path, capsys, monkeypatch, args, message):
     calls = []
@@ -152,6 +157,65 @@ def test_one_plan_decodes_reconstruction_edits_and_path_in_one_call(counted):
     var = run_plan(pat, EditPlan(images=x, steps=3, variations=2, seed=5))
     assert var.variations.shape == (2, 2, *x.shape[1:]) and var.s_variations.shape == (2, 2, P)
     assert inv_calls.calls == 1 and dec_calls.calls == before + 1
+
+
+# ------------------------------------------------------------------------------ timed edits
+@pytest.mark.parametrize("inversion,w", [("ddim", 0.0), ("ddim", 0.7), ("edict", 0.0)])
+def test_timed_edits_full_window_is_the_edit_and_an_empty_one_the_reconstruction(pat, inversion, w):
+    """Bitwise: (0, 1) decodes exactly the plain edit, a window holding no step exactly the unedited
+    reconstruction; a partial window follows one of them exactly until its window opens or closes."""
+    m = pat.with_options(inversion=inversion)
+    x = m.load_images(indices=[3, 7])
+    edit = Edit.set(0, 2.0)
+    s0 = m.encode(x).s
+
+    def run(e, **kw):
+        return run_plan(m, EditPlan(images=x, edits=[e], steps=4, edit_guidance=w, trace=True, **kw))
+
+    plain, full = run(edit), run(edit.timed((0.0, 1.0)))
+    assert torch.equal(full.images, plain.images) and torch.equal(full.trajectory, plain.trajectory)
+    assert full.edits[0].label == "0=2.0@0:1" and full.summary()["edits"][0]["window"] == [0.0, 1.0]
+    unedited = run(Edit.replace(s0, [0], "unedited"))
+    recon = run_plan(m, EditPlan(images=x, steps=4, edit_guidance=w, reconstruction=True)).reconstruction
+    for empty in ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0)):
+        res = run(edit.timed(empty))
+        assert torch.equal(res.images, unedited.images) and torch.equal(res.images[0], recon), empty
+    assert not torch.equal(plain.images, unedited.images)  # the edit changes the image at all
+    # 4 steps: t = 999, 666, 333, 0, so (0, 0.5) holds the last two and (0.5, 1) the first two
+    assert m.schedule.window_steps(4, (0.0, 0.5)) == [333, 0] and m.schedule.window_steps(4, (0.5, 1)) == [999, 666]
+    late, early = run(edit.timed((0.0, 0.5))), run(edit.timed((0.5, 1.0)))
+    assert torch.equal(late.trajectory[:2], unedited.trajectory[:2])  # unedited until its window opens
+    assert not torch.equal(late.trajectory[2], unedited.trajectory[2])
+    assert torch.equal(early.trajectory[:2], plain.trajectory[:2])  # edited until its window closes
+    assert not torch.equal(early.trajectory[2], plain.trajectory[2])
+    for part in (late, early):  # between the two: neither the reconstruction nor the plain edit
+        assert not torch.equal(part.images, plain.images) and not torch.equal(part.images, unedited.images)
+
+
+def test_timed_edit_specs_and_windows_are_checked_when_made(pat):
+    P = pat.num_prototypes
+    e = Edit.parse("0=1.5,1*2@0.25:0.75", P)
+    assert e.window == (0.25, 0.75) and [str(o) for o in e.ops] == ["p0=1.5", "p1*2"]
+    assert E.split_window("3=max") == ("3=max", None)
+    for spec, msg in (("0=1@0.7:0.2", "LO is after HI"), ("0=1@0.5", "@LO:HI"), ("0=1@a:b", "@LO:HI"),
+                      ("0=1@nan:1", "not finite")):
+        with pytest.raises(UsageError, match=msg):
+            Edit.parse(spec, P)
+    for bad in ((0.2,), (0.1, 2.0), (-0.1, 0.5), "0,1", (0.5, float("inf"))):
+        with pytest.raises(UsageError, match="LO <= HI"):
+            Edit.set(0, 1.0, window=bad)
+    with pytest.raises(UsageError, match="outside="):
+        d = pat.config.data
+        pat.decode(torch.zeros(1, d.channels, d.image_size, d.image_size), torch.zeros(1, P), steps=2, window=(0, 1))
+
+
+def test_edit_command_with_a_window_records_it(tiny_run, tmp_path, capsys):
+    out = tmp_path / "timed"
+    assert main(["edit", "--run", str(tiny_run), "--n", "1", "--edit", "0=max", "--edit", "1=0", "--window",
+                 "0.5,1", "--steps", "2", "--ref-n", "8", "--no-progress", "--out", str(out)]) == 0
+    edits = json.loads((out / "edits.json").read_text())["edits"]
+    assert [e["edit"] for e in edits] == ["0=max@0.5:1", "1=0@0.5:1"]
+    assert all(e["window"]["t_over_T"] == [0.5, 1.0] and "LO <= t/T < HI" in e["window"]["rule"] for e in edits)
 
 
 # ------------------------------------------------------------------------------ the edit benchmark

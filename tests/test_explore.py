@@ -341,3 +341,158 @@ def test_a_short_load_of_concurrent_sliders_with_stalled_sockets(session):
         assert bench.check_render(status, out, move["answer"], 1) is None
         wrong = {**move["answer"], "s_reached": [v + 0.01 for v in move["answer"]["s_reached"]]}
         assert "s_reached differs" in bench.check_render(status, out, wrong, 1)
+
+
+# ---------------------------------------------------------------- what the page shows: patches, the window, guidance
+def _get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", path)
+    r = c.getresponse()
+    return r.status, json.loads(r.read() or b"{}")
+
+
+def test_nearest_training_patches_are_found_once_and_served_per_prototype(session, monkeypatch):
+    from patronus_diffusion.analysis import explain
+
+    calls = []
+    original = explain.nearest_patches
+    monkeypatch.setattr(explain, "nearest_patches", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    session._patches = None
+    with serving(session) as port:
+        status, out = _get(port, "/api/patches")
+        assert status == 200 and out["available"] and out["source"] == "dataset" and out["split"] == "train"
+        assert [p["id"] for p in out["prototypes"]] == list(range(session.pat.num_prototypes))
+        assert out["k"] == 5 and all(len(p["nearest"]) == 5 for p in out["prototypes"])
+        strip = out["prototypes"][0]["src"]
+        assert strip.startswith("data:image/png;base64,")
+        assert _get(port, "/api/patches")[1] == out  # kept on the session: found once
+    assert calls == [1]
+    # the same patches as the report's cards: nearest_patches, cropped at the receptive-field boxes (padded with
+    # black to the largest crop of any prototype, where the report pads each prototype's own)
+    P = session.pat.num_prototypes
+    near = original(session.pat, range(P), 5, 10000, 0, "train")
+    ds = session.pat.dataset("train")
+    crops = explain.crop_patches(ds.get_batch(near.index.flatten().tolist()), near.boxes.reshape(-1, 4))
+    assert strip == session_module.png_uri(crops[:5], upscale=1)
+
+
+def test_without_stored_patches_or_dataset_the_page_is_told_why_in_one_line(tiny_run, monkeypatch):
+    from patronus_diffusion.data import DataError
+
+    sess = ExplorerSession(Patronus.load(tiny_run, device="cpu"), steps=2, ref_n=8)
+    real = sess.pat.dataset
+
+    def dataset(split="test"):
+        if split == "train":
+            raise DataError("Fashion-MNIST not found at /nowhere. Install it offline with apt.")
+        return real(split)
+
+    monkeypatch.setattr(sess.pat, "dataset", dataset)
+    out = sess.patches()
+    assert out["available"] is False and "\n" not in out["reason"]
+    assert out["reason"] == ("no nearest training patches: this model stores none and its train split cannot be "
+                             "read (Fashion-MNIST not found at /nowhere)")
+    assert "image" in sess.render(sess.pick_test(0)["key"], sess.pick_test(0)["s"])  # the sliders still work
+
+
+def test_stored_patches_need_no_dataset_and_only_serve_their_own_weights(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from patronus_diffusion.analysis.explain import PATCHES_FILE, prototype_patches, save_patches, stored_patches
+    from patronus_diffusion.data import DataError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    pat = Patronus.load(run, device="cpu")
+    found = prototype_patches(pat, stored=False)
+    save_patches(pat, run, found, 10000)
+    again = Patronus.load(run, device="cpu")
+    monkeypatch.setattr(again, "dataset", lambda split="test": (_ for _ in ()).throw(DataError("no data")))
+    stored = prototype_patches(again)
+    assert stored.source == PATCHES_FILE and torch.equal(stored.crops, found.crops)
+    assert stored.labels == found.labels and torch.equal(stored.index, found.index)
+    assert stored_patches(again, k=3) is None  # other settings: not these patches
+    raw = Patronus.load(run, weights="raw", device="cpu")  # other weights: not theirs
+    assert stored_patches(raw) is None
+
+
+def test_the_shipped_model_stores_its_patches():
+    from patronus_diffusion.analysis.explain import stored_patches
+
+    pat = Patronus.from_pretrained("fashion-mnist", device="cpu")
+    p = stored_patches(pat)
+    assert p is not None and p.crops.shape[:2] == (pat.num_prototypes, 5) and p.searched == 10000
+    assert p.crops.min() >= -1 and p.crops.max() <= 1 and len(p.labels) == pat.num_prototypes
+
+
+def test_render_windows_are_checked_and_the_full_and_empty_windows_are_exact(session):
+    picked = session.pick_test(4)
+    key, s = picked["key"], list(picked["s"])
+    j = int(np.argmin(s))
+    s[j] = session.slider_ranges()[j]["max"]
+    with serving(session) as port:
+        def render(window, seq, raw=None):
+            body = raw or json.dumps({"key": key, "s": s, "seq": seq, "client": "w", "window": window}).encode()
+            return _post(port, "/api/render", body)
+
+        for window, message in (([0.6, 0.2], "LO is after HI"), ([0.5], "two numbers"), ([0, 2], "outside 0 ... 1"),
+                                ([0.1, 0.2, 0.3], "two numbers"), ([True, 1], "list of numbers"),
+                                ("0,1", "list of numbers"), ({"lo": 0}, "list of numbers")):
+            status, out = render(window, 1)
+            assert status == 400 and message in out["error"], (window, out)
+        raw = b'{"key": "%s", "s": %s, "seq": 1, "window": [NaN, 1]}' % (key.encode(), json.dumps(s).encode())
+        status, out = render(None, 1, raw)
+        assert status == 400 and "not finite" in out["error"]
+        assert f"w:{key}" not in session._latest  # a refused request is not remembered
+        status, plain = render(None, 2)
+        assert status == 200 and plain["window"] == [0.0, 1.0] and len(plain["window_steps"]) == session.steps
+        assert render([0, 1], 3)[1]["image"] == plain["image"]  # every step: the plain edit, exactly
+        # the picked image's own s, unrounded (the page's copy is rounded to 5 digits)
+        unedited = session.render(key, session.entry(key).s.tolist(), seq=1, client="exact")
+        status, empty = render([0.5, 0.5], 5)
+        assert status == 200 and empty["window_steps"] == [] and empty["image"] == unedited["image"]
+        status, late = render([0, 0.5], 6)
+        assert late["window_steps"] == session.pat.schedule.window_steps(session.steps, (0, 0.5))
+        assert 0 < len(late["window_steps"]) < session.steps
+
+
+def test_the_page_is_told_which_guidance_decodes_the_edits(tiny_run, monkeypatch):
+    pat = Patronus.load(tiny_run, device="cpu")
+    plain = ExplorerSession(pat, steps=2, ref_n=8)
+    assert plain.info()["guidance"] == {"guidance": 0.0, "edit_guidance": 0.0,
+                                        "text": "decoded with edit guidance w = 0 (the decoder's own response)"}
+    amplified = ExplorerSession(pat.with_options(edit_guidance=0.7), steps=2, ref_n=8)
+    g = amplified.info()["guidance"]
+    assert g["edit_guidance"] == 0.7 and g["text"].startswith("decoded with edit guidance w = 0.7 (the run's")
+    seen = []
+    decode = amplified.pat.decode
+    monkeypatch.setattr(amplified.pat, "decode", lambda *a, **k: (seen.append(k), decode(*a, **k))[1])
+    picked = amplified.pick_test(0)
+    amplified.render(picked["key"], [v + 0.3 for v in picked["s"]], window=[0.5, 1])
+    assert seen[-1]["guidance"] == 0.7 and seen[-1]["against"] is not None  # what the page says is what decodes
+    assert seen[-1]["window"] is not None
+    cfg = ExplorerSession(pat, steps=2, ref_n=8, guidance=2.0).info()["guidance"]
+    assert cfg["guidance"] == 2.0 and cfg["edit_guidance"] == 0.0 and "classifier-free" in cfg["text"]
+    info = plain.info()["window"]
+    assert info["T"] == pat.schedule.num_timesteps and info["timesteps"] == pat.schedule.timesteps(2)
+
+
+def test_the_shipped_model_explores_without_the_dataset_patches_included(tmp_path, monkeypatch):
+    import patronus_diffusion.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", str(tmp_path / "no-fashion-mnist"))
+    sess = ExplorerSession(Patronus.from_pretrained("fashion-mnist", device="cpu"), steps=2)
+    info = sess.info()
+    assert info["test_images"] == 0 and info["no_test_images"].startswith("no test images (Fashion-MNIST not found")
+    assert "\n" not in info["no_test_images"]
+    assert sess.thumbnails()["images"] == []
+    with pytest.raises(UsageError, match="upload an image"):
+        sess.pick_test(0)
+    patches = sess.patches()  # from the file stored with the model
+    assert patches["available"] and patches["source"] == "prototype_patches.safetensors"
+    assert len(patches["prototypes"]) == 30 and patches["images_searched"] == 10000
+    assert info["guidance"]["edit_guidance"] == 0.6 and "w = 0.6 (the run's sample.edit_guidance)" in \
+        info["guidance"]["text"]
+    picked = sess.pick_upload(_png("L", (28, 28), 200), "grey.png")
+    out = sess.render(picked["key"], [v + 0.2 for v in picked["s"]], window=[0.5, 1])
+    assert out["window_steps"] == [999]  # 2 steps: t = 999, 0

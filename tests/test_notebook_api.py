@@ -23,6 +23,7 @@ from patronus_diffusion import EditPlan, Patronus, ProtoDiffusion
 from patronus_diffusion import edit as E
 from patronus_diffusion.api import StalePriorWarning
 from patronus_diffusion.api import protodiffusion as pd_module
+from patronus_diffusion.analysis.explain import PATCHES_FILE, PATCHES_META, stored_patches
 from patronus_diffusion.api.patronus import REFERENCE_S_FILE, REFERENCE_S_META
 from patronus_diffusion.config import ConfigError, FrozenConfigError
 from patronus_diffusion.data import DataError
@@ -154,14 +155,16 @@ def test_save_pretrained_writes_a_folder_from_pretrained_loads_atomically(tiny_r
 def test_saving_the_shipped_model_keeps_its_reference_set_and_prior_only_for_unchanged_weights(tmp_path):
     pat = Patronus.from_pretrained("fashion-mnist", device="cpu")
     pat.save_pretrained(tmp_path / "same")
-    for name in (REFERENCE_S_FILE, REFERENCE_S_META, "prior"):
+    for name in (REFERENCE_S_FILE, REFERENCE_S_META, PATCHES_FILE, PATCHES_META, "prior"):
         assert (tmp_path / "same" / name).exists(), name
     assert Patronus.from_pretrained(tmp_path / "same").shipped_reference_s() is not None
+    assert stored_patches(Patronus.from_pretrained(tmp_path / "same")) is not None
     name, param = next(iter(pat.model.named_parameters()))
     with torch.no_grad():
         param.add_(0.01)  # other weights: the stored s would describe a model no longer there
     pat.save_pretrained(tmp_path / "changed")
     assert not (tmp_path / "changed" / REFERENCE_S_FILE).exists() and not (tmp_path / "changed" / "prior").exists()
+    assert not (tmp_path / "changed" / PATCHES_FILE).exists()
     assert torch.equal(load_weights(tmp_path / "changed" / "model.safetensors")[name], param)
 
 

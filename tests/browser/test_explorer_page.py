@@ -74,3 +74,35 @@ def test_bad_upload_shows_a_message_and_the_server_keeps_serving(browser, explor
     expect(page.locator("#orig-name")).to_have_text("test:2", timeout=20_000)
     assert errors == []
     page.close()
+
+
+def test_patches_beside_the_sliders_the_window_and_the_guidance_are_shown(browser, explorer_url):
+    page, errors = _open(browser, explorer_url)
+    strips = page.locator(".proto img.patches")
+    expect(strips).to_have_count(6, timeout=20_000)  # every prototype has its nearest training patches
+    expect(strips.first).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+    expect(strips.first).to_have_attribute("title", re.compile(r"nearest to it: .* d=\d"))
+    expect(page.locator("#patches-note")).to_contain_text("nearest training patches (train split")
+    expect(page.locator("#guidance")).to_have_text(
+        "Every edit is decoded with edit guidance w = 0 (the decoder's own response).")
+    expect(page.locator("#win-text")).to_contain_text("every step: the plain edit (3 steps)")
+    row = page.locator(".proto").last
+    row.locator("input").fill(row.locator("input").get_attribute("max"))
+    seq = page.get_attribute("#edited", "data-seq")
+    expect(page.locator("#edited")).not_to_have_attribute("data-seq", seq, timeout=20_000)
+    # t = 999, 500, 0 at 3 steps: the window 0.5 <= t/T < 1 holds the first two
+    page.fill("#win-lo", "0.5")
+    expect(page.locator("#win-text")).to_contain_text("the edited s on 2 of 3 steps (t = 999 … 500")
+    expect(page.locator("#edited")).to_have_attribute("data-window", "0.5,1", timeout=20_000)
+    expect(page.locator("#timing")).to_contain_text("edited s on 2 of 3 steps")
+    expect(page.locator("#window-box")).to_have_class(re.compile("timed"))
+    page.fill("#win-hi", "0.5")
+    expect(page.locator("#win-text")).to_contain_text("no step")
+    expect(page.locator("#edited")).to_have_attribute("data-window", "0.5,0.5", timeout=20_000)
+    page.fill("#win-lo", "0.9")  # after its end: the server's message is shown
+    expect(page.locator("#message")).to_contain_text("LO is after HI", timeout=20_000)
+    page.click("#win-full")
+    expect(page.locator("#edited")).to_have_attribute("data-window", "0,1", timeout=20_000)
+    expect(page.locator("#message")).to_have_text("")
+    assert errors == []
+    page.close()

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..edit import FAITHFULNESS_DEFINITION, EditPlan, EditResult, run_plan
+from ..edit import FAITHFULNESS_DEFINITION, WINDOW_RULE, EditPlan, EditResult, run_plan
 from ..utils.images import psnr, save_grid
 from ..utils.io import write_json
 from .figures import Panel, crop, figure_image, panels_figure, save_figure, short_name
@@ -63,6 +63,7 @@ class EditsResult(_EditAnalysis):
     def records(self) -> list[dict]:
         r = self.result
         return [{"edit": e.label, "operations": [str(o) for o in e.ops],
+                 **({"window": {"t_over_T": list(e.window), "rule": WINDOW_RULE}} if e.window is not None else {}),
                  "requested": {str(o.prototype): _r(r.s_requested[k, :, o.prototype]) for o in e.ops},
                  "reached": {str(o.prototype): _r(r.s_after[k, :, o.prototype]) for o in e.ops},
                  "faithfulness": r.faithfulness(k)} for k, e in enumerate(r.edits)]

@@ -18,6 +18,7 @@ requested change; mean |change| of the other prototypes) is reported per prototy
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,123 @@ def nearest_patches(pat, prototypes: Sequence[int], k: int = 5, n_images: int = 
     index = torch.tensor(idx)[best_i]
     return NearestPatches(prototypes=protos, index=index, location=locs, distance=best_d,
                           boxes=boxes_of(pat.receptive_field, locs), split=split, searched=len(idx))
+
+
+def crop_patches(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The pixels of each image (N, C, H, W) inside its end-exclusive box (N, 4), as (N, C, h, w): a patch clipped
+    at the image border is smaller, so every crop is padded (with black) to the largest one (the report's strips)."""
+    crops = [crop(img, tuple(int(v) for v in box.tolist())) for img, box in zip(images, boxes)]
+    h = max(c.shape[-2] for c in crops)
+    w = max(c.shape[-1] for c in crops)
+    return torch.stack([torch.nn.functional.pad(c, (0, w - c.shape[-1], 0, h - c.shape[-2]), value=-1.0)
+                        for c in crops])
+
+
+PATCHES_FILE = "prototype_patches.safetensors"
+"""Every prototype's nearest training patches as 8-bit crops, stored beside a model's weights (the shipped model has
+them: the explorer shows them without the dataset)."""
+PATCHES_META = "prototype_patches.json"
+"""Which patches those are (k, the images searched, seed, split, dataset, labels) and which weights found them."""
+
+
+@dataclass
+class PrototypePatches:
+    """Every prototype's ``k`` nearest training patches (:func:`nearest_patches`), cropped: what the report's
+    prototype cards and the explorer show beside prototype J.
+
+    crops (P, k, C, h, w) in [-1, 1] (8-bit values); distance (P, k) squared feature distance to p_J; index (P, k)
+    dataset indices; labels (P, k) class names; ``source``: "dataset" (found now) or the stored file's name."""
+
+    crops: torch.Tensor
+    distance: torch.Tensor
+    index: torch.Tensor
+    labels: list[list[str]]
+    split: str
+    searched: int
+    seed: int
+    source: str
+
+    @property
+    def k(self) -> int:
+        return int(self.crops.shape[1])
+
+    def settings(self) -> dict:
+        return {"k": self.k, "split": self.split, "images_searched": self.searched, "seed": self.seed,
+                "source": self.source}
+
+
+def prototype_patches(pat, k: int = 5, n_images: int = 10000, seed: int = 0, split: str = "train",
+                      stored: bool = True) -> PrototypePatches:
+    """Every prototype's ``k`` nearest training patches among ``n_images`` seeded images of ``split`` (the full
+    report's setting), cropped. With ``stored``, a model whose folder holds these very patches (``PATCHES_FILE``,
+    found by the same weights with the same settings: the shipped model's) serves them without the dataset;
+    otherwise they are found in the dataset (a DataError when it is missing)."""
+    if stored:
+        found = stored_patches(pat, k, n_images, seed, split)
+        if found is not None:
+            return found
+    ds = pat.dataset(split)
+    near = nearest_patches(pat, range(pat.num_prototypes), k, n_images, seed, split, ds=ds)
+    images = ds.get_batch(near.index.flatten().tolist())
+    crops = crop_patches(images, near.boxes.reshape(-1, 4))
+    crops = (crops.clamp(-1, 1).add(1).mul(127.5).round() / 127.5 - 1)  # 8-bit values, as stored and shown
+    return PrototypePatches(crops=crops.reshape(*near.index.shape, *crops.shape[1:]), distance=near.distance,
+                            index=near.index, labels=[[_label(ds, int(i)) for i in row] for row in near.index],
+                            split=split, searched=near.searched, seed=seed, source="dataset")
+
+
+def _patch_key(pat, k: int, n_images: int, seed: int, split: str) -> dict:
+    d = pat.config.data
+    return {"k": k, "n_images": n_images, "seed": seed, "split": split, "dataset": d.dataset, "limit": d.limit,
+            "image_size": d.image_size, "num_prototypes": pat.num_prototypes}
+
+
+def save_patches(pat, folder: str | Path, patches: PrototypePatches, n_images: int) -> Path:
+    """Store ``patches`` (found in the dataset for ``pat``) beside its weights in ``folder``: ``PATCHES_FILE`` and
+    ``PATCHES_META`` (with the sha256 of the weights file that found them)."""
+    from safetensors.torch import save_file
+
+    from ..runs import sha256
+    from ..utils.io import atomic_path
+
+    folder = Path(folder)
+    u8 = patches.crops.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    with atomic_path(folder / PATCHES_FILE) as tmp:
+        save_file({"crops": u8.contiguous(), "distance": patches.distance.float().contiguous(),
+                   "index": patches.index.long().contiguous()}, str(tmp))
+    write_json(folder / PATCHES_META, {
+        **_patch_key(pat, patches.k, n_images, patches.seed, patches.split), "images_searched": patches.searched,
+        "weights_sha256": sha256(pat.weights_path), "labels": patches.labels,
+        "rule": "analysis.explain.nearest_patches: the k images of a seeded subset of the split whose best patch is "
+                "nearest to p_J, cropped at that patch's receptive-field box",
+        "made_by": "scripts/make_prototype_patches.py"})
+    return folder / PATCHES_FILE
+
+
+def stored_patches(pat, k: int = 5, n_images: int = 10000, seed: int = 0,
+                   split: str = "train") -> PrototypePatches | None:
+    """The patches stored beside the model's weights when they are the ones asked for, found by these very weights
+    (same sha256); else None."""
+    from ..runs import load_weights, sha256
+
+    folder, weights = getattr(pat, "run_dir", None), getattr(pat, "weights_path", None)
+    if folder is None or weights is None:
+        return None
+    folder = Path(folder)
+    if not (folder / PATCHES_FILE).exists() or not (folder / PATCHES_META).exists():
+        return None
+    meta = json.loads((folder / PATCHES_META).read_text())
+    if any(meta.get(key) != value for key, value in _patch_key(pat, k, n_images, seed, split).items()):
+        return None
+    if meta.get("weights_sha256") != sha256(weights):
+        return None
+    t = load_weights(folder / PATCHES_FILE)
+    crops = t["crops"].float() / 127.5 - 1
+    if crops.ndim != 5 or tuple(crops.shape[:2]) != (pat.num_prototypes, k):
+        return None
+    return PrototypePatches(crops=crops, distance=t["distance"], index=t["index"], labels=meta.get("labels"),
+                            split=split, searched=int(meta.get("images_searched", 0)), seed=seed,
+                            source=PATCHES_FILE)
 
 
 # ------------------------------------------------------------------------------ the gallery

@@ -37,8 +37,8 @@ from ..evaluation.stats import true_median
 from ..utils.images import png_uri
 from ..utils.io import write_json, write_text
 from .evaluate_edits import EvaluationPlan, evaluate_edits
-from .explain import build_gallery, encode_subset, seeded_indices
-from .figures import crop, new_figure
+from .explain import build_gallery, crop_patches, encode_subset, seeded_indices
+from .figures import new_figure
 from .quality import run_quality
 from .when import emergence_of, half_rise_timestep
 
@@ -174,8 +174,7 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
     records = []
     for r, j in enumerate(gallery.prototypes):
         near = gallery.near
-        patches = _same_size([crop(gallery.near_images[r, m], tuple(near.boxes[r, m].tolist()))
-                              for m in range(near.index.shape[1])]) if near.index.shape[1] else None
+        patches = crop_patches(gallery.near_images[r], near.boxes[r]) if near.index.shape[1] else None
         a = ev.prototypes.index(j)
         strip = [ev.result.x0[0], ev.base.reconstruction[0]] + [ev.result.images[ev.edit_index(a, 0, s), 0]
                                                                for s in range(len(ev.strengths))]
@@ -230,14 +229,6 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
     pictures = {"train_curve": curve} if curve else {}
     return ModelReport(card=card, prototypes=records, quality=_quality_json(quality), provenance=provenance,
                        pictures=pictures)
-
-
-def _same_size(crops: list[torch.Tensor]) -> torch.Tensor:
-    """Patches clipped at the image border are smaller: pad every crop (with black) to the largest one."""
-    h = max(c.shape[-2] for c in crops)
-    w = max(c.shape[-1] for c in crops)
-    return torch.stack([torch.nn.functional.pad(c, (0, w - c.shape[-1], 0, h - c.shape[-2]), value=-1.0)
-                        for c in crops])
 
 
 def _median(t: torch.Tensor):

@@ -160,7 +160,7 @@ class Patronus(PatronusPipeline):
         ``config.json`` and ``export.json`` (where it came from).
 
         When the weights are the ones loaded (unchanged), the file is copied byte for byte, and the prior over s
-        (``prior/``) and the reference set X stored with them come along. The folder is written beside ``out``
+        (``prior/``), the reference set X and the prototypes' nearest training patches stored with them come along. The folder is written beside ``out``
         and renamed into place, so ``out`` is never half-written."""
         out = Path(out)
         sd = self.model.state_dict()
@@ -177,7 +177,9 @@ class Patronus(PatronusPipeline):
             write_json(tmp / "export.json", {"source_run": str(self.run_dir), "weights": self.weights,
                                              "weights_unchanged": unchanged, "saved_by": "Patronus.save_pretrained"})
             if unchanged and self.run_dir is not None:
-                for name in (REFERENCE_S_FILE, REFERENCE_S_META):
+                from ..analysis.explain import PATCHES_FILE, PATCHES_META
+
+                for name in (REFERENCE_S_FILE, REFERENCE_S_META, PATCHES_FILE, PATCHES_META):
                     if (self.run_dir / name).exists():
                         shutil.copyfile(self.run_dir / name, tmp / name)
                 if (self.run_dir / "prior").is_dir():

@@ -33,7 +33,14 @@ def register(sub) -> None:
                            "edit_grid.png (lossless), edits.json (faithfulness per edit: median and per image) and "
                            "s.csv into --out."))
     add_edit_args(p, 4)
-    p.add_argument("--edit", action="append", required=True, metavar="SPEC", help="e.g. 3=max or 3=max,5=0 or 7*2")
+    p.add_argument("--edit", action="append", required=True, metavar="SPEC",
+                   help="e.g. 3=max or 3=max,5=0 or 7*2; a spec ending in @LO:HI is timed (see --window)")
+    p.add_argument("--window", default=None, metavar="LO,HI",
+                   help="timed edits: the edited s conditions only the decoding steps whose timestep t has "
+                        "LO <= t/T < HI (fractions of the schedule: 1 = pure noise, where decoding starts; 0 = the "
+                        "clean image), the unedited s every other step. 0,1 = every step (the plain edit), 0.5,1 = "
+                        "the first half (coarse layout), 0,0.5 = the second half (detail). Applies to every --edit "
+                        "(or write it into one spec: 3=max@0.5:1)")
     p.add_argument("--out", default="results/edit")
     p.set_defaults(func=cmd_edit)
 
@@ -127,13 +134,39 @@ def cmd_edit(args) -> int:
     from ..analysis.edits import run_edit
     from ..edit import EditPlan
 
+    window = parse_window(args.window)
     pat, x, names, common = edit_inputs(args)
     plan = EditPlan.edit(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
+    if window is not None:
+        timed = [e.label for e in plan.edits if e.window is not None]
+        if timed:
+            raise UsageError(f"edit {timed[0]!r} has its own window (@LO:HI) and --window gives another; give one")
+        plan.edits = [e.timed(window) for e in plan.edits]
     result = run_edit(pat, plan, progress=not args.no_progress)
     files = result.write(args.out)
     print(result.summary())
     print_outputs(f"{len(plan.edits)} edit(s) x {len(names)} image(s) in {result.result.seconds:.1f} s", files)
     return 0
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """--window LO,HI -> (LO, HI), checked (None without the flag)."""
+    from ..edit import check_window
+
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        numbers = (float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise UsageError(f"--window {text!r}: write two numbers LO,HI with 0 <= LO <= HI <= 1, e.g. --window 0.5,1"
+                         ) from None
+    try:
+        return check_window(numbers)
+    except UsageError as e:
+        raise UsageError(f"--window {text!r}: {e}") from None
 
 
 def cmd_extrapolate(args) -> int:

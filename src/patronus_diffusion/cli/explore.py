@@ -15,9 +15,13 @@ def register(sub) -> None:
                                    "Pick a test image or upload one: it is encoded and inverted once (cached). "
                                    "Each slider sets one prototype's s_J within [1 % quantile, max] over the "
                                    "reference set; the image is decoded again from the cached inversion and "
-                                   "re-encoded, so the page shows the requested s next to the reached one. Also: "
+                                   "re-encoded, so the page shows the requested s next to the reached one. Beside "
+                                   "each slider: its prototype's nearest training patches (stored with the shipped "
+                                   "model, else found in the dataset). An edit can be timed (the edited s only while "
+                                   "LO <= t/T < HI), and the page says which guidance decodes the edits. Also: "
                                    "reset, interpolate between two images, sample from the run's prior, download "
-                                   "the image and s. Ctrl-C stops the server.")
+                                   "the image and s. Without the dataset it takes uploads and prior samples. "
+                                   "Ctrl-C stops the server.")
     add_run(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but a loopback address exposes the model to your network")

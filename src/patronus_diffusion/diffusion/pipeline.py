@@ -25,7 +25,16 @@ from ..utils.errors import UsageError
 from .guidance import combine_guidance
 from .inversion import ddim_invert, edict_invert
 from .samplers import edict_state, get_sampler
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, check_window
+
+
+def window_rows(window, batch: int) -> torch.Tensor:
+    """A timed condition's window as (batch, 2) float64 rows: one (LO, HI) pair for every row, or one per row."""
+    if isinstance(window, torch.Tensor) and window.ndim == 2:
+        if window.shape != (batch, 2):
+            raise UsageError(f"per-row windows must have shape ({batch}, 2), got {tuple(window.shape)}")
+        return torch.tensor([check_window(w) for w in window.tolist()], dtype=torch.float64).reshape(batch, 2)
+    return torch.tensor([check_window(window)], dtype=torch.float64).expand(batch, 2).clone()
 
 
 class PatronusPipeline:
@@ -115,8 +124,9 @@ class PatronusPipeline:
         for i in range(0, n, self.batch_size):
             yield [t[i:i + self.batch_size] if t is not None else None for t in tensors]
 
-    def model_fn(self, s: torch.Tensor, guidance: float | None = None,
-                 against: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def model_fn(self, s: torch.Tensor, guidance: float | None = None, against: torch.Tensor | None = None,
+                 window=None, outside: torch.Tensor | None = None
+                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """eps(x, t) with the condition s bound (batch sizes of x and s must match).
 
         With a guidance weight w > 0 (``guidance``, default the run's ``sample.guidance``) it is classifier-free
@@ -127,7 +137,14 @@ class PatronusPipeline:
         eps(s) + w (eps(s) - eps(against)): for an edit s' of an image's own s, ``against`` = s amplifies exactly
         what the edit changes (rows where s == against decode as the plain conditional model). It needs no null
         condition, so it works for every model.
+
+        With ``window`` (LO, HI), or one such pair per row as a (B, 2) tensor, the condition is timed: a step at
+        timestep t is conditioned on s where LO <= t / T < HI (:func:`~.schedule.check_window`) and on ``outside``
+        (one row per row of s, e.g. the unedited s of an edit) at every other step; guidance, as above, applies to
+        whichever condition a row has at that step. A window of (0, 1) is the plain conditional call on s, exactly.
         """
+        if window is not None:
+            return self._timed_model_fn(s, guidance, against, window, outside)
         s = s.to(self.device, torch.float32)
         if against is not None and against.shape != s.shape:
             raise UsageError(f"the guidance condition has shape {tuple(against.shape)}; s has {tuple(s.shape)}")
@@ -162,6 +179,24 @@ class PatronusPipeline:
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t, t]), s2, uncond).chunk(2)
             return combine_guidance(eps_c, eps_u, w)
+
+        return fn
+
+    def _timed_model_fn(self, s, guidance, against, window, outside):
+        """eps(x, t) conditioned on s inside each row's window and on ``outside`` elsewhere (:meth:`model_fn`)."""
+        if outside is None:
+            raise UsageError("a timed condition (window=) needs the condition outside its window (outside=)")
+        s = self.check_s(s)
+        outside = self.check_s(outside, s.shape[0])
+        rows = window_rows(window, s.shape[0])
+        fns: dict[tuple[bool, ...], Callable] = {}  # one bound model_fn per pattern of rows inside their window
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            inside = self.schedule.in_window(t, rows)
+            key = tuple(inside.tolist())
+            if key not in fns:
+                fns[key] = self.model_fn(torch.where(inside[:, None], s, outside), guidance, against)
+            return fns[key](x, t)
 
         return fn
 
@@ -265,22 +300,31 @@ class PatronusPipeline:
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, s: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                progress: bool = False, callback=None, guidance: float | None = None,
-               against: torch.Tensor | None = None, **options) -> torch.Tensor:
+               against: torch.Tensor | None = None, window=None, outside: torch.Tensor | None = None,
+               **options) -> torch.Tensor:
         """Generate images from (x_T, s); DDIM eta=0 by default, the exact inverse of :meth:`invert`.
 
         ``guidance`` is the classifier-free guidance weight on s (None = the run's ``sample.guidance``); with
-        ``against`` (one condition per row) it guides on the difference eps(s) - eps(against) (:meth:`model_fn`)."""
+        ``against`` (one condition per row) it guides on the difference eps(s) - eps(against) (:meth:`model_fn`).
+        ``window`` (LO, HI) (or one pair per row, (B, 2)) times the condition: s conditions the steps whose timestep
+        t has LO <= t / T < HI, ``outside`` (one row per row of s) every other step (a timed edit)."""
         s = self.check_s(s, x_T.shape[0])
         if against is not None:
             against = self.check_s(against, x_T.shape[0])
+        if window is not None:
+            window = window_rows(window, x_T.shape[0])
+            if outside is None:
+                raise UsageError("a timed condition (window=) needs the condition outside its window (outside=)")
+            outside = self.check_s(outside, x_T.shape[0])
         sampler = sampler or self.decode_sampler
         fn = get_sampler(sampler)
         x_T = self._decoder_input(x_T, sampler)
         if sampler == "edict":
             options.setdefault("mix", self.config.sample.edict_mix)
         steps = steps or self.config.sample.ddim_steps
-        out = [fn(self.model_fn(sc, guidance, ac), xc.to(self.device), self.schedule, steps, progress=progress,
-                  callback=callback, **options).cpu() for xc, sc, ac in self._chunks(x_T, s, against)]
+        out = [fn(self.model_fn(sc, guidance, ac, wc, oc), xc.to(self.device), self.schedule, steps,
+                  progress=progress, callback=callback, **options).cpu()
+               for xc, sc, ac, wc, oc in self._chunks(x_T, s, against, window, outside)]
         return torch.cat(out)
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ from dataclasses import replace as with_fields
 import numpy as np
 import torch
 
+from ..diffusion.schedule import FULL_WINDOW
 from ..utils.errors import UsageError
 from .inversion import invert_images
 from .measures import measure_edit
@@ -53,13 +54,18 @@ class TrajectoryRecorder:
 
 def decode_batch(pat, x_T: torch.Tensor, s: torch.Tensor, steps: int, sampler: str | None = None,
                  progress: bool = False, callback=None, guidance: float | None = None,
-                 against: torch.Tensor | None = None) -> torch.Tensor:
+                 against: torch.Tensor | None = None, window: torch.Tensor | None = None,
+                 outside: torch.Tensor | None = None) -> torch.Tensor:
     """The engine's one decode call: rows of (x_T, s) -> images in [-1, 1] (the model chunks the batch).
 
-    ``against`` (one row per row of s) turns ``guidance`` into guidance on the difference eps(s) - eps(against)."""
+    ``against`` (one row per row of s) turns ``guidance`` into guidance on the difference eps(s) - eps(against).
+    ``window`` (one (LO, HI) row per row of s) times each row's condition: s on the steps with LO <= t/T < HI,
+    ``outside`` (the row's unedited s) on the others."""
     opts = {} if guidance is None else {"guidance": guidance}
     if guidance and against is not None:
         opts["against"] = against
+    if window is not None:
+        opts.update(window=window, outside=outside)
     return pat.decode(x_T, s, steps=steps, sampler=sampler, progress=progress, callback=callback,
                       **opts).clamp(-1, 1)
 
@@ -102,16 +108,25 @@ def lerp_s(s_a: torch.Tensor, s_b: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ the run
+def decode_guidance(pat, guidance: float | None = None, edit_guidance: float | None = None) -> tuple[float, float]:
+    """(w of classifier-free guidance on s, w of guidance on the edit difference) that :func:`run_plan` decodes a
+    plan with: each the plan's value, else the run's ``sample.guidance`` / ``sample.edit_guidance``; the run's
+    edit guidance is not applied while CFG on s is in force, and both given is an error."""
+    sample_cfg = pat.config.sample  # duck-typed: a stand-in model may carry only some keys
+    cfg_w = float(guidance) if guidance is not None else float(getattr(sample_cfg, "guidance", 0.0))
+    if edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is in force
+        edit_guidance = 0.0 if cfg_w else float(getattr(sample_cfg, "edit_guidance", 0.0))
+    if edit_guidance and cfg_w:
+        raise UsageError(f"edit guidance {edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
+                         f"--guidance or the run's sample.guidance) cannot be combined; set one of them to 0")
+    return cfg_w, float(edit_guidance)
+
+
 def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
     """Invert (cached), decode every planned condition in one batched call, re-encode, measure."""
-    sample_cfg = pat.config.sample  # duck-typed: a stand-in model may carry only some keys
-    cfg_w = plan.guidance if plan.guidance is not None else float(getattr(sample_cfg, "guidance", 0.0))
-    if plan.edit_guidance is None:  # the run's default (sample.edit_guidance), unless CFG on s is in force
-        default = 0.0 if cfg_w else float(getattr(sample_cfg, "edit_guidance", 0.0))
-        plan = with_fields(plan, edit_guidance=default or None)
-    if plan.edit_guidance and cfg_w:
-        raise UsageError(f"edit guidance {plan.edit_guidance:g} and classifier-free guidance on s ({cfg_w:g}, "
-                         f"--guidance or the run's sample.guidance) cannot be combined; set one of them to 0")
+    _, edit_w = decode_guidance(pat, plan.guidance, plan.edit_guidance)
+    if plan.edit_guidance is None:
+        plan = with_fields(plan, edit_guidance=edit_w or None)
     plan.check(pat.num_prototypes)  # spec strings are checked before the reference set is encoded for them
     plan = plan.resolved(pat)
     steps = plan.steps or (plan.inverted.steps if plan.inverted is not None else pat.config.sample.ddim_steps)
@@ -139,7 +154,14 @@ def run_plan(pat, plan: EditPlan, progress: bool = False) -> EditResult:
         against.append(ss[-1])  # the path is no edit: its difference is zero
     recorder = TrajectoryRecorder(pat.model.prototypes) if plan.trace and xs else None
     w, vs = (plan.edit_guidance, torch.cat(against)) if plan.edit_guidance else (plan.guidance, None)
-    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder, w, vs)
+    # timed edits: each row's window (every step for the reconstruction, untimed edits and the path); outside its
+    # window a row is conditioned on its unedited s (the same rows as the edit difference's other end)
+    window = None
+    if any(edit.window is not None for edit in plan.edits):
+        rows = [FULL_WINDOW] * (r * b) + [edit.window or FULL_WINDOW for edit in plan.edits for _ in range(b)]
+        window = torch.tensor(rows + [FULL_WINDOW] * len(alphas), dtype=torch.float64)
+    decoded = (decode_batch(pat, torch.cat(xs), torch.cat(ss), steps, plan.sampler, progress, recorder, w, vs,
+                            window, torch.cat(against) if window is not None else None)
                if xs else inv.x_T.new_zeros((0, *shape)))
     var = (sample_variations(pat, inv.s, plan.variations, plan.seed, steps, plan.sampler, progress)
            if plan.variations else None)

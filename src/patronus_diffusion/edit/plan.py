@@ -17,10 +17,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..diffusion.schedule import check_window
 from ..utils.errors import UsageError
 from .inversion import Inverted
 from .reference import Reference, reference_set
-from .spec import EditOp, edit_s, parse_edit, resolve_op, resolve_value
+from .spec import EditOp, edit_s, parse_edit, resolve_op, resolve_value, split_window
 
 
 # ------------------------------------------------------------------------------ edits
@@ -32,6 +33,11 @@ class Edit:
     delta): a float, or a (B,) tensor of per-image values. Values are resolved when the edit is made, so a
     bad value fails before any inversion runs. ``given`` replaces the operations by an explicit s' (B, P);
     ``measured`` lists the prototypes whose rise is measured (default: the edited ones).
+
+    ``window`` = (LO, HI) makes it a timed edit: s' conditions the decoder only at the sampling steps whose timestep
+    t has LO <= t/T < HI (fractions of the schedule: 1 = pure noise, where decoding starts; 0 = the clean image),
+    the image's unedited s at every other step. (0, 1) is the plain edit, (LO, LO) the reconstruction; None (the
+    default) is every step.
     """
 
     label: str
@@ -39,22 +45,31 @@ class Edit:
     values: tuple = ()
     given: torch.Tensor | None = None
     measured: tuple[int, ...] | None = None
+    window: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            object.__setattr__(self, "window", check_window(self.window))
 
     @classmethod
     def parse(cls, spec: str, num_prototypes: int, reference: Reference | None = None) -> "Edit":
-        """``"3=max,5=0,7*1.5,2+0.5"`` (values: a number, max, 1.5max or q0.9 over the reference set X)."""
+        """``"3=max,5=0,7*1.5,2+0.5"`` (values: a number, max, 1.5max or q0.9 over the reference set X), optionally
+        timed: ``"3=max@0.5:1"`` (see ``window``)."""
         ops = tuple(parse_edit(spec, num_prototypes))
-        return cls(label=spec, ops=ops, values=tuple(resolve_op(op, reference) for op in ops))
+        return cls(label=spec, ops=ops, values=tuple(resolve_op(op, reference) for op in ops),
+                   window=split_window(spec)[1])
 
     @classmethod
-    def set(cls, prototype: int, value, reference: Reference | None = None, label: str | None = None) -> "Edit":
+    def set(cls, prototype: int, value, reference: Reference | None = None, label: str | None = None,
+            window: tuple[float, float] | None = None) -> "Edit":
         """s_J := value, where value is a number, a token (max, 1.5max, q0.9) or a (B,) tensor per image."""
         if isinstance(value, torch.Tensor):
             v, text = value.detach().flatten().float(), "per-image"
         else:
             v, text = resolve_value(value, prototype, reference), str(value)
-        return cls(label=label if label is not None else f"{prototype}={text}",
+        edit = cls(label=label if label is not None else f"{prototype}={text}",
                    ops=(EditOp(int(prototype), "set", text),), values=(v,))
+        return edit if window is None else edit.timed(window, relabel=label is None)
 
     @classmethod
     def set_all(cls, values: dict, label: str) -> "Edit":
@@ -63,9 +78,20 @@ class Edit:
         return cls(label=label, ops=tuple(e.ops[0] for e in edits), values=tuple(e.values[0] for e in edits))
 
     @classmethod
-    def replace(cls, s_edit: torch.Tensor, measured: Sequence[int], label: str = "s'") -> "Edit":
-        """An explicit s' (B, P) whose rise is measured over ``measured``."""
-        return cls(label=label, given=s_edit, measured=tuple(int(j) for j in measured))
+    def replace(cls, s_edit: torch.Tensor, measured: Sequence[int], label: str = "s'",
+                window: tuple[float, float] | None = None) -> "Edit":
+        """An explicit s' (B, P) whose rise is measured over ``measured`` (timed by ``window``, when given)."""
+        return cls(label=label, given=s_edit, measured=tuple(int(j) for j in measured), window=window)
+
+    def timed(self, window: tuple[float, float] | None, relabel: bool = True) -> "Edit":
+        """This edit limited to a window of timesteps (LO, HI) (None: every step); ``relabel`` writes the window into
+        the label as a spec would (``3=max@0.5:1``)."""
+        if window is None:
+            return with_fields(self, window=None)
+        lo, hi = check_window(window)
+        base = self.label.rsplit("@", 1)[0] if self.window is not None else self.label
+        label = f"{base}@{lo:g}:{hi:g}" if relabel else self.label
+        return with_fields(self, window=(lo, hi), label=label)
 
     @property
     def prototypes(self) -> list[int]:

@@ -130,8 +130,9 @@ class EditResult:
         edits = []
         for k, e in enumerate(self.edits):
             f = self.faithfulness(k)
-            edits.append({"edit": e.label, **{key: f[key] for key in ("rise_median", "n_rise", "others_median",
-                                                                       "off_target_median") if key in f}})
+            edits.append({"edit": e.label, **({"window": list(e.window)} if e.window is not None else {}),
+                          **{key: f[key] for key in ("rise_median", "n_rise", "others_median",
+                                                     "off_target_median") if key in f}})
         return {"images": int(self.x0.shape[0]), "edits": edits, "baseline": self.baseline, "steps": self.steps,
                 "sampler": self.sampler, "seconds": round(self.seconds + self.invert_seconds, 3)}
 

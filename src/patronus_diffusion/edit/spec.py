@@ -4,6 +4,10 @@ An edit changes s = f(x0) of every image and nothing else; the decoded image the
 reconstruction by what the edited prototypes stand for. Each operation sets (``J=VALUE``), scales (``J*FACTOR``)
 or shifts (``J+DELTA``) one entry s_J; a set value is a number, ``max`` (= max(s_X) over the reference set X,
 :mod:`.reference`), a multiple of it (``1.5max``, ``0.5*max``) or a quantile of s_J over X (``q0.9``).
+
+A spec may end in ``@LO:HI``, a timed edit (``"3=max,5=0@0.5:1"``): the edited s conditions only the sampling
+steps whose timestep t has LO <= t/T < HI (fractions of the schedule, 1 = pure noise; :func:`split_window`), the
+unedited s every other step.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from ..diffusion.schedule import check_window
 from ..utils.errors import UsageError
 from .reference import Reference
 
@@ -78,9 +83,30 @@ class EditOp:
         return f"p{self.prototype}{sym}{self.value}"
 
 
+def split_window(spec: str) -> tuple[str, tuple[float, float] | None]:
+    """``"3=max,5=0@0.5:1"`` -> (``"3=max,5=0"``, (0.5, 1.0)); a spec without ``@`` has no window (None)."""
+    if "@" not in spec:
+        return spec, None
+    ops, text = spec.rsplit("@", 1)
+    lo, sep, hi = text.partition(":")
+    try:
+        numbers = (float(lo), float(hi)) if sep else None
+    except ValueError:
+        numbers = None
+    if numbers is None:
+        raise UsageError(f"cannot read the window {'@' + text!r} of edit {spec!r}; write @LO:HI with 0 <= LO <= HI "
+                         f"<= 1, fractions of the schedule (1 = pure noise), e.g. 3=max@0.5:1")
+    try:
+        return ops, check_window(numbers)
+    except UsageError as e:
+        raise UsageError(f"edit {spec!r}: {e}") from None
+
+
 def parse_edit(spec: str, num_prototypes: int) -> list[EditOp]:
-    """Parse ``"3=max,5=0,7*1.5,2+0.5"`` into edit operations (all applied together)."""
+    """Parse ``"3=max,5=0,7*1.5,2+0.5"`` into edit operations (all applied together); a window ``@LO:HI`` at the
+    end is checked and left to :func:`split_window`."""
     ops = []
+    spec, _ = split_window(spec)
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         for sym, mode in (("=", "set"), ("*", "scale"), ("+", "add")):
             if sym in part:

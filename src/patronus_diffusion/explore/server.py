@@ -3,12 +3,14 @@
 Only the three files of ``explore/static/`` are served, by name from a fixed table (no path from a URL
 ever reaches the file system). Everything else is the JSON API of :class:`~.session.ExplorerSession`:
 
-    GET  /api/info                     model facts and slider ranges
+    GET  /api/info                     model facts, slider ranges, the decode's guidance, the window's timesteps
     GET  /api/thumbs?offset=&count=    test images for the picking grid
+    GET  /api/patches                  every prototype's nearest training patches (PNG strips), or why there are none
     POST /api/pick      {index}        pick a test image (encode + invert once)
     POST /api/upload?name=FILE         the raw bytes of an image file
     POST /api/prior     {seed}         sample s from the run's prior and decode it
-    POST /api/render    {key, s, seq, client}   decode the picked image under s, re-encode it
+    POST /api/render    {key, s, seq, client, window}   decode the picked image under s (timed by window = [LO, HI],
+                                       fractions of T; absent: every step), re-encode it
     POST /api/interpolate {a, b, alpha}
 
 A user error (a bad upload, an unknown index, a number that should be an integer, JSON nested too deeply) is a
@@ -168,6 +170,8 @@ def make_handler(session: ExplorerSession, quiet: bool = True, timeout: float | 
             if url.path == "/api/thumbs":
                 return self._dispatch(lambda: self._json(session.thumbnails(
                     _int(q, "offset", 0), _int(q, "count", 48))))
+            if url.path == "/api/patches":
+                return self._dispatch(lambda: self._json(session.patches()))
             self._error(HTTPStatus.NOT_FOUND, "not found")
 
         def do_POST(self):
@@ -185,7 +189,8 @@ def make_handler(session: ExplorerSession, quiet: bool = True, timeout: float | 
             routes = {"/api/pick": lambda a: session.pick_test(_integer(a, "index")),
                       "/api/prior": lambda a: session.sample_prior(_integer(a, "seed", 0)),
                       "/api/render": lambda a: session.render(_text(a, "key"), _numbers(a, "s"),
-                                                              _integer(a, "seq", 0), _text(a, "client")),
+                                                              _integer(a, "seq", 0), _text(a, "client"),
+                                                              _numbers(a, "window")),
                       "/api/interpolate": lambda a: session.interpolate(_text(a, "a"), _text(a, "b"),
                                                                         _number(a, "alpha"))}
             if url.path not in routes:

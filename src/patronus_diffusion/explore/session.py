@@ -12,6 +12,13 @@ The default scheme is exact EDICT inversion at 10 steps with mixing weight p = 0
 ``benchmarks/exact_inversion.py``): the picked image comes back exactly at any step count, so few steps keep a
 slider update fast without losing the image; p = 0.6 is the weight whose edits at 10 steps stay closest to
 DDIM-100's (they come out about half as strong), where the EDICT paper's 0.93 wrecks them.
+
+Beside each slider the page shows that prototype's nearest training patches, the report's prototype cards'
+(:func:`~..analysis.explain.prototype_patches`: stored with the shipped model, else found in the dataset once per
+session; without either the page says why). A slider edit may be timed: the edited s conditions only the steps
+whose timestep t has LO <= t/T < HI, the unedited s the others (the edit engine's ``Edit.window``). Every decode
+uses the guidance :func:`~..edit.decode_guidance` gives for the session's ``guidance`` and the run's settings, and
+:meth:`ExplorerSession.info` states it.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data import pil_to_tensor
+from ..data import DataError, pil_to_tensor
 from ..diffusion.samplers import edict_state
-from ..edit import Edit, EditPlan, Inverted, invert_images, reference_set, run_plan
+from ..edit import (FULL_WINDOW, WINDOW_RULE, Edit, EditPlan, Inverted, check_window, decode_guidance, invert_images,
+                    reference_set, run_plan)
 from ..utils.errors import UsageError
 from ..utils.images import png_uri
 
@@ -107,13 +115,19 @@ class ExplorerSession:
         pat = self.pat = pat.with_options(inversion=inversion, edict_mix=mix)
         self.steps = steps
         self.guidance = guidance
+        self.cfg_w, self.edit_w = decode_guidance(pat, guidance, None)  # what every slider decode applies
         self.prior = prior
         self.reference = reference_set(pat, ref_n, ref_seed)
+        self._patches: dict | None = None  # computed on the first request, then kept
+        self._patches_lock = threading.Lock()
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._latest: OrderedDict[str, int] = OrderedDict()  # "client:key" -> newest seq seen, LRU, MAX_CHANNELS
         self._latest_lock = threading.Lock()
-        self.test_size = len(pat.dataset("test"))
+        try:  # without the dataset the page still takes uploads and prior samples (X is stored with the model)
+            self.test_size, self.no_test_images = len(pat.dataset("test")), None
+        except DataError as e:
+            self.test_size, self.no_test_images = 0, f"no test images ({_first_sentence(e)})"
 
     # ---------------------------------------------------------------- model facts for the page
     def slider_ranges(self) -> list[dict]:
@@ -129,12 +143,51 @@ class ExplorerSession:
         return {"run": str(pat.run_dir), "dataset": d.dataset, "image_size": d.image_size, "channels": d.channels,
                 "num_prototypes": pat.num_prototypes, "steps": self.steps,
                 "inversion": pat.config.sample.inversion, "edict_mix": pat.config.sample.edict_mix,
-                "test_images": self.test_size,
+                "test_images": self.test_size, "no_test_images": self.no_test_images,
                 "prior": self.prior is not None, "max_upload_mib": MAX_UPLOAD_BYTES // 2**20,
-                "reference": self.reference.to_json(), "sliders": self.slider_ranges()}
+                "reference": self.reference.to_json(), "sliders": self.slider_ranges(),
+                "guidance": self.guidance_text(),
+                "window": {"T": pat.schedule.num_timesteps, "timesteps": pat.schedule.timesteps(self.steps),
+                           "rule": WINDOW_RULE}}
+
+    def guidance_text(self) -> dict:
+        """What guidance decodes the sliders' edits (:func:`~..edit.decode_guidance`), in numbers and in words."""
+        if self.cfg_w:
+            source = "--guidance" if self.guidance is not None else "the run's sample.guidance"
+            text = (f"decoded with classifier-free guidance on s, w = {self.cfg_w:g} ({source}): "
+                    f"eps(s') + {self.cfg_w:g} (eps(s') - eps(null)); no edit guidance")
+        elif self.edit_w:
+            text = (f"decoded with edit guidance w = {self.edit_w:g} (the run's sample.edit_guidance): "
+                    f"eps(s') + {self.edit_w:g} (eps(s') - eps(s)) amplifies what the sliders change")
+        else:
+            text = "decoded with edit guidance w = 0 (the decoder's own response)"
+        return {"guidance": self.cfg_w, "edit_guidance": self.edit_w, "text": text}
+
+    def patches(self) -> dict:
+        """Every prototype's nearest training patches as one small PNG strip each (the report's prototype cards:
+        :func:`~..analysis.explain.prototype_patches`), computed once per session and kept; without the patches
+        (no stored file, no dataset) ``available`` is false and ``reason`` says why in one line."""
+        from ..analysis.explain import prototype_patches
+
+        with self._patches_lock:
+            if self._patches is None:
+                split = "train"
+                try:
+                    pp = prototype_patches(self.pat, split=split)
+                except DataError as e:
+                    self._patches = {"available": False, "reason": f"no nearest training patches: this model stores "
+                                     f"none and its {split} split cannot be read ({_first_sentence(e)})"}
+                else:
+                    self._patches = {"available": True, **pp.settings(), "prototypes": [
+                        {"id": j, "src": png_uri(pp.crops[j], upscale=1),
+                         "nearest": [{"label": str(pp.labels[j][m]), "distance": round(float(pp.distance[j, m]), 5)}
+                                     for m in range(pp.k)]} for j in range(pp.crops.shape[0])]}
+            return self._patches
 
     def thumbnails(self, offset: int = 0, count: int = 48) -> dict:
         """Test images offset ... offset + count - 1 as small data URIs, for the picking grid."""
+        if not self.test_size:
+            return {"offset": 0, "total": 0, "images": [], "reason": self.no_test_images}
         offset = max(0, min(int(offset), self.test_size - 1))
         idx = list(range(offset, min(offset + max(1, min(int(count), 200)), self.test_size)))
         x = self.pat.load_images(indices=idx)
@@ -161,6 +214,8 @@ class ExplorerSession:
                 "boxes": self._boxes(match.location[0]), "invert_seconds": round(seconds, 3)}
 
     def pick_test(self, index: int) -> dict:
+        if not self.test_size:
+            raise UsageError(f"{self.no_test_images}: upload an image or sample one from the prior")
         if not 0 <= int(index) < self.test_size:
             raise UsageError(f"test image {index} does not exist (0 ... {self.test_size - 1})")
         return self._add(self.pat.load_images(indices=[int(index)]), f"test:{int(index)}")
@@ -191,13 +246,16 @@ class ExplorerSession:
         return self._entries[key]
 
     # ---------------------------------------------------------------- slider updates
-    def render(self, key: str, s: list[float], seq: int = 0, client: str = "") -> dict:
+    def render(self, key: str, s: list[float], seq: int = 0, client: str = "", window=None) -> dict:
         """Decode the picked image's cached x_T under the requested s, re-encode it.
 
-        Requests carry a sequence number per client; one that waits for the model while a newer one of the
-        same client arrived is dropped (``{"stale": true}``), so a dragged slider never queues up work.
+        ``window`` (LO, HI) times the edit: the requested s conditions the steps with LO <= t/T < HI, the picked
+        image's own s the others (None or (0, 1): every step). Requests carry a sequence number per client; one that
+        waits for the model while a newer one of the same client arrived is dropped (``{"stale": true}``), so a
+        dragged slider never queues up work.
         """
         want = self._check_s(s)  # validate everything before anything is remembered
+        window = self._check_window(window)
         if not isinstance(client, str) or len(client) > MAX_CLIENT_CHARS:
             raise UsageError(f"the client id must be a string of at most {MAX_CLIENT_CHARS} characters")
         seq = int(seq)
@@ -215,12 +273,14 @@ class ExplorerSession:
             e = self.entry(key)
             t0 = time.time()
             changed = [j for j in range(want.shape[1]) if abs(float(want[0, j] - e.s[j])) > 1e-9]
-            plan = EditPlan(images=e.inverted.x0, edits=[Edit.replace(want, changed or [0], "slider")],
+            timed = None if window == FULL_WINDOW else window
+            plan = EditPlan(images=e.inverted.x0, edits=[Edit.replace(want, changed or [0], "slider", timed)],
                             steps=self.steps, inverted=e.inverted, guidance=self.guidance)
             res = run_plan(self.pat, plan)
             seconds = time.time() - t0
         return {"seq": seq, "image": png_uri(res.images[0], upscale=1), "s_requested": _floats(want[0]),
                 "s_reached": _floats(res.s_after[0, 0]), "boxes": self._boxes(res.location[0, 0]),
+                "window": list(window), "window_steps": self.pat.schedule.window_steps(self.steps, window),
                 "seconds": round(seconds, 3)}
 
     def interpolate(self, key_a: str, key_b: str, alpha: float) -> dict:
@@ -250,9 +310,26 @@ class ExplorerSession:
             raise UsageError(f"s must hold {p} finite numbers, got {t.numel()}")
         return t[None]
 
+    @staticmethod
+    def _check_window(window) -> tuple[float, float]:
+        """A render's window: None or [] is every step; else two numbers 0 <= LO <= HI <= 1."""
+        if window is None or (isinstance(window, (list, tuple)) and len(window) == 0):
+            return FULL_WINDOW
+        if isinstance(window, (list, tuple)) and any(isinstance(v, (bool, str, bytes)) for v in window):
+            raise UsageError("the window must be two numbers [LO, HI]")
+        try:
+            return check_window(window)
+        except UsageError as e:
+            raise UsageError(f"bad window: {e}") from None
+
     def _boxes(self, location: torch.Tensor) -> list[list[int]]:
         """Receptive-field box (x0, y0, x1, y1) in model pixels of every prototype's best match."""
         return [list(self.pat.receptive_field.box(int(r), int(c))) for r, c in location.tolist()]
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an error's message (the page shows one line; the rest says how to install)."""
+    return str(e).strip().splitlines()[0].split(". ")[0].rstrip(".")
 
 
 def _floats(t: torch.Tensor, digits: int = 5) -> list[float | None]:

@@ -1,6 +1,7 @@
 // Patronus explorer: pick an image, move a slider per prototype, see the decoded image and its re-encoded s.
 // One render request is in flight at a time; slider moves while it runs are merged into the next one
-// (debounced), and the server drops a request that a newer one of this page overtook.
+// (debounced), and the server drops a request that a newer one of this page overtook. Beside each slider: its
+// prototype's nearest training patches; the edit can be timed (a window LO <= t/T < HI of the decoding steps).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,6 +9,7 @@ const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4"];
 const state = {
   info: null, cur: null, s: null, seq: 0, inflight: false, pending: false, timer: null,
   client: Math.random().toString(36).slice(2), offset: 0, a: null, b: null, lastImage: null,
+  window: [0, 1], patches: null,
 };
 
 async function api(path, body, raw) {
@@ -73,8 +75,9 @@ function buildSliders() {
     const row = document.createElement("div");
     row.className = "proto";
     row.dataset.id = j;
-    row.innerHTML = `<span class="name">P${j}</span><input type="range" aria-label="prototype ${j}">` +
-      `<span class="req"></span><span class="reached"></span>`;
+    row.innerHTML = `<span class="name">P${j}</span><span class="pcell"></span>` +
+      `<input type="range" aria-label="prototype ${j}"><span class="req"></span><span class="reached"></span>`;
+    fillPatches(row, j);
     const input = row.querySelector("input");
     input.min = lo; input.max = hi; input.step = ((hi - lo) / 200) || 1e-4; input.value = state.cur.s[j];
     input.addEventListener("input", () => {
@@ -110,6 +113,59 @@ function updateRow(row, j, reached) {
   }
 }
 
+// ------------------------------------------------------------------ nearest training patches
+function fillPatches(row, j) {
+  const cell = row.querySelector(".pcell");
+  cell.textContent = "";
+  const p = state.patches;
+  if (!p || !p.available) return;
+  const im = document.createElement("img");
+  im.className = "patches";
+  im.src = p.prototypes[j].src;
+  im.alt = `nearest training patches of P${j}`;
+  im.title = `P${j}: the ${p.k} ${p.split} images (of ${p.images_searched} searched) whose best patch is nearest ` +
+    `to it: ` + p.prototypes[j].nearest.map((n) => `${n.label} d=${n.distance.toFixed(3)}`).join(", ");
+  cell.appendChild(im);
+}
+
+async function loadPatches() {
+  try {
+    state.patches = await api("/api/patches");
+  } catch (e) {
+    state.patches = { available: false, reason: `no nearest training patches: ${e.message}` };
+  }
+  const p = state.patches;
+  $("patches-note").textContent = p.available
+    ? `Beside each slider: its ${p.k} nearest training patches (${p.split} split, ${p.images_searched} images ` +
+      `searched; as in \`patronus report\`; hover for classes and distances).`
+    : p.reason;
+  document.querySelectorAll(".proto").forEach((row) => fillPatches(row, Number(row.dataset.id)));
+}
+
+// ------------------------------------------------------------------ the window of timesteps
+function readWindow() {
+  state.window = [Number($("win-lo").value), Number($("win-hi").value)];
+  windowText();
+}
+
+function windowText() {
+  const [lo, hi] = state.window, w = state.info.window;
+  $("window-box").classList.toggle("timed", !(lo <= 0 && hi >= 1));
+  if (!(Number.isFinite(lo) && Number.isFinite(hi) && lo >= 0 && hi <= 1 && lo <= hi)) {
+    $("win-text").textContent = "not a window: give 0 ≤ down-to ≤ from ≤ 1";
+    return;
+  }
+  const ts = w.timesteps, inside = ts.filter((t) => lo <= t / w.T && t / w.T < hi);
+  let text;
+  if (inside.length === ts.length) text = `every step: the plain edit (${ts.length} steps)`;
+  else if (!inside.length) text = `no step: the edited s is never used, so this decodes the reconstruction`;
+  else {
+    text = `the edited s on ${inside.length} of ${ts.length} steps (t = ${inside[0]} … ${inside[inside.length - 1]}` +
+      ` of T = ${w.T}), the picked image's own s on the other ${ts.length - inside.length}`;
+  }
+  $("win-text").textContent = `Steps with ${lo} ≤ t/T < ${hi}: ${text}. (1 = pure noise, where decoding starts.)`;
+}
+
 function showReached(reached) {
   document.querySelectorAll(".proto").forEach((row) => updateRow(row, Number(row.dataset.id), reached));
 }
@@ -137,7 +193,7 @@ async function render() {
   const key = state.cur.key;
   const t0 = performance.now();
   try {
-    const out = await api("/api/render", { key, s: state.s, seq, client: state.client });
+    const out = await api("/api/render", { key, s: state.s, seq, client: state.client, window: state.window });
     // keep an answer only if it is the newest and still about the picked image (a pick may have overtaken it)
     if (!out.stale && seq === state.seq && state.cur && key === state.cur.key) {
       setEdited(out.image, out.s_requested);
@@ -145,7 +201,11 @@ async function render() {
       showReached(out.s_reached);
       showTopBoxes();
       $("edited").dataset.seq = String(seq);
-      $("timing").textContent = `(${out.seconds.toFixed(2)} s model, ${((performance.now() - t0) / 1000).toFixed(2)} s total)`;
+      const timed = out.window_steps.length < state.info.window.timesteps.length
+        ? `, edited s on ${out.window_steps.length} of ${state.info.window.timesteps.length} steps` : "";
+      $("timing").textContent = `(${out.seconds.toFixed(2)} s model, ` +
+        `${((performance.now() - t0) / 1000).toFixed(2)} s total${timed})`;
+      $("edited").dataset.window = out.window.join(",");
       say("", true);
     }
   } catch (e) {
@@ -160,8 +220,9 @@ function setEdited(src, s) {
   $("edited").src = src;
   state.lastImage = src;
   $("dl-img").href = src;
-  const blob = new Blob([JSON.stringify({ run: state.info.run, image: state.cur.name, s_requested: s }, null, 1)],
-    { type: "application/json" });
+  const blob = new Blob([JSON.stringify({ run: state.info.run, image: state.cur.name, s_requested: s,
+    window: state.window, window_rule: state.info.window.rule, guidance: state.info.guidance }, null, 1)],
+  { type: "application/json" });
   const old = $("dl-s").href;
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
   $("dl-s").href = URL.createObjectURL(blob);
@@ -209,7 +270,8 @@ async function loadThumbs(offset) {
       el.addEventListener("click", () => pick(() => api("/api/pick", { index: im.index }), `inverting test image ${im.index}`));
       grid.appendChild(el);
     }
-    $("page").textContent = `${out.offset} … ${out.offset + out.images.length - 1} of ${out.total}`;
+    $("page").textContent = out.total ? `${out.offset} … ${out.offset + out.images.length - 1} of ${out.total}`
+      : out.reason;
   } catch (e) { say(e.message); }
 }
 
@@ -246,6 +308,14 @@ async function start() {
   $("index").max = i.test_images - 1;
   $("upload-hint").textContent = `Uploads: any image file up to ${i.max_upload_mib} MiB; it is converted to ` +
     `${i.channels === 1 ? "greyscale" : "RGB"} ${i.image_size} × ${i.image_size}.`;
+  $("guidance").textContent = `Every edit is ${i.guidance.text}.`;
+  $("guidance").title = "the guidance the edit engine applies to these decodes (docs/explore.md)";
+  windowText();
+  ["win-lo", "win-hi"].forEach((id) => $(id).addEventListener("input", () => { readWindow(); schedule(); }));
+  $("win-full").addEventListener("click", () => {
+    $("win-lo").value = "0"; $("win-hi").value = "1"; readWindow(); schedule();
+  });
+  const patches = loadPatches();  // beside the sliders when they arrive; the page does not wait for them
   $("prior").disabled = !i.prior;
   if (!i.prior) $("prior").title = "this run has no prior (patronus train-prior --run RUN)";
   $("prev").addEventListener("click", () => loadThumbs(Math.max(0, state.offset - 48)));
@@ -267,7 +337,12 @@ async function start() {
   $("set-b").addEventListener("click", () => { state.b = state.cur; abText(); });
   $("alpha").addEventListener("input", () => { clearTimeout(state.itimer); state.itimer = setTimeout(interpolate, 60); });
   await loadThumbs(0);
-  await pick(() => api("/api/pick", { index: 0 }), "inverting test image 0");
+  if (i.test_images) await pick(() => api("/api/pick", { index: 0 }), "inverting test image 0");
+  else {
+    ["open", "index", "prev", "next"].forEach((id) => { $(id).disabled = true; });
+    say(`${i.no_test_images}: upload an image${i.prior ? " or sample one from the prior" : ""}`, true);
+  }
+  await patches;
 }
 
 function abText() {
