@@ -174,7 +174,7 @@ def test_timed_edits_full_window_is_the_edit_and_an_empty_one_the_reconstruction
 
     plain, full = run(edit), run(edit.timed((0.0, 1.0)))
     assert torch.equal(full.images, plain.images) and torch.equal(full.trajectory, plain.trajectory)
-    assert full.edits[0].label == "0=2.0@0:1" and full.summary()["edits"][0]["window"] == [0.0, 1.0]
+    assert full.edits[0].label == "0=2.0@0:1" and full.to_json()["edits"][0]["window"] == [0.0, 1.0]
     unedited = run(Edit.replace(s0, [0], "unedited"))
     recon = run_plan(m, EditPlan(images=x, steps=4, edit_guidance=w, reconstruction=True)).reconstruction
     for empty in ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0)):
