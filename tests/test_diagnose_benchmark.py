@@ -283,3 +283,33 @@ def test_the_documented_pilot_command_parses_with_the_default_seeded_strengths()
     assert spec_from_args(args).seeded_strengths == [0.0]
     args = build_parser().parse_args(["diagnose-benchmark"])
     assert spec_from_args(args).seeded_strengths == [0.0, 0.5, 0.75]
+
+
+def test_the_own_effect_floor_is_a_study_setting_and_old_studies_keep_theirs(tmp_path):
+    """--min-own-effect goes into the study's diagnose settings (default: the diagnosis' own, 0.25); a stored study
+    whose benchmark.json predates the setting was diagnosed with the old floor 0.1 and keeps its identity with it:
+    continuing it needs that floor, the new default is refused as another setting."""
+    from patronus_diffusion.analysis.verdicts import DEFAULT_MIN_OWN_EFFECT
+    from patronus_diffusion.cli.benchmark import spec_from_args
+    from patronus_diffusion.cli.main import build_parser
+    from patronus_diffusion.experiments.diagnose_benchmark import (LEGACY_MIN_OWN_EFFECT, BenchmarkSpec, load_study,
+                                                                    open_study)
+    from patronus_diffusion.utils.errors import UsageError
+
+    assert spec_from_args(build_parser().parse_args(["diagnose-benchmark"])).diagnose["min_own_effect"] == 0.25
+    assert DEFAULT_MIN_OWN_EFFECT == 0.25 and LEGACY_MIN_OWN_EFFECT == 0.1
+    args = build_parser().parse_args(["diagnose-benchmark", "--min-own-effect", "0.3"])
+    assert spec_from_args(args).diagnose["min_own_effect"] == 0.3
+    with pytest.raises(UsageError, match="min-own-effect"):
+        spec_from_args(build_parser().parse_args(["diagnose-benchmark", "--min-own-effect", "0"]))
+    stored = json.loads((RECORD / "benchmark.json").read_text())
+    assert "min_own_effect" not in stored["spec"]["diagnose"]  # the record predates the setting
+    shutil.copy(RECORD / "benchmark.json", tmp_path / "benchmark.json")
+    spec, _ = load_study(tmp_path)
+    assert spec.diagnose["min_own_effect"] == 0.1
+    again = BenchmarkSpec.from_dict(stored["spec"])
+    assert open_study(again, tmp_path)  # the same settings: it continues
+    newer = BenchmarkSpec.from_dict({**stored["spec"], "diagnose": {**stored["spec"]["diagnose"],
+                                                                    "min_own_effect": 0.25}})
+    with pytest.raises(UsageError, match="other settings"):
+        open_study(newer, tmp_path)

@@ -296,6 +296,20 @@ def test_cli_diagnose_scan_writes_a_ranked_table(tmp_path, tiny_cfg, capsys):
     pw = json.loads((tmp_path / "pw" / "scan.json").read_text())
     assert pw["mode"] == "pairwise" and [(r["a"], r["b"]) for r in pw["pairs"]] == [("vertical", "coin")]
     assert "1 pair(s) of 2 attributes (pairwise scan)" in capsys.readouterr().out
+    assert scan["min_own_effect"] == 0.25 and pw["min_own_effect"] == 0.25  # the default floor, recorded
+    # --min-own-effect reaches the diagnosis and is written into diagnosis.json next to min_probe_auroc
+    assert main(["diagnose", "--run", str(tmp_path / "run"), "--attributes", "vertical,mark", "--probe-data",
+                 str(clean), "--n", "4", "--seeds", "1", "--top-k", "1", "--steps", "3", "--min-own-effect", "0.4",
+                 "--device", "cpu", "--out", str(tmp_path / "diag"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "diag" / "diagnosis.json").read_text())
+    keys = list(saved)
+    assert saved["min_own_effect"] == 0.4 and keys.index("min_own_effect") == keys.index("min_probe_auroc") + 1
+    for d in saved["directions"].values():  # the gate used the floor it was given
+        assert d["tested"] == (d["own_effect"] >= 0.4 and saved["probe_test_auroc_min"]["a"] >= 0.75
+                               and saved["probe_test_auroc_min"]["b"] >= 0.75), d
+        if d["own_effect"] < 0.4:
+            assert any("needs |change| >= 0.4" in why for why in d["untested_because"]), d
+    capsys.readouterr()
     # a bad argument fails once with exit 2; it is not "skipped" pair by pair into a successful exit
     assert main(["diagnose", "--run", str(tmp_path / "run"), "--scan", "--probe-data", str(clean), "--edit-scale",
                  "0", "--device", "cpu", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
@@ -342,7 +356,7 @@ def _dir(n, own, other, seed, sd=0.02):
 
 
 def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling"), null_ab=0.0, null_ba=0.0, n=64,
-            sd=0.02, probe_auroc=(0.99, 0.99)):
+            sd=0.02, probe_auroc=(0.99, 0.99), **kw):
     """Synthetic per-image effects: own effects, the other attribute's change under the edit (own x leak) and
     under the null edit (own x null), noise sd; the probe's clean test AUROC per attribute."""
     from patronus_diffusion.analysis.verdicts import assess
@@ -354,7 +368,7 @@ def _assess(own_a, leak_ab, own_b, leak_ba, names=("black_hair", "smiling"), nul
     b_null = own_b * null_ba + sd * rng.standard_normal(n)
     return assess({"dA_A": a_own, "dB_A": a_other, "dB_0A": a_null, "dA_0A": 0 * a_null},
                   {"dB_B": b_own, "dA_B": b_other, "dA_0B": b_null, "dB_0B": 0 * b_null}, 0.2, names,
-                  probe_auroc=probe_auroc, n_boot=500)
+                  probe_auroc=probe_auroc, n_boot=500, **kw)
 
 
 def test_opposite_coupling_is_flagged_with_its_sign():
@@ -378,6 +392,24 @@ def test_opposite_leak_of_an_untested_direction_is_ignored():
     assert "moves smiling by only" in r["reason"], r["reason"]  # it says why the other direction is untested
     nothing = _assess(0.02, 0.0, 0.01, 0.3)
     assert nothing["verdict"] == "inconclusive" and "no direction is tested" in nothing["reason"]
+
+
+def test_a_weak_edit_is_not_tested_at_the_default_own_effect_floor():
+    """The diagnose-benchmark pilot's false shortcut: an edit that moves its own attribute by only 0.15 and damages
+    the other one a little (0.12) reads as a leak of 0.8 own-change units. At the default floor (0.25) the direction
+    is untested and the reason says why; the floor is a setting, and at the old 0.1 the same numbers are a
+    shortcut."""
+    from patronus_diffusion.analysis.verdicts import DEFAULT_MIN_OWN_EFFECT
+
+    assert DEFAULT_MIN_OWN_EFFECT == 0.25
+    r = _assess(0.15, 0.8, 0.0, 0.0)
+    d = r["directions"]["a_to_b"]
+    assert d["own_effect"] == pytest.approx(0.15, abs=0.01) and not d["tested"] and d["verdict"] == "untested", d
+    assert r["verdict"] == "inconclusive" and "no direction is tested" in r["reason"], r["reason"]
+    assert "moves black_hair by only +0.1" in r["reason"] and "needs |change| >= 0.25" in r["reason"], r["reason"]
+    old = _assess(0.15, 0.8, 0.0, 0.0, min_own_effect=0.1)
+    assert old["directions"]["a_to_b"]["tested"] and old["verdict"] == "shortcut", old["reason"]
+    assert old["score"] > 0.7 and old["ci95"][0] > 0.2, old
 
 
 def test_a_coupling_below_tau_is_never_called_no_coupling():
@@ -754,8 +786,8 @@ def test_cli_diagnose_help_states_the_settings_and_bad_values_fail_before_anythi
         main(["diagnose", "--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("--edit-guidance", "--min-probe-auroc", "no coupling detected", "coupling below tau",
-                   "null edit", "not:A", "--scan-mode {shared,pairwise}", "--max-phi"):
+    for needle in ("--edit-guidance", "--min-probe-auroc", "--min-own-effect", "no coupling detected",
+                   "coupling below tau", "null edit", "not:A", "--scan-mode {shared,pairwise}", "--max-phi"):
         assert needle in text, needle
     mode_help = text.rsplit("--scan-mode {shared,pairwise}", 1)[1].split(" --max-phi MAX_PHI", 1)[0]
     for needle in ("shared (the default)", "about K edit passes", "pairwise: one full diagnosis per pair",
@@ -764,9 +796,11 @@ def test_cli_diagnose_help_states_the_settings_and_bad_values_fail_before_anythi
     guidance_help = text.rsplit("--edit-guidance EDIT_GUIDANCE", 1)[1].split(" --", 1)[0]
     assert "default 0 is the decoder's own conditional" in guidance_help, guidance_help  # stated and justified
     assert "(default: 0.75)" in text.rsplit("--min-probe-auroc MIN_PROBE_AUROC", 1)[1].split(" --", 1)[0]
+    own_help = text.rsplit("--min-own-effect MIN_OWN_EFFECT", 1)[1].split(" --", 1)[0]
+    assert "weak edit inflates it" in own_help and "docs/diagnose_benchmark.md" in own_help, own_help
     for flag, value, says in (("--edit-guidance", "-1", "edit guidance"), ("--min-probe-auroc", "0.4", "0.5"),
                               ("--min-probe-auroc", "1.5", "min-probe-auroc"), ("--threshold", "0", "threshold"),
-                              ("--max-phi", "0", "--max-phi")):
+                              ("--max-phi", "0", "--max-phi"), ("--min-own-effect", "0", "--min-own-effect")):
         out = tmp_path / f"bad{flag}{value}"
         code = main(["diagnose", "--run", str(tiny_run), "--attributes", "class:0,class:1", flag, value,
                      "--out", str(out), "--no-progress", "--device", "cpu"])

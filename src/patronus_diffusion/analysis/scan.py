@@ -19,8 +19,8 @@ measurement once per *attribute* and reads every other attribute from it. Per se
 
 Per pair (A, B) the two directions' effects go through the diagnosis' own :func:`~.verdicts.assess`: the
 same signed leak, null leak, probe cross-talk, score (the leak neither reference explains), percentile-
-bootstrap interval, gates (own effect >= 0.1, probe AUROC >= ``min_probe_auroc`` for both attributes) and four
-verdicts. Cost: seeds x K edit passes of 2n rows plus one inversion and one reconstruction of at most K n
+bootstrap interval, gates (own effect >= ``min_own_effect``, default 0.25, the diagnosis' floor; probe AUROC >=
+``min_probe_auroc`` for both attributes) and four verdicts. Cost: seeds x K edit passes of 2n rows plus one inversion and one reconstruction of at most K n
 images, and seeds probes, against seeds x K(K-1) direction passes (inversion of n, 3n rows), K(K-1)/2 rankings
 and seeds x K(K-1)/2 probes for the pairwise scan.
 
@@ -51,7 +51,7 @@ from .quality import auroc
 from .shortcut import (DEFAULT_EDIT_GUIDANCE, check_settings, diagnose, matched_null_targets, probe_probabilities,
                        train_probe)
 from .shortcut_result import ScanResult
-from .verdicts import DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, assess, split_negation
+from .verdicts import DEFAULT_MIN_OWN_EFFECT, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, assess, split_negation
 from .verdicts import decide as pair_decision
 
 DEFAULT_MAX_PHI = 0.2
@@ -93,7 +93,8 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
     (the deciding direction's signed leak beyond its references), strongest first; pairs without a tested
     direction come last, and a pair whose diagnosis cannot run (e.g. too few clean images) is kept as
     ``skipped`` with the reason. The result's report says the mode ("pairwise"), the settings and the cost."""
-    check_settings(**{k: diagnose_kw[k] for k in ("threshold", "edit_guidance", "min_probe_auroc", "edit_scale",
+    check_settings(**{k: diagnose_kw[k] for k in ("threshold", "edit_guidance", "min_probe_auroc", "min_own_effect",
+                                                   "edit_scale",
                                                    "n_images", "seeds", "top_k", "steps") if k in diagnose_kw})
     rows = []
     pairs = list(combinations(names, 2))
@@ -120,6 +121,7 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
         "threshold": diagnose_kw.get("threshold", DEFAULT_THRESHOLD),
         "edit_guidance": diagnose_kw.get("edit_guidance", DEFAULT_EDIT_GUIDANCE),
         "min_probe_auroc": diagnose_kw.get("min_probe_auroc", DEFAULT_MIN_PROBE_AUROC),
+        "min_own_effect": diagnose_kw.get("min_own_effect", DEFAULT_MIN_OWN_EFFECT),
         "cost": {"diagnoses": len(rows), "note": "one full diagnosis per pair"},
         "ranking": "by |score| (the deciding direction's signed leak beyond the null edit's and the probe's "
                    "cross-talk), strongest first"})
@@ -189,12 +191,13 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                 steps: int = 25, edit_scale: float = 1.0, threshold: float = DEFAULT_THRESHOLD,
                 probe_limit: int = 4000, probe_epochs: int = 8, seed: int = 0, progress: bool = True,
                 edit_guidance: float = DEFAULT_EDIT_GUIDANCE, min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC,
-                max_phi: float = DEFAULT_MAX_PHI) -> ScanResult:
+                max_phi: float = DEFAULT_MAX_PHI, min_own_effect: float = DEFAULT_MIN_OWN_EFFECT) -> ScanResult:
     """Scan every pair of ``specs`` (module docstring). The result's report holds "pairs": rows ranked as
     :func:`scan_pairs` ranks them (by |score|, untested last, skipped kept), "directions": one row per ordered
     pair (A, B) with its own score, interval and verdict, the rankings, null edits, probe quality, the clean data's
     phi, the settings, :data:`DIFFERENCES` and "cost" (images inverted, rows decoded, edit passes)."""
-    check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps)
+    check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps,
+                   min_own_effect)
     if not 0 < max_phi <= 1:
         raise UsageError(f"max_phi must lie in (0, 1], got {max_phi}")
     if len(specs) < 2:
@@ -303,7 +306,8 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                           "dA_0B": d_null[j][:, i]},
                          threshold, (names[i], names[j]), probe_auroc=(float(lowest[i]), float(lowest[j])),
                          min_probe_auroc=min_probe_auroc, signs=(signs[i], signs[j]), seed=seed,
-                         clean=([p[:, [i, j]] for p in clean_probs], test_y[:, [i, j]]))
+                         clean=([p[:, [i, j]] for p in clean_probs], test_y[:, [i, j]]),
+                         min_own_effect=min_own_effect)
         dirs = res["directions"]
         for key, e, o in (("a_to_b", i, j), ("b_to_a", j, i)):
             failures = []
@@ -362,7 +366,8 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
         "probe_test_auroc_min": {n: float(lowest[c]) for c, n in enumerate(names)},
         "clean_phi": {names[i]: {names[j]: float(phis[i, j]) for j in range(K) if j != i} for i in range(K)},
         "clean_data": f"{cfg.dataset}:{cfg.root}" + ("" if probe_cfg else " (the run's own data, as it is)"),
-        "threshold": threshold, "min_probe_auroc": min_probe_auroc, "max_phi": max_phi,
+        "threshold": threshold, "min_probe_auroc": min_probe_auroc, "min_own_effect": min_own_effect,
+        "max_phi": max_phi,
         "edit_guidance": float(edit_guidance), "edit_scale": edit_scale, "n_images_per_seed": n_images,
         "seeds": seeds, "steps": steps, "top_k": top_k, "differences_from_pairwise": DIFFERENCES,
         "cost": {**cost, "unet_image_evaluations": steps * (cost["inverted_images"] + (2 if edit_guidance else 1)

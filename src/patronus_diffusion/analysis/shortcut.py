@@ -30,7 +30,8 @@
    the leak they do not explain (:func:`unexplained`): leak - r for the reference r that leaks the same way
    the most, 0 when one leaks that way as much or more, the leak itself when none does. It is never larger than
    the leak nor of the other sign, so a reference can only withhold a claim of coupling, never create one.
-5. **Tested** directions only: A -> B is tested when raising A's prototypes moves A by at least 0.1 *and*
+5. **Tested** directions only: A -> B is tested when raising A's prototypes moves A by at least
+   ``min_own_effect`` (default 0.25, mean change of the probe's probability; the score divides by it) *and*
    the probe reads both attributes on clean test images (AUROC >= ``min_probe_auroc``, default 0.75, for
    every seed's probe: A to measure the edit's own effect, B to see the leak); otherwise the report says
    which of these failed, and the direction's numbers are never used.
@@ -74,7 +75,7 @@ from ..edit import Edit, EditPlan, run_plan
 from ..utils.errors import UsageError
 from .quality import auroc
 from .shortcut_result import DiagnosisResult, figure_data
-from .verdicts import (COUPLING_RULE, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, MIN_OWN_EFFECT, VERDICT_RULES,
+from .verdicts import (COUPLING_RULE, DEFAULT_MIN_OWN_EFFECT, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, VERDICT_RULES,
                        assess, split_negation)
 
 DEFAULT_EDIT_GUIDANCE = 0.0
@@ -173,7 +174,8 @@ def clean_data(pat, a_spec: str, b_spec: str, probe_cfg=None, limit: int = 4000,
 # ----------------------------------------------------------------------------- settings
 def check_settings(threshold: float = DEFAULT_THRESHOLD, edit_guidance: float = DEFAULT_EDIT_GUIDANCE,
                    min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC, edit_scale: float = 1.0, n_images: int = 2,
-                   seeds: int = 1, top_k: int = 1, steps: int = 1) -> None:
+                   seeds: int = 1, top_k: int = 1, steps: int = 1,
+                   min_own_effect: float = DEFAULT_MIN_OWN_EFFECT) -> None:
     """Every cheap check of the settings, before any model, probe or edit runs (a UsageError says what to change)."""
     if not edit_scale > 0:
         raise UsageError(f"edit_scale must be positive, got {edit_scale}")
@@ -184,6 +186,9 @@ def check_settings(threshold: float = DEFAULT_THRESHOLD, edit_guidance: float = 
                          f"conditional), got {edit_guidance}")
     if not 0.5 < min_probe_auroc <= 1:
         raise UsageError(f"--min-probe-auroc must lie in (0.5, 1]: 0.5 is a probe at chance, got {min_probe_auroc}")
+    if not 0 < min_own_effect <= 1:
+        raise UsageError(f"--min-own-effect must lie in (0, 1] (a change of probability; the score divides by it), "
+                         f"got {min_own_effect}")
     for name, v, low in (("--n", n_images, 2), ("--seeds", seeds, 1), ("--top-k", top_k, 1), ("--steps", steps, 1)):
         if v < low:
             raise UsageError(f"{name} must be at least {low}, got {v}")
@@ -263,10 +268,12 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
              steps: int = 25, edit_scale: float = 1.0, threshold: float = DEFAULT_THRESHOLD, probe_limit: int = 4000,
              probe_epochs: int = 8, seed: int = 0, progress: bool = True,
              edit_guidance: float = DEFAULT_EDIT_GUIDANCE,
-             min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC) -> DiagnosisResult:
+             min_probe_auroc: float = DEFAULT_MIN_PROBE_AUROC,
+             min_own_effect: float = DEFAULT_MIN_OWN_EFFECT) -> DiagnosisResult:
     """Run the diagnosis (module docstring): a :class:`~.shortcut_result.DiagnosisResult` (its ``report`` holds
     every number; ``write(out)`` writes diagnosis.json, effects.csv, rankings.csv and diagnosis.png)."""
-    check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps)
+    check_settings(threshold, edit_guidance, min_probe_auroc, edit_scale, n_images, seeds, top_k, steps,
+                   min_own_effect)
     cfg_w = float(getattr(pat.config.sample, "guidance", 0.0) or 0.0)
     if edit_guidance and cfg_w:
         raise UsageError(f"--edit-guidance {edit_guidance:g} cannot be combined with this run's classifier-free "
@@ -320,7 +327,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         clean_probs.append(p_test)
         per_seed.append(assess(seed_a, seed_b, threshold, (a_spec, b_spec), probe_auroc=tuple(probe_quality[-1]),
                                min_probe_auroc=min_probe_auroc, signs=(sign_a, sign_b), n_boot=200,
-                               seed=seed + r, clean=([p_test], data.test_y))["score"])
+                               seed=seed + r, clean=([p_test], data.test_y), min_own_effect=min_own_effect)["score"])
         for k in keys_a:
             pooled_a[k].append(seed_a[k])
         for k in keys_b:
@@ -335,7 +342,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
     lowest = (float(quality[:, 0].min()), float(quality[:, 1].min()))
     result = assess(pooled_a, pooled_b, threshold, (a_spec, b_spec), probe_auroc=lowest,
                     min_probe_auroc=min_probe_auroc, signs=(sign_a, sign_b), seed=seed,
-                    clean=(clean_probs, data.test_y))
+                    clean=(clean_probs, data.test_y), min_own_effect=min_own_effect)
     means = {k: float(np.mean(v)) for k, v in {**pooled_a, **pooled_b}.items()}
     seed_scores = np.array(per_seed, dtype=np.float64)
     dirs = result["directions"]
@@ -355,7 +362,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
                      else float("nan")),
         "verdict": result["verdict"], "reason": result["reason"], "threshold": threshold,
         "verdict_rules": VERDICT_RULES,
-        "own_effect": (means["dA_A"] + means["dB_B"]) / 2, "min_own_effect": MIN_OWN_EFFECT,
+        "own_effect": (means["dA_A"] + means["dB_B"]) / 2,
         "effects": {**means, **{f"{k}_{d}": dirs[d][k] for k in ("leak", "null_leak", "probe_crosstalk")
                                 for d in ("a_to_b", "b_to_a")}},
         "effects_of": f"dA/dB: probe changes of the intervention's attributes {base_a} and {base_b} (before not:); "
@@ -375,7 +382,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "probe_test_auroc": {"a": float(quality[:, 0].mean()), "b": float(quality[:, 1].mean())},
         "probe_test_auroc_min": {"a": lowest[0], "b": lowest[1]},
         "probe_test_auroc_per_seed": quality.tolist(),
-        "min_probe_auroc": min_probe_auroc,
+        "min_probe_auroc": min_probe_auroc, "min_own_effect": min_own_effect,
         "edit_guidance": float(edit_guidance), "edit_guidance_note": EDIT_GUIDANCE_NOTE,
         "run_sample_edit_guidance": float(getattr(pat.config.sample, "edit_guidance", 0.0) or 0.0),
         "cfg_guidance": cfg_w,
@@ -386,7 +393,7 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "per_image": {**{k: v.tolist() for k, v in pooled_a.items()}, **{k: v.tolist() for k, v in pooled_b.items()}},
     }
     report["tested_directions"] = [d["edited"] for d in dirs.values() if d["tested"]]
-    if not any(d["own_effect"] >= MIN_OWN_EFFECT for d in dirs.values()) and pat.config.unet.cond_norm == "none":
+    if not any(d["own_effect"] >= min_own_effect for d in dirs.values()) and pat.config.unet.cond_norm == "none":
         report["reason"] += ("; this model was trained without unet.cond_norm=layer, and such CPU-budget decoders "
                              "barely react to s: retrain with --set unet.cond_norm=layer (docs/quality.md)")
     return DiagnosisResult(report, figure_data(pat, report, first, (sign_a, sign_b)))

@@ -90,7 +90,8 @@ class DiagnosisResult(ShowsFigure):
                   f"  raise {base['b']} (prototypes {r['prototypes']['edited_b']}): d{base['b']} {eff['dB_B']:+.3f}, "
                   f"d{base['a']} {eff['dA_B']:+.3f}; null edit: d{base['a']} {eff['dA_0B']:+.3f}",
                   f"  probe test AUROC (lowest over seeds): {r['probe_test_auroc_min']} "
-                  f"(needs >= {r['min_probe_auroc']:g})"]
+                  f"(needs >= {r['min_probe_auroc']:g}); a direction is tested only if its edit moves its own "
+                  f"attribute by >= {r.get('min_own_effect', 0.1):g}"]
         return "\n".join(lines)
 
     def figure_title(self) -> str:

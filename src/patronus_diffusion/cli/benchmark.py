@@ -58,6 +58,9 @@ def register(sub) -> None:
     g.add_argument("--threshold", type=float, default=D["threshold"], help="verdict threshold tau")
     g.add_argument("--min-probe-auroc", type=float, default=D["min_probe_auroc"],
                    help="a direction is tested only when the probe reads both attributes this well")
+    g.add_argument("--min-own-effect", type=float, default=D["min_own_effect"],
+                   help="a direction is tested only when raising an attribute's top prototypes moves the probe's "
+                        "reading of it by at least this (mean change of probability), as `diagnose --min-own-effect`")
     g.add_argument("--edit-guidance", type=float, default=D["edit_guidance"], help="edit guidance weight w")
     g.add_argument("--probe-limit", type=int, default=D["probe_limit"], help="clean images per split for ranking")
     g.add_argument("--probe-epochs", type=int, default=D["probe_epochs"], help="epochs of the diagnosis' probe")
@@ -116,8 +119,8 @@ def spec_from_args(args):
         blind=not args.no_blind,
         diagnose={"n_images": args.n, "seeds": args.seeds, "top_k": args.top_k, "steps": args.steps,
                   "threshold": args.threshold, "min_probe_auroc": args.min_probe_auroc,
-                  "edit_guidance": args.edit_guidance, "probe_limit": args.probe_limit,
-                  "probe_epochs": args.probe_epochs},
+                  "min_own_effect": args.min_own_effect, "edit_guidance": args.edit_guidance,
+                  "probe_limit": args.probe_limit, "probe_epochs": args.probe_epochs},
         scan=args.scan,
         steer_n=args.steer_n, judge_epochs=args.judge_epochs, seed=args.seed, record_note=args.record_note,
     ).validate()

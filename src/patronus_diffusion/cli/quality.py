@@ -15,6 +15,8 @@ from .common import add_device, add_run, formatter, print_outputs
 
 
 def register(sub) -> None:
+    from ..analysis.verdicts import DEFAULT_MIN_OWN_EFFECT
+
     p = sub.add_parser("quality", help="score what the prototypes capture (probes, AUROC matrix, TAD, dead)",
                        formatter_class=formatter(),
                        description="Encode the first --limit images of a split and write quality.json, quality.md "
@@ -67,8 +69,9 @@ def register(sub) -> None:
                                    "of four verdicts: 'shortcut' (beyond +-tau), 'coupling below tau' (excludes 0, "
                                    "within +-tau), 'no coupling detected' (holds 0, within +-tau), 'inconclusive' "
                                    "(across tau, or no tested direction). A direction is tested only when its edit "
-                                   "moves its own attribute by >= 0.1 and the probe reads both attributes on clean "
-                                   "test images (AUROC >= --min-probe-auroc); a probe that cannot see gives no "
+                                   "moves its own attribute by >= --min-own-effect and the probe reads both "
+                                   "attributes on clean test images (AUROC >= --min-probe-auroc); a probe that "
+                                   "cannot see gives no "
                                    "verdict. Naming A as not:A runs the same intervention and negates the reading: "
                                    "the same verdict with the opposite sign. Writes diagnosis.json (score, leak, "
                                    "null leak with intervals, verdict and reason, evidence per direction, the "
@@ -122,6 +125,11 @@ def register(sub) -> None:
                    help="a direction is tested only when every seed's probe reads both attributes on clean test "
                         "images with at least this AUROC (in (0.5, 1]); below it the probe cannot see the "
                         "attribute, and the verdict is inconclusive, never 'no coupling'")
+    p.add_argument("--min-own-effect", type=float, default=DEFAULT_MIN_OWN_EFFECT,
+                   help="a direction is tested only if raising an attribute's top prototypes moves the probe's "
+                        "reading of it by at least X (mean change of probability); the score divides by this "
+                        "change, so a weak edit inflates it. Default 0.25, chosen on the diagnose-benchmark pilot "
+                        "(training seed 0), see docs/diagnose_benchmark.md")
     p.add_argument("--probe-limit", type=int, default=4000, help="clean images per split for ranking and probe")
     p.add_argument("--out", default="results/diagnose")
     p.add_argument("--no-progress", action="store_true")
@@ -191,7 +199,7 @@ def cmd_make_biased(args) -> int:
 def _diagnose_settings(args) -> dict:
     return {"n_images": args.n, "seeds": args.seeds, "top_k": args.top_k, "steps": args.steps,
             "edit_scale": args.edit_scale, "threshold": args.threshold, "edit_guidance": args.edit_guidance,
-            "min_probe_auroc": args.min_probe_auroc}
+            "min_probe_auroc": args.min_probe_auroc, "min_own_effect": args.min_own_effect}
 
 
 def cmd_diagnose(args) -> int:

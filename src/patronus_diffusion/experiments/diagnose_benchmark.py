@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from ..analysis.verdicts import DEFAULT_MIN_OWN_EFFECT
 from ..utils.errors import UsageError
 from ..utils.io import write_json
 
@@ -42,7 +43,11 @@ DEFAULT_KINDS = ("patch", "stripe")
 DEFAULT_STRENGTHS = (0.0, 0.5, 0.75, 0.9, 1.0, -0.9)
 DEFAULT_SEEDED = (0.0, 0.5, 0.75)  # the strengths that decide: the control and the edge of detection
 DEFAULT_DIAGNOSE = {"n_images": 24, "seeds": 3, "top_k": 2, "steps": 25, "threshold": 0.2, "min_probe_auroc": 0.75,
-                    "edit_guidance": 0.0, "probe_limit": 4000, "probe_epochs": 8}
+                    "min_own_effect": DEFAULT_MIN_OWN_EFFECT, "edit_guidance": 0.0, "probe_limit": 4000,
+                    "probe_epochs": 8}
+# the own-effect floor of the studies stored before it was a setting (their benchmark.json lacks the key): the
+# pilot and the tiny record were diagnosed with this floor, and keep their identity with it
+LEGACY_MIN_OWN_EFFECT = 0.1
 EXTENDABLE = ("mark_kinds", "strengths", "train_seeds", "seeded_strengths", "data_root", "record_note")
 
 
@@ -79,7 +84,10 @@ class BenchmarkSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BenchmarkSpec":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("diagnose"), dict) and "min_own_effect" not in d["diagnose"]:
+            d["diagnose"] = {**d["diagnose"], "min_own_effect": LEGACY_MIN_OWN_EFFECT}
+        return cls(**d)
 
     def validate(self) -> "BenchmarkSpec":
         from ..data.biased import cell_proportions
@@ -124,7 +132,7 @@ class BenchmarkSpec:
 
         d = self.diagnose
         check_settings(d["threshold"], d["edit_guidance"], d["min_probe_auroc"], 1.0, d["n_images"], d["seeds"],
-                       d["top_k"], d["steps"])
+                       d["top_k"], d["steps"], min_own_effect=d.get("min_own_effect", DEFAULT_MIN_OWN_EFFECT))
         return self
 
     def identity(self) -> dict:

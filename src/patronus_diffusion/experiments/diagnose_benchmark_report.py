@@ -299,7 +299,8 @@ def summary_markdown(spec: dict, plan: list[str], evals: list[dict], models: lis
               f"{s['n_train']} train / {s['n_test']} test images per set.",
               f"Diagnosis: {s['diagnose']['n_images']} images x {s['diagnose']['seeds']} seeds, top-k "
               f"{s['diagnose']['top_k']}, {s['diagnose']['steps']} steps, tau = {s['diagnose']['threshold']:g}, "
-              f"probe AUROC >= {s['diagnose']['min_probe_auroc']:g}, edit guidance "
+              f"probe AUROC >= {s['diagnose']['min_probe_auroc']:g}, own effect >= "
+              f"{s['diagnose'].get('min_own_effect', 0.1):g}, edit guidance "
               f"{s['diagnose']['edit_guidance']:g}; {s.get('scan', 'pairwise')} scan over "
               f"{', '.join(evals[0]['names']) if evals else '-'}; "
               f"judge steerability on {s['steer_n']} clean test images without the mark per model.", "",
