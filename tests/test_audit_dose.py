@@ -304,3 +304,21 @@ def test_report_tables_from_made_up_points(tmp_path):
     assert rows[1].split(",")[:5] == ["k+0.00_seed0", "0", "0", "no effect detected", "0.050000"]
     assert np.isclose(json.loads(files["audit_dose.json"].read_text())["by_strength"][1]["MAD_mean"], 0.35)
     assert Path(files["audit_dose.png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_kept_record_rewrites_its_tables_byte_for_byte(tmp_path):
+    """docs/records/audit_dose (the real study of stop 33): --report-only rewrites its tables from the stored
+    points alone, and the checks the docs quote are the ones it holds."""
+    import shutil
+
+    from patronus_diffusion.cli.main import main
+
+    record = Path(__file__).resolve().parents[1] / "docs" / "records" / "audit_dose"
+    copy = tmp_path / "audit_dose"
+    shutil.copytree(record, copy)
+    assert main(["audit-dose", "--out", str(copy), "--report-only"]) == 0
+    for name in ("audit_dose.json", "audit_dose.csv", "audit_dose.md"):
+        assert (copy / name).read_bytes() == (record / name).read_bytes(), name
+    checks = {k: c["value"] for k, c in json.loads((record / "audit_dose.json").read_text())["checks"].items()}
+    assert checks == {"mad_rises_with_k": "yes", "k0_interval_overlaps_null": "no",
+                      "confirmed_at_least_80_percent": "yes", "difference_rises_with_k": "yes"}
