@@ -63,14 +63,21 @@ def write_planted(root, correlation, n=96, seed=0, coin=False):
 
 
 class GaussianDenoiser(torch.nn.Module):
+    """The exact denoiser of x0 | s ~ N(W [s, 1], sigma^2 I), W ridge-regressed on the training images.
+
+    The fit is solved in float64: prototypes that repeat one vector give equal columns of s, the ridge system is
+    then nearly singular (condition number about 3e7 at ridge 1e-3), and in float32 the split of the weight among
+    the equal columns is rounding noise that a single prototype's edit would decode (tests/test_audit.py)."""
+
     def __init__(self, prototypes, schedule, x, s, ridge=1e-3):
         super().__init__()
         self.prototypes = prototypes
         self.abar = schedule.alphas_cumprod.float()
-        feats = torch.cat([s, torch.ones(len(s), 1)], 1)
-        flat = x.flatten(1)
-        self.w = torch.linalg.solve(feats.T @ feats + ridge * torch.eye(feats.shape[1]), feats.T @ flat)
-        self.sigma2 = float(((feats @ self.w - flat) ** 2).mean()) + 1e-3
+        feats = torch.cat([s, torch.ones(len(s), 1)], 1).double()
+        flat = x.flatten(1).double()
+        w = torch.linalg.solve(feats.T @ feats + ridge * torch.eye(feats.shape[1], dtype=torch.float64), feats.T @ flat)
+        self.sigma2 = float(((feats @ w - flat) ** 2).mean()) + 1e-3
+        self.w = w.float()
         self.shape = x.shape[1:]
 
     def forward(self, x, t, s):
@@ -80,20 +87,35 @@ class GaussianDenoiser(torch.nn.Module):
         return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
-def fitted_model(root, tiny_cfg):
-    from patronus_diffusion.api import Patronus
+def closed_form_setup(root, tiny_cfg, size=None):
+    """The config of a planted folder, a seeded prototype network (not trained) and the training images with their
+    latent maps: ``(cfg, net, ds, x, z)``, for a test to push prototypes onto planted features and fit
+    :class:`GaussianDenoiser` (through :func:`closed_form_patronus`)."""
     from patronus_diffusion.config import apply_overrides
     from patronus_diffusion.data import load_dataset
-    from patronus_diffusion.diffusion.schedule import NoiseSchedule
     from patronus_diffusion.models.prototypes import PrototypeNetwork
 
-    cfg = apply_overrides(tiny_cfg, [f"data.root={root}", "data.dataset=folder", f"data.image_size={SIZE}",
+    size = size or SIZE
+    cfg = apply_overrides(tiny_cfg, [f"data.root={root}", "data.dataset=folder", f"data.image_size={size}",
                                      f"data.attributes_csv={root / 'attributes.csv'}", "diffusion.timesteps=100"])
     torch.manual_seed(0)
-    net = PrototypeNetwork(1, SIZE, cfg.prototypes).requires_grad_(False)
+    net = PrototypeNetwork(1, size, cfg.prototypes).requires_grad_(False)
     ds = load_dataset(cfg.data, "train")
     x = ds.get_batch(range(len(ds)))
-    z = net.encoder(x)
+    return cfg, net, ds, x, net.encoder(x)
+
+
+def closed_form_patronus(cfg, net, x):
+    """A Patronus whose decoder is the exact Gaussian denoiser fitted to ``net``'s s of the images ``x``."""
+    from patronus_diffusion.api import Patronus
+    from patronus_diffusion.diffusion.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
+
+
+def fitted_model(root, tiny_cfg):
+    cfg, net, ds, x, z = closed_form_setup(root, tiny_cfg)
     # push: p0 = a vertical-bar patch, p1 = a horizontal-bar patch, p2 = the mark, p3 = an empty corner
     a, b = ds.attributes[:, 0] > 0, ds.attributes[:, 1] > 0
     centre = z.shape[-1] - 1
@@ -108,5 +130,4 @@ def fitted_model(root, tiny_cfg):
         # the remaining prototypes repeat the empty corner: a random prototype would respond to bars and mark
         # at once, and the linear decoder below would then tie them together even in the unbiased control
         net.prototypes[5:] = net.prototypes[3]
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
+    return closed_form_patronus(cfg, net, x)

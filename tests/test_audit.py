@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from patronus_diffusion.data import biased as B
+from helpers import GaussianDenoiser, closed_form_patronus, closed_form_setup
 
 SIZE = 12
 
@@ -68,50 +69,15 @@ def write_planted(root, n=96, seed=0):
     return root
 
 
-class GaussianDenoiser(torch.nn.Module):
-    """The exact denoiser of x0 | s ~ N(W [s, 1], sigma^2 I) (W ridge-regressed on the training images, in float64:
-    identical columns of s share their weight equally, whatever the thread count; see the module docstring)."""
-
-    def __init__(self, prototypes, schedule, x, s, ridge=1e-3):
-        super().__init__()
-        self.prototypes = prototypes
-        self.abar = schedule.alphas_cumprod.float()
-        feats = torch.cat([s, torch.ones(len(s), 1)], 1).double()
-        flat = x.flatten(1).double()
-        w = torch.linalg.solve(feats.T @ feats + ridge * torch.eye(feats.shape[1], dtype=torch.float64), feats.T @ flat)
-        self.sigma2 = float(((feats @ w - flat) ** 2).mean()) + 1e-3
-        self.w = w.float()
-        self.shape = x.shape[1:]
-
-    def forward(self, x, t, s):
-        mu = (torch.cat([s, torch.ones(len(s), 1)], 1) @ self.w).view(-1, *self.shape)
-        ab = self.abar[t.long()].view(-1, 1, 1, 1)
-        x0 = mu + ab.sqrt() * self.sigma2 / (ab * self.sigma2 + 1 - ab) * (x - ab.sqrt() * mu)
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-
 def fitted_model(root, tiny_cfg):
-    from patronus_diffusion.api import Patronus
-    from patronus_diffusion.config import apply_overrides
-    from patronus_diffusion.data import load_dataset
-    from patronus_diffusion.diffusion.schedule import NoiseSchedule
-    from patronus_diffusion.models.prototypes import PrototypeNetwork
-
-    cfg = apply_overrides(tiny_cfg, [f"data.root={root}", "data.dataset=folder", f"data.image_size={SIZE}",
-                                     f"data.attributes_csv={root / 'attributes.csv'}", "diffusion.timesteps=100"])
-    torch.manual_seed(0)
-    net = PrototypeNetwork(1, SIZE, cfg.prototypes).requires_grad_(False)
-    ds = load_dataset(cfg.data, "train")
-    x = ds.get_batch(range(len(ds)))
-    z = net.encoder(x)
+    cfg, net, ds, x, z = closed_form_setup(root, tiny_cfg)
     mark = ds.attributes[:, 1] > 0
     nuisance = (x[:, 0, 0:2, 9:12] > -0.5).flatten(1).all(1).numpy()
     last = z.shape[-1] - 1
     with torch.no_grad():
         net.prototypes[0] = z[int(np.flatnonzero(mark)[0]), :, 0, 0]  # the mark (top-left unit)
         net.prototypes[1:] = z[int(np.flatnonzero(nuisance)[0]), :, 0, last]  # the nuisance block (top right)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
+    return closed_form_patronus(cfg, net, x)
 
 
 # ----------------------------------------------------------------------------- classifiers (TorchScript)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from patronus_diffusion.data import biased as B
+from helpers import closed_form_patronus, closed_form_setup
 
 SIZE = 12
 
@@ -55,37 +56,8 @@ def write_planted(root, n_train=128, n_test=96, rho=0.75, seed=0):
     return root
 
 
-class Gaussian(torch.nn.Module):
-    """The exact denoiser of x0 | s ~ N(W [s, 1], sigma^2 I)."""
-
-    def __init__(self, prototypes, abar, x, s, ridge=1e-3):
-        super().__init__()
-        self.prototypes, self.abar, self.shape = prototypes, abar.float(), x.shape[1:]
-        f = torch.cat([s, torch.ones(len(s), 1)], 1)
-        self.w = torch.linalg.solve(f.T @ f + ridge * torch.eye(f.shape[1]), f.T @ x.flatten(1))
-        self.sigma2 = float(((f @ self.w - x.flatten(1)) ** 2).mean()) + 1e-3
-
-    def forward(self, x, t, s):
-        mu = (torch.cat([s, torch.ones(len(s), 1)], 1) @ self.w).view(-1, *self.shape)
-        ab = self.abar[t.long()].view(-1, 1, 1, 1)
-        x0 = mu + ab.sqrt() * self.sigma2 / (ab * self.sigma2 + 1 - ab) * (x - ab.sqrt() * mu)
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-
 def planted_model(root, tiny_cfg):
-    from patronus_diffusion.api import Patronus
-    from patronus_diffusion.config import apply_overrides
-    from patronus_diffusion.data import load_dataset
-    from patronus_diffusion.diffusion.schedule import NoiseSchedule
-    from patronus_diffusion.models.prototypes import PrototypeNetwork
-
-    cfg = apply_overrides(tiny_cfg, [f"data.root={root}", "data.dataset=folder", f"data.image_size={SIZE}",
-                                     f"data.attributes_csv={root / 'attributes.csv'}", "diffusion.timesteps=100"])
-    torch.manual_seed(0)
-    net = PrototypeNetwork(1, SIZE, cfg.prototypes).requires_grad_(False)
-    ds = load_dataset(cfg.data, "train")
-    x = ds.get_batch(range(len(ds)))
-    z = net.encoder(x)
+    cfg, net, ds, x, z = closed_form_setup(root, tiny_cfg)
     names = list(ds.attribute_names)
     vertical, mark = ds.attributes[:, names.index("vertical")] > 0, ds.attributes[:, names.index("mark")] > 0
     nuisance = (x[:, 0, 0:2, 9:12] > -0.5).flatten(1).all(1).numpy()
@@ -95,8 +67,7 @@ def planted_model(root, tiny_cfg):
         net.prototypes[1] = z[int(np.flatnonzero(vertical)[0]), :, last, last]
         net.prototypes[2] = z[int(np.flatnonzero(~vertical)[0]), :, last, last]
         net.prototypes[3:] = z[int(np.flatnonzero(nuisance)[0]), :, 0, last]
-    abar = NoiseSchedule.from_config(cfg.diffusion).alphas_cumprod
-    return Patronus(Gaussian(net, abar, x, net(x).s), cfg, torch.device("cpu"))
+    return closed_form_patronus(cfg, net, x)
 
 
 class Reader(torch.nn.Module):
