@@ -66,3 +66,15 @@ def tiny_run(_tiny_cfg_master, tmp_path_factory) -> Path:
     cfg.train.sample_every = 20
     train(cfg, run, max_steps=40, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (restored after it): tiny networks gain nothing from a second thread, and on
+    a machine whose cores are busy a second one makes them several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

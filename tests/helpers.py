@@ -62,6 +62,23 @@ def write_planted(root, correlation, n=96, seed=0, coin=False):
     return root
 
 
+def planted_bar_images(vertical, mark, nuisance, rng):
+    """12-px images of the audit and debias tests: a vertical or horizontal bar (the task), a white corner mark and
+    a grey nuisance block (top right), as uint8."""
+    x = np.zeros((len(vertical), SIZE, SIZE), np.uint8)
+    for i in range(len(vertical)):
+        c = rng.integers(8, 10)
+        if vertical[i]:
+            x[i, 7:12, c:c + 2] = 255
+        else:
+            x[i, c:c + 2, 7:12] = 255
+        if mark[i]:
+            x[i, 0:3, 0:3] = 255
+        if nuisance[i]:
+            x[i, 0:2, 9:12] = 160
+    return x
+
+
 class GaussianDenoiser(torch.nn.Module):
     """The exact denoiser of x0 | s ~ N(W [s, 1], sigma^2 I), W ridge-regressed on the training images.
 

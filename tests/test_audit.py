@@ -25,27 +25,12 @@ import pytest
 import torch
 
 from patronus_diffusion.data import biased as B
-from helpers import GaussianDenoiser, closed_form_patronus, closed_form_setup
+from helpers import GaussianDenoiser, closed_form_patronus, closed_form_setup, planted_bar_images as planted_images
 
 SIZE = 12
 
 
 # ----------------------------------------------------------------------------- planted data and decoder
-def planted_images(vertical, mark, nuisance, rng):
-    x = np.zeros((len(vertical), SIZE, SIZE), np.uint8)
-    for i in range(len(vertical)):
-        c = rng.integers(8, 10)
-        if vertical[i]:
-            x[i, 7:12, c:c + 2] = 255
-        else:
-            x[i, c:c + 2, 7:12] = 255
-        if mark[i]:
-            x[i, 0:3, 0:3] = 255
-        if nuisance[i]:
-            x[i, 0:2, 9:12] = 160
-    return x
-
-
 def write_planted(root, n=96, seed=0):
     """vertical (the task) and mark (the attribute) independent, P = 1/2 each; a nuisance block on exactly half of
     each (vertical, mark) cell, so independent of both in the sample too."""

@@ -17,15 +17,6 @@ SET_KW = dict(classes=(0, 1), a_classes=(1,), a_name="vertical", n_train=96, n_t
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Tiny networks on a shared 2-core machine: two threads per conv only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def sets(idx_root, tmp_path_factory):
     """A clean planted set (named as the benchmark names it) and, beside it, the same images at k = 1."""
     base = tmp_path_factory.mktemp("sets")

@@ -14,27 +14,12 @@ import pytest
 import torch
 
 from patronus_diffusion.data import biased as B
-from helpers import closed_form_patronus, closed_form_setup
+from helpers import closed_form_patronus, closed_form_setup, planted_bar_images as planted_images
 
 SIZE = 12
 
 
 # ----------------------------------------------------------------------------- planted data and decoder
-def planted_images(vertical, mark, nuisance, rng):
-    x = np.zeros((len(vertical), SIZE, SIZE), np.uint8)
-    for i in range(len(vertical)):
-        c = rng.integers(8, 10)
-        if vertical[i]:
-            x[i, 7:12, c:c + 2] = 255
-        else:
-            x[i, c:c + 2, 7:12] = 255
-        if mark[i]:
-            x[i, 0:3, 0:3] = 255
-        if nuisance[i]:
-            x[i, 0:2, 9:12] = 160
-    return x
-
-
 def write_planted(root, n_train=128, n_test=96, rho=0.75, seed=0):
     from PIL import Image
 
@@ -96,13 +81,8 @@ def readers():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread in this module (restored after it): these tiny networks gain nothing from a second one,
-    and on a machine whose cores are busy a second thread makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread_here(one_thread):
+    """Every test of this module on one torch thread (conftest's one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -157,17 +157,6 @@ def tiny_command(idx_root, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Tiny networks on a shared 2-core machine: two threads per conv only wait for each other (up to 20x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def tiny_study(idx_root, tmp_path_factory, one_thread):
     from patronus_diffusion.cli.main import main
 
