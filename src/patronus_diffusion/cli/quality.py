@@ -128,7 +128,7 @@ def register(sub) -> None:
     p.add_argument("--min-own-effect", type=float, default=DEFAULT_MIN_OWN_EFFECT,
                    help="a direction is tested only if raising an attribute's top prototypes moves the probe's "
                         "reading of it by at least X (mean change of probability); the score divides by this "
-                        "change, so a weak edit inflates it. Default 0.25, chosen on the diagnose-benchmark pilot "
+                        "change, so a weak edit inflates it. The default was chosen on the diagnose-benchmark pilot "
                         "(training seed 0), see docs/diagnose_benchmark.md")
     p.add_argument("--probe-limit", type=int, default=4000, help="clean images per split for ranking and probe")
     p.add_argument("--out", default="results/diagnose")
