@@ -385,9 +385,11 @@ def test_opposite_and_positive_leaks_do_not_cancel():
 
 
 def test_opposite_leak_of_an_untested_direction_is_ignored():
-    """Only A is tested (B's own effect is 0) and A does not leak: B's leak must not decide anything."""
+    """Only A is tested (B's own effect is 0) and A does not leak: B's leak must not decide anything, and the pair
+    is inconclusive (a coupling in the untested direction is not ruled out)."""
     r = _assess(0.5, 0.0, 0.0, 0.3)
-    assert r["verdict"] == "no coupling detected" and r["deciding_direction"] == "black_hair -> smiling", r
+    assert r["verdict"] == "inconclusive" and r["deciding_direction"] == "black_hair -> smiling", r
+    assert r["directions"]["a_to_b"]["verdict"] == "no coupling detected", r
     assert r["directions"]["b_to_a"]["verdict"] == "untested" and "only black_hair -> smiling" in r["reason"]
     assert "moves smiling by only" in r["reason"], r["reason"]  # it says why the other direction is untested
     nothing = _assess(0.02, 0.0, 0.01, 0.3)
@@ -415,7 +417,7 @@ def test_a_weak_edit_is_not_tested_at_the_default_own_effect_floor():
 def test_a_coupling_below_tau_is_never_called_no_coupling():
     """The documented 'opposite' model's shape: leak -0.16 with a tight interval. It lies within +-tau, but it
     excludes 0 (and the null edit leaks nothing): a coupling below tau, not 'no shortcut'."""
-    r = _assess(0.9, -0.16, 0.0, 0.0, n=768, sd=0.05)
+    r = _assess(0.9, -0.16, 0.9, 0.0, n=768, sd=0.05)  # both directions tested: a claim about the pair
     assert r["verdict"] == "coupling below tau", r["reason"]
     assert -0.2 < r["ci95"][0] < r["ci95"][1] < 0, r["ci95"]
     assert "excludes 0" in r["reason"] and "tau = 0.2" in r["reason"], r["reason"]
@@ -424,14 +426,14 @@ def test_a_coupling_below_tau_is_never_called_no_coupling():
 def test_the_leak_is_calibrated_against_a_null_edit():
     """A model that leaks a little through its own entanglement: every edit of that size, also of unrelated
     prototypes, moves B by +0.06 per unit. The raw leak's interval excludes 0, the calibrated one does not."""
-    r = _assess(0.8, 0.06, 0.0, 0.0, null_ab=0.06, n=256)
+    r = _assess(0.8, 0.06, 0.8, 0.0, null_ab=0.06, n=256)
     d = r["directions"]["a_to_b"]
     assert d["leak_ci95"][0] > 0.03 and d["null_ci95"][0] > 0.03, d  # both reported, with intervals
     assert r["verdict"] == "no coupling detected", r["reason"]
     assert d["ci95"][0] <= 0 <= d["ci95"][1] and abs(r["score"]) < 0.02, d
     assert "null edit" in r["reason"], r["reason"]
     # the same leak without the entanglement (the null edit leaks nothing) is a coupling
-    assert _assess(0.8, 0.06, 0.0, 0.0, null_ab=0.0, n=256)["verdict"] == "coupling below tau"
+    assert _assess(0.8, 0.06, 0.8, 0.0, null_ab=0.0, n=256)["verdict"] == "coupling below tau"
 
 
 def test_a_blind_probe_tests_no_direction_and_says_which_attribute_it_cannot_read():
@@ -814,3 +816,19 @@ def test_scan_without_attributes_says_so(tiny_run, capsys):
 
     assert main(["diagnose", "--run", str(tiny_run), "--scan", "--device", "cpu"]) == 2
     assert "binary attribute columns" in capsys.readouterr().err
+
+
+def test_no_coupling_is_a_claim_about_both_directions():
+    """The diagnose-benchmark pilot's false 'no coupling' (rho = 1, footwear and mark tied in every training image):
+    raising footwear did not draw the mark beyond the null edit, and raising the mark's prototypes did not move the
+    mark (untested). One tested direction can show a shortcut, but not its absence: the pair is inconclusive and
+    says which direction could not be tested. With both directions tested, the same numbers read 'no coupling'."""
+    one = _assess(0.6, 0.0, 0.02, 0.0)
+    assert one["directions"]["a_to_b"]["verdict"] == "no coupling detected"
+    assert not one["directions"]["b_to_a"]["tested"]
+    assert one["verdict"] == "inconclusive", one["reason"]
+    assert "only black_hair -> smiling is tested" in one["reason"] and "not ruled out" in one["reason"], one["reason"]
+    both = _assess(0.6, 0.0, 0.6, 0.0)
+    assert both["verdict"] == "no coupling detected", both["reason"]
+    shortcut = _assess(0.6, 0.8, 0.02, 0.0)  # presence needs one direction only
+    assert shortcut["verdict"] == "shortcut", shortcut["reason"]

@@ -21,8 +21,10 @@ VERDICT_RULES = {
     "coupling below tau": "the interval excludes 0 but lies within +-tau",
     "no coupling detected": "the interval holds 0 and lies within +-tau",
     "inconclusive": "no tested direction (an edit that does not move its own attribute, or a probe that cannot "
-                    "read an attribute on clean test images), an interval across +tau or -tau, or one within +-tau "
-                    "only because a reference explains a raw leak whose interval reaches tau",
+                    "read an attribute on clean test images), an interval across +tau or -tau, one within +-tau "
+                    "only because a reference explains a raw leak whose interval reaches tau, or a pair with an "
+                    "untested direction whose tested one finds no shortcut (a coupling may sit in the direction "
+                    "that could not be tested, so 'no coupling' or 'below tau' is a claim about both)",
 }
 COUPLING_RULE = ("score = the part of the leak (mean dOther|edit / mean dOwn|edit) that its references do not explain: "
                  "the null leak (mean dOther|null edit / mean dOwn|edit, the same images) and the probe's cross-talk "
@@ -232,6 +234,17 @@ def decide(dirs: dict) -> dict:
     deciding = max((d for d in tested if d["verdict"] == v),
                    key=lambda d: abs(d["score"]) if np.isfinite(d["score"]) else -1.0)
     why = f"{deciding['says']}: {deciding['why']} ({deciding['detail']})"
+    untested = [d for d in dirs.values() if not d["tested"]]
+    if untested and v in ("coupling below tau", "no coupling detected"):
+        # only a shortcut can be claimed from one direction: the absence (or smallness) of a coupling is a claim
+        # about both, and the direction that could not be tested may hold one (a one-way coupling)
+        why = (f"only {deciding['edited']} -> {deciding['other']} is tested and it finds {v} ({why}); "
+               f"{untested[0]['edited']} -> {untested[0]['other']} could not be tested "
+               f"({untested[0]['why']}), and a coupling there is not ruled out")
+        key = next(k for k, d in dirs.items() if d is deciding)
+        return {"verdict": "inconclusive", "reason": why, "score": deciding["score"], "ci95": deciding["ci95"],
+                "bootstrap_std": deciding.get("bootstrap_std", float("nan")),
+                "deciding_direction": f"{deciding['edited']} -> {deciding['other']}", "deciding_direction_key": key}
     for d in dirs.values():
         if d is deciding:
             continue
