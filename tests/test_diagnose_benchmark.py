@@ -262,6 +262,24 @@ def test_record_tables_are_rewritten_byte_for_byte(rewritten, name):
     assert (rewritten / name).read_text() == (RECORD / name).read_text()
 
 
+PILOT = ROOT / "docs" / "records" / "diagnose_benchmark_pilot"
+
+
+def test_the_pilot_record_rewrites_its_tables_and_holds_the_two_false_verdicts(tmp_path):
+    """The pilot of stop 33 (training seed 0, the tuning seed): --report-only rewrites its tables byte for byte, and
+    it holds what changed two rules: a false 'shortcut' at rho = 0 (own effect 0.105, under the old floor of 0.1)
+    and a false 'no coupling detected' at rho = 1 (one tested direction)."""
+    out = tmp_path / "pilot"
+    shutil.copytree(PILOT / "evals", out / "evals")
+    shutil.copy(PILOT / "benchmark.json", out / "benchmark.json")
+    rewrite_report(out)
+    for name in rep.TABLES:
+        assert (out / name).read_text() == (PILOT / name).read_text(), name
+    evals = {json.loads(f.read_text())["name"]: json.loads(f.read_text()) for f in (PILOT / "evals").glob("*.json")}
+    rho0, rho1 = evals["patch_rho+0.00_seed0"], evals["patch_rho+1.00_seed0"]
+    assert rho0["naming"]["a_b"]["verdict"] == "shortcut" and rho1["naming"]["a_b"]["verdict"] == "no coupling detected"
+
+
 def test_the_documented_pilot_command_parses_with_the_default_seeded_strengths():
     """The pilot of docs/diagnose_benchmark.md plants rho in {0, 1}: the seeded strengths default to those planted."""
     from patronus_diffusion.cli.benchmark import spec_from_args
