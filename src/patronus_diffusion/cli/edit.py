@@ -16,6 +16,7 @@ from .edit_args import (
     edit_inputs,
     load_model,
     parse_prototypes,
+    parse_window,
     plan_args,
     reference_of,
 )
@@ -136,37 +137,12 @@ def cmd_edit(args) -> int:
 
     window = parse_window(args.window)
     pat, x, names, common = edit_inputs(args)
-    plan = EditPlan.edit(x, args.edit, pat.num_prototypes, reference_of(pat, args), **common)
-    if window is not None:
-        timed = [e.label for e in plan.edits if e.window is not None]
-        if timed:
-            raise UsageError(f"edit {timed[0]!r} has its own window (@LO:HI) and --window gives another; give one")
-        plan.edits = [e.timed(window) for e in plan.edits]
+    plan = EditPlan.edit(x, args.edit, pat.num_prototypes, reference_of(pat, args), window=window, **common)
     result = run_edit(pat, plan, progress=not args.no_progress)
     files = result.write(args.out)
     print(result.summary())
     print_outputs(f"{len(plan.edits)} edit(s) x {len(names)} image(s) in {result.result.seconds:.1f} s", files)
     return 0
-
-
-def parse_window(text: str | None) -> tuple[float, float] | None:
-    """--window LO,HI -> (LO, HI), checked (None without the flag)."""
-    from ..edit import check_window
-
-    if text is None:
-        return None
-    parts = text.split(",")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        numbers = (float(parts[0]), float(parts[1]))
-    except ValueError:
-        raise UsageError(f"--window {text!r}: write two numbers LO,HI with 0 <= LO <= HI <= 1, e.g. --window 0.5,1"
-                         ) from None
-    try:
-        return check_window(numbers)
-    except UsageError as e:
-        raise UsageError(f"--window {text!r}: {e}") from None
 
 
 def cmd_extrapolate(args) -> int:

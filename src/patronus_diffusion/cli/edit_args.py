@@ -81,3 +81,23 @@ def plan_args(pat, args, names) -> dict:
     """The EditPlan fields every command takes from its flags: names, steps, sampler, seed."""
     return {"names": names, "steps": steps_of(pat, args), "sampler": args.sampler, "seed": args.seed,
             "guidance": args.guidance, "edit_guidance": args.edit_guidance}
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """--window LO,HI -> (LO, HI), checked (None without the flag)."""
+    from ..edit import check_window
+
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        numbers = (float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise UsageError(f"--window {text!r}: write two numbers LO,HI with 0 <= LO <= HI <= 1, e.g. --window 0.5,1"
+                         ) from None
+    try:
+        return check_window(numbers)
+    except UsageError as e:
+        raise UsageError(f"--window {text!r}: {e}") from None

@@ -161,10 +161,16 @@ class EditPlan:
     # -------------------------------------------------------------- named plans (values resolved when made)
     @classmethod
     def edit(cls, x: torch.Tensor, specs: Sequence[str], num_prototypes: int, reference: Reference | None,
-             **plan) -> "EditPlan":
+             window: tuple[float, float] | None = None, **plan) -> "EditPlan":
         """Each spec (``"3=max,5=0"``, ``"7*2"``, ``"2+0.5"``) is one edited version of every image, next to the
-        reconstruction. ``plan``: the other fields (names, steps, sampler, seed, ...)."""
+        reconstruction. ``window`` times every edit (an edit with its own ``@LO:HI`` and a window is refused).
+        ``plan``: the other fields (names, steps, sampler, seed, ...)."""
         edits = [Edit.parse(spec, num_prototypes, reference) for spec in specs]
+        if window is not None:
+            timed = [e.label for e in edits if e.window is not None]
+            if timed:
+                raise UsageError(f"edit {timed[0]!r} has its own window (@LO:HI) and --window gives another; give one")
+            edits = [e.timed(window) for e in edits]
         return cls(images=x, edits=edits, reference=reference, reconstruction=True, **plan)
 
     @classmethod
