@@ -14,10 +14,10 @@ never overwrites a file outside the runs (results written since are kept).
 A cpu-small checkpoint is about 21 MB; files over ``--max-file-mb`` outside checkpoints are left out (listed).
 ``--exclude PATTERN`` (repeatable, shell-style, matched against each path relative to SRC and its parent folders)
 leaves out what a study rebuilds or no longer needs, e.g. a ``diagnose-benchmark`` study's data sets and the runs
-of models already evaluated:
+of models already evaluated (only those with ``evals/NAME.json``: a run still training must travel):
 
     python scripts/carry_run.py save results/diagnose-benchmark carry/diagnose-benchmark \
-        --exclude 'data' --exclude 'judges' --exclude 'runs/patch_rho+0.00_seed1'
+        --exclude 'data' --exclude 'judges' --exclude 'runs/EVALUATED_NAME'
 """
 from __future__ import annotations
 

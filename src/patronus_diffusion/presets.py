@@ -33,16 +33,16 @@ def _cpu_small() -> RunConfig:
     Prototypes start on real patch features (``prototypes.init=patches``): with the reference's U[0, 1) init
     the 30 similarities of this preset collapse onto one feature (README, 'Measured'). s is LayerNorm-ed
     before the condition MLP (``unet.cond_norm=layer``): without it the decoder of a CPU budget barely reads
-    s (benchmarks/cond_norm_study.sh: after 1 epoch, s-use 4.6 % vs 13.2 %, probe accuracy 0.47 vs 0.69,
+    s (scripts/studies/cond_norm_study.sh: after 1 epoch, s-use 4.6 % vs 13.2 %, probe accuracy 0.47 vs 0.69,
     FID 95.9 vs 90.5). Patches and prototypes are compared by cosine (``prototypes.metric=cosine``): on raw
     features s sits at ~0.03 and varies by ~0.004 between images; on unit-length ones it varies 25x more. s
     conditions the UNet by scale and shift of its normalised features (``unet.cond_mode=film``). Together, after
     1 epoch against LayerNorm + add on raw features: rise 0.041 vs 0.030, class agreement 0.425 vs 0.282, the
     decoder's use of s 25 % vs 13 %, probe accuracy 0.735 vs 0.689, FID(500) 81.1 vs 90.4
-    (benchmarks/steering_study.py, docs/steering.md). Edits decode with guidance on the edit difference
+    (scripts/studies/steering_study.py, docs/steering.md). Edits decode with guidance on the edit difference
     (``sample.edit_guidance=0.7``, eps(s') + 0.7 (eps(s') - eps(s))): on the 20-epoch shipped model it takes the
     median rise from 0.35 to 0.54 at an off-target of 0.096 (0.062 unguided) and edited images no less realistic
-    by KID (benchmarks/edit_guidance_sweep.sh, docs/steering.md).
+    by KID (scripts/studies/edit_guidance_sweep.sh, docs/steering.md).
     """
     return RunConfig(
         preset="cpu-small",
@@ -68,7 +68,7 @@ def _cpu_demo() -> RunConfig:
     often: 0.227 / 0.052, with 5 and 3 of 10 by 0.3 or more, and lowering a prototype to its own min takes 0.39 /
     0.23 (30 prototypes: 0.06 / 0.08). The price is coarser edits (off-target 0.24 / 0.23 against 0.12): several
     switch the garment. A doubled learning rate (0.051) and a penalty on the correlation between prototypes
-    (-0.015) did not help (benchmarks/demo_recipe_study.sh, docs/steering.md). Trained longer, cpu-small's 30 stay
+    (-0.015) did not help (scripts/studies/demo_recipe_study.sh, docs/steering.md). Trained longer, cpu-small's 30 stay
     the choice (the shipped model).
     """
     cfg = _cpu_small()

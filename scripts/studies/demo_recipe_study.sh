@@ -3,10 +3,10 @@
 # demo's budget (STEPS optimiser steps of 64 images, the demo's 6 minutes on 2 threads: 525), one after another,
 # then measures each as the demo does (evaluate-edits on 8 test images, 20 DDIM steps, strength 1, the run's
 # edit guidance) and prints one row per candidate:
-#   bash benchmarks/demo_recipe_study.sh [OUT] [STEPS] [NAME ...]       (re-run to continue; finished parts skip)
-#   SEED=1 bash benchmarks/demo_recipe_study.sh OUT-seed1 525 p10      (another training seed)
+#   bash scripts/studies/demo_recipe_study.sh [OUT] [STEPS] [NAME ...]       (re-run to continue; finished parts skip)
+#   SEED=1 bash scripts/studies/demo_recipe_study.sh OUT-seed1 525 p10      (another training seed)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${1:-results/demo_recipe_study}; STEPS=${2:-525}; shift $(( $# > 2 ? 2 : $# )) || true
 P="${PATRONUS:-.venv/bin/patronus}"
 SEED=${SEED:-0}

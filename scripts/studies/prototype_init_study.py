@@ -6,7 +6,7 @@ measures on 2,000 test images: the mean off-diagonal correlation of s over the d
 move together), how many prototypes are ever an image's best match, and a 5-fold linear-probe class
 accuracy on s. Prints JSON.
 
-    OMP_NUM_THREADS=1 python benchmarks/prototype_init_study.py --steps 300 --out runs/init_study
+    OMP_NUM_THREADS=1 python scripts/studies/prototype_init_study.py --steps 300 --out runs/init_study
 """
 
 import argparse

@@ -6,7 +6,7 @@ back to back, `patronus bench` style), and it then trains for throughput x minut
 the comparison. Its EMA model is then scored by held-out denoising loss on 2,000 test images (fixed
 timesteps and noise). Prints JSON; the README quotes the result.
 
-    python benchmarks/cpu_small_size_study.py --minutes 3 --out runs/size_study
+    python scripts/studies/cpu_small_size_study.py --minutes 3 --out runs/size_study
 """
 
 import argparse

@@ -10,7 +10,7 @@ the same difference guidance the edits use). Per weight w it measures the class 
 :func:`~patronus_diffusion.evaluation.generation.class_agreement` (the independent judge on k generations from
 each of n test images' s) and its two pixel spreads. Prints one JSON line per w; docs/steering.md quotes it.
 
-    python benchmarks/mean_s_guidance.py --run pretrained:fashion-mnist --n 100 --w 0,1,2,3
+    python scripts/studies/mean_s_guidance.py --run pretrained:fashion-mnist --n 100 --w 0,1,2,3
 """
 
 import argparse

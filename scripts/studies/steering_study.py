@@ -3,9 +3,9 @@
 Trains cpu-small candidates on Fashion-MNIST from one seed on the same budget, one after another (one torch
 job at a time), each resumable, then measures every finished candidate the same way:
 
-    python benchmarks/steering_study.py train   [--out results/steering_study] [--epochs 1] [--only NAME,...]
-    python benchmarks/steering_study.py measure [--out results/steering_study] [--n 16] [--fid-n 500]
-    python benchmarks/steering_study.py table   [--out results/steering_study]      # the markdown table
+    python scripts/studies/steering_study.py train   [--out results/steering_study] [--epochs 1] [--only NAME,...]
+    python scripts/studies/steering_study.py measure [--out results/steering_study] [--n 16] [--fid-n 500]
+    python scripts/studies/steering_study.py table   [--out results/steering_study]      # the markdown table
 
 ``train`` is safe to interrupt and re-run: each candidate resumes from its last checkpoint, finished ones are
 skipped. Threads: OMP_NUM_THREADS (1 leaves a core free). The candidates are the --set overrides below.
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATRONUS = [sys.executable, "-m", "patronus_diffusion.cli.main"]
 
 # name -> (what it tests, overrides on top of cpu-small as it was when the study began: cond_norm=layer, patch

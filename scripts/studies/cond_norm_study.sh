@@ -6,10 +6,10 @@
 #   * explanation faithfulness, i.e. whether an edit to max(s_X) moves the image (patronus explain, 6 prototypes),
 #   * conditional FID/KID with the real Inception network (N images, small-N protocol line).
 # Prints one JSON object per model and writes OUT/summary.json.
-#   bash benchmarks/cond_norm_study.sh [OUT] [STEPS] [N]     (defaults: results/cond_norm_study 937 500)
+#   bash scripts/studies/cond_norm_study.sh [OUT] [STEPS] [N]     (defaults: results/cond_norm_study 937 500)
 # Measured: about 35 min on 2 cores (two 14-min trainings side by side, then about 5 min of measurements each).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${1:-results/cond_norm_study}
 STEPS=${2:-937}
 N=${3:-500}

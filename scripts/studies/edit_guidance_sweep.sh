@@ -5,10 +5,10 @@
 # row's rise / off-target / leak per rise / effective request (1 + W) beside the unguided headline (W = 0) into
 # OUT/sweep.md and OUT/sweep.csv. A guided rise is an amplified figure (to first order a (1 + W)-fold request):
 # choose W on one image seed (SEED, default 0) and confirm it on another; the leak per rise says what W buys.
-#   bash benchmarks/edit_guidance_sweep.sh RUN [OUT] [N] [STEPS] [W ...]
+#   bash scripts/studies/edit_guidance_sweep.sh RUN [OUT] [N] [STEPS] [W ...]
 #   (defaults: results/edit_guidance_sweep 16 20 0 1 2; measured: 6-8 min per W on 2 threads at N=16, 20 steps)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUN=${1:?usage: edit_guidance_sweep.sh RUN [OUT] [N] [STEPS] [W ...]}
 OUT=${2:-results/edit_guidance_sweep}
 N=${3:-16}
