@@ -243,8 +243,9 @@ def _src(entry: dict) -> str:
 def audit_line(a: dict) -> str:
     target = f"class {a['target']}" if a.get("target") is not None else "its target class"
     clf = f" of <code>{_e(Path(str(a['classifier'])).name)}</code>" if a.get("classifier") else ""
+    judge = a.get("judge_test_auroc")
     confirmed = (f"{a['confirmed']:.0f} of {a['n']:.0f} counterfactuals confirmed by the judge"
-                 + (f" (judge test AUROC {_n(a['judge_test_auroc'])})" if a.get("judge_test_auroc") is not None else ""))
+                 + (f" (judge test AUROC {_n(judge)})" if judge is not None else ""))
     measures = ("no confirmed counterfactual" if a["mad"] is None else
                 f"MAD {_n(a['mad'])} (mean |change| of p, in probability) against the null edit's "
                 f"{_n(a['mad_null'])}; difference {_n(a['difference'], sign=True)}{_ci(a['difference_ci95'])}")

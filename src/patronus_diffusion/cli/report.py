@@ -19,9 +19,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="results/report")
     p.add_argument("--quick", action="store_true", help="a smaller budget (2 edited images, 20 DDIM steps, ...)")
     p.add_argument("--results", nargs="*", default=[], metavar="DIR",
-                   help="earlier result folders to quote (fid.json, class_agreement.json, diagnosis.json, edits_eval.json, "
-                        "audit.json, debias.json, debias_eval.json inside); a file that cannot be read is listed "
-                        "as such")
+                   help="earlier result folders to quote (fid.json, class_agreement.json, diagnosis.json, "
+                        "edits_eval.json, audit.json, debias.json, debias_eval.json inside); a file that cannot be "
+                        "read is listed as such")
     p.add_argument("--no-progress", action="store_true")
     add_device(p)
     p.set_defaults(func=cmd_report)
