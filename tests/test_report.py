@@ -5,6 +5,7 @@ import re
 from html.parser import HTMLParser
 
 from patronus_diffusion.cli.main import main
+from test_report_results import write_audit
 
 
 class _Collect(HTMLParser):
@@ -31,6 +32,9 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
         {"agreement": 0.3526, "n_images": 100, "per_image": 4, "chance": 0.1, "judge_test_accuracy": 0.8735,
          "agreement_standard_error": 0.0412, "judge_on_sources": 0.76}))
     (earlier / "fid.json").write_text(json.dumps({"fid": 81.1, "kid": 0.0327, "protocol_line": "FID 81.10 (N=500)"}))
+    write_audit(tmp_path / "earlier" / "audit")  # `patronus audit`'s file, quoted with its verdict (issue 35)
+    (tmp_path / "earlier" / "broken").mkdir()
+    (tmp_path / "earlier" / "broken" / "debias.json").write_text("{cut short")  # listed, not a traceback
     assert main(["report", "--run", str(tiny_run), "--out", str(tmp_path / "r"), "--quick", "--no-progress",
                  "--device", "cpu", "--results", str(tmp_path / "earlier")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
@@ -47,7 +51,10 @@ def test_report_is_one_offline_page_with_a_card_per_prototype(tiny_run, tmp_path
     em = data["prototypes"][0]["emergence"]  # the "when" curve of every card, with its numbers
     assert set(em) == {"t_half", "final_gain", "requested_change"} and em["requested_change"] >= 0
     assert page.count('class="when"') == n
-    assert "prototype cards" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prototype cards" in printed and "could not read 1 result file(s)" in printed
+    assert "for <i>mark</i>: <b>uses the attribute</b> (tau = 0.05)" in page
+    assert "could not read " in page and "broken/debias.json: not JSON" in page
     assert "class agreement 0.353</b> &plusmn; 0.041" in page and "FID 81.10 (N=500)" in page  # from --results
     assert "0.760 on these source images" in page
     # every figure a labelled value: no raw JSON objects in the visible page (the data block at the end aside)

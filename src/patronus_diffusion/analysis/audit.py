@@ -4,8 +4,9 @@ FastDiME's shortcut test (Weng et al., ECCV 2024), with Patronus prototype edits
 
 1. **Rank** the prototypes for A by single-prototype AUROC(A, s_j) on the run's training images (up to
    ``rank_limit``, a seeded subset), as the shortcut diagnosis does (:func:`.shortcut.rank_prototypes`); A's
-   ``top_k`` are edited. The **null prototypes** are the ``top_k`` others least associated with A by the same
-   measure (smallest |AUROC_A - 0.5|, :func:`.shortcut.null_prototypes`).
+   ``top_k`` are edited (:mod:`.audit_flip`, shared with the explorer's counterfactual view). The **null
+   prototypes** are the ``top_k`` others least associated with A by the same measure (smallest |AUROC_A - 0.5|,
+   :func:`.shortcut.null_prototypes`).
 2. **Images**: a balanced set of n clean test images, half with A and half without (with ``label``, each half is
    split evenly by the classifier's true label too, so A and the label are independent in it), drawn with
    ``seed``.
@@ -46,10 +47,11 @@ from ..data.errors import DataError
 from ..edit import Edit, EditPlan, run_plan
 from ..evaluation.stats import bootstrap_interval
 from ..utils.errors import UsageError
+from .audit_flip import fit_flip, ranking_indices
 from .audit_models import AttributeJudge, Classifier, attribute_judge, class_judge, load_classifier
 from .quality import auroc
 from .results import ShowsFigure
-from .shortcut import matched_null_targets, null_prototypes, rank_prototypes
+from .shortcut import matched_null_targets, null_prototypes
 from .verdicts import split_negation
 
 DEFAULT_THRESHOLD = 0.05
@@ -353,13 +355,7 @@ def audit(pat, classifier, attribute: str, target: int | None = None, n: int = 4
     if top_k >= pat.num_prototypes:
         raise UsageError(f"--top-k {top_k} would edit all {pat.num_prototypes} prototypes and leave none for the "
                          f"null edit; lower --top-k")
-    rank_idx = np.arange(len(train_ds))
-    if len(rank_idx) > rank_limit:
-        rank_idx = np.sort(np.random.default_rng(seed + 2).choice(rank_idx, rank_limit, replace=False))
-    y_rank = y_train[rank_idx]
-    if y_rank.all() or not y_rank.any():
-        raise DataError(f"the {len(rank_idx)} training images drawn for ranking all "
-                        f"{'have' if y_rank.all() else 'lack'} {base}; raise --rank-limit")
+    rank_idx = ranking_indices(y_train, rank_limit, seed, base)
     if isinstance(classifier, Classifier):
         if any(v is not None for v in (classifier_range, classifier_size, classifier_channels, target)):
             raise UsageError("a loaded Classifier carries its own range, size, channels and target; pass the file "
@@ -380,19 +376,16 @@ def audit(pat, classifier, attribute: str, target: int | None = None, n: int = 4
 
     # rank prototypes for A on the training images; the null prototypes; edit targets and request sizes
     t0 = time.time()
-    S_train = pat.encode_dataset("train", rank_idx.tolist()).s.numpy().astype(np.float64)
-    ranking = rank_prototypes(S_train, y_train[rank_idx])
-    own = [j for j, _ in ranking[:top_k]]
-    auc_a = auroc(y_train[rank_idx], S_train)
+    flip = fit_flip(pat, base, rank_idx, y_train[rank_idx], top_k)
+    own, ranking, auc_a = flip.prototypes, flip.ranking, flip.auroc
     null = null_prototypes(auc_a, auc_a, own, top_k)
     if not null:
-        raise UsageError(f"--top-k {top_k} edits all {S_train.shape[1]} prototypes and leaves none for the null "
+        raise UsageError(f"--top-k {top_k} edits all {len(auc_a)} prototypes and leaves none for the null "
                          f"edit; lower --top-k")
     null_ids = [j for j, _ in null]
-    hi_v, lo_v, sd = S_train.max(0), S_train.min(0), S_train.std(0)
+    hi_v, lo_v, sd = flip.high, flip.low, flip.sd
     s0 = pat.encode(x0).s.numpy().astype(np.float64)
     present, named = has_base[idx], has_named[idx]
-    own_t = {j: torch.as_tensor(np.where(present, lo_v[j], hi_v[j]), dtype=torch.float32) for j in own}
     null_t = {k: torch.zeros(len(idx)) for k in null_ids}
     z = np.zeros(len(idx))
     for rows, values in ((present, lo_v), (~present, hi_v)):
@@ -405,7 +398,7 @@ def audit(pat, classifier, attribute: str, target: int | None = None, n: int = 4
 
     # one plan: reconstruction, A flipped, the null counterfactual, from each image's own inversion
     t0 = time.time()
-    plan = EditPlan(images=x0, edits=[Edit.set_all(own_t, f"flip {base}"), Edit.set_all(null_t, "null edit")],
+    plan = EditPlan(images=x0, edits=[flip.edit(present), Edit.set_all(null_t, "null edit")],
                     steps=steps, reconstruction=True, edit_guidance=float(edit_guidance))
     res = run_plan(pat, plan, progress)
     used_w = float(res.plan.edit_guidance or 0.0)

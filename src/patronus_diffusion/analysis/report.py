@@ -40,6 +40,7 @@ from .evaluate_edits import EvaluationPlan, evaluate_edits
 from .explain import build_gallery, crop_patches, encode_subset, seeded_indices
 from .figures import new_figure
 from .quality import run_quality
+from .report_results import check_folders, earlier_html, earlier_results
 from .when import emergence_of, half_rise_timestep
 
 BUDGETS = {
@@ -104,36 +105,10 @@ def _train_curve(run_dir: Path):
     return figure_uri(draw, (4.0, 1.8)), {"steps": steps[-1], "last_loss": loss[-1], "rows": len(steps)}
 
 
-def _earlier_results(folders: list[str | Path]) -> dict:
-    """FID/KID protocol lines, class agreement, shortcut diagnoses and edit benchmarks found in earlier result
-    folders."""
-    found = {"fid": [], "class_agreement": [], "diagnosis": [], "edits_eval": []}
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if path.name == "fid.json" and "fid" in data:
-                found["fid"].append({"file": str(path), "fid": data["fid"], "kid": data.get("kid"),
-                                     "protocol_line": data.get("protocol_line")})
-            elif path.name == "class_agreement.json" and "agreement" in data:
-                found["class_agreement"].append({"file": str(path), **{k: data.get(k) for k in
-                                                 ("agreement", "n_images", "per_image", "chance",
-                                                  "judge_test_accuracy", "pixel_spread_grey_levels",
-                                                  "agreement_standard_error", "judge_on_sources")}})
-            elif path.name == "diagnosis.json" and "verdict" in data:
-                found["diagnosis"].append({"file": str(path), **{k: data.get(k) for k in
-                                           ("a", "b", "verdict", "score", "ci95", "reason")}})
-            elif path.name == "edits_eval.json" and "median_rise" in data:
-                found["edits_eval"].append({"file": str(path), "median_rise": data["median_rise"],
-                                            "median_off_target": data["median_off_target"]})
-    return found
-
-
 def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
                  results: list[str | Path] | None = None) -> ModelReport:
     """Compute every section with the ``quick`` or ``full`` budget of :data:`BUDGETS`."""
+    check_folders(results)  # a --results path that is not there: said before anything is computed
     t_all = time.time()
     budget = dict(BUDGETS["quick" if quick else "full"])
     timings = {}
@@ -218,7 +193,7 @@ def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
         "reconstruction": {"psnr_db": round(rec_psnr, 2), "steps": ev.result.steps, "images": len(x)},
         "max_s_X": round(gallery.reference.max, 5),
         "edit_benchmark": {k: v for k, v in ev.to_json().items() if k.startswith("median_")},
-        "earlier_results": _earlier_results(results or []),
+        "earlier_results": earlier_results(results or []),
     }
     provenance = {"command": "patronus report" + (" --quick" if quick else ""), "made": time.strftime("%Y-%m-%d %H:%M"),
                   "budget": budget, "timings": {**timings, "total_seconds": round(time.time() - t_all, 1)},
@@ -371,6 +346,7 @@ redundancy and dead prototypes (<code>patronus quality</code> with the report's 
 s-correlated pairs {q['s_correlated_pairs'] if q else 'n/a'}; dead prototypes: {_labelled(q['dead'] if q else {})};
 decoder's use of s: {_labelled(q.get('decoder_use_of_s') if q else None)}</p>
 <h3>Shortcut diagnosis</h3><ul>{diags or "<li class='muted'>none given (pass --results DIR with a diagnosis.json)</li>"}</ul>
+{earlier_html(c["earlier_results"])}
 <h2>Prototypes</h2>
 <p class="muted">edits: <code>patronus evaluate-edits</code> on the images {html.escape(', '.join(prov['edit_images']))};
 reference set X: {_labelled(prov['reference'])}</p>

@@ -21,7 +21,10 @@ def register(sub) -> None:
                                    "LO <= t/T < HI), and the page says which guidance decodes the edits. Also: "
                                    "reset, interpolate between two images, sample from the run's prior, download "
                                    "the image and s. Without the dataset it takes uploads and prior samples. "
-                                   "Ctrl-C stops the server.")
+                                   "With --classifier (a TorchScript file, e.g. from `patronus train-classifier`) "
+                                   "the page also shows the picked image's counterfactual for the classifier's "
+                                   "attribute, flipped as `patronus audit` flips it, with the classifier's "
+                                   "probability before and after. Ctrl-C stops the server.")
     add_run(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but a loopback address exposes the model to your network")
@@ -37,6 +40,20 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance on s when decoding (models trained with train.cond_dropout)")
     p.add_argument("--log-requests", action="store_true", help="print every HTTP request")
+    c = p.add_argument_group("counterfactuals for a classifier (patronus audit's edit, one image at a time)")
+    c.add_argument("--classifier", metavar="FILE",
+                   help="a TorchScript classifier returning logits; FILE.json beside it (written by `patronus "
+                        "train-classifier`) names its attribute and input range")
+    c.add_argument("--classifier-attribute", metavar="A",
+                   help="the attribute to flip: a binary column, NAME=v1+v2, class:c1+c2 or not:SPEC (default: the "
+                        "label in FILE.json)")
+    c.add_argument("--classifier-range", metavar="LOW,HIGH",
+                   help="the value range the classifier takes (default: FILE.json's, else -1,1)")
+    c.add_argument("--classifier-size", metavar="N|HxW", help="its input size (default: FILE.json's, else the run's)")
+    c.add_argument("--classifier-channels", type=int, metavar="1|3",
+                   help="its input channels (default: FILE.json's, else the run's)")
+    c.add_argument("--target", type=int, help="the class whose probability is shown (default: class 1 of a binary "
+                                              "classifier; required for more than 2 classes)")
     add_device(p)
     p.set_defaults(func=cmd_explore)
 
@@ -51,13 +68,23 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_explore(args) -> int:
+    from ..analysis.audit_flip import load_view
+    from ..analysis.audit_models import check_channels, parse_range, parse_size
     from ..api import Patronus
     from ..explore.server import make_server
     from ..explore.session import ExplorerSession
 
+    if args.classifier is not None:  # the flags' own checks, before the model loads
+        parse_range(args.classifier_range or "-1,1"), parse_size(args.classifier_size)
+        check_channels(args.classifier_channels)
     pat = Patronus.load(args.run, args.weights, args.device)
+    view = None
+    if args.classifier is not None:
+        view = load_view(pat, args.classifier, args.classifier_attribute, args.classifier_range, args.target,
+                         size=args.classifier_size, channels=args.classifier_channels, seed=args.seed)
     session = ExplorerSession(pat, steps=args.steps, inversion=args.inversion, mix=args.mix, ref_n=args.ref_n,
-                              ref_seed=args.seed, prior=pat.load_prior(required=False), guidance=args.guidance)
+                              ref_seed=args.seed, prior=pat.load_prior(required=False), guidance=args.guidance,
+                              classifier=view)
     if not is_loopback(args.host):
         print(f"patronus: warning: serving on {args.host}, not on 127.0.0.1: anyone who can reach this machine "
               "can use the explorer and upload files to it", file=sys.stderr)
@@ -65,6 +92,9 @@ def cmd_explore(args) -> int:
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     print(f"[explore] {pat.run_dir}: {pat.num_prototypes} prototypes, {args.steps} {args.inversion} steps per update")
+    if view is not None:
+        print(f"[explore] counterfactuals of {view.attribute} for {args.classifier} (prototypes "
+              f"{view.flip.prototypes}, ranked on {view.flip.n_ranked} training images)")
     print(f"[explore] open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -10,7 +10,8 @@ def register(sub) -> None:
                        formatter_class=formatter(),
                        description="Writes OUT/index.html (opens offline: inline pictures and data, no external "
                                    "files) and OUT/report.json: the model card (training curve, reconstruction, "
-                                   "edit benchmark, FID/diagnoses found in --results folders), a card per "
+                                   "edit benchmark; FID, diagnoses, classifier audits and debias sets found in "
+                                   "--results folders, quoted with their intervals and verdicts), a card per "
                                    "prototype (nearest training patches, s histogram, edit strip with its rise, "
                                    "best AUROC, dead/redundant flags; sortable and filterable) and the quality "
                                    "table. --quick uses a small budget.")
@@ -18,7 +19,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="results/report")
     p.add_argument("--quick", action="store_true", help="a smaller budget (2 edited images, 20 DDIM steps, ...)")
     p.add_argument("--results", nargs="*", default=[], metavar="DIR",
-                   help="earlier result folders to quote (fid.json, diagnosis.json, edits_eval.json inside)")
+                   help="earlier result folders to quote (fid.json, class_agreement.json, diagnosis.json, "
+                        "edits_eval.json, audit.json, debias.json, debias_eval.json inside); a file that cannot be "
+                        "read is listed as such")
     p.add_argument("--no-progress", action="store_true")
     add_device(p)
     p.set_defaults(func=cmd_report)
@@ -26,8 +29,10 @@ def register(sub) -> None:
 
 def cmd_report(args) -> int:
     from ..analysis.report import build_report
+    from ..analysis.report_results import check_folders
     from ..api import Patronus
 
+    check_folders(args.results)
     pat = Patronus.load(args.run, args.weights, args.device)
     rep = build_report(pat, quick=args.quick, seed=args.seed, progress=not args.no_progress, results=args.results)
     files = rep.write(args.out)
@@ -35,5 +40,9 @@ def cmd_report(args) -> int:
     print(f"{len(rep.prototypes)} prototype cards; median rise {b['median_rise']}, off-target "
           f"{b['median_off_target']}; reconstruction {rep.card['reconstruction']['psnr_db']} dB at "
           f"{rep.card['reconstruction']['steps']} steps; {rep.provenance['timings']['total_seconds']} s")
+    bad = rep.card["earlier_results"]["unreadable"]
+    if bad:
+        print(f"could not read {len(bad)} result file(s), listed in the page: " + "; ".join(
+            f"{u['file']} ({u['reason']})" for u in bad))
     print_outputs("wrote", files)
     return 0

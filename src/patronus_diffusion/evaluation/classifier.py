@@ -173,6 +173,26 @@ def fit_classifier(x: torch.Tensor, y: np.ndarray, *, value_range=(0.0, 1.0), st
     return net.eval().requires_grad_(False)
 
 
+def read_record(path: str | Path) -> dict | None:
+    """The record :func:`train_classifier` writes beside the classifier ``path`` (``path`` with suffix ``.json``),
+    or None when there is none; a record that cannot be read is a one-line :class:`UsageError`."""
+    import json
+
+    rec = Path(path).with_suffix(".json")
+    if Path(path).suffix == ".json" or not rec.is_file():
+        return None
+    try:
+        data = json.loads(rec.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UsageError(f"cannot read the classifier's record {rec} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else 'empty'}); remove it or write it again with "
+                         f"`patronus train-classifier`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("label", ""), str) or not isinstance(
+            data.get("input", {}), dict):
+        raise UsageError(f"{rec} is not a record of `patronus train-classifier` (a JSON object with label and input)")
+    return data
+
+
 def _describe(cfg, train_ds, test_ds) -> dict:
     return {"dataset": cfg.dataset, "root": cfg.root, "attributes_csv": cfg.attributes_csv,
             "image_size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize,

@@ -12,6 +12,8 @@ ever reaches the file system). Everything else is the JSON API of :class:`~.sess
     POST /api/render    {key, s, seq, client, window}   decode the picked image under s (timed by window = [LO, HI],
                                        fractions of T; absent: every step), re-encode it
     POST /api/interpolate {a, b, alpha}
+    POST /api/counterfactual {key}     the picked image with the classifier's attribute flipped and the classifier's
+                                       probability before and after (only when started with --classifier)
 
 A user error (a bad upload, an unknown index, a number that should be an integer, JSON nested too deeply) is a
 400 with ``{"error": message}`` that the page shows; the server keeps running. A bug is a 500, and its traceback
@@ -192,7 +194,8 @@ def make_handler(session: ExplorerSession, quiet: bool = True, timeout: float | 
                                                               _integer(a, "seq", 0), _text(a, "client"),
                                                               _numbers(a, "window")),
                       "/api/interpolate": lambda a: session.interpolate(_text(a, "a"), _text(a, "b"),
-                                                                        _number(a, "alpha"))}
+                                                                        _number(a, "alpha")),
+                      "/api/counterfactual": lambda a: session.counterfactual(_text(a, "key"))}
             if url.path not in routes:
                 return self._error(HTTPStatus.NOT_FOUND, "not found")
 

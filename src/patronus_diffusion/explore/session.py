@@ -19,6 +19,13 @@ session; without either the page says why). A slider edit may be timed: the edit
 whose timestep t has LO <= t/T < HI, the unedited s the others (the edit engine's ``Edit.window``). Every decode
 uses the guidance :func:`~..edit.decode_guidance` gives for the session's ``guidance`` and the run's settings, and
 :meth:`ExplorerSession.info` states it.
+
+Started with a classifier (``patronus explore --classifier FILE``: a
+:class:`~..analysis.audit_flip.ClassifierView`), :meth:`ExplorerSession.counterfactual` shows the picked image with
+the classifier's attribute flipped as ``patronus audit`` flips it, decoded from the cached inversion, and the
+classifier's probability of its target class before and after. Whether the image has the attribute comes from the
+test split's label, else (uploads, prior samples) from its s
+(:meth:`~..analysis.audit_flip.AttributeFlip.guess_present`).
 """
 
 from __future__ import annotations
@@ -104,7 +111,7 @@ class ExplorerSession:
     """Picked images, their cached inversions, and slider updates of one model (thread-safe)."""
 
     def __init__(self, pat, steps: int = 10, inversion: str = "edict", mix: float | None = None, ref_n: int = 256,
-                 ref_seed: int = 0, prior=None, guidance: float | None = None):
+                 ref_seed: int = 0, prior=None, guidance: float | None = None, classifier=None):
         if steps < 1:
             raise UsageError("--steps must be at least 1")
         if mix is None:  # the measured best: 0.6 at 10 steps, 0.8 beyond (0.6 overflows float32 at 20+ steps)
@@ -117,6 +124,7 @@ class ExplorerSession:
         self.guidance = guidance
         self.cfg_w, self.edit_w = decode_guidance(pat, guidance, None)  # what every slider decode applies
         self.prior = prior
+        self.classifier = classifier  # an analysis.audit_flip.ClassifierView, or None
         self.reference = reference_set(pat, ref_n, ref_seed)
         self._patches: dict | None = None  # computed on the first request, then kept
         self._patches_lock = threading.Lock()
@@ -147,6 +155,7 @@ class ExplorerSession:
                 "prior": self.prior is not None, "max_upload_mib": MAX_UPLOAD_BYTES // 2**20,
                 "reference": self.reference.to_json(), "sliders": self.slider_ranges(),
                 "guidance": self.guidance_text(),
+                "classifier": self.classifier.describe() if self.classifier is not None else None,
                 "window": {"T": pat.schedule.num_timesteps, "timesteps": pat.schedule.timesteps(self.steps),
                            "rule": WINDOW_RULE}}
 
@@ -298,6 +307,29 @@ class ExplorerSession:
         return {"image": png_uri(res.path[0:1], upscale=1), "s_requested": _floats(res.s_path_requested[0]),
                 "s_reached": _floats(res.s_path[0]), "alpha": float(alpha), "seconds": round(seconds, 3)}
 
+    def counterfactual(self, key: str) -> dict:
+        """The picked image with the classifier's attribute flipped (the audit's edit, from the cached inversion)
+        and the classifier's probability of its target class on the image and on the counterfactual."""
+        view = self.classifier
+        if view is None:
+            raise UsageError("this explorer was started without --classifier: no counterfactual to show")
+        with self._lock:
+            e = self.entry(key)
+            index = int(e.name[5:]) if e.name.startswith("test:") else None
+            if index is not None and view.test_labels is not None:
+                present, source = bool(view.test_labels[index]), "the test split's label"
+            else:
+                present, source = bool(view.flip.guess_present(e.s[None].numpy())[0]), "the image's s (no label)"
+            t0 = time.time()
+            out = view.counterfactual(self.pat, e.inverted.x0, present, self.steps, inverted=e.inverted,
+                                      guidance=self.guidance)
+            seconds = time.time() - t0
+        return {"key": key, "image": png_uri(out["image"], upscale=1), "attribute": view.attribute,
+                "has_attribute": present, "has_attribute_from": source, "edit": out["direction"],
+                "prototypes": view.flip.prototypes, "target": view.classifier.target,
+                "p_before": _round(out["p_before"]), "p_after": _round(out["p_after"]),
+                "s_reached": _floats(out["s_after"]), "seconds": round(seconds, 3)}
+
     def _check_s(self, s) -> torch.Tensor:
         p = self.pat.num_prototypes
         try:
@@ -330,6 +362,10 @@ class ExplorerSession:
 def _first_sentence(e: Exception) -> str:
     """The first sentence of an error's message (the page shows one line; the rest says how to install)."""
     return str(e).strip().splitlines()[0].split(". ")[0].rstrip(".")
+
+
+def _round(v: float, digits: int = 5) -> float | None:
+    return round(v, digits) if math.isfinite(v) else None
 
 
 def _floats(t: torch.Tensor, digits: int = 5) -> list[float | None]:

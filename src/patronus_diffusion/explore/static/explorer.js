@@ -230,6 +230,42 @@ function setEdited(src, s) {
   $("dl-s").classList.remove("disabled");
 }
 
+// ------------------------------------------------------------------ the classifier's counterfactual
+function counterfactualIntro() {
+  const c = state.info.classifier;
+  $("cf-box").hidden = !c;
+  if (!c) return;
+  $("cf-show").textContent = `Flip ${c.attribute}`;
+  const protos = c.flip.prototypes.map((p) => "P" + p.prototype).join(", ");
+  $("cf-what").textContent = `${c.file}: p(${c.predicts}); edits ${protos}`;
+  $("cf-box").title = c.rule;
+}
+
+function clearCounterfactual() {
+  $("cf-figure").hidden = true;
+  $("cf-image").removeAttribute("src");
+  $("cf-text").textContent = "";
+  $("cf-show").disabled = !state.cur;
+}
+
+async function counterfactual() {
+  if (!state.cur) return;
+  const key = state.cur.key;
+  $("cf-show").disabled = true;
+  say("flipping the attribute…", true);
+  try {
+    const out = await api("/api/counterfactual", { key });
+    if (!state.cur || key !== state.cur.key) return;  // another image was picked meanwhile
+    const c = state.info.classifier;
+    $("cf-image").src = out.image;
+    $("cf-text").textContent = `${out.edit} (it ${out.has_attribute ? "has" : "lacks"} ${c.attribute} by ` +
+      `${out.has_attribute_from}): the classifier's p(${c.predicts}) ${fmt(out.p_before)} before → ` +
+      `${fmt(out.p_after)} after (${out.seconds.toFixed(2)} s)`;
+    $("cf-figure").hidden = false;
+    say("", true);
+  } catch (e) { say(e.message); } finally { $("cf-show").disabled = !state.cur; }
+}
+
 // ------------------------------------------------------------------ picking
 function picked(out) {
   clearTimeout(state.timer);
@@ -244,6 +280,7 @@ function picked(out) {
   $("edited").dataset.seq = String(state.seq);
   $("timing").textContent = `(inverted in ${out.invert_seconds.toFixed(2)} s)`;
   ["reset", "set-a", "set-b"].forEach((id) => { $(id).disabled = false; });
+  clearCounterfactual();
   buildSliders();
   showReached(out.s);
   showTopBoxes();
@@ -311,6 +348,8 @@ async function start() {
   $("guidance").textContent = `Every edit is ${i.guidance.text}.`;
   $("guidance").title = "the guidance the edit engine applies to these decodes (docs/explore.md)";
   windowText();
+  counterfactualIntro();
+  $("cf-show").addEventListener("click", counterfactual);
   ["win-lo", "win-hi"].forEach((id) => $(id).addEventListener("input", () => { readWindow(); schedule(); }));
   $("win-full").addEventListener("click", () => {
     $("win-lo").value = "0"; $("win-hi").value = "1"; readWindow(); schedule();
