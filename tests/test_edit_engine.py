@@ -37,10 +37,11 @@ class _Counter:
 
 @pytest.fixture
 def counted(pat, monkeypatch):
-    """pat with pat.invert and pat.decode call counters, and an empty inversion cache."""
+    """pat with counters of the inversions it runs (cache misses of pat.invert) and of pat.decode calls, and an
+    empty inversion cache."""
     E.clear_inversion_cache(pat)
-    inv, dec = _Counter(pat.invert), _Counter(pat.decode)
-    monkeypatch.setattr(pat, "invert", inv)
+    inv, dec = _Counter(pat._run_inversion), _Counter(pat.decode)
+    monkeypatch.setattr(pat, "_run_inversion", inv)
     monkeypatch.setattr(pat, "decode", dec)
     yield pat, inv, dec
     E.clear_inversion_cache(pat)

@@ -229,16 +229,41 @@ def test_fid_kid_contract_self_is_zero_and_noise_raises_it(tiny_cfg, tmp_path):
     x = ds.get_batch(list(range(len(ds))))
     ext = PixelFeatures()
     res = fid_kid(x, tiny_cfg.data, split="test", n_ref=None, cache_dir=tmp_path, extractor=ext, progress=False)
-    assert set(res) >= {"fid", "kid", "kid_std", "n_generated", "n_reference", "protocol"}
-    assert res["n_generated"] == res["n_reference"] == len(ds)
-    assert abs(res["fid"]) < 1e-3  # 0 up to the eigenvalue noise of rank-deficient covariances (48 images, 64-d)
-    assert res["protocol"]["small_n"] and res["protocol"]["reference"]["split"] == "test"
+    assert list(res.to_json()) == ["fid", "kid", "kid_std", "n_generated", "n_reference", "protocol"]
+    assert res.n_generated == res.n_reference == len(ds)
+    assert abs(res.fid) < 1e-3  # 0 up to the eigenvalue noise of rank-deficient covariances (48 images, 64-d)
+    assert res.protocol["small_n"] and res.protocol["reference"]["split"] == "test"
     g = torch.Generator().manual_seed(0)
     noisy = [fid_kid((x + k * torch.randn(x.shape, generator=g)).clamp(-1, 1), tiny_cfg.data, n_ref=None,
-                     cache_dir=tmp_path, extractor=ext, progress=False)["fid"] for k in (0.2, 0.6)]
-    assert 100 * abs(res["fid"]) < noisy[0] < noisy[1]
+                     cache_dir=tmp_path, extractor=ext, progress=False).fid for k in (0.2, 0.6)]
+    assert 100 * abs(res.fid) < noisy[0] < noisy[1]
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         fid_kid(x * 255, tiny_cfg.data, cache_dir=tmp_path, extractor=ext)
+
+
+def test_fid_kid_returns_a_typed_result_that_writes_the_old_json(tiny_cfg, tmp_path):
+    """FIDResult: a one-line repr, a summary with the KID interval (+- one std over subsets), and write(out) giving
+    fid.json with the keys, order and numbers the dict of earlier versions held, plus the protocol line."""
+    from patronus_diffusion.data import load_dataset
+    from patronus_diffusion.evaluation.fid import FIDResult, protocol_line
+
+    x = load_dataset(tiny_cfg.data, "test").get_batch(list(range(20)))
+    res = fid_kid(x, tiny_cfg.data, n_ref=30, cache_dir=tmp_path, extractor=PixelFeatures(), progress=False,
+                  protocol={"sampler": "ddim", "steps": 2}, kid_subsets=5)
+    assert isinstance(res, FIDResult)
+    text = repr(res)
+    assert text.startswith("FIDResult(FID ") and len(text) <= 200 and "\n" not in text and "small-N" in text, text
+    assert res.kid_interval == (res.kid - res.kid_std, res.kid + res.kid_std) and res.kid_std > 0
+    assert res.protocol_line == protocol_line(res) == protocol_line(res.to_json())
+    assert res.protocol_line.startswith(f"FID {res.fid:.2f}; KID ") and "sampler=ddim" in res.protocol_line
+    summary = res.summary()
+    assert summary.splitlines()[0] == res.protocol_line and "KID interval" in summary and "small N" in summary
+    files = res.write(tmp_path / "out")
+    assert files == {"result": tmp_path / "out" / "fid.json"} and not list((tmp_path / "out").glob(".*"))
+    saved = json.loads(files["result"].read_text())
+    assert list(saved) == ["fid", "kid", "kid_std", "n_generated", "n_reference", "protocol", "protocol_line"]
+    assert saved == {**json.loads(json.dumps(res.to_json())), "protocol_line": res.protocol_line}
+    assert (saved["n_generated"], saved["n_reference"]) == (20, 30) and saved["protocol"]["steps"] == 2
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +322,8 @@ def test_cli_prior_unconditional_sample_fid_and_evaluate(tiny_run, tmp_path, mon
     res = json.loads((tmp_path / "f" / "fid.json").read_text())
     p = res["protocol"]
     assert res["n_generated"] == 2 and res["n_reference"] == 2 and np.isfinite(res["fid"])
+    assert list(res) == ["fid", "kid", "kid_std", "n_generated", "n_reference", "protocol", "protocol_line"]
+    assert list(p)[-2:] == ["generation_seconds_per_image", "fid_seconds"]  # the layout of earlier fid.json files
     for key in ("mode", "sampler", "steps", "weights", "seed", "images_seen", "small_n", "reference"):
         assert key in p, key
     assert p["mode"] == "unconditional" and p["reference"]["split"] == "test" and p["small_n"]
@@ -372,9 +399,9 @@ def test_fid_kid_streams_batches_and_equals_the_in_memory_result(tiny_run, tmp_p
     assert batches.n == 5 and batches.preview_images.shape[0] == 3 and batches.seconds > 0
     images = torch.cat(list(GeneratedBatches(pat, s, noise_for(pat, 5, 0), "ddim", 2)))
     whole = fid_kid(images, pat.config.data, n_ref=6, cache_dir=tmp_path, extractor=ext, progress=False)
-    assert streamed["fid"] == pytest.approx(whole["fid"], rel=1e-9, abs=1e-9)
-    assert streamed["kid"] == pytest.approx(whole["kid"], rel=1e-9, abs=1e-12)
-    assert streamed["protocol"]["generated_resolution"] == list(images.shape[1:])
+    assert streamed.fid == pytest.approx(whole.fid, rel=1e-9, abs=1e-9)
+    assert streamed.kid == pytest.approx(whole.kid, rel=1e-9, abs=1e-12)
+    assert streamed.protocol["generated_resolution"] == list(images.shape[1:])
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):  # a bad batch inside a stream is still caught
         fid_kid(iter([images[:2], images[2:] * 255]), pat.config.data, n_ref=6, cache_dir=tmp_path, extractor=ext)
 

@@ -147,15 +147,10 @@ def test_the_circle_finder_finds_circles_and_the_graph_reads_every_import_form()
         "edit.spec", "edit.plan", "utils.errors", "api", "analysis.when", "edit"}
 
 
-# calls that climb from a lower layer into api/ (duck-typed calls on the Patronus object a plan runs on): the
-# engine asks the model to encode/invert/decode. Issue 34 measured them; the test fails on any new climb.
-KNOWN_CLIMBS = {("diffusion.pipeline", "api.patronus"), ("edit.inversion", "api.patronus"),
-                ("edit.reference", "api.patronus")}
-
-
 def test_patronus_edit_calls_only_down_the_layers(tiny_run, tmp_path):
-    """`patronus edit`, traced with sys.setprofile: every call between packages goes to a lower layer (a call into
-    the command layer from below, or any climb beyond KNOWN_CLIMBS, fails)."""
+    """`patronus edit`, traced with sys.setprofile: every call between packages goes to a lower layer. The engine's
+    duck-typed calls on the model object (encode, invert with its cache, the dataset, the stored reference set)
+    land in diffusion/, never in an override in api/ (issue 34: no call climbs)."""
     import sys
 
     from patronus_diffusion.cli.main import main
@@ -177,6 +172,5 @@ def test_patronus_edit_calls_only_down_the_layers(tiny_run, tmp_path):
     assert code == 0
     rank = lambda module: RANKS.get(module.split(".")[0].removesuffix(".py"), -1)  # noqa: E731
     climbs = {(a, b) for a, b in calls if a.split(".")[0] != b.split(".")[0] and rank(b) > rank(a)}
-    assert not {c for c in climbs if c[1].startswith("cli")}, climbs
-    assert climbs <= KNOWN_CLIMBS, sorted(climbs - KNOWN_CLIMBS)
+    assert not climbs, sorted(climbs)
     assert {c[0].split(".")[0] for c in calls} >= {"cli", "edit", "diffusion", "analysis"}  # the trace saw the path

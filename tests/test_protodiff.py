@@ -316,6 +316,7 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
     """The full compare loop over 2 seeds with a stub FID (the Inception network is tested by the FID module) and a
     real, quickly trained independent judge."""
     import patronus_diffusion.evaluation.fid as fid
+    from patronus_diffusion.evaluation.fid_result import FIDResult
 
     monkeypatch.setenv("PATRONUS_CACHE", str(tmp_path / "cache"))
     calls = []
@@ -324,8 +325,8 @@ def test_cli_compare_is_resumable_and_writes_curves(idx_root, tmp_path, monkeypa
                      extractor=None, protocol=None, **kw):
         calls.append((protocol["mode"], protocol["images_seen"]))
         val = float(gen.mean().abs()) * 100 + {"regular": 50.0, "proto-frozen": 10.0}[protocol["mode"]]
-        return {"fid": val, "kid": val / 1000, "kid_std": 0.001, "n_generated": len(gen), "n_reference": n_ref,
-                "protocol": {**protocol, "metric": "stub", "reference": {"n": n_ref}}}
+        return FIDResult(fid=val, kid=val / 1000, kid_std=0.001, n_generated=len(gen), n_reference=n_ref,
+                         protocol={**protocol, "metric": "stub", "reference": {"n": n_ref}})
 
     monkeypatch.setattr(fid, "fid_kid", fake_fid_kid)
     monkeypatch.setattr(fid, "InceptionFeatures", lambda **kw: None)

@@ -71,6 +71,13 @@ def _evaluate_edits(pat, images, ref):
                                               names=images[1], steps=2, kinds=("own_max",), edit_guidance=0.0))
 
 
+def _report(pat, images, ref):
+    from patronus_diffusion.analysis.report import build_report
+
+    return build_report(pat, quick=True, progress=False, budget={"steps": 2, "patch_images": 32, "stats_images": 16,
+                                                                  "quality_limit": 64, "strengths": [1.0]})
+
+
 def _edit_analysis(kind):
     def build(pat, images, ref):
         from patronus_diffusion.analysis import edits as A
@@ -126,11 +133,11 @@ def _scan_pairs(planted):
 
 
 ON_THE_RUN = {"explain": _explain, "where": _where, "when": _when, "quality": _quality,
-              "evaluate-edits": _evaluate_edits,
+              "evaluate-edits": _evaluate_edits, "report": _report,
               **{k: _edit_analysis(k) for k in ("edit", "extrapolate", "consistency", "interpolate", "variations")}}
 ON_PLANTED = {"diagnose": _diagnosis, "scan shared": _scan_shared, "scan pairwise": _scan_pairs}
 NAMES = {"explain": "ExplainResult", "where": "WhereResult", "when": "WhenResult", "quality": "QualityResult",
-         "evaluate-edits": "EditEvaluation", "edit": "EditsResult", "extrapolate": "ExtrapolationResult",
+         "evaluate-edits": "EditEvaluation", "report": "ModelReport", "edit": "EditsResult", "extrapolate": "ExtrapolationResult",
          "consistency": "ConsistencyResult", "interpolate": "InterpolationResult", "variations": "VariationsResult",
          "diagnose": "DiagnosisResult", "scan shared": "ScanResult", "scan pairwise": "ScanResult"}
 

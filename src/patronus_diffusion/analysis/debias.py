@@ -400,10 +400,10 @@ def _fid(pat, images: torch.Tensor, train_ds, n_ref: int, seed: int, extractor, 
     pick = np.sort(np.random.default_rng(seed + 3).choice(len(train_ds), min(n, len(train_ds)), replace=False))
     real = fid_kid(read_images(train_ds, pick), pat.config.data, "test", min(n_ref, test_n), seed, progress,
                    extractor=extractor)
-    return {"fid": gen["fid"], "kid": gen["kid"], "kid_std": gen["kid_std"], "n_generated": gen["n_generated"],
-            "n_reference": gen["n_reference"], "real_floor": {"fid": real["fid"], "kid": real["kid"],
-                                                              "kid_std": real["kid_std"], "n": real["n_generated"],
-                                                              "what": "N real training images (biased) against the "
-                                                                      "same test images"},
-            "small_n": gen["protocol"]["small_n"], "note": gen["protocol"]["note"],
-            "feature_network": gen["protocol"]["feature_network"]}
+    return {"fid": gen.fid, "kid": gen.kid, "kid_std": gen.kid_std, "n_generated": gen.n_generated,
+            "n_reference": gen.n_reference, "real_floor": {"fid": real.fid, "kid": real.kid,
+                                                           "kid_std": real.kid_std, "n": real.n_generated,
+                                                           "what": "N real training images (biased) against the "
+                                                                   "same test images"},
+            "small_n": gen.protocol["small_n"], "note": gen.protocol["note"],
+            "feature_network": gen.protocol["feature_network"]}

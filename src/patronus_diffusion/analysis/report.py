@@ -15,6 +15,10 @@ Per prototype J (the gallery, :func:`~.explain.build_gallery`, and the edit benc
   re-encoded at every sampling step; the curve is the mean gain of s_J over the unedited decode along t, and
   t_half the step where it first reaches half its final value (:mod:`.when`);
 * its best attribute/class AUROC (when the data has labels), and flags: dead, or redundant with another prototype.
+
+:class:`ModelReport` follows the result convention (:mod:`.results`): a one-line repr, ``summary()``, ``write(out)``
+(index.html, report.json, report.png) and ``to_pil()``, the summary panel and the first prototype cards
+(:mod:`.report_figure`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 
 from ..edit import Edit, EditPlan, fresh_indices, reference_indices, run_plan
 from ..evaluation.stats import true_median
+from ..utils.errors import UsageError
 from ..utils.images import png_uri
 from ..utils.io import write_json, write_text
 from .evaluate_edits import EvaluationPlan, evaluate_edits
@@ -41,6 +46,8 @@ from .explain import build_gallery, crop_patches, encode_subset, seeded_indices
 from .figures import new_figure
 from .quality import run_quality
 from .report_results import check_folders, earlier_html, earlier_results
+from .report_figure import is_flagged, report_figure
+from .results import ShowsFigure, one_line
 from .when import emergence_of, half_rise_timestep
 
 BUDGETS = {
@@ -64,24 +71,63 @@ def figure_uri(draw, size=(3.2, 1.6)) -> str:
 
 
 # ------------------------------------------------------------------------------ the report
-@dataclass
-class ModelReport:
+@dataclass(repr=False)
+class ModelReport(ShowsFigure):
+    """The model card, one record per prototype (numbers, and its pictures as ``img_*`` data URIs), the quality
+    numbers and how the report was made (:func:`build_report`)."""
+
     card: dict
     prototypes: list[dict]
     quality: dict | None
     provenance: dict
     pictures: dict = field(default_factory=dict)  # data URIs, not written to report.json
 
+    def flagged(self) -> list[int]:
+        """Prototypes that are dead or redundant with another one."""
+        return [p["prototype"] for p in self.prototypes if is_flagged(p)]
+
+    def __repr__(self) -> str:
+        b, rec = self.card.get("edit_benchmark", {}), self.card.get("reconstruction", {})
+        return one_line(f"ModelReport({Path(str(self.card.get('run'))).name}: {len(self.prototypes)} prototype cards, "
+                        f"median rise {b.get('median_rise')}, off-target {b.get('median_off_target')}, "
+                        f"reconstruction {rec.get('psnr_db')} dB, {len(self.flagged())} flagged)")
+
+    def summary(self) -> str:
+        """The headline (what ``patronus report`` prints), the flagged prototypes and the probes."""
+        b, rec = self.card["edit_benchmark"], self.card["reconstruction"]
+        lines = [f"{len(self.prototypes)} prototype cards; median rise {b['median_rise']}, off-target "
+                 f"{b['median_off_target']}; reconstruction {rec['psnr_db']} dB at {rec['steps']} steps; "
+                 f"{self.provenance['timings']['total_seconds']} s"]
+        flagged = self.flagged()
+        lines.append("flagged (dead or redundant): " + (", ".join(f"p{j}" for j in flagged) if flagged else "none"))
+        probes = (self.quality or {}).get("probes", {})
+        if probes:
+            lines.append("probes on s: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in probes.items()))
+        return "\n".join(lines)
+
     def to_json(self) -> dict:
         strip = lambda d: {k: v for k, v in d.items() if not k.startswith("img_")}  # noqa: E731
         return {"card": self.card, "prototypes": [strip(p) for p in self.prototypes], "quality": self.quality,
                 "provenance": self.provenance}
 
+    def figure(self):
+        """report.png: the summary panel over every prototype and the first prototype cards."""
+        return report_figure(self)
+
+    def to_pil(self):
+        from .figures import figure_image
+
+        return figure_image(self.figure(), dpi=100)
+
     def write(self, out: str | Path) -> dict[str, Path]:
+        """index.html (the page), report.json (its numbers) and report.png (:meth:`figure`) into ``out``."""
+        from .figures import save_figure
+
         out = Path(out)
         write_json(out / "report.json", self.to_json())
         write_text(out / "index.html", render_html(self))
-        return {"page": out / "index.html", "data": out / "report.json"}
+        save_figure(self.figure(), out / "report.png", dpi=100)
+        return {"page": out / "index.html", "data": out / "report.json", "figure": out / "report.png"}
 
 
 def _train_curve(run_dir: Path):
@@ -106,11 +152,15 @@ def _train_curve(run_dir: Path):
 
 
 def build_report(pat, quick: bool = False, seed: int = 0, progress: bool = True,
-                 results: list[str | Path] | None = None) -> ModelReport:
-    """Compute every section with the ``quick`` or ``full`` budget of :data:`BUDGETS`."""
+                 results: list[str | Path] | None = None, budget: dict | None = None) -> ModelReport:
+    """Compute every section with the ``quick`` or ``full`` budget of :data:`BUDGETS` (``budget``: entries of it
+    to change, e.g. ``{"steps": 2}``)."""
     check_folders(results)  # a --results path that is not there: said before anything is computed
     t_all = time.time()
-    budget = dict(BUDGETS["quick" if quick else "full"])
+    unknown = sorted(set(budget or {}) - set(BUDGETS["full"]))
+    if unknown:
+        raise UsageError(f"unknown budget entries {unknown}; choose from {', '.join(BUDGETS['full'])}")
+    budget = {**BUDGETS["quick" if quick else "full"], **(budget or {})}
     timings = {}
     t0 = time.time()
     gallery = build_gallery(pat, seed=seed, steps=budget["steps"], progress=progress, n_images=budget["n_images"],

@@ -15,14 +15,9 @@ The engine's own :class:`~..edit.EditResult` (what ``Patronus.edit`` returns) fo
 
 from __future__ import annotations
 
-REPR_LIMIT = 200
+from ..utils.text import REPR_LIMIT, one_line
 
-
-def one_line(text: str, limit: int = REPR_LIMIT) -> str:
-    """``text`` on one line (every run of whitespace, newlines included, becomes one space) of at most ``limit``
-    characters: a longer one is cut and ends in "...)"."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 4] + "...)"
+__all__ = ["REPR_LIMIT", "ShowsFigure", "one_line"]
 
 
 class ShowsFigure:

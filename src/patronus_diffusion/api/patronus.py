@@ -14,7 +14,9 @@
     pat.save_pretrained("my-model")                    # a folder from_pretrained loads
 
 :class:`Patronus` is the inference pipeline (:class:`~patronus_diffusion.diffusion.pipeline.PatronusPipeline`:
-encode, invert, decode, sample) plus loading, saving, devices and the edit engine as methods.
+encode, invert with its cache, decode, sample, the dataset and the stored reference set) plus loading, saving,
+devices, options and the edit engine as methods. It overrides nothing the layers below call on a model object, so
+every call of an edit goes down the layers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -30,9 +31,9 @@ from pathlib import Path
 import torch
 
 from ..config import SampleConfig
-from ..data import DataError
 from ..diffusion.pipeline import PatronusPipeline
-from ..edit import EditPlan, EditResult, cached_inversion, inversion_key, run_plan
+from ..diffusion.stored_reference import REFERENCE_S_FILE, REFERENCE_S_META
+from ..edit import EditPlan, EditResult, run_plan
 from ..models import build_model
 from ..runs import (PRETRAINED_DIR, CheckpointError, load_into, load_weights, read_run_config, resolve_run,
                     save_weights, sha256, weights_file)
@@ -40,10 +41,8 @@ from ..utils.device import pick_device
 from ..utils.errors import UsageError
 from ..utils.io import replace_dir, write_json, write_text
 
-REFERENCE_S_FILE = "reference_s.safetensors"
-"""s of the reference set X, stored beside a model's weights (the shipped model has it: edits need no dataset)."""
-REFERENCE_S_META = "reference_s.json"
-"""Which set that is (n, seed, split, dataset) and which weights encoded it (sha256 of the weights file)."""
+__all__ = ["Patronus", "REFERENCE_S_FILE", "REFERENCE_S_META", "StalePriorWarning", "resolve_pretrained",
+           "shipped_names"]
 
 
 class StalePriorWarning(UserWarning):
@@ -75,12 +74,6 @@ def resolve_pretrained(name_or_dir: str | Path) -> Path:
                           f"(e.g. Patronus.from_pretrained('fashion-mnist'))")
 
 
-def _python_words(message: str) -> str:
-    """A data error's command-line advice (``--data-root DIR``) in the Python API's words."""
-    return re.sub(r"--data-root DIR( \(data\.root\))?", "data_root=DIR (a keyword of Patronus.from_pretrained)",
-                  message)
-
-
 class Patronus(PatronusPipeline):
     """A trained Patronus model: a prototype encoder s = f(x) and a diffusion decoder conditioned on s.
 
@@ -104,10 +97,7 @@ class Patronus(PatronusPipeline):
     def __init__(self, model: torch.nn.Module, config, device: torch.device, run_dir: Path | None = None,
                  batch_size: int = 64):
         super().__init__(model, config, device, run_dir, batch_size)
-        self._python_words = False  # from_pretrained: errors name keywords (data_root=), not CLI flags
-        self._reference: tuple | None = None  # the shipped reference set, once read: (meta, s)
         self.weights = "ema"
-        self.weights_path: Path | None = None
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -204,16 +194,6 @@ class Patronus(PatronusPipeline):
                 f"{d.channels}x{d.image_size}x{d.image_size} {d.dataset}, {self.config.preset}, on {self.device})")
 
     # ------------------------------------------------------------------ devices and options
-    @property
-    def device(self) -> torch.device:
-        """Where the network's weights are (:meth:`to` moves them)."""
-        p = next(self.model.parameters(), None)
-        return p.device if p is not None else self._device
-
-    @device.setter
-    def device(self, value) -> None:
-        self._device = torch.device(value)
-
     def to(self, device) -> "Patronus":
         """Move the network (and every other module this object holds) to ``device``; returns this model, as
         ``torch.nn.Module.to`` does. Cached encodings and inversions stay valid: like every result, they are
@@ -242,73 +222,6 @@ class Patronus(PatronusPipeline):
         new = copy.copy(self)
         new.config = cfg.validate().freeze()
         return new
-
-    # ------------------------------------------------------------------ data
-    def dataset(self, split: str = "test"):
-        """The run's dataset split (loaded once per object). Without the dataset, load your own images with
-        :meth:`load_images` (``paths=[...]``); edits use the reference set stored with the model."""
-        try:
-            return super().dataset(split)
-        except DataError as e:
-            if not self._python_words:
-                raise
-            hint = (" Without the dataset, load your own images with pat.load_images(paths=[...]); edits use the "
-                    "reference set X stored with the model")
-            meta = self._shipped_reference()[0]
-            hint += (f" (n={meta['n']}, seed={meta['seed']}, split={meta['split']})." if meta else ".")
-            raise DataError(_python_words(str(e)) + hint) from None
-
-    def shipped_reference_s(self, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor | None:
-        """s (n, P) of the reference set X stored with the model (``reference_s.safetensors``), or None.
-
-        It is used when it is the set asked for (same n, seed, split and dataset, encoded by these very weights)
-        and the dataset it came from is the one configured: with ``data_root`` set, the dataset there is used
-        when it can be read."""
-        meta, s = self._shipped_reference()
-        if meta is None or (meta.get("n"), meta.get("seed"), meta.get("split")) != (n, seed, split):
-            return None
-        d = self.config.data
-        if meta.get("dataset") != d.dataset or meta.get("limit") != d.limit:
-            return None
-        if d.root is not None:
-            try:
-                super().dataset(split)
-                return None  # the configured dataset is readable: X comes from it
-            except DataError:
-                pass
-        return s.clone()
-
-    def _shipped_reference(self) -> tuple[dict | None, torch.Tensor | None]:
-        if self._reference is None:
-            self._reference = (None, None)
-            folder = self.run_dir
-            if folder is not None and (folder / REFERENCE_S_FILE).exists() and (folder / REFERENCE_S_META).exists():
-                meta = json.loads((folder / REFERENCE_S_META).read_text())
-                current = sha256(self.weights_path) if self.weights_path is not None else None
-                if meta.get("weights_sha256") == current:
-                    s = load_weights(folder / REFERENCE_S_FILE)["s"].float()
-                    if s.ndim == 2 and s.shape[1] == self.num_prototypes:
-                        self._reference = (meta, s)
-        return self._reference
-
-    # ------------------------------------------------------------------ cached inversion
-    @torch.no_grad()
-    def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
-               progress: bool = False, callback=None, cache: bool = True) -> torch.Tensor:
-        """Deterministic inversion x_0 -> x_T under the images' own s (or the given s).
-
-        ``sample.inversion=ddim``: x_T is (B, C, H, W); ``edict``: an exact EDICT state (B, 2C, H, W) that
-        :meth:`decode` (with its default sampler) turns back into the images. The result is cached on this model
-        (by the bytes of images and s, the steps and the scheme), so inverting the same images again costs
-        nothing; each call returns its own copy. ``cache=False`` (or a ``callback``) always runs it."""
-        if callback is not None or not cache:
-            return super().invert(images, s, steps, progress=progress, callback=callback)
-        x = self.check_images(images)
-        s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
-        steps = steps or self.config.sample.ddim_steps
-        invert = super().invert
-        return cached_inversion(self.inversion_cache, inversion_key(x, s, steps, self.inversion_tag),
-                                lambda: invert(x, s, steps, progress=progress))
 
     # ------------------------------------------------------------------ edits
     def edit(self, images: torch.Tensor, *specs, progress: bool = False, **plan) -> EditResult:

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from ..utils.errors import UsageError
-from ..utils.io import write_json
 from .common import add_device, add_run, add_sampler, formatter, print_outputs
 
 
@@ -131,7 +130,7 @@ def cmd_train_prior(args) -> int:
 # ------------------------------------------------------------------------------------ fid
 def cmd_fid(args) -> int:
     from ..api import Patronus
-    from ..evaluation.fid import InceptionFeatures, fid_kid, protocol_line
+    from ..evaluation.fid import InceptionFeatures, fid_kid
     from ..evaluation.generation import GeneratedBatches, make_s, noise_for, real_images, run_protocol
     from ..utils.images import save_grid
 
@@ -159,15 +158,13 @@ def cmd_fid(args) -> int:
     generation_seconds, preview = 0.0, images[:64] if batches is None else batches.preview_images
     if batches is not None:
         generation_seconds = batches.seconds
-        res["protocol"]["generation_seconds_per_image"] = round(batches.seconds_per_image, 4)
+        res.protocol["generation_seconds_per_image"] = round(batches.seconds_per_image, 4)
     files = {"samples": save_grid(preview, out / "samples.png", upscale=2)}
     if args.save_images:
         files["images"] = out / "images"
-    res["protocol"]["fid_seconds"] = round(time.time() - t0 - generation_seconds, 1)
-    res["protocol_line"] = protocol_line(res)
-    write_json(out / "fid.json", res)
-    files["result"] = out / "fid.json"
-    print(res["protocol_line"])
+    res.protocol["fid_seconds"] = round(time.time() - t0 - generation_seconds, 1)
+    files.update(res.write(out))
+    print(res.protocol_line)
     print_outputs("wrote", files)
     return 0
 

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="a self-contained HTML report: model card, a card per prototype, quality",
                        formatter_class=formatter(),
                        description="Writes OUT/index.html (opens offline: inline pictures and data, no external "
-                                   "files) and OUT/report.json: the model card (training curve, reconstruction, "
+                                   "files), OUT/report.json and OUT/report.png (a summary panel and the first "
+                                   "prototype cards): the model card (training curve, reconstruction, "
                                    "edit benchmark; FID, diagnoses, classifier audits and debias sets found in "
                                    "--results folders, quoted with their intervals and verdicts), a card per "
                                    "prototype (nearest training patches, s histogram, edit strip with its rise, "
@@ -36,10 +37,7 @@ def cmd_report(args) -> int:
     pat = Patronus.load(args.run, args.weights, args.device)
     rep = build_report(pat, quick=args.quick, seed=args.seed, progress=not args.no_progress, results=args.results)
     files = rep.write(args.out)
-    b = rep.card["edit_benchmark"]
-    print(f"{len(rep.prototypes)} prototype cards; median rise {b['median_rise']}, off-target "
-          f"{b['median_off_target']}; reconstruction {rep.card['reconstruction']['psnr_db']} dB at "
-          f"{rep.card['reconstruction']['steps']} steps; {rep.provenance['timings']['total_seconds']} s")
+    print(rep.summary())
     bad = rep.card["earlier_results"]["unreadable"]
     if bad:
         print(f"could not read {len(bad)} result file(s), listed in the page: " + "; ".join(

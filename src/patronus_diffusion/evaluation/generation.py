@@ -25,7 +25,7 @@ import torch
 from ..utils.errors import UsageError
 from ..utils.images import psnr, save_grid, ssim
 from ..utils.io import write_json, write_text
-from .fid import fid_kid, protocol_line
+from .fid import fid_kid
 from .heldout import derangement
 from .reconstruction import reconstruct
 from .stats import two_way_standard_error
@@ -342,11 +342,11 @@ def evaluate(pat, out: str | Path, *, prior=None, n: int = 200, settings: list[t
                           protocol={**base, **s_meta, "sampler": sampler, "steps": steps})
             sec = batches.seconds_per_image
             save_grid(batches.preview_images, out / "samples" / f"{mode}_{sampler}-{steps}.png", upscale=2)
-            rows.append({"mode": mode, "sampler": sampler, "steps": steps, "n": n, "fid": res["fid"],
-                         "kid": res["kid"], "kid_std": res["kid_std"], "seconds_per_image": sec,
-                         "n_reference": res["n_reference"]})
+            rows.append({"mode": mode, "sampler": sampler, "steps": steps, "n": n, "fid": res.fid,
+                         "kid": res.kid, "kid_std": res.kid_std, "seconds_per_image": sec,
+                         "n_reference": res.n_reference})
             _write_tables(out, rows, recon)  # a partial table survives an interrupted run
-            print(f"[evaluate] {protocol_line(res)}; {sec:.3f} s/image", flush=True)
+            print(f"[evaluate] {res.protocol_line}; {sec:.3f} s/image", flush=True)
     summary = {"protocol": {**base, "n_per_setting": n, "reference": f"{n_ref} {ref_split} images (seed 0)",
                             "common_random_numbers": "every setting of a mode decodes the same s and the same x_T",
                             "seconds_per_image": "generation only, wall clock, batch " + str(pat.batch_size),

@@ -172,7 +172,7 @@ def evaluate_checkpoint(run_dir: Path, mode: str, classifier, extractor, protoco
                   extractor=extractor, protocol={**protocol, "mode": mode})
     per_class = min(10, -(-n_gen // C))
     grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(C)])
-    return {"fid": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"], "protocol": res["protocol"],
+    return {"fid": res.fid, "kid": res.kid, "kid_std": res.kid_std, "protocol": res.protocol,
             "judge_accuracy_on_samples": judged, "classifier_accuracy_on_samples": acc,
             "sample_seconds": round(sample_s, 1),
             "fid_seconds": round(time.time() - t0, 1), "grid": imgs[grid_idx], "grid_nrow": per_class,
