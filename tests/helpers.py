@@ -1,5 +1,8 @@
 """Small helpers shared by several test modules (not fixtures)."""
 
+import contextlib
+import threading
+
 import numpy as np
 import torch
 
@@ -148,3 +151,27 @@ def fitted_model(root, tiny_cfg):
         # at once, and the linear decoder below would then tie them together even in the unbiased control
         net.prototypes[5:] = net.prototypes[3]
     return closed_form_patronus(cfg, net, x)
+
+
+class Brightness(torch.nn.Module):
+    """(B, 2) logits from the mean brightness: an input-independent classifier is enough to check the plumbing."""
+
+    def forward(self, x):
+        v = 4.0 * x.mean((1, 2, 3))
+        return torch.stack([-v, v], 1)
+
+
+@contextlib.contextmanager
+def serving(session, **kwargs):
+    """The explorer's HTTP server for ``session`` on a free local port (yields the port), shut down after."""
+    from patronus_diffusion.explore.server import make_server
+
+    server = make_server(session, "127.0.0.1", 0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -1,7 +1,6 @@
 """The explorer without a browser: uploads, slider ranges, stale requests, what the server serves, bad requests,
 hang-ups, stalled connections and a short load."""
 
-import contextlib
 import http.client
 import importlib.util
 import io
@@ -17,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import serving
 from patronus_diffusion.api import Patronus
 from patronus_diffusion.cli.explore import is_loopback
 from patronus_diffusion.explore import session as session_module
@@ -95,10 +95,7 @@ def test_render_rejects_bad_s_before_any_decoding(session):
 
 
 def test_server_serves_only_its_own_files(session):
-    server = make_server(session, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with serving(session) as port:
         def get(path):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             c.request("GET", path)
@@ -131,9 +128,6 @@ def test_server_serves_only_its_own_files(session):
         # a second explorer on the same port: a one-line user error, not a traceback
         with pytest.raises(UserError, match="--port 0"):
             make_server(session, "127.0.0.1", port)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_mixing_weight_follows_the_step_count(tiny_run):
@@ -150,17 +144,6 @@ def test_loopback_detection_for_the_host_warning():
 
 
 # ---------------------------------------------------------------- the server under bad requests, hang-ups and load
-@contextlib.contextmanager
-def serving(sess, **kwargs):
-    server = make_server(sess, "127.0.0.1", 0, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def _post(port, path, body, timeout=60):

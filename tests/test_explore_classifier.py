@@ -4,26 +4,17 @@ changes; a bad classifier is one line, exit 2, before anything is served."""
 
 import http.client
 import json
-import threading
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import Brightness, serving
 from patronus_diffusion.analysis.audit_flip import load_view
 from patronus_diffusion.api import Patronus
 from patronus_diffusion.edit import EditPlan, run_plan
-from patronus_diffusion.explore.server import make_server
 from patronus_diffusion.explore.session import ExplorerSession
 from patronus_diffusion.utils.errors import UsageError
-
-
-class Brightness(torch.nn.Module):
-    """(B, 2) logits from the mean brightness: an input-independent classifier is enough to check the plumbing."""
-
-    def forward(self, x):
-        v = 4.0 * x.mean((1, 2, 3))
-        return torch.stack([-v, v], 1)
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +69,13 @@ def test_the_counterfactual_is_the_audits_flip_with_the_classifiers_p_before_and
 
 
 def test_the_route_serves_it_and_without_a_classifier_nothing_changes(session, tiny_run):
-    server = make_server(session, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(session) as port:
         key = session.pick_test(3)["key"]
-        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("POST", "/api/counterfactual", json.dumps({"key": key}), {"Content-Type": "application/json"})
         r = conn.getresponse()
         body = json.loads(r.read())
         assert r.status == 200 and 0 <= body["p_before"] <= 1 and 0 <= body["p_after"] <= 1, body
-    finally:
-        server.shutdown()
-        server.server_close()
     plain = ExplorerSession(Patronus.load(tiny_run, device="cpu"), steps=3, ref_n=32)
     assert plain.info()["classifier"] is None
     with pytest.raises(UsageError, match="without --classifier"):

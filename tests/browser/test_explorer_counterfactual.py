@@ -2,22 +2,15 @@
 attribute is shown with the classifier's probability before and after."""
 
 import re
-import threading
 
 import pytest
 import torch
 from playwright.sync_api import expect
 
+from helpers import Brightness, serving
 from patronus_diffusion.analysis.audit_flip import load_view
 from patronus_diffusion.api import Patronus
-from patronus_diffusion.explore.server import make_server
 from patronus_diffusion.explore.session import ExplorerSession
-
-
-class Brightness(torch.nn.Module):
-    def forward(self, x):
-        v = 4.0 * x.mean((1, 2, 3))
-        return torch.stack([-v, v], 1)
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +19,8 @@ def url(tiny_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("clf") / "bright.pt"
     torch.jit.script(Brightness()).save(str(path))
     view = load_view(pat, path, "class:1", top_k=1, rank_limit=200)
-    server = make_server(ExplorerSession(pat, steps=3, ref_n=32, classifier=view), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield "http://127.0.0.1:%d/" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(ExplorerSession(pat, steps=3, ref_n=32, classifier=view)) as port:
+        yield "http://127.0.0.1:%d/" % port
 
 
 def test_the_counterfactual_and_the_classifiers_p_before_and_after_are_shown(browser, url):

@@ -2,26 +2,20 @@
 gets a message in the page and the server keeps serving."""
 
 import re
-import threading
 
 import pytest
 from playwright.sync_api import expect
 
+from helpers import serving
 from patronus_diffusion.api import Patronus
-from patronus_diffusion.explore.server import make_server
 from patronus_diffusion.explore.session import ExplorerSession
 
 
 @pytest.fixture(scope="module")
 def explorer_url(tiny_run):
     pat = Patronus.load(tiny_run, device="cpu")
-    session = ExplorerSession(pat, steps=3, ref_n=32)
-    server = make_server(session, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d/" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(ExplorerSession(pat, steps=3, ref_n=32)) as port:
+        yield "http://127.0.0.1:%d/" % port
 
 
 def _open(browser, url):
