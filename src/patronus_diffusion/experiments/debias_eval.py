@@ -288,21 +288,46 @@ def run_debias_eval(data_cfg, debias_dir: str | Path, out: str | Path, spec: Eva
 
 
 def write_report(out: Path, evals: list[dict], spec: EvalSpec, sets: dict) -> dict[str, Path]:
+    rep = sets["report"]
+    header = {"a": sets["a"], "b": sets["b"], "spec": asdict(spec), "test_per_cell": sets["test_per_cell"],
+              "test_source": sets["test_source"],
+              "debias_set": {"n": rep["n_written"], "complete": rep["complete"], "phi_judges": rep["phi_judges"],
+                             "phi_check_judges": rep.get("phi_check_judges"), "mode": rep["mode"]}}
+    return _write(out, header, evals, spec)
+
+
+HEADER_KEYS = ("a", "b", "spec", "test_per_cell", "test_source", "debias_set")
+
+
+def rewrite_report(out: str | Path, figure_too: bool = True) -> dict[str, Path]:
+    """Rewrite the report of a finished study from what it stored (``debias_eval.json``'s header and ``evals/``),
+    with no data or model: a study's record is checked this way (tests/test_debias_record.py)."""
+    out = Path(out)
+    path = out / "debias_eval.json"
+    if not path.exists():
+        raise UsageError(f"{out} holds no debias_eval.json; run `patronus debias-eval` into it first")
+    stored = json.loads(path.read_text())
+    spec = EvalSpec(**stored["spec"])
+    plan = [(v, s) for s in range(spec.first_seed, spec.first_seed + spec.seeds) for v in spec.variants]
+    missing = [f"{v}_seed{s}.json" for v, s in plan if not (out / "evals" / f"{v}_seed{s}.json").exists()]
+    if missing:
+        raise UsageError(f"{out}/evals lacks {', '.join(missing)}; continue the study with its command")
+    evals = [json.loads((out / "evals" / f"{v}_seed{s}.json").read_text()) for v, s in plan]
+    return _write(out, {k: stored[k] for k in HEADER_KEYS}, evals, spec, figure_too)
+
+
+def _write(out: Path, header: dict, evals: list[dict], spec: EvalSpec, figure_too: bool = True) -> dict[str, Path]:
     from ..analysis.tables import write_csv
     from ..utils.io import atomic_path, write_text
 
-    s = summarise(evals, spec)
-    rep = sets["report"]
-    report = {"a": sets["a"], "b": sets["b"], "spec": asdict(spec), "test_per_cell": sets["test_per_cell"],
-              "test_source": sets["test_source"],
-              "debias_set": {"n": rep["n_written"], "complete": rep["complete"], "phi_judges": rep["phi_judges"],
-                             "phi_check_judges": rep.get("phi_check_judges"), "mode": rep["mode"]},
-              **s, "classifier": {"trained_by": CLASSIFIER, "network": ARCHITECTURE, "steps": spec.steps,
-                                  "batch_size": spec.batch_size, "lr": spec.lr},
+    report = {**header, **summarise(evals, spec),
+              "classifier": {"trained_by": CLASSIFIER, "network": ARCHITECTURE, "steps": spec.steps,
+                             "batch_size": spec.batch_size, "lr": spec.lr},
               "evals": [{k: e[k] for k in ("variant", "seed", "test", "on_debias_set", "seconds")} for e in evals]}
     files = {"debias_eval.json": out / "debias_eval.json", "debias_eval.csv": out / "debias_eval.csv",
-             "debias_eval.md": out / "debias_eval.md", "debias_eval.png": out / "debias_eval.png"}
-    fig = figure(report)
+             "debias_eval.md": out / "debias_eval.md"}
+    if figure_too:
+        files["debias_eval.png"] = out / "debias_eval.png"
     write_json(files["debias_eval.json"], report)
     cols = ["variant", "seed", "worst_group", "mean_group", "overall"] + [f"group_{g}" for g in
                                                                          ("1,1", "1,0", "0,1", "0,0")]
@@ -311,12 +336,13 @@ def write_report(out: Path, evals: list[dict], spec: EvalSpec, sets: dict) -> di
                                                 *[_cell(e["test"]["groups"][g]["accuracy"]) for g in
                                                   ("1,1", "1,0", "0,1", "0,0")]] for e in evals))
     write_text(files["debias_eval.md"], markdown(report))
-    import io
+    if figure_too:
+        import io
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    with atomic_path(files["debias_eval.png"]) as tmp:
-        Path(tmp).write_bytes(buf.getvalue())
+        buf = io.BytesIO()
+        figure(report).savefig(buf, format="png")
+        with atomic_path(files["debias_eval.png"]) as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
     return files
 
 
