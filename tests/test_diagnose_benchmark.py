@@ -2,6 +2,7 @@
 evaluations, the whole study end to end at a tiny size (resume, --report-only, a changed setting refused), and
 the committed tiny smoke record, whose tables --report-only must rewrite byte for byte."""
 
+import csv
 import json
 import os
 import shutil
@@ -320,3 +321,25 @@ def test_the_own_effect_floor_is_a_study_setting_and_old_studies_keep_theirs(tmp
                                                                     "min_own_effect": 0.25}})
     with pytest.raises(UsageError, match="other settings"):
         open_study(newer, tmp_path)
+
+
+STUDY = ROOT / "docs" / "records" / "diagnose_benchmark"
+
+
+def test_the_study_record_rewrites_its_tables_and_the_docs_quote_it(tmp_path):
+    """The study's record (training seeds 1-2, image seed 1): --report-only rewrites its tables byte for byte, and
+    the headline figures docs/diagnose_benchmark.md quotes are the record's."""
+    out = tmp_path / "study"
+    shutil.copytree(STUDY / "evals", out / "evals")
+    shutil.copy(STUDY / "benchmark.json", out / "benchmark.json")
+    rewrite_report(out)
+    for name in rep.TABLES:
+        assert (out / name).read_text() == (STUDY / name).read_text(), name
+    doc = " ".join((ROOT / "docs" / "diagnose_benchmark.md").read_text().split())
+    rows = {r["measure"]: r for r in csv.DictReader((STUDY / "detection.csv").open())}
+    n_models = len(list((STUDY / "evals").glob("*.json")))
+    assert f"## Measured: {n_models} of 18 models" in doc
+    auroc = rows["AUROC of abs(score), planted vs uncoupled pairs (scan)"]
+    assert f"{float(auroc['value']):.3f} [{float(auroc['ci_low']):.3f}, {float(auroc['ci_high']):.3f}]" in doc
+    false_sc = rows["false 'shortcut'/'coupling below tau' on uncoupled pairs (scan)"]
+    assert f"{false_sc['k']} of {false_sc['n']}" in doc
