@@ -53,3 +53,6 @@ def test_the_docs_quote_the_record():
                        f"{phi['phi']:+.3f} [{phi['ci95'][0]:+.3f}, {phi['ci95'][1]:+.3f}]"):
             assert figure in doc, (study.parent.name, figure)
         assert re.search(re.escape(study.parent.name), doc)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    phi = json.loads((RECORD / "patch_rho+0.75_seed1" / "debias.json").read_text())["phi_check_judges"]
+    assert f"{phi['phi']:+.3f} [{phi['ci95'][0]:+.3f}, {phi['ci95'][1]:+.3f}]" in readme
