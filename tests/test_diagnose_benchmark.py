@@ -345,3 +345,14 @@ def test_the_study_record_rewrites_its_tables_and_the_docs_quote_it(tmp_path):
         assert f"{float(auroc['value']):.3f} [{float(auroc['ci_low']):.3f}, {float(auroc['ci_high']):.3f}]" in text
     false_sc = rows["false 'shortcut'/'coupling below tau' on uncoupled pairs (scan)"]
     assert f"{false_sc['k']} of {false_sc['n']}" in doc
+
+
+def test_the_lever_record_is_what_the_docs_quote():
+    """The tuning seed's amplified-edit diagnoses (docs/records/diagnose_benchmark_lever): the scores, intervals and
+    verdicts docs/diagnose_benchmark.md quotes are the stored diagnosis.json's."""
+    doc = " ".join((ROOT / "docs" / "diagnose_benchmark.md").read_text().split())
+    for g in (1, 2):
+        d = json.loads((ROOT / "docs" / "records" / "diagnose_benchmark_lever" / f"edit_guidance_{g}" /
+                        "diagnosis.json").read_text())
+        assert d["edit_guidance"] == g and d["verdict"] == "inconclusive"
+        assert f"{d['score']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in doc
