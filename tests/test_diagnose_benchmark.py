@@ -266,16 +266,21 @@ def test_record_tables_are_rewritten_byte_for_byte(rewritten, name):
 PILOT = ROOT / "docs" / "records" / "diagnose_benchmark_pilot"
 
 
+def assert_rewritten_byte_for_byte(record: Path, tmp_path: Path) -> None:
+    """--report-only on a copy of ``record``'s benchmark.json and evals/ gives its stored tables byte for byte."""
+    out = tmp_path / record.name
+    shutil.copytree(record / "evals", out / "evals")
+    shutil.copy(record / "benchmark.json", out / "benchmark.json")
+    rewrite_report(out)
+    for name in rep.TABLES:
+        assert (out / name).read_text() == (record / name).read_text(), name
+
+
 def test_the_pilot_record_rewrites_its_tables_and_holds_the_two_false_verdicts(tmp_path):
     """The pilot of stop 33 (training seed 0, the tuning seed): --report-only rewrites its tables byte for byte, and
     it holds what changed two rules: a false 'shortcut' at rho = 0 (own effect 0.105, under the old floor of 0.1)
     and a false 'no coupling detected' at rho = 1 (one tested direction)."""
-    out = tmp_path / "pilot"
-    shutil.copytree(PILOT / "evals", out / "evals")
-    shutil.copy(PILOT / "benchmark.json", out / "benchmark.json")
-    rewrite_report(out)
-    for name in rep.TABLES:
-        assert (out / name).read_text() == (PILOT / name).read_text(), name
+    assert_rewritten_byte_for_byte(PILOT, tmp_path)
     evals = {json.loads(f.read_text())["name"]: json.loads(f.read_text()) for f in (PILOT / "evals").glob("*.json")}
     rho0, rho1 = evals["patch_rho+0.00_seed0"], evals["patch_rho+1.00_seed0"]
     assert rho0["naming"]["a_b"]["verdict"] == "shortcut" and rho1["naming"]["a_b"]["verdict"] == "no coupling detected"
@@ -329,12 +334,7 @@ STUDY = ROOT / "docs" / "records" / "diagnose_benchmark"
 def test_the_study_record_rewrites_its_tables_and_the_docs_quote_it(tmp_path):
     """The study's record (training seeds 1-2, image seed 1): --report-only rewrites its tables byte for byte, and
     the headline figures docs/diagnose_benchmark.md quotes are the record's."""
-    out = tmp_path / "study"
-    shutil.copytree(STUDY / "evals", out / "evals")
-    shutil.copy(STUDY / "benchmark.json", out / "benchmark.json")
-    rewrite_report(out)
-    for name in rep.TABLES:
-        assert (out / name).read_text() == (STUDY / name).read_text(), name
+    assert_rewritten_byte_for_byte(STUDY, tmp_path)
     doc = " ".join((ROOT / "docs" / "diagnose_benchmark.md").read_text().split())
     rows = {r["measure"]: r for r in csv.DictReader((STUDY / "detection.csv").open())}
     n_models = len(list((STUDY / "evals").glob("*.json")))
