@@ -19,12 +19,11 @@ from pathlib import Path
 
 from ..utils.errors import UsageError
 
-KINDS = {"fid.json": "fid", "class_agreement.json": "class_agreement", "diagnosis.json": "diagnosis",
-         "edits_eval.json": "edits_eval", "audit.json": "audit", "debias.json": "debias",
-         "debias_eval.json": "debias_eval"}
 WRITERS = {"fid": "patronus fid", "class_agreement": "patronus evaluate", "diagnosis": "patronus diagnose",
            "edits_eval": "patronus evaluate-edits", "audit": "patronus audit", "debias": "patronus debias",
            "debias_eval": "patronus debias-eval"}
+"""The command that writes each kind of result, which it writes as ``KIND.json``."""
+KINDS = {f"{kind}.json": kind for kind in WRITERS}
 MAX_BYTES = 64 << 20  # a result file larger than this is not one of these commands' (they write kilobytes)
 
 

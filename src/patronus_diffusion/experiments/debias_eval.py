@@ -61,6 +61,10 @@ class EvalSpec:
     test_data: str | None = None
     test_seed: int = 0
 
+    def plan(self) -> list[tuple[str, int]]:
+        """Every (variant, seed) the study trains, seed by seed."""
+        return [(v, s) for s in range(self.first_seed, self.first_seed + self.seeds) for v in self.variants]
+
     def validate(self) -> "EvalSpec":
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
@@ -256,7 +260,7 @@ def run_debias_eval(data_cfg, debias_dir: str | Path, out: str | Path, spec: Eva
     debias_dir, out = Path(debias_dir), Path(out)
     read_debias(debias_dir)
     ident = identity(data_cfg, debias_dir, spec)
-    plan = [(v, s) for s in range(spec.first_seed, spec.first_seed + spec.seeds) for v in spec.variants]
+    plan = spec.plan()
     stored = {}
     for v, s in plan:
         path = out / "evals" / f"{v}_seed{s}.json"
@@ -308,7 +312,7 @@ def rewrite_report(out: str | Path, figure_too: bool = True) -> dict[str, Path]:
         raise UsageError(f"{out} holds no debias_eval.json; run `patronus debias-eval` into it first")
     stored = json.loads(path.read_text())
     spec = EvalSpec(**stored["spec"])
-    plan = [(v, s) for s in range(spec.first_seed, spec.first_seed + spec.seeds) for v in spec.variants]
+    plan = spec.plan()
     missing = [f"{v}_seed{s}.json" for v, s in plan if not (out / "evals" / f"{v}_seed{s}.json").exists()]
     if missing:
         raise UsageError(f"{out}/evals lacks {', '.join(missing)}; continue the study with its command")
