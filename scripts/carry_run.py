@@ -26,6 +26,7 @@ import fnmatch
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,6 +117,28 @@ def save(src: Path, dst: Path, max_file_mb: float = 50.0, exclude: list[str] | N
     return {"runs": steps, "left_out": left_out}
 
 
+def ignored_by_git(folder: Path) -> list[str]:
+    """Files under ``folder`` that git would not commit (a ``.gitignore`` rule matches them), with the rule.
+
+    A carry travels only as committed files: a rule such as ``runs/`` silently drops the checkpoints of a study's
+    runs, and the next session finds nothing to resume. Empty when ``folder`` is not inside a git work tree."""
+    rels = [str(f.relative_to(folder)) for f in sorted(folder.rglob("*")) if f.is_file()]
+    if not rels:
+        return []
+    try:
+        r = subprocess.run(["git", "check-ignore", "--no-index", "--verbose", "--stdin"], cwd=folder,
+                           input="\n".join(rels) + "\n", capture_output=True, text=True)
+    except FileNotFoundError:  # no git on this machine: nothing to check against
+        return []
+    if r.returncode not in (0, 1):  # 128: not a git work tree
+        return []
+    hits = []
+    for line in r.stdout.splitlines():  # SOURCE:LINENUM:PATTERN<TAB>PATH
+        rule, _, path = line.partition("\t")
+        hits.append(f"{path} (ignored by {rule})")
+    return hits
+
+
 def owning_run(rel: Path, runs: list[Path]) -> Path | None:
     """The deepest run folder that holds the file ``rel`` (all paths relative to one root), or None."""
     holders = [r for r in runs if r == Path(".") or rel.is_relative_to(r)]
@@ -180,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"carry_run: left out {f}", file=sys.stderr)
             size = sum(f.stat().st_size for f in a.destination.rglob("*") if f.is_file()) / 2**20
             print(f"carry_run: -> {a.destination} ({size:.1f} MB)")
+            hidden = ignored_by_git(a.destination)
+            if hidden:
+                shown = "\n  ".join(hidden[:10]) + (f"\n  ... and {len(hidden) - 10} more" if len(hidden) > 10 else "")
+                raise CarryError(f"{len(hidden)} saved file(s) would not be committed, so the carry would not "
+                                 f"travel:\n  {shown}\nadd a negation for them to .gitignore (e.g. "
+                                 f"'!/carry/**/runs/') and save again")
         else:
             r = restore(a.source, a.destination)
             for run, step in r["restored"].items():

@@ -152,3 +152,34 @@ def test_exclude_leaves_out_finished_runs_and_rebuildable_folders(tmp_path):
     assert not carry.excluded(Path("runs/regularly/x"), ["runs/regular"])
     with pytest.raises(carry.CarryError, match="outside --exclude"):
         carry.save(tmp_path / "study", tmp_path / "carried2", exclude=["runs"])
+
+
+def test_save_refuses_a_carry_that_git_would_not_commit(tmp_path):
+    """A `.gitignore` rule such as `runs/` once dropped a study's checkpoints from its carry without a word."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("runs/\n")
+    make_compare_tree(tmp_path / "study")
+    out = subprocess.run([sys.executable, str(SCRIPT), "save", str(tmp_path / "study"), str(repo / "carry" / "s")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "would not be committed" in out.stderr and "runs/regular/seed0/latest.json" in out.stderr
+    assert "Traceback" not in out.stderr
+    (repo / ".gitignore").write_text("runs/\n!/carry/**/runs/\n")
+    ok = subprocess.run([sys.executable, str(SCRIPT), "save", str(tmp_path / "study"), str(repo / "carry" / "s")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert carry.ignored_by_git(repo / "carry" / "s") == []
+
+
+def test_this_repository_commits_what_a_carry_holds():
+    """The project's own .gitignore must let `carry/` hold runs and data sets."""
+    root = SCRIPT.parents[1]
+    probe = ["carry/x/runs/a/checkpoints/step_000001/model.safetensors", "carry/x/data/a/0.png",
+             "carry/x/results/e.json"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=root, input="\n".join(probe) + "\n",
+                       capture_output=True, text=True)
+    if r.returncode == 128:
+        pytest.skip("not a git checkout (installed from a wheel)")
+    assert r.stdout.strip() == ""
