@@ -134,6 +134,17 @@ def closed_form_patronus(cfg, net, x):
     return Patronus(GaussianDenoiser(net, schedule, x, net(x).s), cfg, torch.device("cpu"))
 
 
+def trained_on_labels_of(pat, root):
+    """The closed-form model ``pat`` with its run's training data pointed at the planted folder ``root``: the labels
+    the diagnosis checks a claimed coupling against (a rewired decoder's coupling is the model's own unless the
+    data it "learned" from hold it). Returns a new Patronus sharing the decoder."""
+    from patronus_diffusion.api import Patronus
+    from patronus_diffusion.config import apply_overrides
+
+    cfg = apply_overrides(pat.config, [f"data.root={root}", f"data.attributes_csv={root / 'attributes.csv'}"])
+    return Patronus(pat.model, cfg, pat.device)
+
+
 def fitted_model(root, tiny_cfg):
     cfg, net, ds, x, z = closed_form_setup(root, tiny_cfg)
     # push: p0 = a vertical-bar patch, p1 = a horizontal-bar patch, p2 = the mark, p3 = an empty corner

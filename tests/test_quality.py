@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SIZE, fitted_model, write_planted
+from helpers import SIZE, fitted_model, trained_on_labels_of, write_planted
 from patronus_diffusion.analysis import quality as Q
 from patronus_diffusion.data import biased as B
 
@@ -160,7 +160,11 @@ def test_diagnosis_detects_planted_shortcut_and_passes_unbiased_control(tmp_path
     # the control: no shortcut, and no verdict beyond what its interval shows. Its closed-form decoder is not
     # perfectly clean (raising the mark prototype repaints a few bar pixels: a real coupling far below tau),
     # so either sub-tau verdict is true of it; the four outcomes themselves are pinned by the unit tests below.
-    assert ru["verdict"] in ("no coupling detected", "coupling below tau"), ru["reason"]
+    # the control's training labels are uncoupled, so that sub-tau coupling is named the model's own
+    assert not ru["training_labels"]["coupled"] and rb["training_labels"]["coupled"], (ru, rb)
+    assert ru["verdict"] in ("no coupling detected", "entanglement"), ru["reason"]
+    if ru["verdict"] == "entanglement":
+        assert ru["verdict_before_label_check"] == "coupling below tau" and "phi(vertical, mark)" in ru["reason"]
     assert -0.2 < ru["ci95"][0] <= ru["ci95"][1] < 0.2 and "tau = 0.2" in ru["reason"], ru["reason"]
     assert rb["score"] > ru["score"] + 0.4
     # the null edit: prototypes other than the edited ones, the least associated with A and B (here the nuisance
@@ -349,6 +353,58 @@ def test_interval_verdict_has_four_outcomes_each_with_its_reason_and_tau():
     assert interval_verdict(float("nan"), 0.1, 0.2)[0] == "inconclusive"
 
 
+def test_label_coupling_is_phi_against_the_chance_band_of_n_independent_labels():
+    from patronus_diffusion.analysis.verdicts import label_coupling
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 10_000)
+    same = label_coupling(a, a)
+    assert same["phi"] == pytest.approx(1.0) and same["coupled"] and same["n"] == 10_000
+    assert same["chance_band"] == pytest.approx(1.96 / 100, rel=1e-3)
+    assert label_coupling(a, a, sign=-1)["phi"] == pytest.approx(-1.0)  # one negated name negates it
+    # independent labels stay within the band about 95 % of the time (N phi^2 ~ chi2(1) under independence)
+    inside = [not label_coupling(rng.integers(0, 2, 400), rng.integers(0, 2, 400))["coupled"] for _ in range(400)]
+    assert 0.91 < np.mean(inside) < 0.985, np.mean(inside)
+    b = np.where(rng.random(10_000) < 0.1, 1 - a, a)  # phi about 0.8
+    assert label_coupling(a, b)["coupled"] and 0.75 < label_coupling(a, b)["phi"] < 0.85
+    flat = label_coupling(a, np.ones_like(a))
+    assert flat["constant"] and not flat["coupled"] and flat["phi"] == 0.0
+
+
+def test_a_claimed_coupling_the_training_labels_do_not_hold_is_named_entanglement():
+    """Only the two verdicts that claim a coupling change, and only when the labels lack it (within chance) or hold
+    it the other way; the reason keeps the rule's words and quotes the labels' phi."""
+    from patronus_diffusion.analysis.verdicts import VERDICT_RULES, check_training_labels
+
+    def labels(phi, band=0.03):
+        return {"phi": phi, "n": 4000, "chance_band": band, "coupled": abs(phi) > band, "constant": False}
+
+    def verdict(v, score):
+        return {"verdict": v, "score": score, "reason": "RULE"}
+
+    names = ("footwear", "mark")
+    cases = [("shortcut", +0.8, labels(0.0), "entanglement"), ("shortcut", +0.8, labels(0.02), "entanglement"),
+             ("shortcut", +0.8, labels(-0.5), "entanglement"),  # the labels couple them the other way
+             ("shortcut", -0.8, labels(-0.5), "shortcut"), ("shortcut", +0.8, labels(0.75), "shortcut"),
+             ("coupling below tau", -0.1, labels(0.0), "entanglement"),
+             ("coupling below tau", +0.1, labels(0.3), "coupling below tau"),
+             ("no coupling detected", 0.0, labels(0.9), "no coupling detected"),
+             ("inconclusive", +0.5, labels(0.0), "inconclusive")]
+    for before, score, lab, after in cases:
+        out = check_training_labels(verdict(before, score), lab, names)
+        assert out["verdict"] == after, (before, score, lab, out)
+        assert out["reason"].count("RULE") == 1 and f"phi(footwear, mark) = {lab['phi']:+.3f}" in out["reason"]
+        assert out["training_labels"] == lab
+        assert out.get("verdict_before_label_check") == (before if after != before else None)
+    # labels the run's data lack: the verdict stands, and the reason says the check could not run
+    unchecked = check_training_labels(verdict("shortcut", 0.8), None, names)
+    assert unchecked["verdict"] == "shortcut" and "not checked" in unchecked["reason"]
+    assert unchecked["training_labels"] is None
+    assert "entanglement" in VERDICT_RULES
+    scan_row = check_training_labels({"verdict": "shortcut", "score": 0.8, "why": "W"}, labels(0.0), names, key="why")
+    assert scan_row["verdict"] == "entanglement" and "W" in scan_row["why"]
+
+
 # ----------------------------------------------------------------------------- signed couplings
 def _dir(n, own, other, seed, sd=0.02):
     rng = np.random.default_rng(seed)
@@ -487,8 +543,18 @@ def test_naming_an_attribute_the_other_way_flips_the_sign_of_a_one_way_coupling(
     pat = fitted_model(clean, tiny_cfg)
     rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
     kw = dict(n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10, progress=False)
+    # the decoder was rewired, its training labels are uncoupled: the model's own entanglement, under both names
+    own = [diagnose(pat, name, "mark", probe_cfg, **kw).report for name in ("vertical", "not:vertical")]
+    assert [r["verdict"] for r in own] == ["entanglement"] * 2, [r["reason"] for r in own]
+    assert [r["verdict_before_label_check"] for r in own] == ["shortcut"] * 2
+    assert own[0]["score"] > 0.2 and own[1]["score"] == pytest.approx(-own[0]["score"])
+    assert "entanglement" in own[0]["reason"] and "+0.000" in own[0]["reason"], own[0]["reason"]
+    # the same decoder, as if it had learned from data where the mark comes with vertical bars: a shortcut
+    pat = trained_on_labels_of(pat, write_planted(tmp_path / "coupled", 1.0))
     plain = diagnose(pat, "vertical", "mark", probe_cfg, **kw).report
     flipped = diagnose(pat, "not:vertical", "mark", probe_cfg, **kw).report
+    assert plain["training_labels"]["phi"] == pytest.approx(1.0)
+    assert flipped["training_labels"]["phi"] == pytest.approx(-1.0)  # as named: not:vertical and mark
     assert plain["verdict"] == "shortcut" and plain["score"] > 0.2, plain["reason"]
     assert flipped["verdict"] == plain["verdict"], flipped["reason"]
     assert flipped["score"] == pytest.approx(-plain["score"]) and flipped["ci95"] == pytest.approx(
@@ -561,6 +627,7 @@ def test_opposite_mixed_signs_through_a_closed_form_decoder(tmp_path, tiny_cfg):
     pat = fitted_model(clean, tiny_cfg)
     rewire(pat, proto=0, cause=0, paint=((1, 1), (1, 0)))  # raising the vertical prototype paints the mark
     rewire(pat, proto=2, cause=1, paint=((0, 0), (0, 1)))  # raising the mark prototype paints a horizontal bar
+    pat = trained_on_labels_of(pat, write_planted(tmp_path / "coupled", 1.0))  # the stronger way, in its labels
     r = diagnose(pat, "vertical", "mark", probe_cfg, n_images=8, seeds=2, top_k=1, steps=10, probe_epochs=10,
                  progress=False).report
     d = r["directions"]
@@ -663,7 +730,8 @@ def test_shared_scan_agrees_with_the_pairwise_diagnosis_on_a_planted_coupling(tm
     json.dumps(scan)  # the report is JSON as it is
     control = scan_shared(fitted_model(clean, tiny_cfg), names, _clean_cfg(clean), **kw).report
     row = next(r for r in control["pairs"] if {r["a"], r["b"]} == {"vertical", "mark"})
-    assert row["verdict"] in ("no coupling detected", "coupling below tau"), row["reason"]
+    assert row["verdict"] in ("no coupling detected", "entanglement"), row["reason"]  # its labels are uncoupled
+    assert not row["training_labels"]["coupled"]
     assert -0.2 < row["ci95"][0] <= row["ci95"][1] < 0.2
 
 

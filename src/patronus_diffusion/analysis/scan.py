@@ -49,9 +49,10 @@ from ..edit import Edit, EditPlan, Inverted, invert_images, run_plan
 from ..utils.errors import UsageError
 from .quality import auroc
 from .shortcut import (DEFAULT_EDIT_GUIDANCE, check_settings, diagnose, matched_null_targets, probe_probabilities,
-                       train_probe)
+                       train_probe, training_labels)
 from .shortcut_result import ScanResult
-from .verdicts import DEFAULT_MIN_OWN_EFFECT, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, assess, split_negation
+from .verdicts import (DEFAULT_MIN_OWN_EFFECT, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, assess,
+                       check_training_labels, label_coupling, split_negation)
 from .verdicts import decide as pair_decision
 
 DEFAULT_MAX_PHI = 0.2
@@ -109,7 +110,8 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
         d = r["directions"]
         rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
                      "deciding_direction": r["deciding_direction"], "reason": r["reason"],
-                     "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
+                     "training_labels": r["training_labels"],
+                     "verdict_before_label_check": r["verdict_before_label_check"], "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
                      "null_leak_a_to_b": d["a_to_b"]["null_leak"], "null_leak_b_to_a": d["b_to_a"]["null_leak"],
                      "tested_directions": r["tested_directions"]})
     if rows and all(r["verdict"] == "skipped" for r in rows):
@@ -295,6 +297,10 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
     quality = np.asarray(quality)
     lowest = quality.min(0)
     phis = np.array([[phi(train_y[:, i], train_y[:, j]) for j in range(K)] for i in range(K)])
+    y_run = training_labels(pat, bases)
+
+    def labels_of(e: int, o: int) -> dict | None:
+        return None if y_run is None else label_coupling(y_run[:, e], y_run[:, o], signs[e] * signs[o])
 
     pairs, directions = [], []
     for i, j in combinations(range(K), 2):
@@ -327,16 +333,21 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                                 f"for {bases[o]}")
             _gate(dirs[key], failures)
             d = dirs[key]
+            checked = check_training_labels(d, labels_of(e, o), (d["edited"], d["other"]), key="why")
             directions.append({
-                "a": d["edited"], "b": d["other"], "score": d["score"], "ci95": d["ci95"], "verdict": d["verdict"],
-                "says": d["says"], "why": d["why"], "leak": d["leak"], "leak_ci95": d["leak_ci95"],
+                "a": d["edited"], "b": d["other"], "score": d["score"], "ci95": d["ci95"],
+                "verdict": checked["verdict"], "says": d["says"], "why": checked["why"],
+                "training_labels": checked["training_labels"],
+                "verdict_before_label_check": checked.get("verdict_before_label_check"), "leak": d["leak"], "leak_ci95": d["leak_ci95"],
                 "null_leak": d["null_leak"], "null_ci95": d["null_ci95"], "probe_crosstalk": d["probe_crosstalk"],
                 "probe_crosstalk_ci95": d["probe_crosstalk_ci95"], "own_effect": d["own_effect"],
                 "tested": d["tested"], "untested_because": d["untested_because"], "edited_images": len(edited_y[e]),
                 "edited_with_other": with_o, "clean_phi": float(phis[e, o])})
-        v = decide(dirs)
+        v = check_training_labels(decide(dirs), labels_of(i, j), (names[i], names[j]))
         pairs.append({"a": names[i], "b": names[j], "score": v["score"], "ci95": v["ci95"], "verdict": v["verdict"],
                       "deciding_direction": v["deciding_direction"], "reason": v["reason"],
+                      "training_labels": v["training_labels"],
+                      "verdict_before_label_check": v.get("verdict_before_label_check"),
                       "leak_a_to_b": dirs["a_to_b"]["leak"], "leak_b_to_a": dirs["b_to_a"]["leak"],
                       "null_leak_a_to_b": dirs["a_to_b"]["null_leak"], "null_leak_b_to_a": dirs["b_to_a"]["null_leak"],
                       "tested_directions": [d["edited"] for d in dirs.values() if d["tested"]],

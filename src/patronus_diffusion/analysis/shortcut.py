@@ -51,7 +51,13 @@
    one of its tested directions has (a direction that cannot be settled keeps the model from the two weaker
    verdicts); with no tested direction (a blind probe included) it is ``inconclusive``. ``score`` and ``ci95``
    are the deciding direction's (the largest |score| among the tested directions with that verdict).
-7. **Naming.** ``not:A`` runs exactly the intervention of A (A's prototypes raised on images without A) and
+7. **The training labels.** A claimed coupling (shortcut, or below tau) is checked against the run's own training
+   labels of A and B (:func:`~.verdicts.check_training_labels`): where their phi lies within the chance band
+   +-1.96/sqrt(N) or has the other sign, the model couples A and B without its data holding that correlation,
+   and the verdict reads ``entanglement`` instead (the data gave no shortcut to learn; the model ties the two by
+   itself). Every verdict's reason quotes the labels' phi; a run whose training data lack either label is not
+   checked, and says so.
+8. **Naming.** ``not:A`` runs exactly the intervention of A (A's prototypes raised on images without A) and
    negates the reading: a change of not:A is minus the change of A, so every leak, null leak, cross-talk, score
    and interval changes sign (for one negated name; two cancel), and verdicts do not change.
 
@@ -76,7 +82,7 @@ from ..utils.errors import UsageError
 from .quality import auroc
 from .shortcut_result import DiagnosisResult, figure_data
 from .verdicts import (COUPLING_RULE, DEFAULT_MIN_OWN_EFFECT, DEFAULT_MIN_PROBE_AUROC, DEFAULT_THRESHOLD, VERDICT_RULES,
-                       assess, split_negation)
+                       assess, check_training_labels, label_coupling, split_negation)
 
 DEFAULT_EDIT_GUIDANCE = 0.0
 EDIT_GUIDANCE_NOTE = ("w = 0 (the default) decodes each edit with the model's own conditional eps(s'), so the "
@@ -169,6 +175,18 @@ def clean_data(pat, a_spec: str, b_spec: str, probe_cfg=None, limit: int = 4000,
         raise
     source = f"{cfg.dataset}:{cfg.root}" + (" (decorrelated subset of the run's data)" if decorrelate else "")
     return CleanData(tr[0], tr[1], te[0], te[1], source)
+
+
+def training_labels(pat, bases: list[str]) -> np.ndarray | None:
+    """The labels (N, K) of ``bases`` on the run's own training split (the images the model learned from), or
+    None when that split lacks one of them or cannot be read (the check of the labels then says so)."""
+    from ..data import load_dataset
+
+    try:
+        ds = load_dataset(pat.config.data, "train")
+        return np.stack([resolve_attribute(ds, b) for b in bases], 1).astype(np.int64)
+    except (DataError, OSError):
+        return None
 
 
 # ----------------------------------------------------------------------------- settings
@@ -343,6 +361,9 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
     result = assess(pooled_a, pooled_b, threshold, (a_spec, b_spec), probe_auroc=lowest,
                     min_probe_auroc=min_probe_auroc, signs=(sign_a, sign_b), seed=seed,
                     clean=(clean_probs, data.test_y), min_own_effect=min_own_effect)
+    y_run = training_labels(pat, [base_a, base_b])
+    labels = None if y_run is None else label_coupling(y_run[:, 0], y_run[:, 1], sign_a * sign_b)
+    result = check_training_labels(result, labels, (a_spec, b_spec))
     means = {k: float(np.mean(v)) for k, v in {**pooled_a, **pooled_b}.items()}
     seed_scores = np.array(per_seed, dtype=np.float64)
     dirs = result["directions"]
@@ -361,6 +382,8 @@ def diagnose(pat, a_spec: str, b_spec: str, probe_cfg=None, n_images: int = 24, 
         "seed_std": (float(seed_scores[np.isfinite(seed_scores)].std()) if np.isfinite(seed_scores).any()
                      else float("nan")),
         "verdict": result["verdict"], "reason": result["reason"], "threshold": threshold,
+        "training_labels": result["training_labels"],
+        "verdict_before_label_check": result.get("verdict_before_label_check"),
         "verdict_rules": VERDICT_RULES,
         "own_effect": (means["dA_A"] + means["dB_B"]) / 2,
         "effects": {**means, **{f"{k}_{d}": dirs[d][k] for k in ("leak", "null_leak", "probe_crosstalk")

@@ -225,9 +225,10 @@ class ScanResult(ShowsFigure):
         ys = np.arange(len(rows))[::-1]
         for y, p in zip(ys, rows):
             lo, hi = p["ci95"]
-            claimed = p["verdict"] in ("shortcut", "coupling below tau")
+            color = {"shortcut": "tab:red", "coupling below tau": "tab:red",
+                     "entanglement": "tab:orange"}.get(p["verdict"], "tab:blue")
             ax.errorbar([p["score"]], [y], xerr=[[p["score"] - lo], [hi - p["score"]]], fmt="o", capsize=3,
-                        color="tab:red" if claimed else "tab:blue")
+                        color=color)
         ax.set_yticks(ys, [f"{p['a']} / {p['b']}: {p['verdict']}" for p in rows], fontsize=7)
         if not rows:
             ax.text(0.5, 0.5, "no pair has a measured score (see scan.json for why)", ha="center", va="center",
@@ -237,7 +238,8 @@ class ScanResult(ShowsFigure):
             for v in (-tau, tau):
                 ax.axvline(v, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel("score (the leak beyond its references), 95 % interval")
-        ax.set_title(f"{self.report['mode']} scan, {len(self.pairs)} pair(s); red: a coupling is claimed"
+        ax.set_title(f"{self.report['mode']} scan, {len(self.pairs)} pair(s); red: a coupling is claimed; orange: "
+                     f"one the training labels lack (entanglement)"
                      + (f"; dotted: +-tau = {tau:g}" if tau else ""), fontsize=8)
         ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()
@@ -254,9 +256,11 @@ class ScanResult(ShowsFigure):
         write_json(out / "scan.json", self.report)
         num = lambda v, fmt=".4f": "" if v is None else format(v, fmt)  # noqa: E731
         files = {"ranking": out / "scan.json", "table": write_csv(
-            out / "scan.csv", ["a", "b", "score", "ci_low", "ci_high", "verdict", "deciding_direction"],
+            out / "scan.csv", ["a", "b", "score", "ci_low", "ci_high", "verdict", "deciding_direction",
+                               "train_label_phi"],
             [[r["a"], r["b"], num(r["score"]), num(r["ci95"][0]), num(r["ci95"][1]), r["verdict"],
-              r["deciding_direction"] or ""] for r in self.pairs])}
+              r["deciding_direction"] or "", num((r.get("training_labels") or {}).get("phi"))]
+             for r in self.pairs])}
         if self.report["mode"] == "shared":
             files["directions"] = write_csv(
                 out / "scan_directions.csv",

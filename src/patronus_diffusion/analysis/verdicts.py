@@ -2,7 +2,9 @@
 (:mod:`.scan`): per direction the signed leak, the null edit's leak and the probe's cross-talk as references, the
 score (the part of the leak neither explains, :func:`unexplained`) with its percentile-bootstrap interval
 (:func:`direction_stats`), the gates of a tested direction, the verdict of an interval (:func:`interval_verdict`),
-the verdict of a pair (:func:`decide`), and the naming rule (``not:A`` negates the reading, :func:`split_negation`).
+the verdict of a pair (:func:`decide`), the check of a claimed coupling against the run's training labels
+(:func:`label_coupling`, :func:`check_training_labels`: a coupling those labels do not hold is the model's
+``entanglement``, not a shortcut), and the naming rule (``not:A`` negates the reading, :func:`split_negation`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ DEFAULT_THRESHOLD = 0.2
 DEFAULT_MIN_OWN_EFFECT = 0.25
 DEFAULT_MIN_PROBE_AUROC = 0.75
 VERDICTS = ("shortcut", "inconclusive", "coupling below tau", "no coupling detected")  # precedence, strongest first
+ENTANGLEMENT = "entanglement"  # a claimed coupling that the run's training labels do not hold (check_training_labels)
+CLAIMS = ("shortcut", "coupling below tau")  # the verdicts that claim a coupling learned from the training data
 VERDICT_RULES = {
     "shortcut": "the 95% interval of the score (the leak beyond its references) lies beyond +-tau",
     "coupling below tau": "the interval excludes 0 but lies within +-tau",
@@ -25,6 +29,10 @@ VERDICT_RULES = {
                     "only because a reference explains a raw leak whose interval reaches tau, or a pair with an "
                     "untested direction whose tested one finds no shortcut (a coupling may sit in the direction "
                     "that could not be tested, so 'no coupling' or 'below tau' is a claim about both)",
+    ENTANGLEMENT: "a coupling (shortcut or below tau by the rules above) that the run's training labels do not hold: "
+                  "phi(A, B) of those labels lies within the band an independent draw of as many labels stays in "
+                  "95% of the time (+-1.96/sqrt(N)), or has the other sign; the model ties A and B by itself (or "
+                  "through an attribute not checked), not by learning a correlation of A and B from its data",
 }
 COUPLING_RULE = ("score = the part of the leak (mean dOther|edit / mean dOwn|edit) that its references do not explain: "
                  "the null leak (mean dOther|null edit / mean dOwn|edit, the same images) and the probe's cross-talk "
@@ -257,3 +265,66 @@ def decide(dirs: dict) -> dict:
     return {"verdict": v, "reason": why, "score": deciding["score"], "ci95": deciding["ci95"],
             "bootstrap_std": deciding.get("bootstrap_std", float("nan")),
             "deciding_direction": f"{deciding['edited']} -> {deciding['other']}", "deciding_direction_key": key}
+
+
+# ----------------------------------------------------------------------------- the training labels
+def label_coupling(a: np.ndarray, b: np.ndarray, sign: int = 1) -> dict:
+    """How the run's training labels couple A and B: phi(A, B) (``sign`` -1 for one negated name) over the N
+    labelled training images, and whether it lies outside the band +-1.96/sqrt(N) that phi of N independent
+    labels stays within 95 % of the time (under independence N phi^2 is chi-square with one degree of freedom).
+
+    These are the images the model learned from, so phi is not an estimate of anything: the band only says
+    whether the labels' association is larger than chance alone gives at this N."""
+    from ..data.biased import phi
+
+    a, b = np.asarray(a), np.asarray(b)
+    constant = len(a) == 0 or a.min() == a.max() or b.min() == b.max()
+    return coupling_of_labels(0.0 if constant else sign * phi(a, b), len(a), constant)
+
+
+def coupling_of_labels(phi_value: float, n: int, constant: bool = False) -> dict:
+    """:func:`label_coupling` from a phi already computed over ``n`` labels (as named)."""
+    band = 1.959964 / np.sqrt(n) if n else float("inf")
+    value = float(phi_value) + 0.0
+    return {"phi": value, "n": int(n), "chance_band": float(band), "coupled": bool(abs(value) > band),
+            "constant": bool(constant)}
+
+
+def check_training_labels(verdict: dict, labels: dict | None, names: tuple[str, str], key: str = "reason") -> dict:
+    """A pair's (or a direction's) verdict checked against its training labels (:func:`label_coupling`).
+
+    A claimed coupling (:data:`CLAIMS`) whose sign the labels do not hold becomes ``entanglement``: the model
+    couples A and B, but its training data gave it no correlation of A and B to learn, so "shortcut" would claim
+    more than was seen. Every other verdict keeps its word; each gets the labels' phi in its reason. ``labels``
+    None (the run's training data lack a label for A or B) leaves the verdict and says the check could not run.
+    Returns a new dict (``verdict``, ``key`` and ``training_labels`` replaced)."""
+    out = dict(verdict)
+    a, b = names
+    if labels is None:
+        out["training_labels"] = None
+        if out["verdict"] in CLAIMS:
+            out[key] = (f"{out[key]}; the run's training data hold no labels of both {a} and {b}, so whether it "
+                        f"held this coupling to learn is not checked")
+        return out
+    out["training_labels"] = dict(labels)
+    if labels["constant"]:
+        held = f"the run's {labels['n']} training labels hold one value of {a} or {b} only (phi undefined)"
+    else:
+        held = (f"the run's {labels['n']} training labels give phi({a}, {b}) = {labels['phi']:+.3f} (chance "
+                f"band +-{labels['chance_band']:.3f})")
+    score = float(out.get("score", float("nan")))
+    if out["verdict"] in CLAIMS and np.isfinite(score):
+        same_way = labels["coupled"] and np.sign(labels["phi"]) == np.sign(score)
+        if not same_way:
+            how = ("couple them the other way" if labels["coupled"] else "do not couple them beyond chance")
+            size = "beyond" if out["verdict"] == "shortcut" else "within"
+            out[key] = (f"the model couples {a} and {b} (a score {size} +-tau, by the rules: {out[key]}), but "
+                        f"{held}: they {how}. The coupling is the model's own entanglement (or runs through an "
+                        f"attribute not checked), not a correlation of {a} and {b} learned from its data")
+            out["verdict_before_label_check"] = out["verdict"]
+            out["verdict"] = ENTANGLEMENT
+            return out
+        out[key] = f"{out[key]}; {held}, the same way"
+        return out
+    out[key] = f"{out[key]}; {held}"
+    return out

@@ -66,7 +66,8 @@ def scan_ranking(pat, names: list[str], probe_cfg, mode: str = "pairwise", **set
         rows = scan_pairs(pat, names, probe_cfg, progress=False, **settings).pairs
     return [{"a": r["a"], "b": r["b"], "score": r["score"], "ci95": list(r["ci95"]), "verdict": r["verdict"],
              "deciding_direction": r.get("deciding_direction"), "tested_directions": r.get("tested_directions", []),
-             "reason": r.get("reason", "")} for r in rows]
+             "reason": r.get("reason", ""), "training_labels": r.get("training_labels"),
+             "verdict_before_label_check": r.get("verdict_before_label_check")} for r in rows]
 
 
 def naming_summary(report: dict) -> dict:
@@ -76,6 +77,8 @@ def naming_summary(report: dict) -> dict:
             for k, d in report["directions"].items()}
     return {"a": report["a"], "b": report["b"], "score": report["score"], "ci95": list(report["ci95"]),
             "verdict": report["verdict"], "reason": report["reason"],
+            "training_labels": report.get("training_labels"),
+            "verdict_before_label_check": report.get("verdict_before_label_check"),
             "deciding_direction": report["deciding_direction"], "tested_directions": report["tested_directions"],
             "seed_scores": report["seed_scores"], "probe_test_auroc_min": report["probe_test_auroc_min"],
             "edited_prototypes": {"a": report["prototypes"]["edited_a"], "b": report["prototypes"]["edited_b"]},

@@ -6,6 +6,12 @@ three classes: **planted** (A and the planted mark, at a strength rho != 0), **u
 training data by construction: A or the mark with the control mark, and A with the mark at rho = 0) and
 **blind** (any pair with the coin column, which no image shows). Scores of pairs without a tested direction
 (NaN) count as 0 in the AUROC and rank below every measured pair; ties rank against the planted pair.
+
+Verdicts are read after the check against the training labels (:func:`~..analysis.verdicts.check_training_labels`:
+a claimed coupling those labels lack is ``entanglement``). Evaluations stored before that check existed get it
+here (:func:`with_label_check`), from the phi of their training set that each evaluation records and the study's
+``n_train``; the verdict by the rules alone stays beside it (``verdict_before_label_check``) and the headline
+counts claims both ways.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.verdicts import CLAIMS, ENTANGLEMENT, check_training_labels, coupling_of_labels, split_negation
 from ..utils.io import atomic_path, write_text
 
-CLAIMS = ("shortcut", "coupling below tau")  # verdicts that claim a coupling
 NO_COUPLING = "no coupling detected"
-VERDICT_ORDER = ("shortcut", "coupling below tau", "no coupling detected", "inconclusive", "skipped")
+VERDICT_ORDER = ("shortcut", "coupling below tau", ENTANGLEMENT, "no coupling detected", "inconclusive", "skipped")
 BOOT = 2000
 
 
@@ -89,6 +95,39 @@ def _sign(v: float) -> int:
     return 0 if not np.isfinite(v) or v == 0 else (1 if v > 0 else -1)
 
 
+# ----------------------------------------------------------------------------- the training labels
+def training_phi(ev: dict, a: str, b: str) -> float | None:
+    """phi(a, b) of the model's training set as recorded in its evaluation (names as given, ``not:`` negates),
+    None when the evaluation records no such pair."""
+    (x, sx), (y, sy) = split_negation(a), split_negation(b)
+    table = ev.get("data", {}).get("train", {})
+    v = table.get(f"{x},{y}", table.get(f"{y},{x}"))
+    return None if v is None else sx * sy * float(v)
+
+
+def with_label_check(ev: dict, n_train: int) -> dict:
+    """The evaluation with every scan row and both namings checked against the training labels, where it was
+    stored before the check existed (their rows lack ``training_labels``); checked ones are returned as stored."""
+    def checked(row: dict) -> dict:
+        if "training_labels" in row:
+            return row
+        phi_value = training_phi(ev, row["a"], row["b"])
+        labels = None if phi_value is None else coupling_of_labels(phi_value, n_train)
+        out = check_training_labels({**row, "score": _num(row["score"]), "reason": row.get("reason", "")},
+                                    labels, (row["a"], row["b"]))
+        out["score"] = row["score"]
+        out["label_check"] = "by the report (evaluated before the check)"
+        return out
+
+    return {**ev, "scan": {**ev["scan"], "rows": [checked(r) for r in ev["scan"]["rows"]]},
+            "naming": {k: checked(v) for k, v in ev["naming"].items()}}
+
+
+def rule_verdict(row: dict) -> str:
+    """The verdict by the interval rules alone, before the check against the training labels."""
+    return row.get("verdict_before_label_check") or row["verdict"]
+
+
 # ----------------------------------------------------------------------------- classification
 def pair_class(ev: dict, a: str, b: str) -> str:
     if "coin" in (a, b):
@@ -104,7 +143,8 @@ def pair_rows(ev: dict) -> list[dict]:
     for r in ev["scan"]["rows"]:
         score = _num(r["score"])
         rows.append({"a": r["a"], "b": r["b"], "class": pair_class(ev, r["a"], r["b"]), "score": score,
-                     "ci95": [_num(v) for v in r["ci95"]], "verdict": r["verdict"]})
+                     "ci95": [_num(v) for v in r["ci95"]], "verdict": r["verdict"], "rule_verdict": rule_verdict(r),
+                     "train_phi": (r.get("training_labels") or {}).get("phi")})
     for r in rows:  # 1 + the other measured pairs at least as strong (ties rank against this pair); unmeasured last
         r["rank"] = (1 + sum(1 for o in rows if o is not r and np.isfinite(o["score"])
                              and abs(o["score"]) >= abs(r["score"])) if np.isfinite(r["score"]) else len(rows))
@@ -175,6 +215,12 @@ def detection(evals: list[dict], seed: int = 0) -> list[dict]:
               [rank1(ev) for ev in planted_models if abs(ev["rho"]) >= cut])
     share("false 'shortcut'/'coupling below tau' on uncoupled pairs (scan)",
           [r["verdict"] in CLAIMS for _, r in pairs if r["class"] == "uncoupled"])
+    share("'entanglement' on uncoupled pairs (scan): a coupling the model makes, named as its own",
+          [r["verdict"] == ENTANGLEMENT for _, r in pairs if r["class"] == "uncoupled"])
+    share("the same claims by the interval rules alone, before the training-label check (uncoupled pairs, scan)",
+          [r["rule_verdict"] in CLAIMS for _, r in pairs if r["class"] == "uncoupled"])
+    share("false 'entanglement' on planted pairs (scan): a coupling their training labels hold, called the "
+          "model's own", [r["verdict"] == ENTANGLEMENT for _, r in pairs if r["class"] == "planted"])
     share("false 'no coupling detected' on planted pairs (scan)",
           [r["verdict"] == NO_COUPLING for _, r in pairs if r["class"] == "planted"])
     share("false 'no coupling detected' on blind pairs (scan)",
@@ -182,6 +228,8 @@ def detection(evals: list[dict], seed: int = 0) -> list[dict]:
     named = [(ev, ev["naming"][k]) for ev in evals for k in ("a_b", "nota_b")]
     share("false 'shortcut'/'coupling below tau', naming diagnoses at rho = 0",
           [d["verdict"] in CLAIMS for ev, d in named if ev["rho"] == 0])
+    share("the same, by the interval rules alone (before the training-label check)",
+          [rule_verdict(d) in CLAIMS for ev, d in named if ev["rho"] == 0])
     share("false 'no coupling detected', naming diagnoses at rho != 0",
           [d["verdict"] == NO_COUPLING for ev, d in named if ev["rho"] != 0])
     share("claimed couplings of planted pairs with the sign of rho, (A, mark) diagnoses",
@@ -265,7 +313,8 @@ def dose_summary(models: list[dict]) -> list[dict]:
 MODEL_FIELDS = ["kind", "rho", "train_seed", "score", "ci_low", "ci_high", "abs_score", "abs_ci_low", "abs_ci_high",
                 "verdict", "tested", "not_a_score", "not_a_verdict", "naming_agrees", "scan_rank", "pairs", "steered",
                 "steer_n", "steer_share", "train_seconds", "eval_seconds"]
-PAIR_FIELDS = ["kind", "rho", "train_seed", "a", "b", "class", "score", "ci_low", "ci_high", "verdict", "rank"]
+PAIR_FIELDS = ["kind", "rho", "train_seed", "a", "b", "class", "score", "ci_low", "ci_high", "verdict", "rank",
+               "rule_verdict", "train_phi"]
 
 
 def _csv(fields: list[str], rows: list[dict]) -> str:
@@ -343,7 +392,9 @@ def summary_markdown(spec: dict, plan: list[str], evals: list[dict], models: lis
     lines += ["", "Classes: planted = (A, mark) at rho != 0; uncoupled = pairs independent in the training data "
               "(A or mark with the control mark, and (A, mark) at rho = 0); blind = pairs with the coin column, which "
               "no image shows. Unmeasured scores (no tested direction) count as 0 in the AUROC and rank last; ties "
-              "rank against the planted pair. Intervals: Wilson for shares, a stratified percentile bootstrap for "
+              "rank against the planted pair. Verdicts are read after the check against the run's training labels (a "
+              "claimed coupling they lack is 'entanglement'); models evaluated before that check existed get it from "
+              "the phi of their training set recorded in their evaluation. Intervals: Wilson for shares, a stratified percentile bootstrap for "
               "AUROC (pairs within a model are not independent, so these intervals are optimistic).", ""]
     return "\n".join(lines)
 
@@ -391,6 +442,7 @@ def write_report(out: Path, spec: dict, plan: list[str], evals: list[dict], figu
     """summary.md and the CSVs (and dose_response.png) from the stored evaluations of the planned models."""
     out = Path(out)
     order = {name: i for i, name in enumerate(plan)}
+    evals = [with_label_check(ev, int(spec["n_train"])) for ev in evals]
     evals = sorted(evals, key=lambda ev: (ev["kind"], ev["rho"], ev["train_seed"], order.get(ev["name"], 0)))
     models = model_table(evals)
     headline = detection(evals)
@@ -399,7 +451,8 @@ def write_report(out: Path, spec: dict, plan: list[str], evals: list[dict], figu
     judged = judge_table(evals)
     pairs = [{"kind": ev["kind"], "rho": ev["rho"], "train_seed": ev["train_seed"], "a": r["a"], "b": r["b"],
               "class": r["class"], "score": r["score"], "ci_low": r["ci95"][0], "ci_high": r["ci95"][1],
-              "verdict": r["verdict"], "rank": r["rank"]} for ev in evals for r in pair_rows(ev)]
+              "verdict": r["verdict"], "rank": r["rank"], "rule_verdict": r["rule_verdict"],
+              "train_phi": r["train_phi"]} for ev in evals for r in pair_rows(ev)]
     files = {name: out / name for name in TABLES}
     write_text(files["summary.md"], summary_markdown(spec, plan, evals, models, headline, dose, counts, judged))
     write_text(files["models.csv"], _csv(MODEL_FIELDS, models))
