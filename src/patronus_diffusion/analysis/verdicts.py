@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.biased import phi
+
 DEFAULT_THRESHOLD = 0.2
 # a direction is tested only if its edit moves its own attribute by this much (mean change of probability); 0.25
 # was chosen on the diagnose-benchmark pilot (training seed 0), where 0.1 let a weak edit's damage read as a
@@ -275,8 +277,6 @@ def label_coupling(a: np.ndarray, b: np.ndarray, sign: int = 1) -> dict:
 
     These are the images the model learned from, so phi is not an estimate of anything: the band only says
     whether the labels' association is larger than chance alone gives at this N."""
-    from ..data.biased import phi
-
     a, b = np.asarray(a), np.asarray(b)
     constant = len(a) == 0 or a.min() == a.max() or b.min() == b.max()
     return coupling_of_labels(0.0 if constant else sign * phi(a, b), len(a), constant)
