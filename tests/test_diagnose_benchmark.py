@@ -70,9 +70,9 @@ def fake_eval(rho, planted, others=(0.0, 0.0), blind="inconclusive", kind="patch
 
     rows = [row("A", "mark", score, verdict), row("A", "other_mark", others[0], v_of(others[0])),
             row("mark", "other_mark", others[1], v_of(others[1])), row("A", "coin", float("nan"), blind)]
-    nam = {"a_b": {"score": score, "ci95": [score - 0.05, score + 0.05], "verdict": naming[0],
+    nam = {"a_b": {"a": "A", "b": "mark", "score": score, "ci95": [score - 0.05, score + 0.05], "verdict": naming[0],
                    "tested_directions": ["mark -> A"]},
-           "nota_b": {"score": not_sign * score, "ci95": [-score - 0.05, -score + 0.05], "verdict": naming[1],
+           "nota_b": {"a": "not:A", "b": "mark", "score": not_sign * score, "ci95": [-score - 0.05, -score + 0.05], "verdict": naming[1],
                       "tested_directions": ["mark -> not:A"]}}
     return {"name": f"{kind}_{rho}_{seed}", "kind": kind, "rho": rho, "train_seed": seed, "a_name": "A",
             "names": ["A", "mark", "other_mark", "coin"], "scan": {"rows": rows}, "naming": nam,
@@ -129,6 +129,32 @@ def test_detector_measures_count_what_they_say():
     unmeasured = fake_eval(0.9, (float("nan"), "inconclusive"), naming=("inconclusive", "inconclusive"))
     assert rep.naming_agrees(unmeasured) is None  # two unmeasured diagnoses agree on nothing
     assert _measure(rep.detection([unmeasured]), "naming agreement")["n"] == "0"
+
+
+def test_stored_verdicts_are_checked_against_the_training_phi_they_record():
+    """Evaluations stored before the training-label check get it in the report, from their recorded phi: a claim on
+    a pair whose labels are uncoupled becomes 'entanglement' (counted apart from false claims), a claim the labels
+    hold stays, not:A negates the phi, and a row already checked is left as stored."""
+    ev = fake_eval(0.9, (0.8, "shortcut"), others=(0.0, -0.6), naming=("shortcut", "shortcut"))
+    ev["scan"]["rows"][2]["verdict"] = "shortcut"  # (mark, other_mark) claimed, as the study's four were
+    ev["data"] = {"train": {"A,mark": 0.9, "A,other_mark": 0.0, "mark,other_mark": 0.0, "A,coin": 0.0}}
+    checked = rep.with_label_check(ev, 4000)
+    rows = {(r["a"], r["b"]): r for r in checked["scan"]["rows"]}
+    assert rows[("A", "mark")]["verdict"] == "shortcut" and rows[("A", "mark")]["training_labels"]["phi"] == 0.9
+    assert rows[("mark", "other_mark")]["verdict"] == "entanglement"
+    assert rows[("mark", "other_mark")]["verdict_before_label_check"] == "shortcut"
+    assert checked["naming"]["nota_b"]["training_labels"]["phi"] == -0.9  # phi(not:A, mark)
+    assert checked["naming"]["nota_b"]["verdict"] == "shortcut"  # score -0.8, labels -0.9: the same way
+    assert ev["scan"]["rows"][2]["verdict"] == "shortcut"  # the stored evaluation is not changed
+    again = rep.with_label_check(checked, 4000)
+    assert again["scan"]["rows"] == checked["scan"]["rows"]
+    h = rep.detection([checked])
+    assert _measure(h, "false 'shortcut'/'coupling below tau' on uncoupled")["k"] == 0
+    assert _measure(h, "'entanglement' on uncoupled pairs")["k"] == 1
+    assert _measure(h, "the same claims by the interval rules alone")["k"] == 1
+    missing = rep.with_label_check({**ev, "data": {"train": {}}}, 4000)  # no recorded phi: not checked, said so
+    row = next(r for r in missing["scan"]["rows"] if r["b"] == "other_mark" and r["a"] == "mark")
+    assert row["verdict"] == "shortcut" and row["training_labels"] is None and "not checked" in row["reason"]
 
 
 def test_rank_is_pessimistic_and_unmeasured_pairs_rank_last():
