@@ -382,3 +382,27 @@ def test_the_lever_record_is_what_the_docs_quote():
                         "diagnosis.json").read_text())
         assert d["edit_guidance"] == g and d["verdict"] == "inconclusive"
         assert f"{d['score']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in doc
+
+
+SCRATCH = ROOT / "docs" / "records" / "diagnose_benchmark_scratch_pilot"
+
+
+def test_the_scratch_pilot_record_rewrites_its_tables_and_the_docs_quote_it(tmp_path):
+    """The from-scratch pilot (stop 35, training seed 0, the tuning seed): its tables rewrite byte for byte, its
+    evaluations carry the training-label check of their day (none re-checked by the report), and the figures
+    docs/diagnose_benchmark.md quotes are the record's."""
+    assert_rewritten_byte_for_byte(SCRATCH, tmp_path)
+    spec = json.loads((SCRATCH / "benchmark.json").read_text())["spec"]
+    assert spec["init_from"] is None and spec["preset"] == "cpu-small" and spec["train_steps"] == 1500
+    evals = {json.loads(f.read_text())["name"]: json.loads(f.read_text()) for f in (SCRATCH / "evals").glob("*.json")}
+    assert all("training_labels" in r for ev in evals.values() for r in ev["scan"]["rows"])
+    doc = " ".join((ROOT / "docs" / "diagnose_benchmark.md").read_text().split())
+    for name, ev in evals.items():
+        steer = ev["judge"]["steered"]
+        assert f"{steer['k']} of {steer['n']}" in doc, name
+        for d in ev["naming"]["a_b"]["directions"].values():
+            assert f"{d['own_effect']:+.3f}" in doc, (name, d["edited"])
+    tangled = [r for ev in evals.values() for r in ev["scan"]["rows"] if r["verdict"] == "entanglement"]
+    assert len(tangled) == 1 and not tangled[0]["training_labels"]["coupled"]
+    r = tangled[0]
+    assert f"{r['score']:+.2f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" in doc
