@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"carry_run: -> {a.destination} ({size:.1f} MB)")
             hidden = ignored_by_git(a.destination)
             if hidden:
-                shown = "\n  ".join(hidden[:10]) + (f"\n  ... and {len(hidden) - 10} more" if len(hidden) > 10 else "")
+                more = f"\n  ... and {len(hidden) - 10} more" if len(hidden) > 10 else ""
+                shown = "\n  ".join(hidden[:10]) + more
                 raise CarryError(f"{len(hidden)} saved file(s) would not be committed, so the carry would not "
                                  f"travel:\n  {shown}\nadd a negation for them to .gitignore (e.g. "
                                  f"'!/carry/**/runs/') and save again")

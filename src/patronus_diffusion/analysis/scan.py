@@ -111,7 +111,8 @@ def scan_pairs(pat, names: list[str], probe_cfg=None, progress: bool = True, **d
         rows.append({"a": a, "b": b, "score": r["score"], "ci95": r["ci95"], "verdict": r["verdict"],
                      "deciding_direction": r["deciding_direction"], "reason": r["reason"],
                      "training_labels": r["training_labels"],
-                     "verdict_before_label_check": r["verdict_before_label_check"], "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
+                     "verdict_before_label_check": r["verdict_before_label_check"],
+                     "leak_a_to_b": d["a_to_b"]["leak"], "leak_b_to_a": d["b_to_a"]["leak"],
                      "null_leak_a_to_b": d["a_to_b"]["null_leak"], "null_leak_b_to_a": d["b_to_a"]["null_leak"],
                      "tested_directions": r["tested_directions"]})
     if rows and all(r["verdict"] == "skipped" for r in rows):
@@ -297,13 +298,12 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
     quality = np.asarray(quality)
     lowest = quality.min(0)
     phis = np.array([[phi(train_y[:, i], train_y[:, j]) for j in range(K)] for i in range(K)])
-    y_run = training_labels(pat, bases)
-
-    def labels_of(e: int, o: int) -> dict | None:
-        return None if y_run is None else label_coupling(y_run[:, e], y_run[:, o], signs[e] * signs[o])
+    y_run = training_labels(pat, bases, ds=None if probe_cfg else ds_tr)  # the run's own split: already loaded
 
     pairs, directions = [], []
     for i, j in combinations(range(K), 2):
+        # phi of the pair's training labels, as named: the same for both directions and the pair
+        labels = None if y_run is None else label_coupling(y_run[:, i], y_run[:, j], signs[i] * signs[j])
         with warnings.catch_warnings():  # a cross-talk stratum left empty is NaN, reported as such
             warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
             res = assess({"dA_A": d_own[i][:, i], "dB_A": d_own[i][:, j], "dA_0A": d_null[i][:, i],
@@ -333,17 +333,18 @@ def scan_shared(pat, specs: list[str], probe_cfg=None, n_images: int = 24, seeds
                                 f"for {bases[o]}")
             _gate(dirs[key], failures)
             d = dirs[key]
-            checked = check_training_labels(d, labels_of(e, o), (d["edited"], d["other"]), key="why")
+            checked = check_training_labels(d, labels, (d["edited"], d["other"]), key="why")
             directions.append({
                 "a": d["edited"], "b": d["other"], "score": d["score"], "ci95": d["ci95"],
                 "verdict": checked["verdict"], "says": d["says"], "why": checked["why"],
                 "training_labels": checked["training_labels"],
-                "verdict_before_label_check": checked.get("verdict_before_label_check"), "leak": d["leak"], "leak_ci95": d["leak_ci95"],
+                "verdict_before_label_check": checked.get("verdict_before_label_check"),
+                "leak": d["leak"], "leak_ci95": d["leak_ci95"],
                 "null_leak": d["null_leak"], "null_ci95": d["null_ci95"], "probe_crosstalk": d["probe_crosstalk"],
                 "probe_crosstalk_ci95": d["probe_crosstalk_ci95"], "own_effect": d["own_effect"],
                 "tested": d["tested"], "untested_because": d["untested_because"], "edited_images": len(edited_y[e]),
                 "edited_with_other": with_o, "clean_phi": float(phis[e, o])})
-        v = check_training_labels(decide(dirs), labels_of(i, j), (names[i], names[j]))
+        v = check_training_labels(decide(dirs), labels, (names[i], names[j]))
         pairs.append({"a": names[i], "b": names[j], "score": v["score"], "ci95": v["ci95"], "verdict": v["verdict"],
                       "deciding_direction": v["deciding_direction"], "reason": v["reason"],
                       "training_labels": v["training_labels"],

@@ -177,13 +177,14 @@ def clean_data(pat, a_spec: str, b_spec: str, probe_cfg=None, limit: int = 4000,
     return CleanData(tr[0], tr[1], te[0], te[1], source)
 
 
-def training_labels(pat, bases: list[str]) -> np.ndarray | None:
+def training_labels(pat, bases: list[str], ds=None) -> np.ndarray | None:
     """The labels (N, K) of ``bases`` on the run's own training split (the images the model learned from), or
-    None when that split lacks one of them or cannot be read (the check of the labels then says so)."""
+    None when that split lacks one of them or cannot be read (the check of the labels then says so). ``ds``: that
+    split, where the caller has already loaded it."""
     from ..data import load_dataset
 
     try:
-        ds = load_dataset(pat.config.data, "train")
+        ds = ds if ds is not None else load_dataset(pat.config.data, "train")
         return np.stack([resolve_attribute(ds, b) for b in bases], 1).astype(np.int64)
     except (DataError, OSError):
         return None

@@ -19,6 +19,7 @@ from ..utils.io import write_json, write_text
 from .figures import figure_image, new_figure, save_figure
 from .results import ShowsFigure, one_line
 from .tables import write_csv
+from .verdicts import CLAIMS, ENTANGLEMENT
 
 FIGURE_ROWS = 4
 
@@ -225,8 +226,8 @@ class ScanResult(ShowsFigure):
         ys = np.arange(len(rows))[::-1]
         for y, p in zip(ys, rows):
             lo, hi = p["ci95"]
-            color = {"shortcut": "tab:red", "coupling below tau": "tab:red",
-                     "entanglement": "tab:orange"}.get(p["verdict"], "tab:blue")
+            color = ("tab:red" if p["verdict"] in CLAIMS else "tab:orange" if p["verdict"] == ENTANGLEMENT
+                     else "tab:blue")
             ax.errorbar([p["score"]], [y], xerr=[[p["score"] - lo], [hi - p["score"]]], fmt="o", capsize=3,
                         color=color)
         ax.set_yticks(ys, [f"{p['a']} / {p['b']}: {p['verdict']}" for p in rows], fontsize=7)

@@ -394,8 +394,9 @@ def summary_markdown(spec: dict, plan: list[str], evals: list[dict], models: lis
               "no image shows. Unmeasured scores (no tested direction) count as 0 in the AUROC and rank last; ties "
               "rank against the planted pair. Verdicts are read after the check against the run's training labels (a "
               "claimed coupling they lack is 'entanglement'); models evaluated before that check existed get it from "
-              "the phi of their training set recorded in their evaluation. Intervals: Wilson for shares, a stratified percentile bootstrap for "
-              "AUROC (pairs within a model are not independent, so these intervals are optimistic).", ""]
+              "the phi of their training set recorded in their evaluation. Intervals: Wilson for shares, a stratified "
+              "percentile bootstrap for AUROC (pairs within a model are not independent, so these intervals are "
+              "optimistic).", ""]
     return "\n".join(lines)
 
 
